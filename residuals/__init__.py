@@ -1,0 +1,19 @@
+"""residuals: gradient boosting and residual networks, side by side and measured.
+
+Both backends share one vocabulary (:mod:`residuals.core`): a model is a running
+state plus stages that each add a correction to it.
+"""
+
+import os as _os
+
+# Measured on shared 2-core machines: with another tenant holding a core, torch's
+# default OpenMP busy-waiting made 2-thread training 10-25x slower. Passive
+# waiting fixes it. It must be set before torch (and its OpenMP runtime) loads,
+# which is why it lives here; a value the user set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+__version__ = "0.1.0"
+
+from residuals.core import StageStep, Stagewise  # noqa: E402
+
+__all__ = ["StageStep", "Stagewise", "__version__"]
