@@ -17,7 +17,26 @@ from typing import Callable
 
 import pandas as pd
 
-__all__ = ["Figure", "Table", "ReportContent", "RENDERERS", "get_renderer"]
+__all__ = ["Figure", "Overlay", "Table", "ReportContent", "RENDERERS", "get_renderer"]
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """How ``residuals report compare`` redraws a figure's tidy data with other runs'.
+
+    Every name is a column of :attr:`Figure.data`. Rows that share (facet, hue,
+    style, x) -- e.g. seeds -- are averaged, with a +-1 std band.
+    """
+
+    x: str                        # e.g. "epoch"
+    y: str                        # e.g. "error"
+    hue: str | None = None        # values are style.COLORS keys, e.g. "net": plain/residual
+    style: str | None = None      # values are style.LINESTYLES keys, e.g. "split": train/test
+    facet: str | None = None      # one panel per value, e.g. "depth"
+    xlabel: str = ""              # with units; defaults to the column name
+    ylabel: str = ""
+    logx: bool = False
+    logy: bool = False
 
 
 @dataclass
@@ -29,6 +48,7 @@ class Figure:
     fig: "matplotlib.figure.Figure"  # noqa: F821
     data: pd.DataFrame            # everything plotted, saved as figures/<key>.csv
     caption: str = ""             # one or two sentences: what to look at
+    overlay: Overlay | None = None  # optional: lets `report compare` overlay runs' curves
 
 
 @dataclass
