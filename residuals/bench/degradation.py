@@ -1,0 +1,609 @@
+"""The degradation benchmark: plain vs residual nets at several depths.
+
+He et al. 2015 ("Deep residual learning for image recognition", Sec. 4.2, Fig. 6)
+observed that a deeper *plain* network (no skip connections) reaches a HIGHER
+training error than a shallower one -- an optimisation failure, not overfitting --
+while the same nets with identity shortcuts get better with depth. This module
+runs that experiment as a sweep over ``variants x depths x seeds``::
+
+    cfg = PRESETS["digits"]                       # the default: about 3 minutes on 2 cores
+    run = RunDir.create("reports", bench="degradation", dataset=cfg.dataset, config=cfg.to_dict())
+    run_sweep(run, cfg, device="cpu", jobs=2)     # results.csv, runs.csv, probes.csv
+    degradation_verdict(run.read_table("runs")).headline
+
+Tables written to the run folder (tidy, one observation per row):
+
+* ``results.csv``: one row per (model, seed, epoch) with every field of the
+  trainer's ``EpochRecord`` and the run's ``status`` (``complete`` or ``diverged``);
+* ``runs.csv``: one row per (model, seed): final train/test error, training and wall
+  seconds, images/s, status;
+* ``probes.csv``: one row per (model, seed, block), measured after training on a
+  fixed batch of test images: the std of each residual function's output (paper
+  Fig. 7) and the gradient norms at each block.
+
+The verdict (:func:`degradation_verdict`) is a rule on ``runs.csv``, stated here
+once: with ``d0`` the shallowest and ``d1`` the deepest depth, and every error the
+mean final *training* error over the seeds that did not diverge,
+
+    reproduced  <=>  plain[d1] - plain[d0] > DEGRADATION_MARGIN   (deeper plain is clearly worse)
+                and  resnet[d1] - resnet[d0] <= RESIDUAL_TOLERANCE (deeper residual is not worse)
+
+Diverged runs (a non-finite loss) are left out of the means and named in the
+verdict; a cell with no finished run gives no verdict (``None``).
+
+Independent (model, seed) runs go to worker processes with one torch thread each
+(measured on a shared 2-core machine: two 1-thread processes beat one 2-thread
+process); every run checkpoints each epoch under ``<run>/checkpoints/`` so an
+interrupted sweep resumes where it stopped (:func:`run_sweep` skips the runs
+already in ``runs.csv``).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from queue import Empty
+from typing import Callable
+
+import pandas as pd
+
+from residuals.report.runs import RunDir
+
+__all__ = [
+    "VARIANTS", "PRESETS", "DEGRADATION_MARGIN", "RESIDUAL_TOLERANCE",
+    "DegradationConfig", "RunSpec", "RunOutcome", "Verdict",
+    "plan_runs", "finished_runs", "train_run", "run_sweep", "default_jobs",
+    "degradation_verdict", "final_errors", "Progress",
+]
+
+# variant -> does the net have identity shortcuts?
+VARIANTS: dict[str, bool] = {"plain": False, "residual": True}
+
+# the verdict's rule, in percentage points of final training error (see module docstring)
+DEGRADATION_MARGIN = 5.0     # the deepest plain net must be worse than the shallowest by more than this
+RESIDUAL_TOLERANCE = 1.0     # the deepest residual net may be worse than the shallowest by at most this
+
+RESULT_TABLES = ("results", "runs", "probes")
+RUN_KEYS = ["variant", "depth", "seed"]
+
+
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class DegradationConfig:
+    """One sweep: which nets, on what data, with which training recipe.
+
+    Every run of the sweep is ``(variant, depth, seed)`` for each variant in
+    ``variants``, depth in ``depths`` and seed in ``range(seeds)``; all runs share
+    the recipe below (the trainer's :class:`residuals.train.TrainConfig`).
+    """
+
+    dataset: str = "digits"
+    depths: tuple[int, ...] = (20, 56)           # layers, 6n+2 (He et al. CIFAR nets)
+    variants: tuple[str, ...] = ("plain", "residual")
+    seeds: int = 2                               # runs use seeds 0 .. seeds-1
+    # the recipe
+    epochs: int = 12
+    batch_size: int = 128                        # images per SGD step
+    lr: float = 0.05                             # peak learning rate
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"                     # "cosine" | "step" (/10 at 50% and 75%, the paper's)
+    warmup: str = "linear"                       # "linear" | "paper" | "none"
+    warmup_epochs: int = 2                       # for the linear warm-up
+    paper_warmup_from_depth: int | None = None   # depths >= this use the paper warm-up (He et al.: ResNet-110)
+    augment: bool = False                        # 4-pixel pad + random crop + horizontal flip
+    val_size: int | None = None                  # training images held out (paper: 5000 of 50000)
+    eval_batch_size: int = 1024
+    amp: bool = True                             # bf16 autocast on CUDA (the trainer ignores it on CPU)
+    channels_last: bool = True
+    probe_batch: int = 256                       # test images the probes are measured on
+
+    def __post_init__(self):
+        # tuples from JSON come back as lists; normalise so configs compare equal
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "variants", tuple(self.variants))
+        if not self.depths:
+            raise ValueError("depths: give at least one depth")
+        if len(set(self.depths)) != len(self.depths):
+            raise ValueError(f"depths: each depth once, got {list(self.depths)}")
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(f"variants: unknown {unknown or 'none given'}; choose from {', '.join(VARIANTS)}")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants: each variant once, got {list(self.variants)}")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds: the number of seeds must be at least 1, got {self.seeds!r}")
+        if self.probe_batch < 1:
+            raise ValueError(f"probe_batch must be at least 1, got {self.probe_batch}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DegradationConfig":
+        """Inverse of :meth:`to_dict` (meta.json's ``config``); unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"not a degradation config: unknown keys {unknown}")
+        return cls(**d)
+
+    def warmup_for(self, depth: int) -> str:
+        if self.paper_warmup_from_depth is not None and depth >= self.paper_warmup_from_depth:
+            return "paper"
+        return self.warmup
+
+    def train_config(self, depth: int, seed: int, device: str):
+        """The trainer's config for one run (raises ValueError on an invalid recipe)."""
+        from residuals.train import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+            weight_decay=self.weight_decay, schedule=self.schedule, warmup=self.warmup_for(depth),
+            warmup_epochs=self.warmup_epochs, augment=self.augment,
+            eval_batch_size=self.eval_batch_size, amp=self.amp, channels_last=self.channels_last,
+            compile=False,  # measured: torch.compile cost more than a whole run on the CPU
+            seed=seed, device=device,
+        )
+
+
+PRESETS: dict[str, DegradationConfig] = {
+    # Measured on a shared 2-core CPU: plain-56 ends at 54-87% training error in 5/5
+    # seeds, plain-20 and resnet-56 at <= 0.07%. Without the warm-up resnet-56 fails too.
+    "digits": DegradationConfig(),
+    "fashion-mnist": DegradationConfig(
+        dataset="fashion-mnist", depths=(20, 32, 44, 56), seeds=1, epochs=15, lr=0.05,
+        warmup="linear", warmup_epochs=2, val_size=None,
+    ),
+    # He et al. 2015, Sec. 4.2: lr 0.1, batch 128, wd 1e-4, momentum 0.9, /10 at 32k
+    # and 48k of 64k iterations (~182 epochs on a 45k/5k split), pad-4 crop + flip,
+    # option-A shortcuts, and for ResNet-110 lr 0.01 until training error < 80%.
+    "paper": DegradationConfig(
+        dataset="cifar10", depths=(20, 32, 44, 56, 110), seeds=1, epochs=182, batch_size=128,
+        lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step", warmup="none",
+        warmup_epochs=0, paper_warmup_from_depth=110, augment=True, val_size=5000,
+    ),
+}
+DEFAULT_PRESET = "digits"
+
+
+# --------------------------------------------------------------------------- runs
+@dataclass(frozen=True, order=True)
+class RunSpec:
+    """One training run of the sweep."""
+
+    variant: str   # "plain" | "residual"
+    depth: int
+    seed: int
+
+    @property
+    def skip(self) -> bool:
+        return VARIANTS[self.variant]
+
+    @property
+    def model(self) -> str:
+        """The name :func:`residuals.nets.model_name` gives the net: "plain56", "resnet56"."""
+        return model_label(self.variant, self.depth).replace("-", "")
+
+    @property
+    def label(self) -> str:
+        return model_label(self.variant, self.depth)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}-seed{self.seed}"
+
+
+def model_label(variant: str, depth: int) -> str:
+    """``plain-56`` / ``resnet-56``: how the report and the verdict name a net."""
+    return f"{'resnet' if VARIANTS[variant] else 'plain'}-{int(depth)}"
+
+
+def plan_runs(cfg: DegradationConfig) -> list[RunSpec]:
+    """Every run of the sweep, the most expensive first (deepest, then by seed).
+
+    Longest-first keeps parallel workers busy until the end instead of leaving one
+    deep net running alone.
+    """
+    specs = [RunSpec(v, d, s) for d in cfg.depths for v in cfg.variants for s in range(cfg.seeds)]
+    return sorted(specs, key=lambda r: (-r.depth, r.seed, r.variant))
+
+
+def finished_runs(run: RunDir) -> set[tuple[str, int, int]]:
+    """(variant, depth, seed) of the runs already recorded in the run's ``runs.csv``."""
+    if not run.has_table("runs"):
+        return set()
+    runs = run.read_table("runs")
+    return {(str(v), int(d), int(s)) for v, d, s in runs[RUN_KEYS].itertuples(index=False)}
+
+
+def checkpoint_path(run_path: str | os.PathLike, spec: RunSpec) -> Path:
+    return Path(run_path) / "checkpoints" / f"{spec.key}.pt"
+
+
+@dataclass
+class RunOutcome:
+    """What one finished run adds to the sweep's three tables."""
+
+    spec: RunSpec
+    history: pd.DataFrame   # results.csv rows: one per epoch
+    probes: pd.DataFrame    # probes.csv rows: one per block
+    summary: dict           # the runs.csv row
+
+
+_DATA_CACHE: dict[tuple, object] = {}
+
+
+def _dataset(cfg: DegradationConfig, device: str, data_dir: str | None):
+    """The sweep's dataset, loaded once per process (same split for every run: seed 0)."""
+    from residuals.data import load_dataset
+
+    key = (cfg.dataset, device, data_dir, cfg.val_size)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_dataset(cfg.dataset, data_dir=data_dir, device=device,
+                                        download=False, val_size=cfg.val_size, seed=0)
+    return _DATA_CACHE[key]
+
+
+def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: str | os.PathLike,
+              data_dir: str | None = None, on_epoch: Callable | None = None) -> RunOutcome:
+    """Train one net of the sweep (resuming from its checkpoint if there is one), then probe it.
+
+    The data must already be on disk (the CLI loads it once, with downloads, before
+    any training); the model's weights are initialised from ``spec.seed``.
+    """
+    import torch
+
+    from residuals.nets import cifar_resnet
+    from residuals.train import train
+
+    start = time.perf_counter()
+    data = _dataset(cfg, device, data_dir)
+    name = spec.model
+    torch.manual_seed(spec.seed)
+    # the paper's CIFAR nets (option-A shortcuts) for every depth 6n+2 -- also 50, which the
+    # name registry would resolve to the ImageNet-style ResNet-50
+    model = cifar_resnet(spec.depth, skip=spec.skip, in_channels=data.in_channels,
+                         num_classes=data.num_classes)
+    ckpt = checkpoint_path(run_path, spec)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    result = train(model, data, cfg.train_config(spec.depth, spec.seed, device),
+                   checkpoint_path=ckpt, resume=ckpt.is_file(), on_epoch=on_epoch)
+    if getattr(result, "interrupted", False):
+        raise KeyboardInterrupt
+    status = "diverged" if result.diverged else "complete"
+    probes = probe_model(result.model, data, cfg.probe_batch)
+    wall = time.perf_counter() - start
+
+    ids = {"model": name, "variant": spec.variant, "depth": spec.depth, "seed": spec.seed}
+    history = pd.DataFrame([asdict(r) for r in result.history])
+    history = pd.concat([pd.DataFrame([ids] * len(history)), history], axis=1)
+    history["status"] = status
+    probes = pd.concat([pd.DataFrame([ids] * len(probes)), probes.reset_index(drop=True)], axis=1)
+    last = result.history[-1] if result.history else None
+    train_s = float(history["seconds"].sum()) if len(history) else 0.0
+    summary = {
+        **ids,
+        "status": status,
+        "epochs": len(result.history),
+        "final_train_error": last.train_error if last else math.nan,
+        "final_test_error": last.test_error if last else math.nan,
+        "best_test_error": float(history["test_error"].min()) if len(history) else math.nan,
+        # median over epochs: the first epoch carries one-off warm-up costs
+        "images_per_s": float(history["images_per_s"].median()) if len(history) else math.nan,
+        "train_s": round(train_s, 3),
+        "wall_s": round(wall, 3),   # this session: data, training (after any resume) and probes
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+    return RunOutcome(spec, history, probes, summary)
+
+
+def probe_model(model, data, n: int) -> pd.DataFrame:
+    """Layer responses (Fig. 7) and gradient norms per block, on the first ``n`` test images.
+
+    Returns one row per block: ``block, stage, response_std, input_grad_norm, param_grad_norm``.
+    """
+    from residuals.nets.probes import gradient_norms, layer_responses
+
+    x, y = probe_inputs(data, n)
+    responses = layer_responses(model, x).rename(columns={"std": "response_std"})
+    grads = gradient_norms(model, x, y)
+    return responses.merge(grads, on="block", how="outer").sort_values("block", ignore_index=True)
+
+
+def probe_inputs(data, n: int):
+    """A fixed batch: the first ``n`` test images, normalised as the trainer feeds them to the net."""
+    from residuals.data import normalize
+
+    return normalize(data.test_x[:n], data.mean, data.std), data.test_y[:n]
+
+
+# --------------------------------------------------------------------------- the sweep
+def default_jobs(device: str) -> int:
+    """Worker processes: one per core on the CPU (1 thread each), one on a GPU."""
+    if str(device).startswith("cuda"):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+class Progress:
+    """Terminal progress: a line per finished epoch with the sweep's ETA.
+
+    The ETA counts work as ``depth x epochs`` (an epoch's cost grows with depth)
+    and extrapolates from this session's elapsed time, so it accounts for the
+    number of parallel workers by itself.
+    """
+
+    def __init__(self, todo: list[RunSpec], cfg: DegradationConfig, *, n_total: int,
+                 echo: Callable[[str], None] = print):
+        self.cfg, self.echo = cfg, echo
+        self.n_total, self.n_done = n_total, n_total - len(todo)
+        self.total_work = sum(s.depth * cfg.epochs for s in todo)
+        self.epochs_seen: dict[RunSpec, int] = {}   # epochs finished in this session
+        self.start = time.perf_counter()
+
+    def _work_done(self) -> float:
+        return float(sum(spec.depth * e for spec, e in self.epochs_seen.items()))
+
+    def _eta(self) -> str:
+        done = self._work_done()
+        if done <= 0:
+            return "?"
+        elapsed = time.perf_counter() - self.start
+        return _hms(elapsed * max(self.total_work - done, 0.0) / done)
+
+    def epoch(self, spec: RunSpec, record: dict) -> None:
+        self.epochs_seen[spec] = self.epochs_seen.get(spec, 0) + 1
+        self.echo(
+            f"  {spec.label:>10} seed {spec.seed}  epoch {int(record['epoch']):>3}/{self.cfg.epochs}"
+            f"  train err {_pct(record['train_error'])}  test err {_pct(record['test_error'])}"
+            f"  {record['images_per_s']:,.0f} img/s  {record['seconds']:.1f} s"
+            f"  | elapsed {_hms(time.perf_counter() - self.start)}  ETA {self._eta()}"
+        )
+
+    def finished(self, outcome: RunOutcome) -> None:
+        self.n_done += 1
+        s = outcome.summary
+        self.echo(
+            f"[{self.n_done}/{self.n_total}] {outcome.spec.label} seed {outcome.spec.seed} {s['status']}:"
+            f" train err {_pct(s['final_train_error'])}, test err {_pct(s['final_test_error'])},"
+            f" {s['wall_s']:.1f} s, {s['images_per_s']:,.0f} img/s"
+        )
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _pct(x: float) -> str:
+    return "  nan" if x is None or not math.isfinite(x) else f"{100 * x:5.1f}%"
+
+
+class _Tables:
+    """The sweep's three tables, re-written (atomically) after every finished run."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.frames = {name: run.read_table(name) if run.has_table(name) else pd.DataFrame()
+                       for name in RESULT_TABLES}
+
+    def add(self, outcome: RunOutcome) -> None:
+        new = {"results": outcome.history, "runs": pd.DataFrame([outcome.summary]),
+               "probes": outcome.probes}
+        for name, rows in new.items():
+            old = self.frames[name]
+            df = rows if old.empty else pd.concat([old, rows], ignore_index=True)
+            sort = [c for c in [*RUN_KEYS, "epoch", "block"] if c in df.columns]
+            self.frames[name] = df.sort_values(sort, ignore_index=True)
+            self.run.write_table(self.frames[name], name)
+
+
+# set in each worker process by _init_worker
+_PROGRESS_QUEUE = None
+
+
+def _init_worker(queue, threads: int) -> None:
+    global _PROGRESS_QUEUE
+    # Ctrl-C reaches the whole process group; the parent alone handles it (and
+    # stops the workers), so a worker never dies half-way through a checkpoint write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(threads)
+    _PROGRESS_QUEUE = queue
+
+
+def _worker_run(spec: RunSpec, cfg: DegradationConfig, device: str, run_path: str,
+                data_dir: str | None) -> RunOutcome:
+    def report(record) -> None:
+        _PROGRESS_QUEUE.put((spec, _record_dict(record)))
+
+    return train_run(spec, cfg, device=device, run_path=run_path, data_dir=data_dir, on_epoch=report)
+
+
+def _record_dict(record) -> dict:
+    return asdict(record) if hasattr(record, "__dataclass_fields__") else dict(record)
+
+
+def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1,
+              data_dir: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """Train every run of ``cfg`` not yet in the run folder's ``runs.csv``; return ``runs.csv``.
+
+    ``jobs == 1`` trains in this process (with torch's current thread count);
+    ``jobs > 1`` trains in that many spawned worker processes with one torch thread
+    each (more if there are more cores than jobs). The tables are written after
+    every finished run, so an interrupted sweep keeps everything that finished and
+    the unfinished runs continue from their per-epoch checkpoints on the next call.
+    Exceptions (including KeyboardInterrupt) stop the sweep and propagate.
+    """
+    planned = plan_runs(cfg)
+    done = finished_runs(run)
+    todo = [s for s in planned if (s.variant, s.depth, s.seed) not in done]
+    tables = _Tables(run)
+    progress = Progress(todo, cfg, n_total=len(planned), echo=echo)
+    if done:
+        echo(f"resuming: {len(done)} of {len(planned)} runs already finished, {len(todo)} to go")
+    jobs = max(1, min(int(jobs), len(todo))) if todo else 1
+
+    if jobs == 1:
+        for spec in todo:
+            outcome = train_run(spec, cfg, device=device, run_path=run.path, data_dir=data_dir,
+                                on_epoch=lambda r, spec=spec: progress.epoch(spec, _record_dict(r)))
+            tables.add(outcome)
+            progress.finished(outcome)
+    elif todo:
+        _run_parallel(todo, cfg, run, device=device, jobs=jobs, data_dir=data_dir,
+                      tables=tables, progress=progress)
+    return tables.frames["runs"]
+
+
+def _run_parallel(todo, cfg, run, *, device, jobs, data_dir, tables, progress) -> None:
+    ctx = mp.get_context("spawn")   # fork after torch has started threads is unsafe
+    queue = ctx.Queue()
+    cores = default_jobs("cpu")
+    threads = max(1, cores // jobs)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                               initargs=(queue, threads))
+    try:
+        pending = {pool.submit(_worker_run, s, cfg, device, str(run.path), data_dir) for s in todo}
+        while pending:
+            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            _drain(queue, progress)
+            for future in finished:
+                outcome = future.result()   # re-raises the worker's exception
+                tables.add(outcome)
+                progress.finished(outcome)
+        _drain(queue, progress)
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _drain(queue, progress: Progress) -> None:
+    while True:
+        try:
+            spec, record = queue.get_nowait()
+        except Empty:
+            return
+        progress.epoch(spec, record)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker now; each run's last per-epoch checkpoint (written atomically) stays."""
+    if hasattr(pool, "terminate_workers"):   # Python >= 3.14
+        pool.terminate_workers()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.join(timeout=10)
+
+
+# --------------------------------------------------------------------------- verdict
+@dataclass(frozen=True)
+class Verdict:
+    """The measured answer: was the degradation problem reproduced?"""
+
+    reproduced: bool | None   # None: not enough finished runs to say
+    headline: str
+    notes: tuple[str, ...] = ()
+
+
+def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and count of the final errors per (variant, depth), over non-diverged seeds.
+
+    Columns: ``variant, depth, model, n_seeds, n_diverged, train_error_mean,
+    train_error_std, test_error_mean, test_error_std`` (errors as fractions; std is
+    the sample std, NaN for a single seed).
+    """
+    rows = []
+    for (variant, depth), g in runs.groupby(["variant", "depth"], sort=True):
+        ok = g[g["status"] == "complete"]
+        rows.append({
+            "variant": variant, "depth": int(depth), "model": model_label(variant, depth),
+            "n_seeds": len(ok), "n_diverged": int((g["status"] == "diverged").sum()),
+            "train_error_mean": ok["final_train_error"].mean(),
+            "train_error_std": ok["final_train_error"].std(),
+            "test_error_mean": ok["final_test_error"].mean(),
+            "test_error_std": ok["final_test_error"].std(),
+        })
+    cols = ["variant", "depth", "model", "n_seeds", "n_diverged", "train_error_mean",
+            "train_error_std", "test_error_mean", "test_error_std"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def degradation_verdict(runs: pd.DataFrame, *, margin: float = DEGRADATION_MARGIN,
+                        tolerance: float = RESIDUAL_TOLERANCE) -> Verdict:
+    """Apply the rule of the module docstring to ``runs.csv`` (errors as fractions).
+
+    ``margin`` and ``tolerance`` are in percentage points of training error.
+    """
+    if runs.empty:
+        return Verdict(None, "no verdict: no run has finished yet")
+    variants = set(runs["variant"])
+    depths = sorted(int(d) for d in runs["depth"].unique())
+    if not set(VARIANTS) <= variants or len(depths) < 2:
+        return Verdict(None, "no verdict: the rule compares plain and residual nets at two or more "
+                             f"depths (this run has {', '.join(sorted(variants))} at "
+                             f"{', '.join(map(str, depths))})")
+    d0, d1 = depths[0], depths[-1]
+    table = final_errors(runs).set_index(["variant", "depth"])
+    notes = []
+    for variant in VARIANTS:
+        for depth in (d0, d1):
+            if (variant, depth) not in table.index:
+                return Verdict(None, f"no verdict: {model_label(variant, depth)} has no finished run")
+            row = table.loc[(variant, depth)]
+            if row["n_diverged"]:
+                total = row["n_diverged"] + row["n_seeds"]
+                notes.append(f"{model_label(variant, depth)}: {row['n_diverged']} of {total} seeds "
+                             "diverged (left out of the mean)")
+            if row["n_seeds"] == 0:
+                return Verdict(None, f"no verdict: every {model_label(variant, depth)} run diverged "
+                                     "(non-finite loss); try a lower --lr or a warm-up", tuple(notes))
+
+    def err(variant, depth) -> float:
+        return 100.0 * table.loc[(variant, depth), "train_error_mean"]
+
+    def cell(variant, depth) -> str:
+        row = table.loc[(variant, depth)]
+        text = f"{100 * row['train_error_mean']:.1f}%"
+        if row["n_seeds"] > 1:
+            text += f" ± {100 * row['train_error_std']:.1f}"
+        return text
+
+    p0, p1 = model_label("plain", d0), model_label("plain", d1)
+    r0, r1 = model_label("residual", d0), model_label("residual", d1)
+    degraded = err("plain", d1) - err("plain", d0) > margin
+    residual_ok = err("residual", d1) - err("residual", d0) <= tolerance
+    n = int(table["n_seeds"].max())
+    seeds = f" (means over {n} seeds)" if n > 1 else ""
+    plain = f"{p1} training error {cell('plain', d1)} {'>' if degraded else 'vs'} {p0} {cell('plain', d0)}"
+    resid = f"{r1} {cell('residual', d1)} {'<=' if residual_ok else '>'} {r0} {cell('residual', d0)}"
+    if degraded and residual_ok:
+        return Verdict(True, f"degradation reproduced: {plain}; {resid}{seeds}", tuple(notes))
+    why = []
+    if not degraded:
+        why.append(f"{p1} is not worse than {p0} by more than {margin:g} points")
+    if not residual_ok:
+        why.append(f"{r1} is worse than {r0} by more than {tolerance:g} points")
+    return Verdict(False, f"degradation not reproduced ({'; '.join(why)}): {plain}; {resid}{seeds}",
+                   tuple(notes))

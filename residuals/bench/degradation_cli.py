@@ -1,0 +1,290 @@
+"""``residuals bench degradation``: the command line of :mod:`residuals.bench.degradation`.
+
+Only click and the standard library are imported at module level, so ``--help``
+never loads torch; everything else is imported inside the command.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+PRESET_NAMES = ("digits", "fashion-mnist", "paper")
+VARIANT_NAMES = ("plain", "residual")
+WARMUPS = ("linear", "paper", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+# options that define the sweep; with --resume they come from the run's meta.json
+SWEEP_OPTIONS = ("preset", "dataset", "depths", "variants", "seeds", "epochs", "batch_size", "lr",
+                 "warmup")
+
+EPILOG = """\b
+Presets (options given on the command line override them):
+  digits         the default: scikit-learn's embedded 8x8 digits (no download),
+                 depths 20 and 56, 2 seeds, 12 epochs; about 3 minutes on 2 cores.
+  fashion-mnist  depths 20, 32, 44, 56, 1 seed, 15 epochs (downloads ~30 MB).
+  paper          CIFAR-10 with He et al.'s recipe: depths 20-110, 182 epochs
+                 (64k iterations), lr 0.1, step schedule, augmentation, a GPU job.
+
+\b
+The verdict: degradation is reproduced when the deepest plain net's final
+training error (mean over seeds) exceeds the shallowest plain net's by more than
+5 points AND the deepest residual net's exceeds the shallowest residual net's by
+at most 1 point. Diverged runs are left out and named.
+
+\b
+Examples:
+  residuals bench degradation
+  residuals bench degradation --depths 20,32,44,56 --seeds 3
+  residuals bench degradation --preset paper --device cuda
+  residuals bench degradation --resume reports/20261123-101500-degradation-digits
+"""
+
+
+def _int_list(value: str | None, option: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        items = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 20,56; got {value!r}",
+                                 param_hint=option) from None
+    if not items:
+        raise click.BadParameter("give at least one value, e.g. 20,56", param_hint=option)
+    return items
+
+
+def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(v for v in value.replace(" ", "").split(",") if v)
+    bad = [v for v in items if v not in choices]
+    if bad or not items:
+        raise click.BadParameter(f"unknown {', '.join(map(repr, bad)) or 'empty list'}; "
+                                 f"choose from {', '.join(choices)} (comma-separated)", param_hint=option)
+    return items
+
+
+@click.command(epilog=EPILOG, context_settings={"max_content_width": 100})
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="Start from a preset (default: digits); see Presets below.")
+@click.option("--dataset", default=None, metavar="NAME",
+              help="Dataset: digits (embedded), fashion-mnist or cifar10.")
+@click.option("--depths", default=None, metavar="D,D,...",
+              help="Network depths, each 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), e.g. 20,56.")
+@click.option("--variants", default=None, metavar="V,V",
+              help="Which nets: plain (no shortcuts), residual, or plain,residual (default).")
+@click.option("--seeds", type=int, default=None, metavar="N",
+              help="Number of seeds; runs use seeds 0..N-1 and the report shows their spread.")
+@click.option("--epochs", type=int, default=None, help="Training epochs per run.")
+@click.option("--batch-size", type=int, default=None, help="Images per SGD step.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@click.option("--warmup", type=click.Choice(WARMUPS), default=None,
+              help="Learning-rate warm-up for every run: linear (over 2 epochs), paper "
+                   "(lr/10 until training error < 80%, He et al.'s ResNet-110 recipe) or none.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where to train: auto picks cuda when available.")
+@click.option("--jobs", type=int, default=None, metavar="N",
+              help="Runs trained at once, each in its own process with one torch thread "
+                   "[default: number of cores on CPU, 1 on CUDA].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding (or receiving) the dataset files "
+                   "[default: $RESIDUALS_DATA or ~/.cache/residuals].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              show_default=True, help="Folder in which the new run folder is created.")
+@click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="RUN_DIR",
+              help="Continue an interrupted run folder with its saved configuration: finished "
+                   "runs are skipped, unfinished ones continue from their checkpoints. Only "
+                   "--device, --jobs and --data-dir may be given with it.")
+@click.pass_context
+def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_size, lr, warmup,
+                device, jobs, data_dir, out, resume):
+    """Plain vs residual nets at several depths: the degradation problem (He et al. 2015, Fig. 6).
+
+    Trains every (variant, depth, seed), writes a run folder under --out with tidy
+    results (results.csv, runs.csv, probes.csv), meta.json and an HTML report whose
+    first line is the measured verdict. Ctrl-C keeps every checkpoint; the message
+    tells the --resume command that continues.
+    """
+    from residuals.bench import degradation as deg
+
+    depths = _int_list(depths, "--depths")
+    variants = _name_list(variants, "--variants", VARIANT_NAMES)
+    if jobs is not None and jobs < 1:
+        raise click.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
+
+    if resume is not None:
+        given = [f"--{n.replace('_', '-')}" for n in SWEEP_OPTIONS if ctx.params[n] is not None]
+        if given:
+            raise click.UsageError(f"--resume continues a run with its saved configuration; drop "
+                                   f"{', '.join(given)} (or start a new run without --resume).")
+        run, cfg = _open_resume(resume)
+        if run is None:
+            return
+    else:
+        cfg = _build_config(deg, preset or deg.DEFAULT_PRESET, dataset=dataset, depths=depths,
+                            variants=variants, seeds=seeds, epochs=epochs, batch_size=batch_size,
+                            lr=lr, warmup=warmup)
+        run = None
+
+    # ---- validate everything that can be checked before any training starts
+    device = _resolve_device(device)
+    _check_models(cfg)
+    _check_recipe(cfg, device)
+    data_dir = str(data_dir) if data_dir is not None else None
+    _load_data(cfg, device, data_dir)
+    n_jobs = jobs or deg.default_jobs(device)
+
+    if run is None:
+        from residuals.report.runs import RunDir
+
+        run = RunDir.create(out, bench="degradation", dataset=cfg.dataset, config=cfg.to_dict(),
+                            device=device)
+    else:
+        run.update_meta(status="running", resumed_command=_command_line())
+    click.echo(f"run folder: {run.path}")
+    n_runs = len(deg.plan_runs(cfg))
+    click.echo(f"{n_runs} runs ({', '.join(cfg.variants)} x depths {', '.join(map(str, cfg.depths))} x "
+               f"{cfg.seeds} seed{'s' * (cfg.seeds > 1)}), {cfg.epochs} epochs each, on {device}, "
+               f"{min(n_jobs, n_runs)} at a time")
+    _sweep(deg, run, cfg, device=device, jobs=n_jobs, data_dir=data_dir)
+
+
+def _build_config(deg, preset: str, **overrides):
+    from dataclasses import replace
+
+    cfg = deg.PRESETS[preset]
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "warmup" in changes:
+        changes["paper_warmup_from_depth"] = None   # --warmup applies to every depth
+    if changes.get("seeds") is not None and changes["seeds"] < 1:
+        raise click.BadParameter(f"must be at least 1, got {changes['seeds']}", param_hint="--seeds")
+    try:
+        return replace(cfg, **changes)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _open_resume(path: Path):
+    from residuals.bench import degradation as deg
+    from residuals.report.runs import BrokenRun, RunDir
+
+    run = RunDir(path)
+    try:
+        meta = run.read_meta()
+    except BrokenRun as e:
+        raise click.BadParameter(str(e), param_hint="--resume") from None
+    if meta.get("bench") != "degradation":
+        raise click.BadParameter(f"{path} is a {meta.get('bench')!r} run, not a degradation run",
+                                 param_hint="--resume")
+    try:
+        cfg = deg.DegradationConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise click.BadParameter(f"{path}: meta.json has no usable config ({e})", param_hint="--resume") from None
+    if meta.get("status") == "complete":
+        click.echo(f"{path} is already complete: {meta.get('headline')}")
+        click.echo(f"Rebuild its report with: residuals report build {shlex.quote(str(path))}")
+        return None, cfg
+    return run, cfg
+
+
+def _resolve_device(device: str) -> str:
+    from residuals.train import resolve_device
+
+    try:
+        return str(resolve_device(device))
+    except (ValueError, RuntimeError) as e:
+        raise click.BadParameter(str(e), param_hint="--device") from None
+
+
+def _check_models(cfg) -> None:
+    """Every (variant, depth) must exist: a depth that is not 6n+2 fails here, before training."""
+    from residuals.nets import cifar_resnet
+
+    for depth in cfg.depths:
+        for variant in cfg.variants:
+            try:
+                cifar_resnet(depth, skip=variant == "residual")
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="--depths") from None
+
+
+def _check_recipe(cfg, device: str) -> None:
+    for depth in sorted(set(cfg.depths)):
+        try:
+            cfg.train_config(depth, 0, device)
+        except ValueError as e:
+            raise click.UsageError(f"invalid training option: {e}") from None
+
+
+def _load_data(cfg, device: str, data_dir: str | None) -> None:
+    """Load (and download, checksum) the data once here, so a data problem stops us before training."""
+    from residuals.data import DATASETS, DatasetError, load_dataset
+
+    if cfg.dataset not in DATASETS:
+        raise click.BadParameter(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}",
+                                 param_hint="--dataset")
+    try:
+        load_dataset(cfg.dataset, data_dir=data_dir, device="cpu", download=True,
+                     val_size=cfg.val_size, seed=0)
+    except DatasetError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _command_line() -> str:
+    return " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
+
+
+def _sweep(deg, run, cfg, *, device: str, jobs: int, data_dir: str | None) -> None:
+    resume_cmd = f"residuals bench degradation --resume {shlex.quote(str(run.path))}"
+    try:
+        runs = deg.run_sweep(run, cfg, device=device, jobs=jobs, data_dir=data_dir, echo=click.echo)
+    except KeyboardInterrupt:
+        run.finish("interrupted", resume_command=resume_cmd)
+        click.echo(f"\nInterrupted. Finished runs and every checkpoint are kept in {run.path}.", err=True)
+        click.echo(f"Continue with: {resume_cmd}", err=True)
+        sys.exit(130)
+    except Exception as e:
+        user_error = _user_error(e)
+        run.finish("failed", error=f"{type(e).__name__}: {e}", resume_command=resume_cmd)
+        if user_error is None:
+            raise
+        raise click.ClickException(
+            f"{user_error}\nFinished runs are kept in {run.path}; after fixing the cause, "
+            f"continue with: {resume_cmd}") from None
+
+    verdict = deg.degradation_verdict(runs)
+    run.finish("complete", headline=verdict.headline, verdict=verdict.reproduced,
+               verdict_notes=list(verdict.notes))
+    click.echo("")
+    click.echo(verdict.headline)
+    for note in verdict.notes:
+        click.echo(f"  note: {note}")
+    _build_report(run)
+
+
+def _user_error(e: Exception) -> str | None:
+    """The message for an error the user can fix (data, memory, options); None for a bug."""
+    from residuals.data import DatasetError
+
+    if isinstance(e, (DatasetError, ValueError)):
+        return str(e)
+    text = str(e)
+    if "out of memory" in text.lower():
+        return text
+    return None
+
+
+def _build_report(run) -> None:
+    try:
+        from residuals.report.html import build_report
+    except ImportError as e:
+        click.echo(f"warning: the HTML report builder is not available ({e}); "
+                   f"the results are saved in {run.path}", err=True)
+        return
+    index = build_report(run.path)
+    click.echo(f"report: {index}")

@@ -1,0 +1,278 @@
+"""The degradation report: a pure function of a run folder's saved tables.
+
+``render(run)`` reads ``meta.json``, ``results.csv``, ``runs.csv`` and
+``probes.csv`` (written by :mod:`residuals.bench.degradation`) and returns the
+headline verdict, four figures (each with the tidy data it draws) and two
+tables. Nothing is trained or measured here, so ``residuals report build``
+rebuilds the page at any time.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from residuals.bench.degradation import (DEGRADATION_MARGIN, RESIDUAL_TOLERANCE, VARIANTS,
+                                         degradation_verdict, final_errors, model_label)
+from residuals.report import style
+from residuals.report.content import Figure, Overlay, ReportContent, Table
+from residuals.report.runs import RunDir
+
+__all__ = ["render"]
+
+INTRO = (
+    "Stacking more layers should never hurt a network's fit to its own training data, yet "
+    "without skip connections it does: a deeper plain net ends with a HIGHER training error "
+    "than a shallower one (the degradation problem, He et al. 2015, Fig. 6), while the same "
+    "nets with identity shortcuts (x + F(x)) keep improving with depth. Look at the dashed "
+    "training-error curves: in the plain panel the deepest net stays high, in the residual "
+    "panel it goes as low as the shallow one; the probes below show why (Fig. 7: residual "
+    "functions give small responses, and gradients reach the first layers)."
+)
+TITLES = {"plain": "plain nets (no shortcuts)", "residual": "residual nets (identity shortcuts)"}
+
+
+def render(run: RunDir) -> ReportContent:
+    """Build the report's content from the run's saved CSVs (no training, no randomness)."""
+    meta = run.read_meta()
+    results = _table(run, "results")
+    runs = _table(run, "runs")
+    probes = _table(run, "probes")
+    config = meta.get("config") or {}
+
+    verdict = degradation_verdict(runs)
+    planned = len(config.get("variants", ())) * len(config.get("depths", ())) * int(config.get("seeds", 0))
+    headline = verdict.headline
+    if planned and len(runs) < planned:
+        headline = f"partial ({len(runs)} of {planned} runs finished, status {meta.get('status')}): {headline}"
+
+    style.apply()
+    figures = []
+    if not results.empty:
+        figures += [_error_curves(results), _error_vs_depth(runs)]
+    if not probes.empty:
+        figures += [_layer_responses(probes), _gradient_norms(probes)]
+    tables = [_final_table(runs), _runs_table(runs)] if not runs.empty else []
+    notes = " ".join(f"Note: {n}." for n in verdict.notes)
+    return ReportContent(
+        headline=headline,
+        verdict=verdict.reproduced,
+        summary=_summary(meta, config, runs, verdict.reproduced),
+        intro=INTRO + (" " + _rule_text() + (" " + notes if notes else "")),
+        figures=figures,
+        tables=tables,
+    )
+
+
+def _table(run: RunDir, name: str) -> pd.DataFrame:
+    return run.read_table(name) if run.has_table(name) else pd.DataFrame()
+
+
+def _rule_text() -> str:
+    return (f"The verdict's rule: reproduced when the deepest plain net's final training error "
+            f"(mean over seeds) exceeds the shallowest plain net's by more than "
+            f"{DEGRADATION_MARGIN:g} points and the deepest residual net's exceeds the shallowest "
+            f"residual net's by at most {RESIDUAL_TOLERANCE:g} point; diverged runs are left out.")
+
+
+def _summary(meta: dict, config: dict, runs: pd.DataFrame, reproduced: bool | None) -> str:
+    depths = "/".join(map(str, config.get("depths", [])))
+    word = {True: "reproduced", False: "not reproduced", None: "no verdict"}[reproduced]
+    seeds = config.get("seeds")
+    wall = meta.get("wall_s")
+    timing = f", {wall / 60:.1f} min" if isinstance(wall, (int, float)) else ""
+    device = (meta.get("machine") or {}).get("device") or "?"
+    return (f"degradation {word}: {meta.get('dataset')}, depths {depths}, {seeds} seed(s), "
+            f"{config.get('epochs')} epochs, {len(runs)} runs on {device}{timing}")
+
+
+def _shade(variant: str, depth: int, depths: list[int]) -> str:
+    """The variant's colour, lighter for shallower nets (the deepest gets the full colour)."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    base = to_rgb(style.color(variant))
+    i = sorted(depths).index(depth)
+    t = 0.35 + 0.65 * (i / max(len(depths) - 1, 1))      # 0.35 .. 1.0 of the colour
+    return to_hex(tuple(1 - t * (1 - c) for c in base))
+
+
+# ------------------------------------------------------------------------ figures
+def _error_curves(results: pd.DataFrame) -> Figure:
+    import matplotlib.pyplot as plt
+
+    data = results.melt(id_vars=["model", "variant", "depth", "seed", "epoch"],
+                        value_vars=["train_error", "test_error"], var_name="split", value_name="error")
+    data["split"] = data["split"].str.replace("_error", "", regex=False)
+    data["error"] = 100 * data["error"]
+    data = data.sort_values(["variant", "depth", "seed", "split", "epoch"], ignore_index=True)
+    variants = [v for v in VARIANTS if v in set(data["variant"])]
+    depths = sorted(int(d) for d in data["depth"].unique())
+
+    fig, axes = plt.subplots(1, len(variants), figsize=style.FIGSIZE, sharey=True, squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        for depth in depths:
+            color = _shade(variant, depth, depths)
+            for split in ("train", "test"):
+                sel = data[(data["variant"] == variant) & (data["depth"] == depth) & (data["split"] == split)]
+                if sel.empty:
+                    continue
+                stats = sel.groupby("epoch")["error"].agg(["mean", "min", "max"])
+                ax.plot(stats.index, stats["mean"], linestyle=style.linestyle(split), color=color,
+                        label=f"{model_label(variant, depth)} {split}")
+                if sel["seed"].nunique() > 1:
+                    ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.12,
+                                    linewidth=0)
+        ax.set_title(TITLES[variant])
+        ax.set_xlabel("epoch")
+        ax.set_ylim(bottom=0)
+        ax.legend(ncols=2 if len(depths) > 2 else 1, fontsize=8)
+    axes[0][0].set_ylabel("error (%)")
+    return Figure(
+        key="error_curves", title="Training (dashed) and test (solid) error during training",
+        fig=fig, data=data,
+        caption="He et al. 2015, Fig. 6: the deeper plain net's training error stays above the "
+                "shallower one's, the deeper residual net's does not. Lines are means over seeds, "
+                "the shaded band their range; darker colour = deeper net.",
+        overlay=Overlay(x="epoch", y="error", hue="variant", style="split", facet="depth",
+                        xlabel="epoch", ylabel="error (%)"),
+    )
+
+
+def _final_long(runs: pd.DataFrame) -> pd.DataFrame:
+    data = runs.melt(id_vars=["model", "variant", "depth", "seed", "status"],
+                     value_vars=["final_train_error", "final_test_error"], var_name="split",
+                     value_name="error")
+    data["split"] = data["split"].str.replace("final_", "", regex=False).str.replace("_error", "", regex=False)
+    data["error"] = 100 * data["error"]
+    return data.sort_values(["variant", "split", "depth", "seed"], ignore_index=True)
+
+
+def _error_vs_depth(runs: pd.DataFrame) -> Figure:
+    import matplotlib.pyplot as plt
+
+    data = _final_long(runs)
+    ok = data[data["status"] == "complete"]
+    fig, ax = plt.subplots(figsize=style.FIGSIZE)
+    for variant in [v for v in VARIANTS if v in set(data["variant"])]:
+        for split in ("train", "test"):
+            sel = ok[(ok["variant"] == variant) & (ok["split"] == split)]
+            if sel.empty:
+                continue
+            stats = sel.groupby("depth")["error"].agg(["mean", "std"]).fillna(0.0)
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], color=style.color(variant),
+                        linestyle=style.linestyle(split), marker=style.MARKERS[variant], capsize=3,
+                        label=f"{'resnet' if VARIANTS[variant] else 'plain'} {split}")
+            ax.scatter(sel["depth"], sel["error"], color=style.color(variant), s=10, alpha=0.35,
+                       zorder=3)
+    diverged = data[(data["status"] == "diverged") & (data["split"] == "train")]
+    if not diverged.empty:
+        ax.scatter(diverged["depth"], [0] * len(diverged), marker="x", color="black", label="diverged")
+    depths = sorted(int(d) for d in data["depth"].unique())
+    ax.set_xticks(depths)
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel("final error (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Final error against depth")
+    ax.legend()
+    return Figure(
+        key="error_vs_depth", title="Final error against depth", fig=fig, data=data,
+        caption="Degradation reads as a plain training-error line (orange, dashed) that rises with "
+                "depth while the residual one (blue, dashed) stays flat or falls. Points are "
+                "single seeds, bars one standard deviation over seeds.",
+    )
+
+
+def _layer_responses(probes: pd.DataFrame) -> Figure:
+    import matplotlib.pyplot as plt
+
+    data = (probes.groupby(["variant", "depth", "block"], as_index=False)["response_std"].mean()
+            .sort_values(["variant", "depth", "block"], ignore_index=True))
+    data["rank"] = (data.groupby(["variant", "depth"])["response_std"]
+                    .rank(ascending=False, method="first").astype(int))
+    depths = sorted(int(d) for d in data["depth"].unique())
+    fig, (ax_order, ax_rank) = plt.subplots(1, 2, figsize=style.FIGSIZE, sharey=True)
+    for (variant, depth), g in data.groupby(["variant", "depth"], sort=True):
+        kw = dict(color=_shade(variant, depth, depths), marker=style.MARKERS[variant], markersize=3,
+                  label=model_label(variant, depth))
+        ax_order.plot(g["block"], g["response_std"], **kw)
+        ranked = g.sort_values("rank")
+        ax_rank.plot(ranked["rank"], ranked["response_std"], **kw)
+    ax_order.set_xlabel("block (input side to output side)")
+    ax_rank.set_xlabel("block, sorted by response (largest first)")
+    ax_order.set_ylabel("std of the residual function's output")
+    ax_order.set_title("in the net's order")
+    ax_rank.set_title("sorted by magnitude")
+    ax_rank.legend(fontsize=8)
+    return Figure(
+        key="layer_responses", title="Layer responses (He et al. 2015, Fig. 7)", fig=fig, data=data,
+        caption="Standard deviation of each block's function F(x) after its last batch norm, before "
+                "the addition, on a fixed batch of test images (mean over seeds). The paper finds "
+                "residual functions respond less than plain layers, and less in deeper nets: they "
+                "learn small corrections close to the identity.",
+    )
+
+
+def _gradient_norms(probes: pd.DataFrame) -> Figure:
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("input_grad_norm", "param_grad_norm") if c in probes.columns]
+    data = (probes.groupby(["variant", "depth", "block"], as_index=False)[cols].mean()
+            .sort_values(["variant", "depth", "block"], ignore_index=True))
+    depths = sorted(int(d) for d in data["depth"].unique())
+    labels = {"input_grad_norm": ("at each block's input", "gradient norm at the block's input"),
+              "param_grad_norm": ("of each block's weights", "gradient norm of the block's weights")}
+    fig, axes = plt.subplots(1, len(cols), figsize=style.FIGSIZE, squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        for (variant, depth), g in data.groupby(["variant", "depth"], sort=True):
+            ax.plot(g["block"], g[col], color=_shade(variant, depth, depths),
+                    marker=style.MARKERS[variant], markersize=3, label=model_label(variant, depth))
+        ax.set_yscale("log")
+        ax.set_xlabel("block (input side to output side)")
+        title, ylabel = labels[col]
+        ax.set_ylabel(f"{ylabel} (L2, log scale)")
+        ax.set_title(f"gradient {title}")
+    axes[0][-1].legend(fontsize=8)
+    return Figure(
+        key="gradient_norms", title="Gradient norms per block after training", fig=fig, data=data,
+        caption="L2 norms of the loss gradient on the same fixed test batch (mean over seeds). "
+                "Through identity shortcuts the gradient reaches the first blocks undiminished; in "
+                "a deep plain net it has to pass through every layer.",
+    )
+
+
+# ------------------------------------------------------------------------- tables
+def _final_table(runs: pd.DataFrame) -> Table:
+    fe = final_errors(runs)
+    data = pd.DataFrame({
+        "net": fe["model"],
+        "depth": fe["depth"],
+        "seeds": fe["n_seeds"],
+        "diverged": fe["n_diverged"],
+        "train error % (mean)": (100 * fe["train_error_mean"]).round(2),
+        "train error % (std)": (100 * fe["train_error_std"]).round(2),
+        "test error % (mean)": (100 * fe["test_error_mean"]).round(2),
+        "test error % (std)": (100 * fe["test_error_std"]).round(2),
+    })
+    return Table(key="final_errors", title="Final errors per net (mean and std over seeds)", data=data,
+                 caption="Errors after the last epoch; std is over seeds (empty for one seed). "
+                         "Diverged runs are counted, not averaged.")
+
+
+def _runs_table(runs: pd.DataFrame) -> Table:
+    df = runs.sort_values(["variant", "depth", "seed"], ignore_index=True)
+    data = pd.DataFrame({
+        "net": [model_label(v, d) for v, d in zip(df["variant"], df["depth"])],
+        "seed": df["seed"],
+        "status": df["status"],
+        "epochs": df["epochs"],
+        "train error %": (100 * df["final_train_error"]).round(2),
+        "test error %": (100 * df["final_test_error"]).round(2),
+        "images/s": df["images_per_s"].round(0),
+        "training s": df["train_s"].round(1),
+        "wall s": df["wall_s"].round(1),
+        "device": df["device"],
+        "threads": df["threads"],
+    })
+    return Table(key="runs", title="Every run: final errors, speed and time", data=data,
+                 caption="images/s: training throughput, the median over epochs. training s: the "
+                         "sum of epoch times (across resumes); wall s: data loading, training and "
+                         "probes in the session that finished the run.")
