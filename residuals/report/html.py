@@ -1,0 +1,236 @@
+"""One run's self-contained HTML report, rebuilt from the run's saved tables.
+
+:func:`build_report` is what a bench calls at the end of a run and what
+``residuals report build RUN_DIR`` calls later (e.g. after a template change)::
+
+    run_dir/figures/<key>.png   each figure, as drawn by the bench's renderer
+    run_dir/figures/<key>.csv   the tidy data behind it (Figure.data)
+    run_dir/tables/<key>.csv    each summary table
+    run_dir/index.html          the page: images embedded as data: URIs, CSS inline
+    run_dir/../index.html       the runs index of the parent folder, regenerated
+
+The page, top to bottom: the headline verdict in a coloured box (green
+reproduced/passed, red not, grey no verdict), the intro, the figures (title,
+caption, a link to their CSV), the summary tables (mean +- std over seeds), a
+"Reproduce" box with the command, and collapsible run details (config, package
+versions, machine and device, git commit, start/end/wall time).
+
+A run whose renderer cannot read its results (a run killed before it wrote
+them, a deleted CSV) still gets a page: it says what is missing and keeps the
+run details, so a broken run is visible rather than silently absent.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+from residuals.report import layout as L
+from residuals.report.content import ReportContent, get_renderer
+from residuals.report.runs import BrokenRun, RunDir, now_iso
+
+__all__ = ["build_report", "render_content", "save_figures", "write_tables"]
+
+FIG_DPI_SCALE = 1.5   # PNGs at 1.5x the figure's DPI: sharp on high-density laptop screens
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("residuals")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "?"
+
+
+def render_content(run: RunDir) -> ReportContent:
+    """The bench's renderer applied to the run (matplotlib set to the shared style first)."""
+    from residuals.report import style
+
+    style.apply()
+    meta = run.read_meta()
+    return get_renderer(meta["bench"])(run)
+
+
+def save_figures(content: ReportContent, folder: Path) -> list[tuple[str, str, str, str]]:
+    """Write figures/<key>.png and figures/<key>.csv; close the figures.
+
+    Returns (key, title, caption, data URI) per figure, in order.
+    """
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    seen = set()
+    for f in content.figures:
+        if f.key in seen:
+            raise ValueError(f"two figures share the key {f.key!r}; keys name files and must be unique")
+        seen.add(f.key)
+        png = folder / f"{f.key}.png"
+        f.fig.savefig(png, dpi=f.fig.dpi * FIG_DPI_SCALE, facecolor="white")
+        plt.close(f.fig)
+        f.data.to_csv(folder / f"{f.key}.csv", index=False)
+        out.append((f.key, f.title, f.caption, L.png_data_uri(png)))
+    return out
+
+
+def write_tables(content: ReportContent, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in content.tables:
+        t.data.to_csv(folder / f"{t.key}.csv", index=False)
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    """Drop figures/tables a previous build wrote but this one did not (e.g. a renamed figure)."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.suffix in (".png", ".csv") and p.stem not in keep:
+            p.unlink()
+
+
+# ----------------------------------------------------------------- sections
+def device_label(meta: dict) -> str:
+    machine = meta.get("machine") or {}
+    device = machine.get("device") or "cpu"
+    gpu = machine.get("gpu")
+    return f"{device} ({gpu})" if gpu else str(device)
+
+
+def _status_notice(meta: dict) -> str:
+    status = meta.get("status")
+    if status == "complete":
+        return ""
+    if status == "running":
+        text = ("This run has no end time: it is still running, or it was killed before it finished. "
+                "The page shows the results saved so far.")
+    elif status == "interrupted":
+        text = "This run was interrupted before it finished. The page shows the results saved so far."
+    elif status == "failed":
+        text = "This run failed. The page shows the results saved before the failure."
+    else:
+        text = f"This run's status is {status!r}."
+    return L.notice(L.esc(text), bad=status == "failed")
+
+
+def _figures_html(figs: list[tuple[str, str, str, str]], base: str = "figures") -> str:
+    parts = []
+    for key, title, caption, uri in figs:
+        parts.append(
+            f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(title)}</h3>'
+            f'<img src="{uri}" alt="{L.esc(title)}" width="900">'
+            f'<figcaption>{L.esc(caption)} '
+            f'<span class="links"><a href="{base}/{L.esc(key)}.csv">data (CSV)</a></span>'
+            f'</figcaption></figure>')
+    return "".join(parts)
+
+
+def _tables_html(content: ReportContent) -> str:
+    parts = []
+    for t in content.tables:
+        parts.append(
+            f'<section class="table" id="table-{L.esc(t.key)}"><h3>{L.esc(t.title)}</h3>'
+            f'{L.table_html(t.data)}'
+            f'<p class="sub">{L.esc(t.caption)} '
+            f'<span class="links"><a href="tables/{L.esc(t.key)}.csv">data (CSV)</a></span></p></section>')
+    return "".join(parts)
+
+
+def reproduce_html(meta: dict, run: RunDir) -> str:
+    command = meta.get("command") or "(not recorded)"
+    return (
+        '<h2 id="reproduce">Reproduce</h2><div class="reproduce">'
+        "<div>Re-run the experiment:</div>"
+        f'<pre id="command">{L.esc(command)}</pre>'
+        f"<div>Rebuild this page from the saved results, without retraining:</div>"
+        f"<pre>residuals report build {L.esc(run.path.name)}</pre></div>")
+
+
+def details_html(meta: dict, run: RunDir) -> str:
+    """Collapsible run details: times, config, versions, machine, git commit, files."""
+    when = {
+        "bench": meta.get("bench"),
+        "dataset": meta.get("dataset"),
+        "status": meta.get("status"),
+        "started": L.fmt_time(meta.get("started_at")),
+        "finished": L.fmt_time(meta.get("finished_at")),
+        "wall time": L.fmt_duration(meta.get("wall_s")),
+        "device": device_label(meta),
+        "git commit": meta.get("git_commit") or "(not a git checkout)",
+        "run folder": run.path.name,
+    }
+    files = sorted(p.name for p in run.path.glob("*.csv")) + ["meta.json"]
+    links = " ".join(f'<a href="{L.esc(n)}">{L.esc(n)}</a>' for n in files)
+    return (
+        '<details id="details"><summary>Run details: config, versions, machine, times</summary>'
+        f"<h3>Run</h3>{L.kv_table(when, cls='meta')}"
+        f"<h3>Config</h3>{L.kv_table(L.flatten(meta.get('config') or {}), cls='config')}"
+        f"<h3>Package versions</h3>{L.kv_table(meta.get('versions') or {}, cls='versions')}"
+        f"<h3>Machine</h3>{L.kv_table(meta.get('machine') or {}, cls='machine')}"
+        f'<h3>Files</h3><p class="links">{links}</p></details>')
+
+
+def _page(run: RunDir, meta: dict, content: ReportContent | None, figs, problem: str | None) -> str:
+    bench, dataset = meta.get("bench", "?"), meta.get("dataset", "?")
+    title = f"{bench} \u00b7 {dataset}"
+    sub = (f'{L.esc(L.fmt_time(meta.get("started_at")))} \u00b7 {L.esc(device_label(meta))} \u00b7 '
+           f'wall time {L.esc(L.fmt_duration(meta.get("wall_s")))} \u00b7 '
+           f'<span class="status {L.esc(meta.get("status"))}">{L.esc(meta.get("status"))}</span>')
+    body = [f"<header><h1>{L.esc(title)}</h1><p class=\"sub\">{sub}</p></header>"]
+    if problem is not None:
+        body.append(L.verdict_box("No results to report: " + problem, None))
+        body.append(L.notice(
+            "This run folder is incomplete, so there is nothing to plot. Re-run the command "
+            "below, or rebuild once the missing files are back.", bad=True))
+    else:
+        body.append(L.verdict_box(content.headline, content.verdict))
+    body.append(_status_notice(meta))
+    if content is not None:
+        body.append(L.prose(content.intro))
+        if figs:
+            body.append('<h2 id="figures">Figures</h2>' + _figures_html(figs))
+        if content.tables:
+            body.append('<h2 id="tables">Tables</h2>' + _tables_html(content))
+    body.append(reproduce_html(meta, run))
+    body.append(details_html(meta, run))
+    gen = f"Built by residuals {_version()} on {L.fmt_time(now_iso())} from the run's saved results."
+    return L.page(f"{title} \u2014 residuals report", "\n".join(b for b in body if b), generator=gen)
+
+
+# --------------------------------------------------------------------- build
+def build_report(run_dir: str | os.PathLike, *, update_index: bool = True) -> Path:
+    """Render the run's saved results into ``run_dir/index.html``; return that path.
+
+    Raises :class:`BrokenRun` when the folder has no readable meta.json (there is
+    nothing to title the page with). A run whose results are missing gets a page
+    that says so; its problem is recorded in meta.json as ``report_problem``.
+    Unless ``update_index`` is False, the parent folder's runs index is rewritten.
+    """
+    run = RunDir(run_dir)
+    meta = run.read_meta()
+    content: ReportContent | None = None
+    figs: list = []
+    problem: str | None = None
+    try:
+        content = render_content(run)
+    except BrokenRun as e:
+        problem = str(e).removeprefix(f"{run.path}: ")
+    if content is not None:
+        figs = save_figures(content, run.figures_dir)
+        write_tables(content, run.path / "tables")
+        _remove_stale(run.figures_dir, {k for k, *_ in figs})
+        _remove_stale(run.path / "tables", {t.key for t in content.tables})
+    L.atomic_write(run.html_path, _page(run, meta, content, figs, problem))
+
+    changes = {"report_built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+               "report_problem": problem}
+    if content is not None:
+        changes.update(headline=content.headline, verdict=content.verdict, summary=content.summary)
+    run.update_meta(**changes)
+
+    if update_index:
+        from residuals.report.index import write_index
+
+        write_index(run.path.parent)
+    return run.html_path
