@@ -1,0 +1,36 @@
+"""Gradient boosting, stage by stage (Friedman 2001), as a :class:`residuals.core.Stagewise` model.
+
+* :class:`BoostingRegressor`, :class:`BoostingClassifier` -- same parameters as
+  scikit-learn's ``GradientBoosting*``; with ``tree_method="exact"`` their
+  results equal scikit-learn's bit for bit; ``tree_method="hist"`` uses the
+  project's histogram trees (CPU or CUDA).
+* :mod:`residuals.boosting._losses` -- the losses as small objects (init,
+  negative gradient, TreeBoost leaf update, link).
+"""
+
+from residuals.boosting._gb import BoostingClassifier, BoostingRegressor
+from residuals.boosting._losses import (
+    AbsoluteError,
+    BinomialLogLoss,
+    BoostingLoss,
+    ExponentialLoss,
+    HuberLoss,
+    MultinomialLogLoss,
+    QuantileLoss,
+    SquaredError,
+)
+from residuals.boosting._validation import InvalidParameterError
+
+__all__ = [
+    "AbsoluteError",
+    "BinomialLogLoss",
+    "BoostingClassifier",
+    "BoostingLoss",
+    "BoostingRegressor",
+    "ExponentialLoss",
+    "HuberLoss",
+    "InvalidParameterError",
+    "MultinomialLogLoss",
+    "QuantileLoss",
+    "SquaredError",
+]

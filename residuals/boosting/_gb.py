@@ -1,0 +1,740 @@
+"""Stagewise gradient boosting of regression trees (Friedman 2001).
+
+J. H. Friedman, "Greedy Function Approximation: A Gradient Boosting Machine",
+Annals of Statistics 29(5), 2001, Algorithm 1 (with the TreeBoost leaf updates
+of Algorithms 2-6) and "Stochastic Gradient Boosting", CSDA 38(4), 2002 (row
+subsampling). The loop, written out (``_fit_stages``)::
+
+    F = F_0(X)                                   # loss.init_raw
+    for m in range(M):
+        mask = rows drawn without replacement    # subsample < 1
+        r = -dL/dF (y, F)                        # loss.negative_gradient, (n, K)
+        for k in range(K):                       # K = n_classes for multiclass, else 1
+            h = tree fitted to r[:, k] on the in-bag rows
+            leaf values of h <- argmin_g sum L(y, F + g)   # TreeBoost, per leaf
+            F[:, k] += learning_rate * h(X)
+
+The state ``F`` is the raw prediction, shape ``(n_samples, K)``; the boosters
+are :class:`residuals.core.Stagewise` models whose stage ``m`` adds
+``learning_rate * h_m(X)`` to it.
+
+With ``tree_method="exact"`` (the default) the base learner is scikit-learn's
+public ``DecisionTreeRegressor`` and every random draw, float formula and
+percentile definition follows scikit-learn 1.9's ``GradientBoosting*``, so
+predictions, staged outputs, ``train_score_``, ``n_estimators_`` under early
+stopping and ``feature_importances_`` are equal to scikit-learn's bit for bit.
+No scikit-learn gradient-boosting class or private module is used.
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral
+from time import perf_counter
+from typing import Any, Iterator
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from residuals.boosting._learners import TreeParams, make_learner, resolve_device
+from residuals.boosting._losses import (
+    CLASSIFICATION_LOSSES,
+    REGRESSION_LOSSES,
+    BoostingLoss,
+    make_loss,
+    update_terminal_regions,
+)
+from residuals.boosting._validation import (
+    BOOLEAN,
+    NONE,
+    RANDOM_STATE,
+    HasMethods,
+    Interval,
+    Options,
+    validate_params,
+)
+from residuals.core import StageStep, Stagewise
+
+__all__ = ["BoostingClassifier", "BoostingRegressor"]
+
+_COMMON_CONSTRAINTS: dict[str, list] = {
+    "learning_rate": [Interval("real", 0.0, None, "left")],
+    "n_estimators": [Interval("int", 1, None, "left")],
+    "subsample": [Interval("real", 0.0, 1.0, "right")],
+    "criterion": [Options("deprecated", "friedman_mse", "squared_error")],
+    "min_samples_split": [Interval("int", 2, None, "left"),
+                          Interval("real_not_int", 0.0, 1.0, "right")],
+    "min_samples_leaf": [Interval("int", 1, None, "left"),
+                         Interval("real_not_int", 0.0, 1.0, "neither")],
+    "min_weight_fraction_leaf": [Interval("real", 0.0, 0.5, "both")],
+    "max_depth": [Interval("int", 1, None, "left"), NONE],
+    "min_impurity_decrease": [Interval("real", 0.0, None, "left")],
+    "random_state": [RANDOM_STATE],
+    "max_features": [Interval("int", 1, None, "left"), Interval("real_not_int", 0.0, 1.0, "right"),
+                     Options("sqrt", "log2"), NONE],
+    "verbose": [Interval("int", 0, None, "left"), BOOLEAN],
+    "max_leaf_nodes": [Interval("int", 2, None, "left"), NONE],
+    "warm_start": [BOOLEAN],
+    "validation_fraction": [Interval("real", 0.0, 1.0, "neither")],
+    "n_iter_no_change": [Interval("int", 1, None, "left"), NONE],
+    "tol": [Interval("real", 0.0, None, "left")],
+    "ccp_alpha": [Interval("real", 0.0, None, "left")],
+    "tree_method": [Options("exact", "hist")],
+    "max_bins": [Interval("int", 2, 255, "both")],
+    "device": [Options("cpu", "cuda", "auto")],
+}
+
+
+class _Prepared:
+    """``X`` validated once and converted for the trees (float32 or bins)."""
+
+    __slots__ = ("X", "Xt", "n_samples")
+
+    def __init__(self, X: np.ndarray, Xt: Any):
+        self.X, self.Xt, self.n_samples = X, Xt, X.shape[0]
+
+
+class _BaseBoosting(Stagewise, BaseEstimator):
+    """Shared fit/predict machinery; subclasses set the loss family and the output."""
+
+    _constraints: dict = _COMMON_CONSTRAINTS
+
+    def __init__(self, *, loss, learning_rate, n_estimators, subsample, criterion,
+                 min_samples_split, min_samples_leaf, min_weight_fraction_leaf, max_depth,
+                 min_impurity_decrease, init, random_state, max_features, alpha=0.9, verbose=0,
+                 max_leaf_nodes=None, warm_start=False, validation_fraction=0.1,
+                 n_iter_no_change=None, tol=1e-4, ccp_alpha=0.0, tree_method="exact",
+                 max_bins=255, device="cpu"):
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.n_estimators = n_estimators
+        self.subsample = subsample
+        self.criterion = criterion
+        self.min_samples_split = min_samples_split
+        self.min_samples_leaf = min_samples_leaf
+        self.min_weight_fraction_leaf = min_weight_fraction_leaf
+        self.max_depth = max_depth
+        self.min_impurity_decrease = min_impurity_decrease
+        self.init = init
+        self.random_state = random_state
+        self.max_features = max_features
+        self.alpha = alpha
+        self.verbose = verbose
+        self.max_leaf_nodes = max_leaf_nodes
+        self.warm_start = warm_start
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.ccp_alpha = ccp_alpha
+        self.tree_method = tree_method
+        self.max_bins = max_bins
+        self.device = device
+
+    # ----------------------------------------------------------- subclass API
+    def _encode_y(self, y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _make_loss(self, exact: bool) -> BoostingLoss:
+        raise NotImplementedError
+
+    def _init_prediction_from_estimator(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- validation
+    def _validate_params(self) -> None:
+        validate_params(self, self._constraints)
+        if self.tree_method == "exact" and self.device != "cpu":
+            raise ValueError(
+                f"device={self.device!r} only applies to tree_method='hist'; the exact "
+                "trees run on the CPU. Use tree_method='hist' to train on a GPU.")
+        if self.tree_method == "hist":
+            if self.ccp_alpha != 0.0:
+                raise ValueError("ccp_alpha > 0 (cost-complexity pruning) is only supported "
+                                 "with tree_method='exact'.")
+            if self.min_samples_split != 2:
+                raise ValueError("min_samples_split is only supported with tree_method='exact'; "
+                                 "use min_samples_leaf with tree_method='hist'.")
+
+    def _validate_X_predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=np.float32, order="C", reset=False,
+                             ensure_all_finite=self._finite_X())
+
+    def _finite_X(self):
+        return "allow-nan" if self.tree_method == "hist" else True
+
+    def _prepare(self, X) -> _Prepared:
+        if isinstance(X, _Prepared):
+            return X
+        Xv = self._validate_X_predict(X)
+        return _Prepared(Xv, self._learner.prepare(Xv))
+
+    # -------------------------------------------------------------- the state
+    def _is_fitted(self) -> bool:
+        return len(getattr(self, "estimators_", [])) > 0
+
+    def _clear_state(self) -> None:
+        for attr in ("estimators_", "train_score_", "oob_improvement_", "oob_scores_",
+                     "oob_score_", "init_", "_rng", "n_estimators_", "_learner"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+
+    def _init_state(self) -> None:
+        self.estimators_ = np.empty((self.n_estimators, self.n_trees_per_iteration_), dtype=object)
+        self.train_score_ = np.zeros(self.n_estimators, dtype=np.float64)
+        if self.subsample < 1.0:
+            self.oob_improvement_ = np.zeros(self.n_estimators, dtype=np.float64)
+            self.oob_scores_ = np.zeros(self.n_estimators, dtype=np.float64)
+            self.oob_score_ = np.nan
+
+    def _resize_state(self) -> None:
+        total = self.n_estimators
+        self.estimators_ = np.resize(self.estimators_, (total, self.n_trees_per_iteration_))
+        self.train_score_ = np.resize(self.train_score_, total)
+        if self.subsample < 1 or hasattr(self, "oob_improvement_"):
+            if hasattr(self, "oob_improvement_"):
+                self.oob_improvement_ = np.resize(self.oob_improvement_, total)
+                self.oob_scores_ = np.resize(self.oob_scores_, total)
+            else:
+                self.oob_improvement_ = np.zeros(total, dtype=np.float64)
+                self.oob_scores_ = np.zeros(total, dtype=np.float64)
+            self.oob_score_ = np.nan
+
+    def _set_max_features(self) -> None:
+        n, mf = self.n_features_in_, self.max_features
+        if mf is None:
+            self.max_features_ = n
+        elif mf == "sqrt":
+            self.max_features_ = max(1, int(np.sqrt(n)))
+        elif mf == "log2":
+            self.max_features_ = max(1, int(np.log2(n)))
+        elif isinstance(mf, Integral):
+            self.max_features_ = mf
+        else:
+            self.max_features_ = max(1, int(mf * n))
+
+    def _tree_params(self) -> TreeParams:
+        return TreeParams(self.max_depth, self.min_samples_split, self.min_samples_leaf,
+                          self.min_weight_fraction_leaf, self.min_impurity_decrease,
+                          self.max_features, self.max_leaf_nodes, self.ccp_alpha)
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, X, y, sample_weight=None, monitor=None):
+        """Fit the boosted ensemble.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs; converted to float32 (as scikit-learn's trees do).
+            Must be finite with ``tree_method="exact"``; NaN is allowed (own
+            bin) with ``tree_method="hist"``.
+        y : array-like of shape (n_samples,)
+            Targets: real numbers (regression) or class labels (classification).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; ``None`` means unit weights.
+        monitor : callable, default=None
+            ``monitor(i, self, locals())`` after each stage; returning True stops.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if not self.warm_start:
+            self._clear_state()
+        if self.criterion != "deprecated":
+            warnings.warn("The parameter `criterion` is deprecated (as in scikit-learn 1.9) "
+                          "and has no effect. Leave it to its default value to avoid this "
+                          "warning.", FutureWarning)
+        device = resolve_device(self.device) if self.tree_method == "hist" else "cpu"
+
+        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True,
+                             ensure_all_finite=self._finite_X())
+        sample_weight_is_none = sample_weight is None
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        y = self._encode_y(y, None if sample_weight_is_none else sample_weight)
+        y = column_or_1d(y, warn=True)
+        self._set_max_features()
+        exact = self.tree_method == "exact"
+        self._loss = self._make_loss(exact)
+
+        if self.n_iter_no_change is not None:
+            stratify = y if self._is_classifier() else None
+            X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
+                X, y, sample_weight, random_state=self.random_state,
+                test_size=self.validation_fraction, stratify=stratify)
+            if self._is_classifier() and self.n_classes_ != np.unique(y_train).shape[0]:
+                raise ValueError("The training data after the early stopping split is missing "
+                                 "some classes. Try using another random seed.")
+        else:
+            X_train, y_train, sw_train = X, y, sample_weight
+            X_val = y_val = sw_val = None
+
+        n_samples = X_train.shape[0]
+        if not self._is_fitted():
+            self._init_state()
+            raw = self._fit_init(X_train, y_train, sw_train, sample_weight_is_none)
+            begin_at_stage = 0
+            self._rng = check_random_state(self.random_state)
+            self._learner = make_learner(self.tree_method, self._tree_params(),
+                                         self.n_features_in_, max_bins=self.max_bins,
+                                         device=device)
+            if not exact:
+                self._learner.fit_binning(X_train, self._rng)
+        else:
+            if self.n_estimators < self.estimators_.shape[0]:
+                raise ValueError(
+                    f"n_estimators={self.n_estimators} must be larger or equal to "
+                    f"estimators_.shape[0]={self.estimators_.shape[0]} when warm_start==True")
+            begin_at_stage = self.estimators_.shape[0]
+            X_train = np.ascontiguousarray(X_train, dtype=np.float32)
+            raw = self._raw_predict(_Prepared(X_train, self._learner.prepare(X_train)))
+            self._resize_state()
+
+        n_stages = self._fit_stages(X_train, y_train, raw, sw_train, self._rng, X_val, y_val,
+                                    sw_val, begin_at_stage, monitor)
+        if n_stages != self.estimators_.shape[0]:
+            self.estimators_ = self.estimators_[:n_stages]
+            self.train_score_ = self.train_score_[:n_stages]
+            if hasattr(self, "oob_improvement_"):
+                self.oob_improvement_ = self.oob_improvement_[:n_stages]
+                self.oob_scores_ = self.oob_scores_[:n_stages]
+                self.oob_score_ = self.oob_scores_[-1]
+        self.n_estimators_ = n_stages
+        return self
+
+    def _is_classifier(self) -> bool:
+        return isinstance(self, ClassifierMixin)
+
+    def _fit_init(self, X, y, sample_weight, sample_weight_is_none) -> np.ndarray:
+        """Set ``init_`` and return ``F_0`` on the training rows, ``(n_samples, K)``."""
+        n, K = X.shape[0], self.n_trees_per_iteration_
+        if isinstance(self.init, str) and self.init == "zero":
+            self.init_ = "zero"
+            return np.zeros((n, K), dtype=np.float64)
+        if self.init is None:
+            self.init_ = None
+            self.init_prediction_ = self._loss.init_prediction(
+                y, None if sample_weight_is_none else sample_weight)
+            return self._loss.init_raw(self.init_prediction_, n)
+        self.init_ = clone(self.init)
+        if sample_weight_is_none:
+            self.init_.fit(X, y)
+        else:
+            try:
+                self.init_.fit(X, y, sample_weight=sample_weight)
+            except TypeError as e:
+                if "unexpected keyword argument 'sample_weight'" in str(e):
+                    raise ValueError(f"The initial estimator {type(self.init_).__name__} does "
+                                     "not support sample weights.") from e
+                raise
+        return self._loss.raw_from_prediction(self._init_prediction_from_estimator(X))
+
+    def _fit_stages(self, X, y, raw, sample_weight, rng, X_val, y_val, sample_weight_val,
+                    begin_at_stage=0, monitor=None) -> int:
+        """Run the boosting iterations; return the number of stages kept."""
+        loss = self._loss
+        n_samples = X.shape[0]
+        do_oob = self.subsample < 1.0
+        sample_mask = np.ones(n_samples, dtype=bool)
+        n_inbag = max(1, int(self.subsample * n_samples))
+        Xt = self._learner.prepare(X)
+        if self.verbose:
+            reporter = _VerboseReporter(self, begin_at_stage)
+        if self.n_iter_no_change is not None:
+            loss_history = np.full(self.n_iter_no_change, np.inf)
+            val_raw = self._staged_raw_predict(_Prepared(
+                X_val, self._learner.prepare(np.ascontiguousarray(X_val))))
+
+        i = begin_at_stage
+        for i in range(begin_at_stage, self.n_estimators):
+            if do_oob:
+                sample_mask = _random_sample_mask(n_samples, n_inbag, rng)
+                y_oob, sw_oob = y[~sample_mask], sample_weight[~sample_mask]
+                if i == 0:
+                    initial_loss = loss.score(y_oob, raw[~sample_mask], sw_oob)
+
+            raw = self._fit_stage(i, Xt, y, raw, sample_weight, sample_mask, rng)
+
+            if do_oob:
+                self.train_score_[i] = loss.score(y[sample_mask], raw[sample_mask],
+                                                  sample_weight[sample_mask])
+                self.oob_scores_[i] = loss.score(y_oob, raw[~sample_mask], sw_oob)
+                previous = initial_loss if i == 0 else self.oob_scores_[i - 1]
+                self.oob_improvement_[i] = previous - self.oob_scores_[i]
+                self.oob_score_ = self.oob_scores_[-1]
+            else:
+                self.train_score_[i] = loss.score(y, raw, sample_weight)
+
+            if self.verbose:
+                reporter.update(i)
+            if monitor is not None and monitor(i, self, locals()):
+                break
+            if self.n_iter_no_change is not None:
+                validation_loss = loss.score(y_val, next(val_raw), sample_weight_val)
+                # stop unless better than at least one of the last n_iter_no_change
+                if np.any(validation_loss + self.tol < loss_history):
+                    loss_history[i % len(loss_history)] = validation_loss
+                else:
+                    break
+        return i + 1
+
+    def _fit_stage(self, i, Xt, y, raw, sample_weight, sample_mask, rng) -> np.ndarray:
+        """Fit the ``K`` trees of stage ``i`` and add them to ``raw`` in place."""
+        loss, learner = self._loss, self._learner
+        loss.begin_stage(y, raw, sample_weight)
+        neg_gradient = loss.negative_gradient(y, raw)
+        multiclass = self.n_trees_per_iteration_ > 1
+        mask = sample_mask if self.subsample < 1.0 else None
+        sw = sample_weight * sample_mask.astype(np.float64) if mask is not None else sample_weight
+        for k in range(self.n_trees_per_iteration_):
+            target = np.array(y == k, dtype=np.float64) if multiclass else y
+            tree = learner.fit(Xt, neg_gradient[:, k], sw, rng)
+            leaf_ids = learner.leaf_ids(tree, Xt)
+            values = learner.leaf_values(tree)
+            update_terminal_regions(loss, leaf_ids, learner.leaves(tree), values, target,
+                                    neg_gradient[:, k], raw[:, k], sw, mask)
+            learner.commit_leaf_values(tree, values)
+            raw[:, k] += self.learning_rate * values.take(leaf_ids, axis=0)
+            self.estimators_[i, k] = tree
+        return raw
+
+    # ---------------------------------------------------------------- predict
+    def _raw_predict_init(self, P: _Prepared) -> np.ndarray:
+        n, K = P.n_samples, self.n_trees_per_iteration_
+        if isinstance(self.init_, str) and self.init_ == "zero":
+            return np.zeros((n, K), dtype=np.float64)
+        if self.init_ is None:
+            return self._loss.init_raw(self.init_prediction_, n)
+        return self._loss.raw_from_prediction(self._init_prediction_from_estimator(P.X))
+
+    def _add_stage(self, m: int, P: _Prepared, raw: np.ndarray) -> None:
+        for k in range(self.estimators_.shape[1]):
+            tree = self.estimators_[m, k]
+            values = self._learner.leaf_values(tree)
+            raw[:, k] += self.learning_rate * values.take(self._learner.leaf_ids(tree, P.Xt),
+                                                          axis=0)
+
+    def _raw_predict(self, X) -> np.ndarray:
+        """``F_M(X)``, shape ``(n_samples, K)``."""
+        P = self._prepare(X)
+        raw = self._raw_predict_init(P)
+        for m in range(self.estimators_.shape[0]):
+            self._add_stage(m, P, raw)
+        return raw
+
+    def _staged_raw_predict(self, X) -> Iterator[np.ndarray]:
+        """``F_1(X), F_2(X), ...`` (copies)."""
+        P = self._prepare(X)
+        raw = self._raw_predict_init(P)
+        for m in range(self.estimators_.shape[0]):
+            self._add_stage(m, P, raw)
+            yield raw.copy()
+
+    # ------------------------------------------------------- Stagewise (core)
+    @property
+    def n_stages_(self) -> int:
+        check_is_fitted(self)
+        return int(self.estimators_.shape[0])
+
+    def _initial_state(self, X) -> np.ndarray:
+        """``F_0(X)``, the init raw prediction, ``(n_samples, K)``."""
+        P = self._prepare(X)
+        self._prep_cache = (X, P)  # the stage steps that follow reuse the validated X
+        return self._raw_predict_init(P)
+
+    def _stage_step(self, m: int, state: np.ndarray, X, *, drop: bool = False) -> StageStep:
+        """Stage ``m``: base ``F_{m}``, correction ``lr * h_m(X)``, state ``F_{m+1}``."""
+        P = self._prepare_cached(X)
+        correction = np.zeros((P.n_samples, self.estimators_.shape[1]), dtype=np.float64)
+        self._add_stage(m, P, correction)
+        new = state.copy() if drop else state + correction
+        return StageStep(base=state, correction=correction, state=new)
+
+    def _prepare_cached(self, X) -> _Prepared:
+        """``X`` as validated by the last :meth:`_initial_state` (every Stagewise
+        helper starts there), so a sequence of stage steps validates/bins once."""
+        cached = getattr(self, "_prep_cache", None)
+        if cached is not None and cached[0] is X:
+            return cached[1]
+        P = self._prepare(X)
+        self._prep_cache = (X, P)
+        return P
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_prep_cache", None)
+        return state
+
+    # ------------------------------------------------------------- inspection
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Impurity-based importances: mean over non-trivial trees, normalised to sum 1.
+
+        Each tree contributes its unnormalised total weighted impurity decrease
+        per feature; all-zero when every tree is a single leaf.
+        """
+        check_is_fitted(self)
+        learner = self._learner
+        relevant = [t for stage in self.estimators_ for t in stage if not learner.is_trivial(t)]
+        if not relevant:
+            return np.zeros(self.n_features_in_, dtype=np.float64)
+        per_tree = [learner.importances(t, self.n_features_in_) for t in relevant]
+        avg = np.mean(per_tree, axis=0, dtype=np.float64)
+        return avg / np.sum(avg)
+
+    def apply(self, X) -> np.ndarray:
+        """Leaf index of each sample in each tree, ``(n_samples, n_estimators, K)``."""
+        P = self._prepare(X)
+        n_est, K = self.estimators_.shape
+        leaves = np.zeros((P.n_samples, n_est, K))
+        for i in range(n_est):
+            for k in range(K):
+                leaves[:, i, k] = self._learner.leaf_ids(self.estimators_[i, k], P.Xt)
+        return leaves
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.tree_method == "hist"
+        return tags
+
+
+# ------------------------------------------------------------------ helpers
+def _check_sample_weight(sample_weight, n_samples: int) -> np.ndarray:
+    """Validated weights: float32/float64 kept, else float64; ``None`` -> ones."""
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=np.float64)
+    if np.isscalar(sample_weight):
+        return np.full(n_samples, sample_weight, dtype=np.float64)
+    sw = check_array(sample_weight, ensure_2d=False, dtype=[np.float64, np.float32],
+                     order="C", input_name="sample_weight")
+    if sw.ndim != 1 or sw.shape[0] != n_samples:
+        raise ValueError(f"sample_weight.shape == {sw.shape}, expected {(n_samples,)}!")
+    if np.any(sw < 0):
+        raise ValueError("Negative values in data passed to `sample_weight`.")
+    if np.all(sw == 0):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return sw
+
+
+def _random_sample_mask(n_total: int, n_in_bag: int, rng: np.random.RandomState) -> np.ndarray:
+    """Exactly ``n_in_bag`` rows drawn without replacement by sequential selection.
+
+    Row ``i`` is taken with probability (still needed) / (still available)
+    (Knuth, TAOCP vol. 2, Algorithm S), from one ``rng.uniform(size=n_total)``.
+    """
+    rand = rng.uniform(size=n_total).tolist()
+    mask = np.zeros(n_total, dtype=bool)
+    n_bagged = 0
+    for i, u in enumerate(rand):
+        if u * (n_total - i) < (n_in_bag - n_bagged):
+            mask[i] = True
+            n_bagged += 1
+    return mask
+
+
+class _VerboseReporter:
+    """Progress lines: iteration, train loss, OOB improvement, remaining time."""
+
+    def __init__(self, est: _BaseBoosting, begin_at_stage: int):
+        self.est, self.begin = est, begin_at_stage
+        self.do_oob = est.subsample < 1
+        header = ["Iter", "Train Loss"] + (["OOB Improve"] if self.do_oob else [])
+        print(("%10s " + "%16s " * len(header)) % tuple(header + ["Remaining Time"]))
+        self.verbose_mod, self.start = 1, perf_counter()
+
+    def update(self, j: int) -> None:
+        est, i = self.est, j - self.begin
+        if (i + 1) % self.verbose_mod:
+            return
+        remaining = (est.n_estimators - (j + 1)) * (perf_counter() - self.start) / (i + 1)
+        rem = f"{remaining / 60:.2f}m" if remaining > 60 else f"{remaining:.2f}s"
+        oob = f"{est.oob_improvement_[j]:>16.4f} " if self.do_oob else ""
+        print(f"{j + 1:>10d} {est.train_score_[j]:>16.4f} {oob}{rem:>16s}")
+        if est.verbose == 1 and (i + 1) // (self.verbose_mod * 10) > 0:
+            self.verbose_mod *= 10
+
+
+# --------------------------------------------------------------- estimators
+class BoostingRegressor(RegressorMixin, _BaseBoosting):
+    """Gradient boosting for regression (Friedman 2001), stage by stage.
+
+    Same parameters, defaults and results as scikit-learn's
+    ``GradientBoostingRegressor`` with ``tree_method="exact"``; see that class
+    for the meaning of each shared parameter.
+
+    Parameters (beyond scikit-learn's)
+    ----------------------------------
+    tree_method : {"exact", "hist"}, default="exact"
+        ``"exact"``: scikit-learn's ``DecisionTreeRegressor`` (bit-for-bit
+        parity). ``"hist"``: the project's histogram tree on features binned
+        into at most ``max_bins`` quantile bins (allows NaN in ``X``).
+    max_bins : int in [2, 255], default=255
+        Bins per feature in hist mode (plus one bin for missing values).
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the hist trees are built; ``"cuda"`` without a GPU is an error.
+
+    Attributes
+    ----------
+    estimators_ : ndarray of trees, shape (n_estimators_, 1)
+    train_score_ : ndarray of shape (n_estimators_,)
+        ``2 x`` half squared error, or the mean loss, on the in-bag rows after each stage.
+    oob_improvement_, oob_scores_, oob_score_ : only when ``subsample < 1``.
+    n_estimators_ : int, stages kept (fewer under early stopping).
+    init_prediction_ : float, ``F_0`` in target space when ``init=None``.
+    feature_importances_ : ndarray of shape (n_features,)
+    """
+
+    _constraints = {
+        **_COMMON_CONSTRAINTS,
+        "loss": [Options(*REGRESSION_LOSSES)],
+        "init": [Options("zero"), NONE, HasMethods(("fit", "predict"))],
+        "alpha": [Interval("real", 0.0, 1.0, "neither")],
+    }
+
+    def __init__(self, *, loss="squared_error", learning_rate=0.1, n_estimators=100,
+                 subsample=1.0, criterion="deprecated", min_samples_split=2, min_samples_leaf=1,
+                 min_weight_fraction_leaf=0.0, max_depth=3, min_impurity_decrease=0.0, init=None,
+                 random_state=None, max_features=None, alpha=0.9, verbose=0,
+                 max_leaf_nodes=None, warm_start=False, validation_fraction=0.1,
+                 n_iter_no_change=None, tol=1e-4, ccp_alpha=0.0, tree_method="exact",
+                 max_bins=255, device="cpu"):
+        super().__init__(
+            loss=loss, learning_rate=learning_rate, n_estimators=n_estimators,
+            subsample=subsample, criterion=criterion, min_samples_split=min_samples_split,
+            min_samples_leaf=min_samples_leaf, min_weight_fraction_leaf=min_weight_fraction_leaf,
+            max_depth=max_depth, min_impurity_decrease=min_impurity_decrease, init=init,
+            random_state=random_state, max_features=max_features, alpha=alpha, verbose=verbose,
+            max_leaf_nodes=max_leaf_nodes, warm_start=warm_start,
+            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
+            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device)
+
+    def _encode_y(self, y, sample_weight):
+        self.n_trees_per_iteration_ = 1
+        return y.astype(np.float64, copy=False)
+
+    def _make_loss(self, exact):
+        return make_loss(self.loss, alpha=self.alpha, exact=exact)
+
+    def _init_prediction_from_estimator(self, X):
+        return self.init_.predict(X).astype(np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted targets ``F_M(X)``, shape ``(n_samples,)``."""
+        return self._raw_predict(X).ravel()
+
+    def staged_predict(self, X) -> Iterator[np.ndarray]:
+        """Predictions after each stage, ``(n_samples,)`` each (copies)."""
+        for raw in self._staged_raw_predict(X):
+            yield raw.ravel()
+
+    def apply(self, X) -> np.ndarray:
+        """Leaf index of each sample in each tree, ``(n_samples, n_estimators)``."""
+        leaves = super().apply(X)
+        return leaves.reshape(leaves.shape[0], self.estimators_.shape[0])
+
+
+class BoostingClassifier(ClassifierMixin, _BaseBoosting):
+    """Gradient boosting for classification (Friedman 2001), stage by stage.
+
+    Same parameters, defaults and results as scikit-learn's
+    ``GradientBoostingClassifier`` with ``tree_method="exact"``. ``loss``:
+    ``"log_loss"`` (binomial, or multinomial with one tree per class and
+    stage) or ``"exponential"`` (binary only; AdaBoost's loss).
+    ``tree_method``, ``max_bins`` and ``device`` as in :class:`BoostingRegressor`.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_classes_ : int
+    n_trees_per_iteration_ : int, 1 for binary, ``n_classes_`` otherwise.
+    estimators_ : ndarray of trees, shape (n_estimators_, n_trees_per_iteration_)
+    train_score_, oob_improvement_, oob_scores_, oob_score_, n_estimators_,
+    feature_importances_ : as in :class:`BoostingRegressor`.
+    init_prediction_ : class priors ``F_0`` is the link of, when ``init=None``.
+    """
+
+    _constraints = {
+        **_COMMON_CONSTRAINTS,
+        "loss": [Options(*CLASSIFICATION_LOSSES)],
+        "init": [Options("zero"), NONE, HasMethods(("fit", "predict_proba"))],
+    }
+
+    def __init__(self, *, loss="log_loss", learning_rate=0.1, n_estimators=100, subsample=1.0,
+                 criterion="deprecated", min_samples_split=2, min_samples_leaf=1,
+                 min_weight_fraction_leaf=0.0, max_depth=3, min_impurity_decrease=0.0, init=None,
+                 random_state=None, max_features=None, verbose=0, max_leaf_nodes=None,
+                 warm_start=False, validation_fraction=0.1, n_iter_no_change=None, tol=1e-4,
+                 ccp_alpha=0.0, tree_method="exact", max_bins=255, device="cpu"):
+        super().__init__(
+            loss=loss, learning_rate=learning_rate, n_estimators=n_estimators,
+            subsample=subsample, criterion=criterion, min_samples_split=min_samples_split,
+            min_samples_leaf=min_samples_leaf, min_weight_fraction_leaf=min_weight_fraction_leaf,
+            max_depth=max_depth, min_impurity_decrease=min_impurity_decrease, init=init,
+            random_state=random_state, max_features=max_features, verbose=verbose,
+            max_leaf_nodes=max_leaf_nodes, warm_start=warm_start,
+            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
+            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device)
+
+    def _encode_y(self, y, sample_weight):
+        check_classification_targets(y)
+        encoder = LabelEncoder()
+        encoded = encoder.fit_transform(y)
+        self.classes_ = encoder.classes_
+        n_classes = self.classes_.shape[0]
+        self.n_trees_per_iteration_ = 1 if n_classes <= 2 else n_classes
+        self.n_classes_ = n_classes
+        n_kept = (n_classes if sample_weight is None
+                  else np.count_nonzero(np.bincount(encoded, sample_weight)))
+        if n_kept < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 classes in y, but y contains "
+                f"{n_kept} class (with non-zero sample weight): {self.classes_.tolist()}.")
+        return encoded.astype(float, copy=False)
+
+    def _make_loss(self, exact):
+        return make_loss(self.loss, n_classes=self.n_classes_, exact=exact)
+
+    def _init_prediction_from_estimator(self, X):
+        proba = self.init_.predict_proba(X)
+        if self.n_trees_per_iteration_ == 1:
+            proba = proba[:, 1]
+        eps = np.finfo(np.float64).eps
+        return np.clip(proba, eps, 1 - eps, dtype=np.float64)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Raw predictions ``F_M(X)``: ``(n_samples,)`` for binary, ``(n_samples, K)`` otherwise."""
+        raw = self._raw_predict(X)
+        return raw.ravel() if raw.shape[1] == 1 else raw
+
+    def staged_decision_function(self, X) -> Iterator[np.ndarray]:
+        """Raw predictions after each stage, ``(n_samples, K)`` each (``K = 1`` for binary)."""
+        yield from self._staged_raw_predict(X)
+
+    def _decode(self, raw: np.ndarray) -> np.ndarray:
+        if raw.shape[1] == 1:
+            return self.classes_.take((raw[:, 0] >= 0).astype(int), axis=0)
+        return self.classes_.take(np.argmax(raw, axis=1), axis=0)
+
+    def predict(self, X) -> np.ndarray:
+        return self._decode(self._raw_predict(X))
+
+    def staged_predict(self, X) -> Iterator[np.ndarray]:
+        for raw in self._staged_raw_predict(X):
+            yield self._decode(raw)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, ``(n_samples, n_classes)``, columns in ``classes_`` order."""
+        return self._loss.predict_proba(self._raw_predict(X))
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        return np.log(self.predict_proba(X))
+
+    def staged_predict_proba(self, X) -> Iterator[np.ndarray]:
+        for raw in self._staged_raw_predict(X):
+            yield self._loss.predict_proba(raw)
