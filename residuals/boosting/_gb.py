@@ -730,11 +730,13 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, ``(n_samples, n_classes)``, columns in ``classes_`` order."""
+        check_is_fitted(self)
         return self._loss.predict_proba(self._raw_predict(X))
 
     def predict_log_proba(self, X) -> np.ndarray:
         return np.log(self.predict_proba(X))
 
     def staged_predict_proba(self, X) -> Iterator[np.ndarray]:
+        check_is_fitted(self)
         for raw in self._staged_raw_predict(X):
             yield self._loss.predict_proba(raw)

@@ -66,14 +66,6 @@ def _libm_exp(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fast_or_exact(exact: bool, np_fn, libm_fn) -> Callable[[np.ndarray], np.ndarray]:
-    if not exact:
-        return np_fn
-    if libm_fn is math.exp:
-        return _libm_exp
-    return lambda x: _libm(libm_fn, x)
-
-
 def weighted_lower_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     """Weighted ``q``-th percentile, the "inverted CDF" definition (lower median).
 
@@ -345,9 +337,16 @@ class _ClassLoss(BoostingLoss):
     def __init__(self, n_classes: int = 2, *, exact: bool = True):
         super().__init__(exact=exact)
         self.n_classes = int(n_classes)
-        self._exp = _fast_or_exact(exact, np.exp, math.exp)
-        self._log = _fast_or_exact(exact, np.log, math.log)
-        self._log1p = _fast_or_exact(exact, np.log1p, math.log1p)
+
+    # C-library functions in exact mode (bit-for-bit), NumPy's SIMD ones otherwise
+    def _exp(self, x):
+        return _libm_exp(x) if self.exact else np.exp(x)
+
+    def _log(self, x):
+        return _libm(math.log, x) if self.exact else np.log(x)
+
+    def _log1p(self, x):
+        return _libm(math.log1p, x) if self.exact else np.log1p(x)
 
     def init_prediction(self, y, sample_weight):
         """Class priors ``p_k = sum_{y_i = k} w_i / sum_i w_i``, clipped to ``[eps, 1 - eps]``."""
