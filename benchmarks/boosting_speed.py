@@ -1,0 +1,450 @@
+"""Fit time, test loss and peak memory of our booster against scikit-learn's (and LightGBM's).
+
+Methods (``--methods``; short aliases in brackets):
+
+``ours-exact`` [exact]     :class:`residuals.boosting.BoostingRegressor`, ``tree_method="exact"``
+``ours-hist`` [hist]       the same, ``tree_method="hist"``, on each ``--device``
+``sklearn-gbrt`` [gbrt]    :class:`sklearn.ensemble.GradientBoostingRegressor`
+``sklearn-hist`` [hgb]     :class:`sklearn.ensemble.HistGradientBoostingRegressor`
+``lightgbm``               :class:`lightgbm.LGBMRegressor`, when it is installed
+
+All fit the same trees: ``--n-estimators`` stages of depth ``--depths``, learning
+rate 0.1, squared error, one sample per leaf at least, no regularisation, no
+early stopping, ``--max-bins`` bins for the histogram methods.
+
+Data: ``make_friedman1`` (Friedman 1991) with noise 1.0 at each ``--sizes``
+entry: ``100k`` is 100,000 rows of ``--n-features`` features, ``1mx50`` is
+1,000,000 rows of 50. The test set is 20% as large (at most 100,000 rows),
+drawn independently; its MSE is recorded beside each time (the noise floor is 1.0).
+
+How it is measured:
+
+* every case (shape, depth, method, device) runs in a fresh Python process, so
+  no case inherits another's caches, allocator pools or memory high-water mark;
+* in it, one untimed warm-up fit of 2 trees on 500 rows (lazy imports, the
+  CUDA context), then ``--repeats`` fresh fits; reported: median fit time with
+  min-max;
+* threads: ``threadpoolctl.threadpool_limits(--threads)`` (OpenMP and BLAS),
+  ``torch.set_num_threads(--threads)``, ``OMP_NUM_THREADS``; LightGBM gets
+  ``n_jobs=--threads``. The default, 1, is a fair single-thread comparison;
+* GPU fits are timed after a ``torch.cuda.synchronize()`` on both ends;
+* memory: the process's resident set right before the fit (the data) and the
+  peak resident set during the fit (Linux's ``VmHWM``, reset before each fit via
+  ``/proc/self/clear_refs``; elsewhere ``ru_maxrss``, which then also covers the
+  data generation and says so). ``fit_extra_mb`` is the peak minus the resident
+  set before the fit: the memory the fit itself needed. ``binned_mb`` is the
+  size of the data binned to one byte per value, the floor of a histogram
+  booster; on a GPU also ``torch.cuda.max_memory_allocated``;
+* a case that runs longer than ``--timeout`` seconds is stopped and recorded as
+  ``timeout``; nothing is skipped or extrapolated silently.
+
+Goals checked at the end (each ``pass``, ``FAIL`` or ``not measured``), per
+shape and depth:
+
+* hist on the CPU at least 20x faster than GBRT, both single-threaded;
+* hist on the CPU no more than 1.5x slower than HistGradientBoosting;
+* exact mode no more than 10% slower than GBRT;
+* hist on a GPU faster than HistGradientBoosting at 1M x 50;
+* hist's fit memory within 8x the binned data.
+
+Run::
+
+    python benchmarks/boosting_speed.py --sizes 10k,100k --depths 3,6
+    python benchmarks/boosting_speed.py --sizes 1m,1mx50 --methods hist,hgb --repeats 3
+    python benchmarks/boosting_speed.py --sizes 1mx50 --methods hist,hgb --device cpu,cuda
+
+Results: a printed table, ``<out>/boosting_speed.csv`` (one row per case),
+``<out>/boosting_speed-goals.csv`` and ``<out>/boosting_speed.json`` (machine,
+versions, date, load average before and after, config, both tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+
+METHODS = ("ours-exact", "ours-hist", "sklearn-gbrt", "sklearn-hist", "lightgbm")
+ALIASES = {"exact": "ours-exact", "hist": "ours-hist", "gbrt": "sklearn-gbrt", "hgb": "sklearn-hist",
+           "sklearn-hgb": "sklearn-hist", "lgbm": "lightgbm"}
+HIST_METHODS = ("ours-hist", "sklearn-hist", "lightgbm")
+LEARNING_RATE = 0.1
+NOISE = 1.0                      # friedman1 noise std: the best achievable test MSE is 1.0
+TEST_FRACTION, TEST_MAX = 0.2, 100_000
+MEMORY_GOAL = 8.0                # hist fit memory / binned data size
+
+COLUMNS = ["n_train", "n_features", "depth", "n_estimators", "method", "device", "threads", "status",
+           "repeats", "fit_s_median", "fit_s_min", "fit_s_max", "fit_s_all", "test_mse", "base_rss_mb",
+           "peak_rss_mb", "fit_extra_mb", "binned_mb", "gpu_peak_mb", "peak_scope", "message"]
+
+
+@dataclass(frozen=True)
+class Case:
+    n_train: int
+    n_features: int
+    depth: int
+    method: str
+    device: str                  # "cpu" or "cuda"; only ours-hist runs anywhere but the CPU
+    n_estimators: int
+    max_bins: int
+    threads: int
+    repeats: int
+    seed: int
+
+    @property
+    def label(self) -> str:
+        dev = f"[{self.device}]" if self.method == "ours-hist" else ""
+        return f"{self.n_train:,} x {self.n_features}, depth {self.depth}, {self.method}{dev}"
+
+
+# ------------------------------------------------------------------- worker
+
+
+def _rss_kib(field: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` of this process in KiB (Linux), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _maxrss_kib() -> int:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r // 1024 if sys.platform == "darwin" else r  # bytes on macOS, KiB on Linux
+
+
+def make_estimator(case: Case):
+    common = dict(learning_rate=LEARNING_RATE, max_depth=case.depth, random_state=case.seed)
+    if case.method in ("ours-exact", "ours-hist"):
+        from residuals.boosting import BoostingRegressor
+
+        if case.method == "ours-exact":
+            return BoostingRegressor(n_estimators=case.n_estimators, tree_method="exact", **common)
+        return BoostingRegressor(n_estimators=case.n_estimators, tree_method="hist", max_bins=case.max_bins,
+                                 device=case.device, **common)
+    if case.method == "sklearn-gbrt":
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        return GradientBoostingRegressor(n_estimators=case.n_estimators, **common)
+    if case.method == "sklearn-hist":
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        return HistGradientBoostingRegressor(max_iter=case.n_estimators, max_leaf_nodes=None, min_samples_leaf=1,
+                                             l2_regularization=0.0, max_bins=case.max_bins, early_stopping=False,
+                                             **common)
+    if case.method == "lightgbm":
+        import lightgbm
+
+        return lightgbm.LGBMRegressor(n_estimators=case.n_estimators, learning_rate=LEARNING_RATE,
+                                      max_depth=case.depth, num_leaves=2 ** case.depth, min_child_samples=1,
+                                      min_child_weight=0.0, reg_lambda=0.0, max_bin=case.max_bins,
+                                      n_jobs=case.threads, random_state=case.seed, verbose=-1)
+    raise ValueError(f"unknown method {case.method!r}")
+
+
+def make_data(n: int, n_features: int, seed: int):
+    """Train and test sets of friedman1 as float64 ``(n, n_features)`` arrays."""
+    from sklearn.datasets import make_friedman1
+
+    n_test = max(100, min(int(n * TEST_FRACTION), TEST_MAX))
+    X, y = make_friedman1(n_samples=n, n_features=n_features, noise=NOISE, random_state=seed)
+    X_test, y_test = make_friedman1(n_samples=n_test, n_features=n_features, noise=NOISE, random_state=seed + 1)
+    return X, y, X_test, y_test
+
+
+def worker(case: Case) -> dict:
+    """Run one case in this (fresh) process; return its measurements."""
+    import gc
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    cuda = case.device.startswith("cuda")
+    torch = None
+    if case.method.startswith("ours"):
+        import torch
+        torch.set_num_threads(case.threads)
+    X, y, X_test, y_test = make_data(case.n_train, case.n_features, case.seed)
+    times, base, peaks, gpu_peaks, scope = [], [], [], [], "fit"
+    with threadpool_limits(limits=case.threads):
+        # untimed warm-up on 500 rows: lazy imports, CUDA context, kernel caches
+        make_estimator(replace(case, n_estimators=2)).fit(X[:500], y[:500])
+        est = None
+        for _ in range(case.repeats):
+            est = make_estimator(case)
+            gc.collect()
+            base.append(_rss_kib("VmRSS") or 0)
+            if not _reset_peak():
+                scope = "process"  # ru_maxrss cannot be reset: the peak includes data generation
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            est.fit(X, y)
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            peaks.append(_rss_kib("VmHWM") if scope == "fit" else _maxrss_kib())
+            if cuda:
+                gpu_peaks.append(torch.cuda.max_memory_allocated() / 2**20)
+        pred = np.asarray(est.predict(X_test), dtype=np.float64)
+    mib = 1024.0
+    return {
+        "fit_s_all": times,
+        "test_mse": float(np.mean((y_test - pred) ** 2)),
+        "base_rss_mb": statistics.median(base) / mib,
+        "peak_rss_mb": max(peaks) / mib,
+        "fit_extra_mb": max(p - b for p, b in zip(peaks, base)) / mib,
+        "gpu_peak_mb": max(gpu_peaks) if gpu_peaks else None,
+        "peak_scope": scope,
+    }
+
+
+# ------------------------------------------------------------------- parent
+
+
+def run_case(case: Case, timeout: float) -> dict:
+    """Run ``case`` in a fresh subprocess; a row of the results table."""
+    row = {**{k: getattr(case, k) for k in ("n_train", "n_features", "depth", "n_estimators", "method",
+                                            "device", "threads", "repeats")},
+           "binned_mb": case.n_train * case.n_features / 2**20, "status": "ok", "message": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": str(case.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(case))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {**row, "status": "timeout", "message": f"stopped after {timeout:g} s ({case.repeats} fits)"}
+    if proc.returncode != 0:
+        err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {**row, "status": "error", "message": f"exit {proc.returncode}: {err}"}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    t = out.pop("fit_s_all")
+    return {**row, **out, "fit_s_median": statistics.median(t), "fit_s_min": min(t), "fit_s_max": max(t),
+            "fit_s_all": ";".join(f"{x:.4f}" for x in t)}
+
+
+def _ratio(rows, shape_depth, num: tuple[str, str], den: tuple[str, str]):
+    """median(num) / median(den) for one (n, f, depth), with the range min/max -- max/min."""
+    def get(method, device):
+        for r in rows:
+            if (r["n_train"], r["n_features"], r["depth"]) == shape_depth and r["method"] == method \
+                    and r["device"] == device and r["status"] == "ok":
+                return r
+        return None
+
+    a, b = get(*num), get(*den)
+    if a is None or b is None:
+        return None
+    return (a["fit_s_median"] / b["fit_s_median"], a["fit_s_min"] / b["fit_s_max"],
+            a["fit_s_max"] / b["fit_s_min"])
+
+
+def check_goals(rows: list[dict]) -> list[dict]:
+    """Each goal per shape and depth: the measured ratio and pass / FAIL / not measured."""
+    goals = []
+    shapes = sorted({(r["n_train"], r["n_features"], r["depth"]) for r in rows})
+    specs = [
+        ("hist (cpu) >= 20x faster than GBRT", ("sklearn-gbrt", "cpu"), ("ours-hist", "cpu"), ">=", 20.0, None),
+        ("hist (cpu) <= 1.5x HistGradientBoosting's time", ("ours-hist", "cpu"), ("sklearn-hist", "cpu"),
+         "<=", 1.5, None),
+        ("exact <= 1.1x GBRT's time", ("ours-exact", "cpu"), ("sklearn-gbrt", "cpu"), "<=", 1.10, None),
+        ("hist (cuda) faster than HistGradientBoosting at 1M x 50", ("sklearn-hist", "cpu"), ("ours-hist", "cuda"),
+         ">", 1.0, (1_000_000, 50)),
+    ]
+    for shape in shapes:
+        for name, num, den, op, target, only in specs:
+            if only and shape[:2] != only:
+                continue
+            r = _ratio(rows, shape, num, den)
+            status = "not measured" if r is None else (
+                "pass" if (r[0] >= target if op == ">=" else r[0] <= target if op == "<=" else r[0] > target)
+                else "FAIL")
+            goals.append({"n_train": shape[0], "n_features": shape[1], "depth": shape[2], "goal": name,
+                          "ratio_median": None if r is None else r[0],
+                          "ratio_range": None if r is None else f"{r[1]:.3g}-{r[2]:.3g}",
+                          "target": f"{op} {target:g}", "status": status})
+        for r in rows:
+            if (r["n_train"], r["n_features"], r["depth"]) == shape and r["method"] == "ours-hist" \
+                    and r["status"] == "ok" and r.get("peak_scope") == "fit":
+                mult = r["fit_extra_mb"] / r["binned_mb"]
+                goals.append({"n_train": shape[0], "n_features": shape[1], "depth": shape[2],
+                              "goal": f"hist ({r['device']}) fit memory <= {MEMORY_GOAL:g}x binned data",
+                              "ratio_median": mult, "ratio_range": "", "target": f"<= {MEMORY_GOAL:g}",
+                              "status": "pass" if mult <= MEMORY_GOAL else "FAIL"})
+    return goals
+
+
+def parse_shapes(text: str, n_features: int) -> list[tuple[int, int]]:
+    """``"10k,100k,1mx50"`` -> ``[(10000, F), (100000, F), (1000000, 50)]``."""
+    from residuals.bench.boosting_cli import parse_rows
+
+    shapes = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        rows, _, feats = item.lower().partition("x")
+        try:
+            f = int(feats) if feats else n_features
+        except ValueError:
+            raise SystemExit(f"--sizes: {item!r}: features after 'x' must be an integer") from None
+        try:
+            shapes.append((parse_rows(rows), f))
+        except ValueError as e:
+            raise SystemExit(f"--sizes: {e}") from None
+    if not shapes:
+        raise SystemExit("--sizes: give at least one size, e.g. 10k,100k,1mx50")
+    return shapes
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="See the module docstring (or benchmarks/README.md) for what is measured.")
+    p.add_argument("--sizes", default="10k,100k,1m,1mx50",
+                   help="training shapes: ROWS or ROWSxFEATURES, comma-separated (default: %(default)s)")
+    p.add_argument("--n-features", type=int, default=20, help="features where --sizes gives rows only (default: 20)")
+    p.add_argument("--depths", default="3,6", help="tree depths, comma-separated (default: %(default)s)")
+    p.add_argument("--n-estimators", type=int, default=100, help="trees per fit (default: 100)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated: " + ", ".join(f"{m}" for m in METHODS)
+                        + "; aliases exact, hist, gbrt, hgb, lgbm (default: all; lightgbm when installed)")
+    p.add_argument("--device", default="auto",
+                   help="where ours-hist runs: cpu, cuda, a list like cpu,cuda, or auto = cpu plus cuda "
+                        "when available (default: auto)")
+    p.add_argument("--repeats", type=int, default=3, help="fresh fits per case; median, min, max (default: 3)")
+    p.add_argument("--threads", type=int, default=1, help="threads for every method (default: 1)")
+    p.add_argument("--max-bins", type=int, default=255, help="histogram bins per feature (default: 255)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds before a case (all its repeats) is stopped and recorded as timeout (default: 3600)")
+    p.add_argument("--seed", type=int, default=0, help="data and model seed (default: 0)")
+    p.add_argument("--out", default="benchmarks/results", help="output folder (default: %(default)s)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return args
+    for name in ("n_features", "n_estimators", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 2 <= args.max_bins <= 255:
+        p.error(f"--max-bins must be in [2, 255], got {args.max_bins}")
+    try:
+        args.depths = sorted({int(d) for d in args.depths.split(",") if d.strip()})
+    except ValueError:
+        p.error(f"--depths must be integers, e.g. 3,6; got {args.depths!r}")
+    if not args.depths or min(args.depths) < 1:
+        p.error("--depths must be integers >= 1")
+    methods = []
+    for m in (s.strip().lower() for s in args.methods.split(",") if s.strip()):
+        m = ALIASES.get(m, m)
+        if m not in METHODS:
+            p.error(f"unknown method {m!r}; choose from {', '.join(METHODS)} (aliases {', '.join(ALIASES)})")
+        methods.append(m)
+    args.methods, args.skipped = list(dict.fromkeys(methods)), {}
+    if "lightgbm" in args.methods:
+        import importlib.util
+
+        if importlib.util.find_spec("lightgbm") is None:
+            if "--methods" in (argv if argv is not None else sys.argv):
+                p.error("lightgbm is not installed (pip install lightgbm), or leave it out of --methods")
+            args.methods.remove("lightgbm")
+            args.skipped["lightgbm"] = "not installed"
+    devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    import torch
+
+    if devices == ["auto"]:
+        devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+        if not torch.cuda.is_available():
+            args.skipped["ours-hist[cuda]"] = "no CUDA device"
+    for d in devices:
+        if d not in ("cpu", "cuda"):
+            p.error(f"--device: {d!r} is not cpu, cuda or auto")
+        if d == "cuda" and not torch.cuda.is_available():
+            p.error(f"--device cuda: CUDA is not available to this torch ({torch.__version__})")
+    args.devices = devices
+    args.shapes = parse_shapes(args.sizes, args.n_features)
+    return args
+
+
+def build_cases(args) -> list[Case]:
+    cases = []
+    for n, f in args.shapes:
+        for depth in args.depths:
+            for method in args.methods:
+                for device in (args.devices if method == "ours-hist" else ["cpu"]):
+                    cases.append(Case(n, f, depth, method, device, args.n_estimators, args.max_bins,
+                                      args.threads, args.repeats, args.seed))
+    return cases
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(Case(**json.loads(args.worker)))))
+        return 0
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _machine import format_si, machine_info, write_results
+
+    cases = build_cases(args)
+    info = machine_info("cuda" if "cuda" in args.devices else "cpu")
+    load_before = os.getloadavg()
+    print(f"{len(cases)} cases, {args.repeats} fit(s) each, {args.threads} thread(s); "
+          f"{info['machine']['cpu_model']}, {info['machine']['cpu_count']} cores; load average {load_before[0]:.2f}")
+    for what, why in args.skipped.items():
+        print(f"  {what}: skipped ({why})")
+    rows = []
+    for i, case in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {case.label} ...", end=" ", flush=True)
+        row = run_case(case, args.timeout)
+        rows.append(row)
+        if row["status"] == "ok":
+            print(f"{format_si(row['fit_s_median'])} s [{format_si(row['fit_s_min'])}-{format_si(row['fit_s_max'])}]"
+                  f"  test MSE {row['test_mse']:.4g}  fit +{row['fit_extra_mb']:.0f} MB"
+                  f" (binned {row['binned_mb']:.3g} MB)", flush=True)
+        else:
+            print(f"{row['status'].upper()}: {row['message']}", flush=True)
+    load_after = os.getloadavg()
+    results = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    goals = pd.DataFrame(check_goals(rows), columns=["n_train", "n_features", "depth", "goal", "ratio_median",
+                                                     "ratio_range", "target", "status"])
+    meta = {**info, "config": {k: v for k, v in vars(args).items() if k not in ("worker",)},
+            "load_average_1_5_15": {"before": load_before, "after": load_after}}
+    paths = write_results({"results": results, "goals": goals}, meta, args.out, "boosting_speed")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print()
+        print(results[["n_train", "n_features", "depth", "method", "device", "status", "fit_s_median",
+                       "fit_s_min", "fit_s_max", "test_mse", "fit_extra_mb", "binned_mb"]].to_string(index=False))
+        if len(goals):
+            print()
+            print(goals.to_string(index=False))
+    print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""The report of ``residuals bench boosting``: a pure function of the run's tables.
+
+``render(run)`` reads ``results.csv``, ``staged.csv``, ``parity.csv`` and
+``contributions.csv`` (written by :mod:`residuals.bench.boosting`) and returns
+the headline, figures and tables; it trains nothing, so ``residuals report
+build RUN_DIR`` redraws a report exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from residuals.report import style
+from residuals.report.content import Figure, Overlay, ReportContent, Table
+
+__all__ = ["render", "headline_facts"]
+
+METHOD_ORDER = ["sklearn-gbrt", "sklearn-hist", "lightgbm", "ours-exact", "ours-hist"]  # ours drawn last, on top
+METHOD_LABELS = {"ours-exact": "ours, exact", "ours-hist": "ours, hist", "sklearn-gbrt": "sklearn GBRT",
+                 "sklearn-hist": "sklearn HistGB", "lightgbm": "LightGBM"}
+CASE = ["dataset", "size", "loss"]
+
+
+def _case_label(dataset: str, size, loss: str) -> str:
+    if size is None or (isinstance(size, float) and math.isnan(size)):
+        return f"{dataset} / {loss}"
+    return f"{dataset} n={int(size):,} / {loss}"
+
+
+def _with_label(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["case"] = [_case_label(d, s, l) for d, s, l in zip(df["dataset"], df["size"], df["loss"])]
+    return df
+
+
+def _shown_cases(results: pd.DataFrame) -> pd.DataFrame:
+    """Cases drawn in the per-case figures: every shipped dataset, and only the
+    largest size of each generated one (the others appear in the timing figure)."""
+    cases = results[CASE].drop_duplicates()
+    keep = []
+    for (dataset, loss), grp in cases.groupby(["dataset", "loss"], sort=False, dropna=False):
+        sizes = grp["size"].dropna()
+        keep.append(grp if sizes.empty else grp[grp["size"] == sizes.max()])
+    return pd.concat(keep) if keep else cases
+
+
+def _methods_in(df: pd.DataFrame) -> list[str]:
+    present = set(df["method"])
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def _grid(n: int):
+    import matplotlib.pyplot as plt
+
+    ncols = min(3, max(n, 1))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(style.FIGSIZE[0], 2.9 * nrows + 0.6), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _legend(fig, axes) -> None:
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+                   ncols=min(len(handles), 5), frameon=False)
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _staged_figure(staged: pd.DataFrame, results: pd.DataFrame, key: str, value: str,
+                   splits: tuple[str, ...], title: str, ylabel: str, caption: str) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    if staged.empty:
+        return None
+    shown = _shown_cases(results)
+    data = staged.merge(shown, on=CASE)
+    data = data[data["split"].isin(splits)]
+    if data.empty:
+        return None
+    data = _with_label(data)
+    metric = dict(zip(results["loss"], results["metric"]))  # the metric depends on the loss only
+    cases = list(dict.fromkeys(data["case"]))
+    fig, axes = _grid(len(cases))
+    for ax, case in zip(axes, cases):
+        sub = data[data["case"] == case]
+        for method in _methods_in(sub):
+            for split in splits:
+                line = sub[(sub["method"] == method) & (sub["split"] == split)].sort_values("stage")
+                if line.empty:
+                    continue
+                ax.plot(line["stage"], line[value], color=style.color(method),
+                        linestyle=style.linestyle(split), lw=style.LINEWIDTH.get(method, 1.5),
+                        zorder=3 if method.startswith("ours") else 2,
+                        label=f"{METHOD_LABELS.get(method, method)}, {split}")
+        ax.set_title(case, fontsize=8.5)
+        ax.set_xlabel("stage m (trees)")
+        ax.set_ylabel(metric.get(sub["loss"].iloc[0], ylabel) if value == "loss_value" else ylabel)
+        if (sub[value] > 0).all():
+            ax.set_yscale("log")
+    fig.suptitle(title)
+    _legend(fig, axes)
+    cols = ["case", *CASE, "method", "split", "stage", value]
+    return Figure(key, title, fig, data[cols].reset_index(drop=True), caption)
+
+
+def _corrections_figure(contrib: pd.DataFrame) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    if contrib.empty:
+        return None
+    data = _with_label(contrib)
+    first = data[data["stage"] == 1].set_index(["case", "method"])["correction_rms"]
+    data["relative_correction"] = [
+        r / first.get((c, m), np.nan) if first.get((c, m), 0) > 0 else np.nan
+        for c, m, r in zip(data["case"], data["method"], data["correction_rms"])]
+    methods = _methods_in(data)
+    fig, axes = plt.subplots(1, len(methods), figsize=style.FIGSIZE, squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    cases = list(dict.fromkeys(data["case"]))
+    for ax, method in zip(axes.flat, methods):
+        for i, case in enumerate(cases):
+            line = data[(data["case"] == case) & (data["method"] == method)].sort_values("stage")
+            ax.plot(line["stage"], line["relative_correction"], lw=1.2,
+                    color=cmap(i / max(len(cases) - 1, 1)), label=case)
+        ax.set_yscale("log")
+        ax.set_title(METHOD_LABELS.get(method, method))
+        ax.set_xlabel("stage m (trees)")
+    axes.flat[0].set_ylabel("RMS of lr*h_m(x) / stage 1's")
+    fig.suptitle("Each stage's correction shrinks (training set)")
+    _legend(fig, list(axes.flat))
+    cols = ["case", *CASE, "method", "stage", "correction_norm", "base_norm", "ratio", "correction_rms",
+            "relative_correction"]
+    return Figure("corrections", "Size of each stage's correction", fig, data[cols].reset_index(drop=True),
+                  "RMS over the training set of the m-th tree's shrunken output lr*h_m(x), divided by the "
+                  "first tree's, from our boosters' per-stage decomposition F_m = F_{m-1} + lr*h_m.")
+
+
+def _fit_time_figure(results: pd.DataFrame) -> Figure | None:
+    import matplotlib.pyplot as plt
+
+    ok = results[(results["status"] == "ok") & results["size"].notna()]
+    if ok.empty:
+        return None
+    families = list(dict.fromkeys(zip(ok["dataset"], ok["loss"])))
+    fig, axes = plt.subplots(1, len(families), figsize=style.FIGSIZE, squeeze=False)
+    for ax, (dataset, loss) in zip(axes.flat, families):
+        sub = ok[(ok["dataset"] == dataset) & (ok["loss"] == loss)]
+        for method in _methods_in(sub):
+            pts = sub[sub["method"] == method].sort_values("n_train")
+            ax.plot(pts["n_train"], pts["fit_s"], marker="o", color=style.color(method),
+                    lw=style.LINEWIDTH.get(method, 1.5), label=METHOD_LABELS.get(method, method))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{dataset} / {loss}")
+        ax.set_xlabel("training rows n")
+        ax.set_ylabel("fit time (s)")
+    threads = ", ".join(str(t) for t in sorted(ok["threads"].unique()))
+    fig.suptitle(f"Fit time against training rows ({threads} thread(s))")
+    _legend(fig, list(axes.flat))
+    data = ok.assign(panel=[f"{d} / {l}" for d, l in zip(ok["dataset"], ok["loss"])])
+    cols = ["panel", *CASE, "method", "device", "threads", "n_train", "n_features", "fit_s"]
+    return Figure("fit_time", "Fit time against n_samples", fig, data[cols].reset_index(drop=True),
+                  "One fresh fit per point, wall time of fit() only (GPU work synchronized). "
+                  "Both axes are logarithmic.",
+                  overlay=Overlay(x="n_train", y="fit_s", hue="method", facet="panel",
+                                  xlabel="training rows n", ylabel="fit time (s)", logx=True, logy=True))
+
+
+# ---------------------------------------------------------------------------- headline
+
+
+def headline_facts(results: pd.DataFrame, parity: pd.DataFrame) -> dict:
+    """The measured numbers behind the headline (all ``None`` where not measured)."""
+    facts: dict = {"exact_cases": 0, "exact_bitwise": 0, "exact_errors": 0, "exact_max_diff": None,
+                   "hist_vs_exact_rel": None, "speed_rows": None, "hist_vs_gbrt": None,
+                   "hist_vs_hgb": None, "errors": int((results["status"] == "error").sum()),
+                   "fits_ok": int((results["status"] == "ok").sum())}
+    ex = parity[parity["method"] == "ours-exact"]
+    facts["exact_errors"] = int(((results["method"] == "ours-exact") & (results["status"] == "error")).sum())
+    facts["exact_cases"] = len(ex) + facts["exact_errors"]
+    facts["exact_bitwise"] = int((ex["max_abs_diff"] == 0.0).sum())
+    if len(ex):
+        facts["exact_max_diff"] = float(ex["max_abs_diff"].max())
+    ok = results[results["status"] == "ok"]
+    wide = ok.pivot_table(index=CASE, columns="method", values="test_loss", dropna=False)
+    if {"ours-hist", "ours-exact"} <= set(wide.columns):
+        rel = ((wide["ours-hist"] - wide["ours-exact"]) / wide["ours-exact"].abs()).dropna()
+        if len(rel):
+            facts["hist_vs_exact_rel"] = float(rel.abs().max())
+    sized = ok[ok["size"].notna()]
+    times = sized.pivot_table(index=["dataset", "loss", "n_train"], columns="method", values="fit_s")
+    if "ours-hist" in times.columns and "sklearn-gbrt" in times.columns:
+        both = times.dropna(subset=["ours-hist", "sklearn-gbrt"])
+        if len(both):
+            idx = both.index.get_level_values("n_train").argmax()
+            row = both.iloc[idx]
+            facts["speed_rows"] = int(both.index[idx][2])
+            facts["hist_vs_gbrt"] = float(row["sklearn-gbrt"] / row["ours-hist"])
+            if "sklearn-hist" in both.columns and not math.isnan(row["sklearn-hist"]):
+                facts["hist_vs_hgb"] = float(row["ours-hist"] / row["sklearn-hist"])
+    return facts
+
+
+def _headline(f: dict) -> tuple[str, bool | None, str]:
+    parts, short = [], []
+    if f["exact_cases"]:
+        n, k = f["exact_cases"], f["exact_bitwise"]
+        if k == n:
+            parts.append(f"exact mode matches scikit-learn bit for bit in {k}/{n} cases")
+        else:
+            parts.append(f"exact mode matches scikit-learn bit for bit in only {k}/{n} cases "
+                         f"(worst max |diff| {f['exact_max_diff']:.3g})")
+        short.append(f"exact = sklearn in {k}/{n}")
+    if f["hist_vs_exact_rel"] is not None:
+        parts.append(f"hist mode test loss within {100 * f['hist_vs_exact_rel']:.1f}% of exact")
+        short.append(f"hist loss within {100 * f['hist_vs_exact_rel']:.1f}%")
+    if f["hist_vs_gbrt"] is not None:
+        r = f["hist_vs_gbrt"]
+        speed = f"{r:.1f}x faster" if r >= 1 else f"{1 / r:.1f}x slower"
+        text = f"hist {speed} than GBRT at {f['speed_rows']:,} rows"
+        if f["hist_vs_hgb"] is not None:
+            text += f" ({f['hist_vs_hgb']:.2f}x HistGradientBoosting's time)"
+        parts.append(text)
+        short.append(f"hist {speed} than GBRT")
+    if f["errors"]:
+        parts.append(f"{f['errors']} fit(s) failed, see the status table")
+    if not parts:
+        if f["fits_ok"]:
+            return (f"{f['fits_ok']} fits ran, none of them ours: no parity measured", None,
+                    "scikit-learn only")
+        return "no fit ran to completion", False, "no results"
+    verdict = None
+    if f["exact_cases"]:
+        verdict = f["exact_bitwise"] == f["exact_cases"] and not f["errors"]
+    headline = "; ".join(parts)
+    return headline[0].upper() + headline[1:], verdict, "; ".join(short)
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def _parity_table(parity: pd.DataFrame) -> Table | None:
+    if parity.empty:
+        return None
+    t = _with_label(parity)
+    t["test_loss_rel_diff"] = (t["test_loss"] - t["reference_test_loss"]) / t["reference_test_loss"].abs()
+    t["bit_for_bit"] = t["max_abs_diff"] == 0.0
+    cols = ["case", "method", "reference", "n_stages", "max_abs_diff", "bit_for_bit", "first_diff_stage",
+            "test_loss", "reference_test_loss", "test_loss_rel_diff"]
+    return Table("parity", "Parity: max |our staged prediction - scikit-learn's|", t[cols],
+                 "Maximum over every stage m and every train and test sample of |F_m(x) ours - F_m(x) "
+                 "reference| (raw predictions: staged_predict for regression, staged_decision_function "
+                 "for classification). Exact mode should be 0.0; hist mode bins features its own way.")
+
+
+def _summary_table(results: pd.DataFrame) -> Table:
+    t = _with_label(results)
+    t["cell"] = [
+        f"{tl:.4g} in {fs:.3g} s" if st == "ok" else st
+        for st, tl, fs in zip(t["status"], t["test_loss"], t["fit_s"])]
+    wide = t.pivot_table(index=["case", "metric", "n_train"], columns="method", values="cell",
+                         aggfunc="first", sort=False)
+    wide = wide[[m for m in _methods_in(t) if m in wide.columns]].reset_index()
+    wide.columns.name = None
+    return Table("summary", "Test loss and fit time per case", wide,
+                 "Final test loss after all stages and the wall time of one fit, per method. "
+                 "'n/a': the method has no such loss; 'error': see the status table.")
+
+
+def render(run) -> ReportContent:
+    """Headline, figures and tables of a boosting run, from its saved CSVs only."""
+    style.apply()
+    results = run.read_table("results")
+    staged = run.read_table("staged") if run.has_table("staged") else pd.DataFrame(columns=["method"])
+    parity = run.read_table("parity") if run.has_table("parity") else pd.DataFrame(columns=["method"])
+    contrib = run.read_table("contributions") if run.has_table("contributions") else pd.DataFrame()
+    for df in (results, staged, parity, contrib):
+        if "size" in df.columns:
+            df["size"] = pd.to_numeric(df["size"], errors="coerce")
+
+    facts = headline_facts(results, parity)
+    headline, verdict, summary = _headline(facts)
+    figures = [f for f in (
+        _staged_figure(staged, results, "staged_loss", "loss_value", ("train", "test"),
+                       "Staged train and test loss, ours laid over scikit-learn's", "loss",
+                       "Loss after each stage m: train dashed, test solid. Our lines are drawn thin on "
+                       "top of scikit-learn's thick ones, so where they agree you see one line. "
+                       "Generated datasets are shown at their largest size."),
+        _staged_figure(staged, results, "residual", "residual_rms", ("train",),
+                       "The residual shrinks stage by stage", "RMS residual y - prediction",
+                       "Root mean square of y - prediction on the training set after each stage "
+                       "(classification: one-hot y minus predicted probabilities) -- the quantity each "
+                       "new tree is fitted to (for squared error, exactly its target)."),
+        _corrections_figure(contrib),
+        _fit_time_figure(results),
+    ) if f is not None]
+    tables = [t for t in (_parity_table(parity), _summary_table(results)) if t is not None]
+    bad = results[results["status"] != "ok"]
+    if len(bad):
+        tables.append(Table("status", "Fits that did not run", _with_label(bad)[
+            ["case", "method", "status", "message"]], "n/a: not supported by that learner; error: it raised."))
+    intro = ("Our gradient booster (Friedman 2001: F_m = F_{m-1} + lr*h_m, each tree h_m fitted to the "
+             "pseudo-residuals) against scikit-learn's GradientBoosting (the reference for exact mode) and "
+             "HistGradientBoosting (the reference for hist mode), with the same trees: depth "
+             f"{_one(results, 'max_depth')}, {_one(results, 'n_estimators')} stages, "
+             f"{_one(results, 'threads')} thread(s). Every number on this page was measured in this run.")
+    return ReportContent(headline=headline, verdict=verdict, summary=summary, intro=intro,
+                         figures=figures, tables=tables)
+
+
+def _one(df: pd.DataFrame, col: str) -> str:
+    vals = sorted(df[col].dropna().unique()) if col in df.columns else []
+    return ", ".join(str(int(v)) for v in vals) or "?"
