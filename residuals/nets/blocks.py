@@ -46,8 +46,10 @@ __all__ = [
     "PreActBottleneckBlock",
     "ShortcutA",
     "ShortcutB",
+    "bn_relu_conv",
     "conv1x1",
     "conv3x3",
+    "conv_bn",
     "make_shortcut",
 ]
 
@@ -62,6 +64,17 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     """1x1 convolution, no bias."""
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
+
+
+def conv_bn(conv: nn.Conv2d, *, relu: bool) -> list[nn.Module]:
+    """Post-activation unit: ``conv``, BN (and ReLU, in place on BN's fresh output)."""
+    layers = [conv, nn.BatchNorm2d(conv.out_channels)]
+    return layers + [nn.ReLU(inplace=True)] if relu else layers
+
+
+def bn_relu_conv(conv: nn.Conv2d) -> list[nn.Module]:
+    """Pre-activation unit (He et al. 2016): BN, ReLU, then ``conv``."""
+    return [nn.BatchNorm2d(conv.in_channels), nn.ReLU(inplace=True), conv]
 
 
 class ShortcutA(nn.Module):
@@ -143,6 +156,9 @@ class _Block(nn.Module):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
+        if out_ch % self.expansion:
+            raise ValueError(f"{type(self).__name__} out_ch must be a multiple of its expansion "
+                             f"{self.expansion}, got {out_ch}")
         # Validate the option even for plain blocks, so that a typo never passes silently.
         option_shortcut = make_shortcut(in_ch, out_ch, stride, shortcut)
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
@@ -182,11 +198,8 @@ class BasicBlock(_Block):
                  shortcut: str = "A"):
         super().__init__(in_ch, out_ch, stride, skip, shortcut)
         self.branch = nn.Sequential(
-            conv3x3(in_ch, out_ch, stride),
-            nn.BatchNorm2d(out_ch),
-            nn.ReLU(inplace=True),
-            conv3x3(out_ch, out_ch),
-            nn.BatchNorm2d(out_ch),
+            *conv_bn(conv3x3(in_ch, out_ch, stride), relu=True),
+            *conv_bn(conv3x3(out_ch, out_ch), relu=False),
         )
         self.act = nn.ReLU()
 
@@ -204,19 +217,12 @@ class BottleneckBlock(_Block):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
                  shortcut: str = "A"):
-        if out_ch % self.expansion:
-            raise ValueError(f"bottleneck out_ch must be a multiple of {self.expansion}, got {out_ch}")
         super().__init__(in_ch, out_ch, stride, skip, shortcut)
         mid = out_ch // self.expansion
         self.branch = nn.Sequential(
-            conv1x1(in_ch, mid),
-            nn.BatchNorm2d(mid),
-            nn.ReLU(inplace=True),
-            conv3x3(mid, mid, stride),
-            nn.BatchNorm2d(mid),
-            nn.ReLU(inplace=True),
-            conv1x1(mid, out_ch),
-            nn.BatchNorm2d(out_ch),
+            *conv_bn(conv1x1(in_ch, mid), relu=True),
+            *conv_bn(conv3x3(mid, mid, stride), relu=True),
+            *conv_bn(conv1x1(mid, out_ch), relu=False),
         )
         self.act = nn.ReLU()
 
@@ -237,12 +243,8 @@ class PreActBlock(_Block):
                  shortcut: str = "A"):
         super().__init__(in_ch, out_ch, stride, skip, shortcut)
         self.branch = nn.Sequential(
-            nn.BatchNorm2d(in_ch),
-            nn.ReLU(inplace=True),  # acts on BN's fresh output; x itself is untouched
-            conv3x3(in_ch, out_ch, stride),
-            nn.BatchNorm2d(out_ch),
-            nn.ReLU(inplace=True),
-            conv3x3(out_ch, out_ch),
+            *bn_relu_conv(conv3x3(in_ch, out_ch, stride)),
+            *bn_relu_conv(conv3x3(out_ch, out_ch)),
         )
         self.act = nn.Identity()
 
@@ -258,20 +260,12 @@ class PreActBottleneckBlock(_Block):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
                  shortcut: str = "A"):
-        if out_ch % self.expansion:
-            raise ValueError(f"bottleneck out_ch must be a multiple of {self.expansion}, got {out_ch}")
         super().__init__(in_ch, out_ch, stride, skip, shortcut)
         mid = out_ch // self.expansion
         self.branch = nn.Sequential(
-            nn.BatchNorm2d(in_ch),
-            nn.ReLU(inplace=True),  # acts on BN's fresh output; x itself is untouched
-            conv1x1(in_ch, mid),
-            nn.BatchNorm2d(mid),
-            nn.ReLU(inplace=True),
-            conv3x3(mid, mid, stride),
-            nn.BatchNorm2d(mid),
-            nn.ReLU(inplace=True),
-            conv1x1(mid, out_ch),
+            *bn_relu_conv(conv1x1(in_ch, mid)),
+            *bn_relu_conv(conv3x3(mid, mid, stride)),
+            *bn_relu_conv(conv1x1(mid, out_ch)),
         )
         self.act = nn.Identity()
 

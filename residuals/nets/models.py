@@ -236,14 +236,6 @@ class ResNet(nn.Module, Stagewise):
                 nn.init.zeros_(block.last_layer().weight)
 
     @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
     def skip(self) -> bool:
         return self.config.skip
 
