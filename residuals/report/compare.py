@@ -204,9 +204,11 @@ def _runs_table(runs: list[_Run], out: Path) -> str:
     rows = []
     for r in runs:
         m = r.meta
-        link = Path(os.path.relpath(r.run.html_path, out)).as_posix()
+        name = L.esc(r.run.path.name)
+        if r.run.html_path.is_file():  # the run's own page, relative, where it has one
+            name = f'<a href="{L.esc(Path(os.path.relpath(r.run.html_path, out)).as_posix())}">{name}</a>'
         rows.append(
-            f"<tr><td><b>{r.label}</b></td><td><a href=\"{L.esc(link)}\">{L.esc(r.run.path.name)}</a></td>"
+            f"<tr><td><b>{r.label}</b></td><td>{name}</td>"
             f"<td>{L.esc(m.get('dataset'))}</td><td class=\"num\">{L.esc(L.fmt_time(m.get('started_at')))}</td>"
             f"<td>{L.esc(device_label(m))}</td><td><span class=\"status {L.esc(m.get('status'))}\">"
             f"{L.esc(m.get('status'))}</span></td><td class=\"num\">{L.esc(L.fmt_duration(m.get('wall_s')))}</td>"
