@@ -1,0 +1,379 @@
+"""The trainer: config validation, per-iteration schedules (incl. the paper's warm-up),
+determinism, atomic checkpoints and exact resume, divergence, interrupts, errors.
+
+Small models on the embedded digits; the whole file runs in well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import pytest
+import torch
+from torch import nn
+
+import residuals.train as rtrain
+from residuals.data import load_dataset
+from residuals.train import (EpochRecord, LRSchedule, TrainConfig, TrainError, evaluate,
+                             load_checkpoint, steps_per_epoch, train)
+
+TIMING = {"seconds", "images_per_s"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # bitwise comparisons need a fixed thread count
+    yield
+    torch.set_num_threads(before)
+
+
+def small_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def linear_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+def untimed(history: list[EpochRecord]) -> list[dict]:
+    return [{k: v for k, v in asdict(r).items() if k not in TIMING} for r in history]
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"batch_size": 0}, "batch_size"),
+    ({"batch_size": 2.5}, "batch_size"),
+    ({"epochs": 0}, "epochs"),
+    ({"epochs": True}, "epochs"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr": float("nan")}, "lr"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"weight_decay": -1e-4}, "weight_decay"),
+    ({"schedule": "linear"}, "schedule"),
+    ({"warmup": "gradual"}, "warmup"),
+    ({"warmup_epochs": -1}, "warmup_epochs"),
+    ({"epochs": 2, "warmup_epochs": 2}, "warmup_epochs"),
+    ({"augment": "flip"}, "augment"),
+    ({"eval_batch_size": 0}, "eval_batch_size"),
+    ({"seed": -1}, "seed"),
+    ({"amp": "yes"}, "amp"),
+    ({"device": ""}, "device"),
+])
+def test_invalid_config_is_a_clear_value_error(kwargs, field):
+    with pytest.raises(ValueError, match=rf"TrainConfig\.{field}") as e:
+        TrainConfig(**kwargs)
+    assert repr(next(iter(kwargs.values())))[:3] in str(e.value) or field == "warmup_epochs"
+
+
+def test_valid_configs():
+    TrainConfig(epochs=2, warmup="none", warmup_epochs=5)  # the length only matters for "linear"
+    TrainConfig(augment="crop-flip")
+    TrainConfig(lr=1e6)
+
+
+def test_steps_per_epoch_keeps_partial_batches_but_not_single_images():
+    assert steps_per_epoch(1347, 128) == 11
+    assert steps_per_epoch(1280, 128) == 10
+    assert steps_per_epoch(1281, 128) == 10  # a batch of 1 would break BatchNorm
+    assert steps_per_epoch(50, 128) == 1
+    with pytest.raises(TrainError, match="batch of at least 2"):
+        steps_per_epoch(1, 128)
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_linear_warmup_then_cosine_per_iteration():
+    cfg = TrainConfig(epochs=10, lr=0.1, warmup="linear", warmup_epochs=2)
+    s = LRSchedule(cfg, steps_per_epoch=50)
+    assert (s.total, s.warmup_iters) == (500, 100)
+    assert s.at(0) == pytest.approx(0.1 / 100)
+    assert s.at(49) == pytest.approx(0.1 * 50 / 100)
+    assert s.at(99) == pytest.approx(0.1)
+    assert s.at(100) == pytest.approx(0.1)  # the cosine starts at the peak
+    assert s.at(300) == pytest.approx(0.05)  # halfway through the cosine
+    lrs = [s.at(i) for i in range(100, 500)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert 0 < s.at(499) < 1e-5  # the cosine ends near zero
+    # the device table is the closed form
+    torch.testing.assert_close(s.table, torch.tensor([s.at(i) for i in range(500)]))
+    assert float(s.set(42)) == pytest.approx(s.at(42))
+
+
+def test_step_schedule_drops_by_ten_at_half_and_three_quarters():
+    cfg = TrainConfig(epochs=8, lr=0.1, schedule="step", warmup="none")
+    s = LRSchedule(cfg, steps_per_epoch=100)  # 800 iterations: the paper's 32k/48k of 64k, scaled
+    assert s.milestones == (400, 600)
+    assert [s.at(i) for i in (0, 399, 400, 599, 600, 799)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    warm = LRSchedule(TrainConfig(epochs=8, schedule="step", warmup_epochs=1), steps_per_epoch=100)
+    assert warm.at(9) == pytest.approx(0.1 * 10 / 100) and warm.at(450) == pytest.approx(0.01)
+
+
+def test_paper_warmup_switches_after_the_first_iteration_below_80_percent():
+    cfg = TrainConfig(epochs=4, lr=0.1, schedule="step", warmup="paper")
+    s = LRSchedule(cfg, steps_per_epoch=10)
+    assert s.warmup_iters == 0
+    assert s.at(0, warmed=False) == pytest.approx(0.01) and s.at(0) == pytest.approx(0.1)
+    batch = 100
+    wrong = torch.zeros((), dtype=torch.int64)
+    # running epoch error after each step: 95%, 90%, 85%, 80% (not below), 78% -> switch
+    per_step = [95, 85, 75, 65, 70, 20]
+    lrs = []
+    for it, w in enumerate(per_step):
+        lrs.append(float(s.set(it)))
+        wrong += w
+        s.observe(it, wrong, (it + 1) * batch)
+    assert lrs[:5] == pytest.approx([0.01] * 5)
+    assert lrs[5] == pytest.approx(0.1)  # iteration 4 ended at 390/500 = 78% < 80%
+    assert s.state_dict() == {"warmed": True, "switch_iteration": 5}
+    # once warmed, it stays warmed even if the error rises again
+    s.observe(6, torch.tensor(1000), 1000)
+    assert float(s.set(6)) == pytest.approx(0.1) and float(s.set(25)) == pytest.approx(0.01)
+    # state round trip
+    fresh = LRSchedule(cfg, steps_per_epoch=10)
+    fresh.load_state_dict(s.state_dict())
+    assert float(fresh.set(3)) == pytest.approx(0.1)
+
+
+def test_paper_warmup_in_training_switches_exactly_when_the_running_error_drops(digits):
+    """Recompute the running error from the model's own predictions and the seeded order."""
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.1, warmup="paper", schedule="step",
+                      channels_last=False, seed=5)
+    model = linear_model()
+    predictions: list[torch.Tensor] = []
+    model.register_forward_hook(
+        lambda m, i, out: predictions.append(out.argmax(1).clone()) if m.training else None)
+    result = train(model, digits, cfg)
+    spe = steps_per_epoch(len(digits.train_y), cfg.batch_size)
+    perm = torch.randperm(len(digits.train_y), generator=torch.Generator().manual_seed(cfg.seed))
+    wrong = seen = 0
+    expected = None
+    for it in range(spe):
+        idx = perm[it * cfg.batch_size:(it + 1) * cfg.batch_size]
+        wrong += int((predictions[it] != digits.train_y[idx]).sum())
+        seen += len(idx)
+        if wrong < 0.8 * seen:
+            expected = it + 1
+            break
+    assert expected is not None and expected > 1  # it started above 80% and came down
+    assert result.warmup_end_iteration == expected
+    assert result.history[-1].lr == pytest.approx(0.1 * 0.01)  # the step schedule, warmed
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_lowers_the_loss_and_records_every_field(digits):
+    seen = []
+    result = train(small_cnn(), digits, TrainConfig(epochs=3, lr=0.05, warmup_epochs=1),
+                   on_epoch=seen.append)
+    h = result.history
+    assert [r.epoch for r in h] == [1, 2, 3] and seen == h
+    assert not result.diverged and result.iterations == 33
+    assert h[-1].train_loss < h[0].train_loss
+    for r in h:
+        assert 0 <= r.train_error <= 1 and 0 <= r.test_error <= 1
+        assert r.seconds > 0 and r.images_per_s == pytest.approx(1347 / r.seconds)
+        assert math.isfinite(r.test_loss)
+    assert h[0].lr == pytest.approx(0.05)  # end of the 1-epoch warm-up: the peak
+    assert h[-1].lr < 1e-3
+
+
+def test_same_seed_same_history_bitwise(digits):
+    cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, augment=True, seed=7)
+    a = train(small_cnn(), digits, cfg)
+    b = train(small_cnn(), digits, cfg)
+    assert untimed(a.history) == untimed(b.history)
+    assert same_weights(a.model, b.model)
+    c = train(small_cnn(), digits, TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, augment=True,
+                                               seed=8))
+    assert untimed(c.history) != untimed(a.history)
+
+
+def test_no_host_synchronisation_inside_the_step_loop(digits, monkeypatch):
+    """Reads of tensor values from Python happen a few times per epoch, not per step."""
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            reads.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, warmup="paper", augment=True)
+    r = train(linear_model(), digits, cfg)
+    assert r.iterations == 2 * 85  # 84 full batches and one of 3
+    assert 0 < len(reads) <= 2 * 4, reads  # per epoch: the end-of-epoch read and evaluation's
+
+
+def test_interrupt_keeps_a_loadable_checkpoint_and_resume_is_exact(digits, tmp_path):
+    cfg = TrainConfig(epochs=3, lr=0.05, warmup_epochs=1, augment=True, seed=1)
+    full = train(small_cnn(), digits, cfg, checkpoint_path=tmp_path / "full.pt")
+
+    def stop_after_first(record: EpochRecord) -> None:
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cnn(), digits, cfg, checkpoint_path=path, on_epoch=stop_after_first)
+    state = load_checkpoint(path)
+    assert len(state["history"]) == 1 and not state["finished"]
+    assert state["schedule"]["iteration"] == 11
+    assert {"torch", "data"} <= set(state["rng"])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    torch.manual_seed(123)  # resume restores the global RNG too
+    resumed = train(small_cnn(seed=99), digits, cfg, checkpoint_path=path, resume=True)
+    assert resumed.resumed_from_epoch == 1
+    assert untimed(resumed.history) == untimed(full.history)
+    assert same_weights(resumed.model, full.model)
+
+    # a finished run is returned as it is, not redone
+    calls = []
+    again = train(small_cnn(seed=5), digits, cfg, checkpoint_path=path, resume=True,
+                  on_epoch=calls.append)
+    assert calls == [] and again.resumed_from_epoch == 3
+    assert untimed(again.history) == untimed(full.history) and same_weights(again.model, full.model)
+
+
+def test_interrupt_while_writing_keeps_the_previous_checkpoint(digits, tmp_path, monkeypatch):
+    cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1)
+    path = tmp_path / "run.pt"
+    real_save = torch.save
+    saves = []
+
+    def save_then_interrupt(obj, f, *a, **k):
+        saves.append(1)
+        if len(saves) == 2:
+            f.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(rtrain.torch, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cnn(), digits, cfg, checkpoint_path=path)
+    monkeypatch.setattr(rtrain.torch, "save", real_save)
+    assert len(load_checkpoint(path)["history"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no temporary file left
+
+
+def test_resume_without_checkpoint_starts_fresh_and_mismatch_is_refused(digits, tmp_path):
+    cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1)
+    path = tmp_path / "run.pt"
+    r = train(small_cnn(), digits, cfg, checkpoint_path=path, resume=True)
+    assert r.resumed_from_epoch == 0 and len(r.history) == 2
+    with pytest.raises(TrainError, match=r"lr: 0\.05 in the checkpoint, 0\.1 now"):
+        train(small_cnn(), digits, TrainConfig(epochs=2, lr=0.1, warmup_epochs=1),
+              checkpoint_path=path, resume=True)
+    other = load_dataset("digits", val_size=100)
+    with pytest.raises(TrainError, match="data split"):
+        train(small_cnn(), other, cfg, checkpoint_path=path, resume=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainError, match="cannot read checkpoint"):
+        train(small_cnn(), digits, cfg, checkpoint_path=path, resume=True)
+
+
+def test_divergence_is_detected_and_the_run_stops(digits, tmp_path):
+    path = tmp_path / "run.pt"
+    r = train(small_cnn(), digits, TrainConfig(epochs=3, lr=1e6, warmup="none"),
+              checkpoint_path=path)
+    assert r.diverged and len(r.history) == 1
+    assert not math.isfinite(r.history[0].train_loss)
+    state = load_checkpoint(path)
+    assert state["finished"] and state["diverged"]
+    again = train(small_cnn(), digits, TrainConfig(epochs=3, lr=1e6, warmup="none"),
+                  checkpoint_path=path, resume=True)
+    assert again.diverged and len(again.history) == 1
+
+
+def test_out_of_memory_names_the_batch_size(digits):
+    class Hungry(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    with pytest.raises(TrainError, match=r"batch size 32.*--batch-size, e\.g\. 16"):
+        train(Hungry(), digits, TrainConfig(epochs=1, batch_size=32, warmup="none"))
+
+
+def test_wrong_number_of_classes_is_explained(digits):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    with pytest.raises(TrainError, match=r"\(128, 10\)"):
+        train(model, digits, TrainConfig(epochs=1, warmup="none"))
+
+
+def test_evaluate_counts_errors_and_loss(digits):
+    class Oracle(nn.Module):
+        def __init__(self, labels):
+            super().__init__()
+            self.labels = labels
+            self.offset = 0
+
+        def forward(self, x):
+            y = self.labels[self.offset:self.offset + len(x)]
+            self.offset += len(x)
+            logits = torch.zeros(len(x), 10)
+            logits[torch.arange(len(x)), y] = 10.0
+            odd = torch.arange(0, len(x), 2)
+            logits[odd, (y[odd] + 1) % 10] = 20.0  # every other image misclassified
+            return logits
+
+    loss, err = evaluate(Oracle(digits.test_y), digits.test_x, digits.test_y, digits.mean,
+                         digits.std, batch_size=100)
+    assert err == pytest.approx(225 / 450)
+    row_good = -torch.log_softmax(torch.tensor([10.0] + [0.0] * 9), 0)[0]
+    row_bad = -torch.log_softmax(torch.tensor([10.0, 20.0] + [0.0] * 8), 0)[0]
+    assert loss == pytest.approx(float(row_good + row_bad) / 2, rel=1e-5)
+
+
+def test_auto_device_and_missing_gpu(digits):
+    r = train(linear_model(), digits, TrainConfig(epochs=1, warmup="none", device="auto"))
+    assert len(r.history) == 1
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            train(linear_model(), digits, TrainConfig(epochs=1, warmup="none", device="cuda"))
+
+
+def test_resnet20_on_digits_lowers_the_training_loss(digits):
+    nets = pytest.importorskip("residuals.nets")
+    torch.manual_seed(0)
+    model = nets.build_model("resnet20", in_channels=1, num_classes=10)
+    r = train(model, digits, TrainConfig(epochs=2, lr=0.05, warmup_epochs=1))
+    assert r.history[-1].train_loss < r.history[0].train_loss
+    assert r.history[-1].train_error < 0.5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_with_bf16_and_fused_sgd(digits):
+    data = digits.to("cuda")
+    cfg = TrainConfig(epochs=2, lr=0.05, warmup="paper", device="cuda", augment=True)
+    r = train(small_cnn().to("cuda"), data, cfg)
+    assert r.history[-1].train_loss < r.history[0].train_loss
+    assert all(rec.seconds > 0 for rec in r.history)
