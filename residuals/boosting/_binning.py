@@ -1,0 +1,219 @@
+"""Quantile binning of features for the histogram tree (hist mode).
+
+Every feature is cut into at most ``max_bins`` bins at (approximate) quantiles
+of its non-missing values, the way LightGBM (Ke et al. 2017, "LightGBM: a
+highly efficient gradient boosting decision tree", section 2) and
+scikit-learn's ``HistGradientBoostingRegressor`` do. A tree then only ever
+considers the ``n_bins - 1`` cut points between bins, which is what makes the
+split search a cumulative sum over a small histogram instead of a sort.
+
+Bin ``i`` of feature ``j`` holds the values ``x`` with
+``thresholds[j][i - 1] < x <= thresholds[j][i]``; missing values (NaN) go to
+their own bin, :attr:`BinMapper.missing_bin` ``== max_bins``, so one uint8
+column holds up to 255 value bins plus the missing bin.
+
+* A feature with at most ``max_bins`` distinct values gets one bin per value,
+  cut at the midpoints between consecutive values (so a split on bins is the
+  same split an exact tree would choose).
+* Otherwise the cuts are the ``k / max_bins`` quantiles (``k = 1 .. max_bins-1``,
+  ``averaged_inverted_cdf``, as scikit-learn), with duplicates removed, so a
+  feature with heavy ties gets fewer bins.
+* Values unseen at fit time land in the bin whose interval contains them; the
+  outermost bins are open-ended, so ``+inf`` falls in the last bin and
+  ``-inf`` in the first.
+* A constant (or all-missing) feature gets a single bin and can never be split.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = ["BinMapper"]
+
+# Thresholds are clipped below +inf so that +inf is a value (last bin), never a cut.
+_ALMOST_INF = 1e300
+# Rows binned per chunk in transform: bounds the float64 copy of X at ~32 MiB.
+_TRANSFORM_CHUNK_ELEMENTS = 1 << 22
+
+
+def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
+    """Cut points of one feature, shape ``(n_bins - 1,)``, strictly increasing.
+
+    Parameters
+    ----------
+    column : ndarray of shape (n_samples,), float64, may contain NaN.
+    max_bins : int, the most bins the non-missing values may use.
+    """
+    values = column[~np.isnan(column)]
+    distinct = np.unique(values)
+    if distinct.size <= 1:
+        return np.empty(0, dtype=np.float64)
+    if distinct.size <= max_bins:
+        cuts = 0.5 * (distinct[:-1] + distinct[1:])
+    else:
+        percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
+        cuts = np.unique(np.percentile(values, percentiles, method="averaged_inverted_cdf"))
+    return np.minimum(cuts, _ALMOST_INF).astype(np.float64)
+
+
+class BinMapper:
+    """Map continuous features to small integer bins at quantile cut points.
+
+    Parameters
+    ----------
+    max_bins : int, default=255
+        Maximum number of bins for the non-missing values of a feature, in
+        ``[2, 255]``. Missing values use one extra bin, index ``max_bins``, so
+        every bin index fits in a uint8.
+    subsample : int or None, default=200_000
+        If the training set has more rows than this, the quantiles are computed
+        on a random subset of this many rows (as scikit-learn does); ``None``
+        uses every row.
+    random_state : int, numpy.random.RandomState or None
+        Seeds the row subsample.
+
+    Attributes
+    ----------
+    bin_thresholds_ : list of ndarray
+        ``bin_thresholds_[j]`` has shape ``(n_bins_[j] - 1,)``: the cut points
+        of feature ``j``; bin ``i`` holds ``thresholds[i-1] < x <= thresholds[i]``.
+    n_bins_ : ndarray of shape (n_features,), int
+        Number of non-missing bins per feature, ``1 <= n_bins_[j] <= max_bins``.
+    n_features_in_ : int
+    missing_bin : int
+        ``== max_bins``: the bin of missing values (NaN) in every feature.
+    """
+
+    def __init__(self, max_bins: int = 255, subsample: int | None = 200_000, random_state=None):
+        self.max_bins = max_bins
+        self.subsample = subsample
+        self.random_state = random_state
+
+    @property
+    def missing_bin(self) -> int:
+        return int(self.max_bins)
+
+    def _validate_params(self) -> None:
+        if (
+            not isinstance(self.max_bins, numbers.Integral)
+            or isinstance(self.max_bins, bool)
+            or not 2 <= self.max_bins <= 255
+        ):
+            raise ValueError(
+                f"max_bins must be an integer in [2, 255] (bin 255 is kept for missing "
+                f"values so that bins fit in a uint8), got {self.max_bins!r}."
+            )
+        if self.subsample is not None and (
+            not isinstance(self.subsample, numbers.Integral)
+            or isinstance(self.subsample, bool)
+            or self.subsample < 1
+        ):
+            raise ValueError(
+                f"subsample must be a positive integer or None, got {self.subsample!r}."
+            )
+
+    @staticmethod
+    def _as_2d_float(X, what: str) -> np.ndarray:
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(
+                f"{what} expects a 2-D array of shape (n_samples, n_features), "
+                f"got an array with shape {X.shape}."
+            )
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise ValueError(f"{what} expects numeric features, got dtype {X.dtype}.")
+        return np.asarray(X, dtype=np.float64)
+
+    def fit(self, X: np.ndarray) -> "BinMapper":
+        """Find the cut points of every feature.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training features; NaN marks a missing value.
+        """
+        self._validate_params()
+        X = self._as_2d_float(X, "BinMapper.fit")
+        n_samples, n_features = X.shape
+        if n_samples == 0:
+            raise ValueError("BinMapper.fit needs at least one sample, got 0 rows.")
+        if self.subsample is not None and n_samples > self.subsample:
+            rng = (
+                self.random_state
+                if isinstance(self.random_state, np.random.RandomState)
+                else np.random.RandomState(self.random_state)
+            )
+            rows = np.sort(rng.choice(n_samples, self.subsample, replace=False))
+            X = X[rows]
+        self.bin_thresholds_ = [
+            _quantile_thresholds(np.ascontiguousarray(X[:, j]), self.max_bins)
+            for j in range(n_features)
+        ]
+        self.n_bins_ = np.array([len(t) + 1 for t in self.bin_thresholds_], dtype=np.int64)
+        self.n_features_in_ = n_features
+        return self
+
+    def _padded_thresholds(self, device) -> torch.Tensor:
+        """Cut points as one ``(n_features, max_bins - 1)`` tensor, padded with +inf.
+
+        Padding with +inf leaves ``searchsorted(side='left')`` -- the number of
+        cuts strictly below ``x`` -- unchanged for every finite or infinite ``x``.
+        """
+        table = np.full((self.n_features_in_, self.max_bins - 1), np.inf)
+        for j, cuts in enumerate(self.bin_thresholds_):
+            table[j, : len(cuts)] = cuts
+        return torch.as_tensor(table, dtype=torch.float64, device=device)
+
+    def transform(self, X: np.ndarray, device="cpu") -> torch.Tensor:
+        """Bin ``X``; the search runs on ``device`` (a GPU bins large data fast).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        device : str or torch.device, where the result lives.
+
+        Returns
+        -------
+        Xb : uint8 tensor of shape (n_samples, n_features), C-contiguous, on ``device``
+            Bin indices in ``[0, n_bins_[j])``, and :attr:`missing_bin` for NaN.
+        """
+        if not hasattr(self, "n_bins_"):
+            raise RuntimeError("This BinMapper is not fitted yet: call fit(X) first.")
+        X = self._as_2d_float(X, "BinMapper.transform")
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but this BinMapper was fitted on "
+                f"{self.n_features_in_} features."
+            )
+        device = torch.device(device)
+        n_samples, n_features = X.shape
+        cuts = self._padded_thresholds(device)
+        out = torch.empty((n_samples, n_features), dtype=torch.uint8, device=device)
+        chunk = max(1, _TRANSFORM_CHUNK_ELEMENTS // max(n_features, 1))
+        for start in range(0, n_samples, chunk):
+            block = torch.as_tensor(X[start : start + chunk].T.copy(), device=device)
+            bins = torch.searchsorted(cuts, block, side="left")  # (n_features, rows)
+            bins.masked_fill_(torch.isnan(block), self.missing_bin)
+            out[start : start + chunk] = bins.T.to(torch.uint8)
+        return out
+
+    def fit_transform(self, X: np.ndarray, device="cpu") -> torch.Tensor:
+        return self.fit(X).transform(X, device=device)
+
+    def bin_threshold(self, feature: int, bin_index: int) -> float:
+        """The value cut of the split "bin <= bin_index" on ``feature`` (x <= value goes left)."""
+        cuts = self.bin_thresholds_[feature]
+        if not 0 <= bin_index < len(cuts):
+            return float("inf")
+        return float(cuts[bin_index])
+
+    def __repr__(self) -> str:
+        return (
+            f"BinMapper(max_bins={self.max_bins!r}, subsample={self.subsample!r}, "
+            f"random_state={self.random_state!r})"
+        )
