@@ -91,7 +91,7 @@ def _run_entry(path: Path, group: str) -> Entry:
     if meta.get("report_problem"):
         e.problems.append(str(meta["report_problem"]))
     if e.report is None:
-        e.problems.append(f"no report yet (residuals report build {path})")
+        e.problems.append(f"no report yet: residuals report build {path.name}")
     return e
 
 
@@ -205,7 +205,7 @@ def index_html(root: str | os.PathLike, entries: list[Entry] | None = None) -> s
     order = sorted(groups, key=lambda g: (g != "", g == "examples", g))
     n_runs = sum(e.kind == "run" for e in entries)
     n_bad = sum(not e.ok for e in entries if e.kind != "comparison")
-    body = [f"<header><h1>Runs</h1><p class=\"sub\">{n_runs} run(s) under "
+    body = [f"<header><h1>Runs</h1><p class=\"sub\">{n_runs} run{'' if n_runs == 1 else 's'} under "
             f"<code>{L.esc(root.name or root)}</code>, newest first"
             + (f"; {n_bad} broken or partial, listed with their problem" if n_bad else "")
             + ". Rebuild with <code>residuals report build --index</code>.</p></header>"]
