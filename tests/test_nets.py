@@ -48,11 +48,11 @@ def _image_size(name: str) -> int:
 
 
 # ---------------------------------------------------------------------- registry
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("in_channels,num_classes", [(1, 7), (3, 10)])
+# Every registered model with 1 channel / 7 classes and with the defaults (3 / 10); the
+# 1202-layer nets are built once, with the defaults (0.5 s each).
+@pytest.mark.parametrize("name,in_channels,num_classes",
+                         [(n, 1, 7) for n in MODELS if n not in BIG] + [(n, 3, 10) for n in MODELS])
 def test_registry_builds_and_runs(name, in_channels, num_classes):
-    if name in BIG and (in_channels, num_classes) != (3, 10):
-        pytest.skip("the 1202-layer nets are built once, with the defaults (0.5 s each)")
     model = (_default(name) if (in_channels, num_classes) == (3, 10)
              else build_model(name, in_channels=in_channels, num_classes=num_classes))
     assert isinstance(model, ResNet) and isinstance(model, Stagewise)
@@ -374,17 +374,24 @@ def test_channels_last_gives_the_same_output():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["resnet56", "plain56", "resnet18"])
-def test_gpu_channels_last_bf16_autocast_and_compile(name):
+@pytest.mark.parametrize("name", ["resnet56", "plain56", "preresnet20", "resnet18"])
+def test_gpu_channels_last_bf16_no_sync_and_compile(name):
     model = build_model(name).cuda().to(memory_format=torch.channels_last)
     x = torch.randn(8, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (8,), device="cuda")
-    compiled = torch.compile(model)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = nn.functional.cross_entropy(compiled(x), y)
-    loss.backward()
+    # Eager training step under bf16 autocast, with any host synchronisation an error.
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
+    # torch.compile captures the whole forward in one graph, and agrees with eager.
+    compiled = torch.compile(model, fullgraph=True)
     model.eval()
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        torch.testing.assert_close(compiled(x).float(), model(x).float(), rtol=5e-2, atol=5e-2)
+    with torch.no_grad():
+        eager, comp = model(x), compiled(x)
+    assert ((comp - eager).abs().max() / eager.abs().max()).item() < 1e-2

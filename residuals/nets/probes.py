@@ -32,6 +32,7 @@ __all__ = ["block_contributions", "gradient_norms", "layer_responses"]
 
 
 def _check_model(model: Any) -> ResNet:
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model: probe the original
     if not isinstance(model, ResNet):
         raise TypeError(f"probes need a residuals.nets.ResNet (with .blocks and .block_stage), "
                         f"got {type(model).__name__}")
