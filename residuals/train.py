@@ -381,6 +381,81 @@ def _oom_error(cfg: TrainConfig, e: BaseException) -> TrainError:
                       f"{max(1, cfg.batch_size // 2)}. ({str(e).splitlines()[0] if str(e) else e!r})")
 
 
+@dataclass
+class _Loop:
+    """What one training run needs on every step; its :meth:`epoch` is the hot loop."""
+
+    net: nn.Module  # the model, or its compiled wrapper
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    data: ImageData
+    cfg: TrainConfig
+    steps: int  # per epoch
+    augment: str
+    amp: bool
+    generator: torch.Generator  # data order and augmentation, on the device
+
+    def __post_init__(self) -> None:
+        dev = self.data.device
+        self.mean = torch.tensor(self.data.mean, dtype=torch.float32, device=dev)
+        self.std = torch.tensor(self.data.std, dtype=torch.float32, device=dev)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        self.wrong = torch.zeros((), dtype=torch.int64, device=dev)
+
+    def epoch(self, epoch: int) -> int:
+        """Train one epoch (0-based); sums stay on the device. Returns the images seen."""
+        cfg, data, device = self.cfg, self.data, str(self.data.device)
+        self.net.train()
+        self.loss_sum.zero_()
+        self.wrong.zero_()
+        seen = 0
+        perm = torch.randperm(len(data.train_y), device=device, generator=self.generator)
+        for step in range(self.steps):
+            it = epoch * self.steps + step
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            xb = augment_batch(data.train_x.index_select(0, idx), self.augment,
+                               generator=self.generator)
+            xb = normalize(xb, self.mean, self.std, channels_last=cfg.channels_last)
+            yb = data.train_y.index_select(0, idx)
+            self.schedule.set(it)
+            with _autocast(device, self.amp):
+                logits = self.net(xb)
+            if step == 0 and logits.shape != (len(idx), data.num_classes):
+                raise TrainError(f"the model returns logits of shape {tuple(logits.shape)} for a "
+                                 f"batch of {len(idx)}; dataset {data.name!r} needs "
+                                 f"({len(idx)}, {data.num_classes})")
+            loss = F.cross_entropy(logits.float(), yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            seen += len(idx)
+            self.loss_sum += loss.detach() * len(idx)
+            self.wrong += (logits.detach().argmax(1) != yb).sum()
+            self.schedule.observe(it, self.wrong, seen)
+        return seen
+
+    def evaluate(self) -> tuple[float, float]:
+        return evaluate(self.net, self.data.test_x, self.data.test_y, self.mean, self.std,
+                        batch_size=self.cfg.eval_batch_size, amp=self.amp,
+                        channels_last=self.cfg.channels_last)
+
+    def checkpoint(self, model: nn.Module, history: list[EpochRecord], *, finished: bool,
+                   diverged: bool) -> dict[str, object]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": asdict(self.cfg),
+            "data": _data_signature(self.data),
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"iteration": len(history) * self.steps, **self.schedule.state_dict()},
+            "rng": _rng_state(str(self.data.device), self.generator),
+            "history": [asdict(r) for r in history],
+            "finished": finished,
+            "diverged": diverged,
+            "torch": str(torch.__version__),
+        }
+
+
 def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
           on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
@@ -403,29 +478,23 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     device = resolve_device(cfg.device)
     if device != cfg.device:
         cfg = dataclasses.replace(cfg, device=device)
-    if str(data.device) != str(torch.device(device)):
+    if data.device != torch.empty(0, device=device).device:
         data = data.to(device)
     cuda = torch.device(device).type == "cuda"
-    amp = cuda if cfg.amp is None else cfg.amp
     augment = {None: data.augment, True: "crop-flip", False: "none"}.get(cfg.augment, cfg.augment)
     if augment not in AUGMENTATIONS:
         raise TrainError(f"dataset {data.name!r} names an unknown augmentation {augment!r}")
     path = Path(checkpoint_path) if checkpoint_path is not None else None
 
-    n_train = len(data.train_y)
-    spe = steps_per_epoch(n_train, cfg.batch_size)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=fmt)
+    spe = steps_per_epoch(len(data.train_y), cfg.batch_size)
+    model.to(device=device, memory_format=torch.channels_last if cfg.channels_last
+             else torch.contiguous_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay, fused=cuda or None,
                                 foreach=None if cuda else True)
     schedule = LRSchedule(cfg, spe, device)
-    for group in optimizer.param_groups:
-        group["lr"] = schedule.lr  # the optimiser reads the device tensor the schedule writes
-    data_gen = torch.Generator(device=device)
-    data_gen.manual_seed(cfg.seed)
-    mean_t = torch.tensor(data.mean, dtype=torch.float32, device=device)
-    std_t = torch.tensor(data.std, dtype=torch.float32, device=device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed)
 
     history: list[EpochRecord] = []
     diverged = False
@@ -434,80 +503,41 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         _check_compatible(state, cfg, data, path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr
         schedule.load_state_dict(state["schedule"])
-        _set_rng_state(state["rng"], device, data_gen)
+        _set_rng_state(state["rng"], device, generator)
         history = [EpochRecord(**r) for r in state["history"]]
         diverged = bool(state["diverged"])
         if state["finished"]:
             return _result(history, diverged, model, schedule, len(history) * spe, len(history))
     resumed_from = len(history)
+    for group in optimizer.param_groups:
+        group["lr"] = schedule.lr  # the optimiser reads the device tensor the schedule writes
 
-    net = torch.compile(model) if cfg.compile else model
+    loop = _Loop(net=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
+                 schedule=schedule, data=data, cfg=cfg, steps=spe, augment=augment,
+                 amp=cuda if cfg.amp is None else cfg.amp, generator=generator)
     clock = _EpochClock(device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    wrong = torch.zeros((), dtype=torch.int64, device=device)
     try:
         with _cudnn_benchmark(device):
             for epoch in range(len(history), cfg.epochs):
-                net.train()
-                loss_sum.zero_()
-                wrong.zero_()
-                seen = 0
-                perm = torch.randperm(n_train, device=device, generator=data_gen)
                 clock.start()
-                for step in range(spe):
-                    it = epoch * spe + step
-                    idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                    xb = augment_batch(data.train_x.index_select(0, idx), augment, generator=data_gen)
-                    xb = normalize(xb, mean_t, std_t, channels_last=cfg.channels_last)
-                    yb = data.train_y.index_select(0, idx)
-                    schedule.set(it)
-                    with _autocast(device, amp):
-                        logits = net(xb)
-                    if step == 0 and logits.shape != (len(idx), data.num_classes):
-                        raise TrainError(f"the model returns logits of shape {tuple(logits.shape)} "
-                                         f"for a batch of {len(idx)}; dataset {data.name!r} needs "
-                                         f"({len(idx)}, {data.num_classes})")
-                    loss = F.cross_entropy(logits.float(), yb)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    seen += len(idx)
-                    loss_sum += loss.detach() * len(idx)
-                    wrong += (logits.detach().argmax(1) != yb).sum()
-                    schedule.observe(it, wrong, seen)
+                seen = loop.epoch(epoch)
                 clock.stop()
                 # the epoch's one synchronisation
                 total_loss, total_wrong, lr = torch.stack(
-                    [loss_sum, wrong.double(), schedule.lr.double()]).tolist()
+                    [loop.loss_sum, loop.wrong.double(), schedule.lr.double()]).tolist()
                 seconds = clock.seconds()
                 train_loss = total_loss / seen
                 diverged = not math.isfinite(train_loss)
-                test_loss, test_error = evaluate(net, data.test_x, data.test_y, mean_t, std_t,
-                                                 batch_size=cfg.eval_batch_size, amp=amp,
-                                                 channels_last=cfg.channels_last)
+                test_loss, test_error = loop.evaluate()
                 record = EpochRecord(epoch=epoch + 1, train_loss=train_loss,
                                      train_error=total_wrong / seen, test_loss=test_loss,
                                      test_error=test_error, lr=lr, seconds=seconds,
                                      images_per_s=seen / seconds if seconds > 0 else math.inf)
                 history.append(record)
-                finished = diverged or epoch + 1 == cfg.epochs
                 if path is not None:
-                    _atomic_save({
-                        "format": CHECKPOINT_FORMAT,
-                        "config": asdict(cfg),
-                        "data": _data_signature(data),
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "schedule": {"iteration": (epoch + 1) * spe, **schedule.state_dict()},
-                        "rng": _rng_state(device, data_gen),
-                        "history": [asdict(r) for r in history],
-                        "finished": finished,
-                        "diverged": diverged,
-                        "torch": str(torch.__version__),
-                    }, path)
+                    _atomic_save(loop.checkpoint(model, history, diverged=diverged,
+                                                 finished=diverged or epoch + 1 == cfg.epochs), path)
                 if on_epoch is not None:
                     on_epoch(record)
                 if diverged:

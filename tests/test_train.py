@@ -377,3 +377,23 @@ def test_cuda_training_with_bf16_and_fused_sgd(digits):
     r = train(small_cnn().to("cuda"), data, cfg)
     assert r.history[-1].train_loss < r.history[0].train_loss
     assert all(rec.seconds > 0 for rec in r.history)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_step_loop_does_not_synchronise(digits):
+    import warnings
+
+    data = digits.to("cuda")
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, warmup="paper", device="cuda", augment=True)
+    model = small_cnn().to("cuda")
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = train(model, data, cfg)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert r.iterations == 2 * 85
+    assert len(syncs) <= 2 * 8, [str(w.message) for w in syncs[:5]]  # per epoch, not per step
