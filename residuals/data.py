@@ -193,8 +193,11 @@ def _download(remote: RemoteFile, dest_dir: Path) -> Path:
         fetch_url(remote.url, tmp)
         got = md5sum(tmp)
         if got != remote.md5:
-            raise _checksum_error(dest_dir / remote.name, remote.md5, got,
-                                  f"the download from {remote.url} ->")
+            raise DatasetError(
+                f"checksum mismatch for the download of {remote.name} from {remote.url}: expected "
+                f"md5 {remote.md5}, got {got}. It was discarded, nothing was written to "
+                f"{dest_dir / remote.name}. The server may have sent an error page or a changed "
+                f"file: try again later, or download it yourself and put it in {dest_dir}.")
         os.replace(tmp, dest_dir / remote.name)
     finally:
         tmp.unlink(missing_ok=True)
