@@ -1,8 +1,9 @@
 """`residuals bench degradation`: the sweep, its tables, verdict, report and command line.
 
 The end-to-end runs use the embedded digits with the smallest nets (depths 8
-and 14), one or two epochs and one seed, in this process (``--jobs 1``) so the
-trainer can be counted with monkeypatch; one test covers the worker processes.
+and 14), two epochs and one seed: one sweep in two worker processes (the CPU
+default), the others in this process (``--jobs 1``) so that the trainer can be
+counted, interrupted and made to run out of memory with monkeypatch.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from residuals.bench.degradation_cli import degradation as degradation_cmd
 from residuals.bench.degradation_report import render
 from residuals.report.runs import RunDir
 
-TINY = ["--depths", "8,14", "--epochs", "2", "--seeds", "1", "--jobs", "1"]
+# the CPU default path: two spawned worker processes with one torch thread each
+TINY = ["--depths", "8,14", "--epochs", "2", "--seeds", "1", "--jobs", "2"]
 
 
 def invoke(*args):
@@ -170,3 +172,166 @@ def test_config_round_trips_through_json():
         deg.DegradationConfig.from_dict({**cfg.to_dict(), "depth": 3})
     with pytest.raises(ValueError, match="choose from plain, residual"):
         deg.DegradationConfig(variants=("plain", "dense"))
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One real sweep on the digits: plain and residual nets of depth 8 and 14, 2 epochs, 2 workers."""
+    out = tmp_path_factory.mktemp("reports")
+    result = invoke(*TINY, "--out", out)
+    assert result.exit_code == 0, result.output
+    return only_run(out), result.output
+
+
+def test_cli_writes_a_complete_run_folder(tiny_run):
+    from residuals.train import EpochRecord
+
+    run, output = tiny_run
+    meta = run.meta
+    assert meta["status"] == "complete" and meta["bench"] == "degradation"
+    assert meta["config"]["depths"] == [8, 14] and meta["config"]["seeds"] == 1
+    assert meta["machine"]["device"] == "cpu" and meta["wall_s"] > 0
+    assert meta["headline"].startswith(("degradation reproduced", "degradation not reproduced"))
+    assert meta["headline"] in output and f"run folder: {run.path}" in output
+    assert "on cpu, 2 at a time" in output
+    assert output.count("epoch   2/2") == 4 and "ETA" in output      # progress relayed per epoch
+
+    results = run.read_table("results")
+    epoch_fields = [f.name for f in fields(EpochRecord)]
+    assert list(results.columns) == ["model", "variant", "depth", "seed", *epoch_fields, "status"]
+    assert len(results) == 4 * 2                                   # 4 nets x 2 epochs
+    assert set(results["model"]) == {"plain8", "plain14", "resnet8", "resnet14"}
+    assert results["train_error"].between(0, 1).all() and (results["images_per_s"] > 0).all()
+    assert (results["status"] == "complete").all()
+
+    runs = run.read_table("runs")
+    assert len(runs) == 4 and (runs["epochs"] == 2).all()
+    for col in ("final_train_error", "final_test_error", "images_per_s", "train_s", "wall_s", "status"):
+        assert runs[col].notna().all(), col
+    assert (runs["threads"] == 1).all() and (runs["device"] == "cpu").all()
+    last = results[results["epoch"] == 2].set_index("model")["train_error"]
+    assert runs.set_index("model")["final_train_error"].to_dict() == pytest.approx(last.to_dict())
+
+    probes = run.read_table("probes")
+    assert len(probes) == 2 * (3 + 6)                  # depth 8: 3 blocks, depth 14: 6 blocks
+    for col in ("block", "stage", "response_std", "input_grad_norm", "param_grad_norm"):
+        assert probes[col].notna().all(), col
+    assert (probes["response_std"] > 0).all() and (probes["param_grad_norm"] > 0).all()
+
+    assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == [
+        "plain14-seed0.pt", "plain8-seed0.pt", "resnet14-seed0.pt", "resnet8-seed0.pt"]
+    assert f"{run.path / 'index.html'}" in output and run.html_path.is_file()
+    assert {p.name for p in run.figures_dir.glob("*.png")} == {
+        "error_curves.png", "error_vs_depth.png", "layer_responses.png", "gradient_norms.png"}
+
+
+def test_render_is_a_pure_function_of_the_saved_tables(tiny_run, tmp_path):
+    run, _ = tiny_run
+    # a copy without checkpoints, figures or html: the CSVs and meta.json are enough
+    copy = RunDir(tmp_path / run.path.name)
+    copy.path.mkdir()
+    for name in ("meta.json", "results.csv", "runs.csv", "probes.csv"):
+        shutil.copy(run.path / name, copy.path / name)
+    first, second = render(run), render(copy)
+    assert first.headline == second.headline == run.meta["headline"]
+    assert first.verdict is second.verdict is run.meta["verdict"]
+    assert [f.key for f in first.figures] == ["error_curves", "error_vs_depth", "layer_responses",
+                                              "gradient_norms"]
+    for a, b in zip(first.figures, second.figures):
+        pd.testing.assert_frame_equal(a.data, b.data)
+        assert a.title and a.caption and a.fig.axes
+    assert [t.key for t in first.tables] == ["final_errors", "runs"]
+    for a, b in zip(first.tables, second.tables):
+        pd.testing.assert_frame_equal(a.data, b.data)
+    curves = first.figures[0].data
+    assert set(curves["split"]) == {"train", "test"} and len(curves) == 2 * 8
+    assert "degradation" in first.intro and first.summary.startswith("degradation ")
+
+
+def test_render_of_a_partial_run_says_so(tiny_run, tmp_path):
+    run, _ = tiny_run
+    copy = RunDir(tmp_path / "partial")
+    shutil.copytree(run.path, copy.path, ignore=shutil.ignore_patterns("checkpoints"))
+    runs = copy.read_table("runs")
+    copy.write_table(runs[runs["model"] != "resnet14"], "runs")
+    copy.update_meta(status="interrupted")
+    content = render(copy)
+    assert content.headline.startswith("partial (3 of 4 runs finished, status interrupted): "
+                                       "no verdict: resnet-14 has no finished run")
+    assert content.verdict is None
+
+
+class CountingTrain:
+    """Wraps the real trainer: counts its calls and can interrupt or fail a chosen call."""
+
+    def __init__(self, monkeypatch, *, interrupt_call=None, oom_call=None):
+        import residuals.train
+
+        self.real = residuals.train.train
+        self.calls, self.results = [], []
+        self.interrupt_call, self.oom_call = interrupt_call, oom_call
+        monkeypatch.setattr(residuals.train, "train", self)
+
+    def __call__(self, model, data, cfg, *, checkpoint_path=None, resume=False, on_epoch=None):
+        import torch
+
+        self.calls.append((model.name, resume))
+        n = len(self.calls)
+        if n == self.oom_call:
+            def oom(*args, **kwargs):
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            model.forward = oom
+        if n == self.interrupt_call:
+            def interrupt(record):
+                on_epoch(record)
+                raise KeyboardInterrupt      # Ctrl-C after the first epoch (and its checkpoint)
+            result = self.real(model, data, cfg, checkpoint_path=checkpoint_path, resume=resume,
+                               on_epoch=interrupt)
+        else:
+            result = self.real(model, data, cfg, checkpoint_path=checkpoint_path, resume=resume,
+                               on_epoch=on_epoch)
+        self.results.append(result)
+        return result
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(tmp_path, monkeypatch):
+    args = ["--depths", "8", "--epochs", "2", "--seeds", "1", "--jobs", "1", "--out", tmp_path]
+    counting = CountingTrain(monkeypatch, interrupt_call=2)
+    result = invoke(*args)
+    assert result.exit_code == 130
+    run = only_run(tmp_path)
+    assert run.meta["status"] == "interrupted"
+    resume_cmd = f"residuals bench degradation --resume {run.path}"
+    assert f"Continue with: {resume_cmd}" in result.output and "Traceback" not in result.output
+    assert run.meta["resume_command"] == resume_cmd
+    assert counting.calls == [("plain8", False), ("resnet8", False)]   # plan order: plain first
+    assert run.read_table("runs")["model"].tolist() == ["plain8"]    # the finished run is kept
+    assert (run.path / "checkpoints" / "resnet8-seed0.pt").is_file()
+
+    counting = CountingTrain(monkeypatch)
+    result = invoke("--resume", run.path, "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert "resuming: 1 of 2 runs already finished, 1 to go" in result.output
+    assert counting.calls == [("resnet8", True)]                       # plain8 is not retrained
+    assert counting.results[0].resumed_from_epoch == 1                 # continued at epoch 2
+    assert run.meta["status"] == "complete"
+    results = run.read_table("results")
+    assert results.groupby("model")["epoch"].apply(list).to_dict() == {"plain8": [1, 2],
+                                                                        "resnet8": [1, 2]}
+    result = invoke("--resume", run.path)
+    assert result.exit_code == 0 and "already complete" in result.output
+
+
+def test_out_of_memory_is_a_clear_error_that_keeps_finished_runs(tmp_path, monkeypatch):
+    CountingTrain(monkeypatch, oom_call=2)
+    result = invoke("--depths", "8", "--epochs", "2", "--seeds", "1", "--jobs", "1",
+                    "--batch-size", "64", "--out", tmp_path)
+    assert result.exit_code == 1
+    assert "out of GPU memory with batch size 64" in result.output
+    assert "try a smaller --batch-size, e.g. 32" in result.output
+    assert "Traceback" not in result.output
+    run = only_run(tmp_path)
+    assert run.meta["status"] == "failed" and "out of GPU memory" in run.meta["error"]
+    assert run.read_table("runs")["model"].tolist() == ["plain8"]
+    assert f"--resume {run.path}" in result.output

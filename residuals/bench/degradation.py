@@ -96,12 +96,12 @@ class DegradationConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"                     # "cosine" | "step" (/10 at 50% and 75%, the paper's)
     warmup: str = "linear"                       # "linear" | "paper" | "none"
-    warmup_epochs: int = 2                       # for the linear warm-up
+    warmup_epochs: float = 2.0                   # length of the linear warm-up, epochs
     paper_warmup_from_depth: int | None = None   # depths >= this use the paper warm-up (He et al.: ResNet-110)
-    augment: bool = False                        # 4-pixel pad + random crop + horizontal flip
+    augment: bool | None = None                  # pad + random crop + flip; None: the dataset's default
     val_size: int | None = None                  # training images held out (paper: 5000 of 50000)
     eval_batch_size: int = 1024
-    amp: bool = True                             # bf16 autocast on CUDA (the trainer ignores it on CPU)
+    amp: bool | None = None                      # bf16 autocast; None: on for CUDA, off on the CPU
     channels_last: bool = True
     probe_batch: int = 256                       # test images the probes are measured on
 
@@ -160,7 +160,7 @@ PRESETS: dict[str, DegradationConfig] = {
     "digits": DegradationConfig(),
     "fashion-mnist": DegradationConfig(
         dataset="fashion-mnist", depths=(20, 32, 44, 56), seeds=1, epochs=15, lr=0.05,
-        warmup="linear", warmup_epochs=2, val_size=None,
+        warmup="linear", warmup_epochs=2.0,
     ),
     # He et al. 2015, Sec. 4.2: lr 0.1, batch 128, wd 1e-4, momentum 0.9, /10 at 32k
     # and 48k of 64k iterations (~182 epochs on a 45k/5k split), pad-4 crop + flip,
@@ -168,7 +168,7 @@ PRESETS: dict[str, DegradationConfig] = {
     "paper": DegradationConfig(
         dataset="cifar10", depths=(20, 32, 44, 56, 110), seeds=1, epochs=182, batch_size=128,
         lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step", warmup="none",
-        warmup_epochs=0, paper_warmup_from_depth=110, augment=True, val_size=5000,
+        warmup_epochs=0.0, paper_warmup_from_depth=110, augment=True, val_size=5000,
     ),
 }
 DEFAULT_PRESET = "digits"
@@ -310,14 +310,16 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
 def probe_model(model, data, n: int) -> pd.DataFrame:
     """Layer responses (Fig. 7) and gradient norms per block, on the first ``n`` test images.
 
-    Returns one row per block: ``block, stage, response_std, input_grad_norm, param_grad_norm``.
+    Returns one row per block: ``block, stage, response_std, response_mean, input_grad_norm,
+    param_grad_norm, input_norm`` (``||x_l||``) and ``probe_loss`` (the batch's loss, every row).
     """
     from residuals.nets.probes import gradient_norms, layer_responses
 
     x, y = probe_inputs(data, n)
-    responses = layer_responses(model, x).rename(columns={"std": "response_std"})
-    grads = gradient_norms(model, x, y)
-    return responses.merge(grads, on="block", how="outer").sort_values("block", ignore_index=True)
+    responses = layer_responses(model, x)[["block", "stage", "std", "mean"]].rename(
+        columns={"std": "response_std", "mean": "response_mean"})
+    grads = gradient_norms(model, x, y).rename(columns={"loss": "probe_loss"})
+    return responses.merge(grads, on=["block", "stage"], how="outer").sort_values("block", ignore_index=True)
 
 
 def probe_inputs(data, n: int):
@@ -491,9 +493,11 @@ def _run_parallel(todo, cfg, run, *, device, jobs, data_dir, tables, progress) -
         _drain(queue, progress)
     except BaseException:
         _stop_workers(pool)
-        raise
-    finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    # Every result is in. A worker's interpreter teardown (torch loaded) takes 1-3 s: let the
+    # workers exit while the caller writes the report; the interpreter joins them at exit.
+    pool.shutdown(wait=False)
 
 
 def _drain(queue, progress: Progress) -> None:

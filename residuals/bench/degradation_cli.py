@@ -11,15 +11,16 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 PRESET_NAMES = ("digits", "fashion-mnist", "paper")
 VARIANT_NAMES = ("plain", "residual")
 WARMUPS = ("linear", "paper", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
-# options that define the sweep; with --resume they come from the run's meta.json
+# options that define the sweep (or its folder); with --resume they come from the run's meta.json
 SWEEP_OPTIONS = ("preset", "dataset", "depths", "variants", "seeds", "epochs", "batch_size", "lr",
-                 "warmup")
+                 "warmup", "device", "out")
 
 EPILOG = """\b
 Presets (options given on the command line override them):
@@ -77,17 +78,20 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
               help="Network depths, each 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), e.g. 20,56.")
 @click.option("--variants", default=None, metavar="V,V",
               help="Which nets: plain (no shortcuts), residual, or plain,residual (default).")
-@click.option("--seeds", type=int, default=None, metavar="N",
+@click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="N",
               help="Number of seeds; runs use seeds 0..N-1 and the report shows their spread.")
-@click.option("--epochs", type=int, default=None, help="Training epochs per run.")
-@click.option("--batch-size", type=int, default=None, help="Images per SGD step.")
-@click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs per run; a linear warm-up keeps its share (2 of 12 epochs).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per SGD step (on a GPU that runs out of memory: try half).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (after the warm-up).")
 @click.option("--warmup", type=click.Choice(WARMUPS), default=None,
               help="Learning-rate warm-up for every run: linear (over 2 epochs), paper "
                    "(lr/10 until training error < 80%, He et al.'s ResNet-110 recipe) or none.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="Where to train: auto picks cuda when available.")
-@click.option("--jobs", type=int, default=None, metavar="N",
+@click.option("--device", type=click.Choice(DEVICES), default=None,
+              help="Where to train: auto (the default) picks cuda when available.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="Runs trained at once, each in its own process with one torch thread "
                    "[default: number of cores on CPU, 1 on CUDA].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -98,8 +102,8 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
 @click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="RUN_DIR",
               help="Continue an interrupted run folder with its saved configuration: finished "
-                   "runs are skipped, unfinished ones continue from their checkpoints. Only "
-                   "--device, --jobs and --data-dir may be given with it.")
+                   "runs are skipped, unfinished ones continue from their checkpoints on the "
+                   "device they started on. Only --jobs and --data-dir may be given with it.")
 @click.pass_context
 def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_size, lr, warmup,
                 device, jobs, data_dir, out, resume):
@@ -114,18 +118,18 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
 
     depths = _int_list(depths, "--depths")
     variants = _name_list(variants, "--variants", VARIANT_NAMES)
-    if jobs is not None and jobs < 1:
-        raise click.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
 
     if resume is not None:
-        given = [f"--{n.replace('_', '-')}" for n in SWEEP_OPTIONS if ctx.params[n] is not None]
+        given = [f"--{n.replace('_', '-')}" for n in SWEEP_OPTIONS
+                 if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--resume continues a run with its saved configuration; drop "
                                    f"{', '.join(given)} (or start a new run without --resume).")
-        run, cfg = _open_resume(resume)
+        run, cfg, device = _open_resume(resume)
         if run is None:
             return
     else:
+        device = device or "auto"
         cfg = _build_config(deg, preset or deg.DEFAULT_PRESET, dataset=dataset, depths=depths,
                             variants=variants, seeds=seeds, epochs=epochs, batch_size=batch_size,
                             lr=lr, warmup=warmup)
@@ -161,8 +165,9 @@ def _build_config(deg, preset: str, **overrides):
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "warmup" in changes:
         changes["paper_warmup_from_depth"] = None   # --warmup applies to every depth
-    if changes.get("seeds") is not None and changes["seeds"] < 1:
-        raise click.BadParameter(f"must be at least 1, got {changes['seeds']}", param_hint="--seeds")
+    if "epochs" in changes:
+        # the linear warm-up keeps its share of training (the default: 2 of 12 epochs)
+        changes["warmup_epochs"] = cfg.warmup_epochs * changes["epochs"] / cfg.epochs
     try:
         return replace(cfg, **changes)
     except ValueError as e:
@@ -188,8 +193,9 @@ def _open_resume(path: Path):
     if meta.get("status") == "complete":
         click.echo(f"{path} is already complete: {meta.get('headline')}")
         click.echo(f"Rebuild its report with: residuals report build {shlex.quote(str(path))}")
-        return None, cfg
-    return run, cfg
+        return None, cfg, None
+    device = (meta.get("machine") or {}).get("device") or "auto"
+    return run, cfg, device
 
 
 def _resolve_device(device: str) -> str:
@@ -270,12 +276,10 @@ def _sweep(deg, run, cfg, *, device: str, jobs: int, data_dir: str | None) -> No
 def _user_error(e: Exception) -> str | None:
     """The message for an error the user can fix (data, memory, options); None for a bug."""
     from residuals.data import DatasetError
+    from residuals.train import TrainError
 
-    if isinstance(e, (DatasetError, ValueError)):
+    if isinstance(e, (DatasetError, TrainError)):
         return str(e)
-    text = str(e)
-    if "out of memory" in text.lower():
-        return text
     return None
 
 

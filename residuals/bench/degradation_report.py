@@ -98,6 +98,7 @@ def _shade(variant: str, depth: int, depths: list[int]) -> str:
 # ------------------------------------------------------------------------ figures
 def _error_curves(results: pd.DataFrame) -> Figure:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     data = results.melt(id_vars=["model", "variant", "depth", "seed", "epoch"],
                         value_vars=["train_error", "test_error"], var_name="split", value_name="error")
@@ -123,6 +124,7 @@ def _error_curves(results: pd.DataFrame) -> Figure:
                                     linewidth=0)
         ax.set_title(TITLES[variant])
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(bottom=0)
         ax.legend(ncols=2 if len(depths) > 2 else 1, fontsize=8)
     axes[0][0].set_ylabel("error (%)")
@@ -193,11 +195,11 @@ def _layer_responses(probes: pd.DataFrame) -> Figure:
     for (variant, depth), g in data.groupby(["variant", "depth"], sort=True):
         kw = dict(color=_shade(variant, depth, depths), marker=style.MARKERS[variant], markersize=3,
                   label=model_label(variant, depth))
-        ax_order.plot(g["block"], g["response_std"], **kw)
+        ax_order.plot(g["block"] + 1, g["response_std"], **kw)
         ranked = g.sort_values("rank")
         ax_rank.plot(ranked["rank"], ranked["response_std"], **kw)
-    ax_order.set_xlabel("block (input side to output side)")
-    ax_rank.set_xlabel("block, sorted by response (largest first)")
+    ax_order.set_xlabel("block index (1 = nearest the input)")
+    ax_rank.set_xlabel("block index, sorted by response (largest first)")
     ax_order.set_ylabel("std of the residual function's output")
     ax_order.set_title("in the net's order")
     ax_rank.set_title("sorted by magnitude")
@@ -223,10 +225,10 @@ def _gradient_norms(probes: pd.DataFrame) -> Figure:
     fig, axes = plt.subplots(1, len(cols), figsize=style.FIGSIZE, squeeze=False)
     for ax, col in zip(axes[0], cols):
         for (variant, depth), g in data.groupby(["variant", "depth"], sort=True):
-            ax.plot(g["block"], g[col], color=_shade(variant, depth, depths),
+            ax.plot(g["block"] + 1, g[col], color=_shade(variant, depth, depths),
                     marker=style.MARKERS[variant], markersize=3, label=model_label(variant, depth))
         ax.set_yscale("log")
-        ax.set_xlabel("block (input side to output side)")
+        ax.set_xlabel("block index (1 = nearest the input)")
         title, ylabel = labels[col]
         ax.set_ylabel(f"{ylabel} (L2, log scale)")
         ax.set_title(f"gradient {title}")
