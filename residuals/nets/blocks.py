@@ -123,8 +123,7 @@ class ShortcutB(nn.Sequential):
 def make_shortcut(in_ch: int, out_ch: int, stride: int, option: str) -> nn.Module:
     """The identity path of a residual block: ``nn.Identity`` unless the shape changes."""
     if option not in SHORTCUTS:
-        raise ValueError(f"shortcut must be one of {SHORTCUTS} ('A': zero-padding, "
-                         f"'B': 1x1 projection), got {option!r}")
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {option!r}")
     if in_ch == out_ch and stride == 1:
         return nn.Identity()
     if option == "A":
@@ -160,11 +159,13 @@ class _Block(nn.Module):
             raise ValueError(f"{type(self).__name__} out_ch must be a multiple of its expansion "
                              f"{self.expansion}, got {out_ch}")
         # Validate the option even for plain blocks, so that a typo never passes silently.
-        option_shortcut = make_shortcut(in_ch, out_ch, stride, shortcut)
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS} ('A': zero-padding, "
+                             f"'B': 1x1 projection), got {shortcut!r}")
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.skip = bool(skip)
         self.shortcut_option = shortcut
-        self.shortcut = option_shortcut if self.skip else None
+        self.shortcut = make_shortcut(in_ch, out_ch, stride, shortcut) if self.skip else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch(x)
