@@ -265,9 +265,16 @@ class _BaseBoosting(Stagewise, BaseEstimator):
 
         if self.n_iter_no_change is not None:
             stratify = y if self._is_classifier() else None
-            X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
-                X, y, sample_weight, random_state=self.random_state,
-                test_size=self.validation_fraction, stratify=stratify)
+            try:
+                X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
+                    X, y, sample_weight, random_state=self.random_state,
+                    test_size=self.validation_fraction, stratify=stratify)
+            except ValueError as e:
+                how = ", stratified by class" if stratify is not None else ""
+                raise ValueError(
+                    f"Early stopping (n_iter_no_change={self.n_iter_no_change}) could not hold "
+                    f"out validation_fraction={self.validation_fraction} of the "
+                    f"{X.shape[0]} rows{how}: {e}") from e
             if self._is_classifier() and self.n_classes_ != np.unique(y_train).shape[0]:
                 raise ValueError("The training data after the early stopping split is missing "
                                  "some classes. Try using another random seed.")
