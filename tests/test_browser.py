@@ -87,6 +87,61 @@ def test_real_report_is_complete_and_self_contained(reports, bench):
     assert 'href="' + bench + '/index.html"' in (reports / "index.html").read_text()
 
 
+# label keyword -> style.COLORS key: a line so labelled must be drawn in that colour's hue
+# (renderers may shade it lighter or darker, e.g. by depth)
+COLOR_FAMILIES = {"plain": "plain", "resnet": "residual", "residual": "residual",
+                  "sklearn gbrt": "sklearn-gbrt", "sklearn histgb": "sklearn-hist",
+                  "ours, exact": "ours-exact", "ours, hist": "ours-hist", "lightgbm": "lightgbm"}
+
+
+def _hue(color) -> float:
+    import colorsys
+
+    from matplotlib.colors import to_rgb
+
+    return colorsys.rgb_to_hsv(*to_rgb(color))[0] * 360
+
+
+@pytest.mark.parametrize("bench", ["degradation", "boosting"])
+def test_real_figures_follow_the_shared_style(reports, bench):
+    """Every figure of every bench: titled, labelled axes, a legend, laptop width; train dashed,
+    test solid; plain/residual and ours/sklearn in their fixed colours (residuals.report.style)."""
+    import matplotlib.pyplot as plt
+
+    from residuals.report import style
+    from residuals.report.html import render_content
+    from residuals.report.runs import RunDir
+
+    content = render_content(RunDir(reports / bench))
+    checked = {"style": 0, "color": 0}
+    for f in content.figures:
+        fig = f.fig
+        axes = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
+        assert axes, f.key
+        assert fig.get_suptitle() or all(ax.get_title() for ax in axes), f"{f.key}: no title"
+        assert all(ax.get_xlabel() for ax in axes), f"{f.key}: an x axis without label"
+        assert any(ax.get_ylabel() for ax in axes), f"{f.key}: no y label"
+        assert fig.legends or any(ax.get_legend() for ax in axes), f"{f.key}: no legend"
+        assert 700 <= fig.get_size_inches()[0] * fig.dpi <= 1000, f"{f.key}: not laptop width"
+        for ax in axes:
+            for line in ax.get_lines():
+                label = line.get_label().lower()
+                if label.startswith("_"):
+                    continue
+                words = set(re.split(r"[^a-z]+", label))
+                if "train" in words or "test" in words:
+                    split = "train" if "train" in words else "test"
+                    assert line.get_linestyle() == style.linestyle(split), (f.key, label)
+                    checked["style"] += 1
+                family = next((v for k, v in COLOR_FAMILIES.items() if k in label), None)
+                if family:
+                    gap = abs(_hue(line.get_color()) - _hue(style.COLORS[family])) % 360
+                    assert min(gap, 360 - gap) < 20, (f.key, label, line.get_color())
+                    checked["color"] += 1
+        plt.close(fig)
+    assert checked["style"] > 0 and checked["color"] > 0
+
+
 # --------------------------------------------------------------- DevTools client
 class DevTools:
     """Just enough of the Chrome DevTools protocol over a stdlib websocket."""

@@ -193,3 +193,13 @@ def test_serve_refuses_a_missing_root_and_a_busy_port(tmp_path):
         assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
     finally:
         busy.server_close()
+
+
+def test_report_help_is_instant_no_heavy_imports():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom residuals.cli import main\n"
+            "for cmd in ('build', 'list', 'open', 'serve', 'compare'):\n"
+            "    r = CliRunner().invoke(main, ['report', cmd, '--help'])\n"
+            "    assert r.exit_code == 0 and 'Usage' in r.output, r.output\n"
+            "print(','.join(m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -43,6 +43,7 @@ from residuals.report.runs import BrokenRun, RunDir
 
 __all__ = ["CompareError", "compare_runs", "config_differences", "draw_overlay"]
 
+WIDE_TABLE_COLUMNS = 5   # more columns than this and two tables no longer fit side by side
 RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 RUN_COLORS = ("#000000", "#CC79A7", "#009E73", "#E69F00", "#56B4E9", "#D55E00", "#0072B2", "#F0E442")
 
@@ -188,13 +189,16 @@ def draw_overlay(title: str, frames: list[tuple[str, pd.DataFrame]], ov: Overlay
     return fig, agg
 
 
-def _png_uri(fig) -> str:
+def _img(fig, alt: str) -> str:
+    """An <img> of the figure, embedded as a PNG data URI; closes the figure."""
     import matplotlib.pyplot as plt
 
+    width = L.css_width(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi * 1.5, facecolor="white")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img src="{uri}" alt="{L.esc(alt)}" width="{width}">'
 
 
 # --------------------------------------------------------------------- page
@@ -274,15 +278,15 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
             fig, data = drawn
             data.to_csv(out / "figures" / f"{key}.csv", index=False)
             parts.append(f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(first.title)}</h3>'
-                         f'<img src="{_png_uri(fig)}" alt="{L.esc(first.title)}, runs overlaid" width="900">'
+                         + _img(fig, f"{first.title}, runs overlaid") +
                          f"<figcaption>Runs overlaid ({', '.join(labels)}: marker shapes). "
                          f"{L.esc(first.caption)} <span class=\"links\"><a href=\"figures/{L.esc(key)}.csv\">"
                          f"data (CSV)</a></span></figcaption></figure>")
         else:
             pd.concat([k[key].data.assign(run=r.label) for r, k in zip(runs, by_key)], ignore_index=True) \
                 .to_csv(out / "figures" / f"{key}.csv", index=False)
-            cells = "".join(f'<div><b>run {r.label}</b><img src="{_png_uri(k[key].fig)}" '
-                            f'alt="{L.esc(first.title)}, run {r.label}"></div>' for r, k in zip(runs, by_key))
+            cells = "".join(f"<div><b>run {r.label}</b>{_img(k[key].fig, f'{first.title}, run {r.label}')}</div>"
+                            for r, k in zip(runs, by_key))
             parts.append(f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(first.title)}</h3><div class="grid">{cells}</div>'
                          f"<figcaption>Side by side (this figure has no overlay spec). {L.esc(first.caption)} "
                          f"<span class=\"links\"><a href=\"figures/{L.esc(key)}.csv\">data (CSV)</a></span>"
@@ -301,8 +305,10 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
         pd.concat([t.data.assign(run=r.label)[["run", *t.data.columns]] for r, t in zip(runs, tables)],
                   ignore_index=True).to_csv(out / "tables" / f"{key}.csv", index=False)
         cells = "".join(f"<div><b>run {r.label}</b>{L.table_html(t.data)}</div>" for r, t in zip(runs, tables))
+        # side by side while two fit the column; wider tables one under the other
+        wide = max(len(L.format_table(t.data).columns) for t in tables) > WIDE_TABLE_COLUMNS
         tparts.append(f'<section id="table-{L.esc(key)}"><h3>{L.esc(tables[0].title)}</h3>'
-                      f'<div class="grid">{cells}</div><p class="sub">{L.esc(tables[0].caption)} '
+                      f'<div class="grid{" stack" if wide else ""}">{cells}</div><p class="sub">{L.esc(tables[0].caption)} '
                       f'<span class="links"><a href="tables/{L.esc(key)}.csv">data (CSV)</a></span></p></section>')
     if tparts:
         body.append('<h2 id="tables">Tables</h2>' + "".join(tparts))

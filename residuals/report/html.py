@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from residuals.report import layout as L
 from residuals.report.content import ReportContent, get_renderer
@@ -53,11 +54,16 @@ def render_content(run: RunDir) -> ReportContent:
     return get_renderer(meta["bench"])(run)
 
 
-def save_figures(content: ReportContent, folder: Path) -> list[tuple[str, str, str, str]]:
-    """Write figures/<key>.png and figures/<key>.csv; close the figures.
+class SavedFigure(NamedTuple):
+    key: str
+    title: str
+    caption: str
+    uri: str          # data:image/png;base64,...
+    width: int        # CSS px the figure was designed for (figsize * dpi)
 
-    Returns (key, title, caption, data URI) per figure, in order.
-    """
+
+def save_figures(content: ReportContent, folder: Path) -> list[SavedFigure]:
+    """Write figures/<key>.png and figures/<key>.csv and close the figures, in order."""
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,10 +74,11 @@ def save_figures(content: ReportContent, folder: Path) -> list[tuple[str, str, s
             raise ValueError(f"two figures share the key {f.key!r}; keys name files and must be unique")
         seen.add(f.key)
         png = folder / f"{f.key}.png"
+        width = L.css_width(f.fig)
         f.fig.savefig(png, dpi=f.fig.dpi * FIG_DPI_SCALE, facecolor="white")
         plt.close(f.fig)
         f.data.to_csv(folder / f"{f.key}.csv", index=False)
-        out.append((f.key, f.title, f.caption, L.png_data_uri(png)))
+        out.append(SavedFigure(f.key, f.title, f.caption, L.png_data_uri(png), width))
     return out
 
 
@@ -114,12 +121,12 @@ def _status_notice(meta: dict) -> str:
     return L.notice(L.esc(text), bad=status == "failed")
 
 
-def _figures_html(figs: list[tuple[str, str, str, str]], base: str = "figures") -> str:
+def _figures_html(figs: list[SavedFigure], base: str = "figures") -> str:
     parts = []
-    for key, title, caption, uri in figs:
+    for key, title, caption, uri, width in figs:
         parts.append(
             f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(title)}</h3>'
-            f'<img src="{uri}" alt="{L.esc(title)}" width="900">'
+            f'<img src="{uri}" alt="{L.esc(title)}" width="{width}">'
             f'<figcaption>{L.esc(caption)} '
             f'<span class="links"><a href="{base}/{L.esc(key)}.csv">data (CSV)</a></span>'
             f'</figcaption></figure>')
@@ -219,7 +226,7 @@ def build_report(run_dir: str | os.PathLike, *, update_index: bool = True) -> Pa
     if content is not None:
         figs = save_figures(content, run.figures_dir)
         write_tables(content, run.path / "tables")
-        _remove_stale(run.figures_dir, {k for k, *_ in figs})
+        _remove_stale(run.figures_dir, {f.key for f in figs})
         _remove_stale(run.path / "tables", {t.key for t in content.tables})
     L.atomic_write(run.html_path, _page(run, meta, content, figs, problem))
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 __all__ = ["page", "esc", "prose", "verdict_box", "notice", "table_html", "format_table",
-           "kv_table", "flatten", "png_data_uri", "fmt_value", "fmt_time", "fmt_duration",
+           "kv_table", "flatten", "css_width", "png_data_uri", "fmt_value", "fmt_time", "fmt_duration",
            "parse_time", "atomic_write"]
 
 CSS = """
@@ -56,6 +56,7 @@ figcaption { color: var(--muted); font-size: 0.95rem; margin-top: 6px; }
 .links { font-size: 0.85rem; }
 .grid { display: grid; gap: 16px; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); }
 .grid > div { min-width: 0; }
+.grid.stack { grid-template-columns: 1fr; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 0.92rem; }
 th, td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
@@ -258,6 +259,11 @@ def fmt_duration(seconds: Any) -> str:
 
 
 # ------------------------------------------------------------------- files
+def css_width(fig) -> int:
+    """The width in CSS px a matplotlib figure was designed for (inches x dpi)."""
+    return int(round(fig.get_size_inches()[0] * fig.dpi))
+
+
 def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
