@@ -181,3 +181,31 @@ def test_format_table_merges_mean_and_std_and_prose_keeps_code():
     assert shown.iloc[0, 1] == "0.1235 \u00b1 0.012" and shown.iloc[1, 1] == "0.5"
     assert prose("x `a<b`\n\ny") == "<p>x <code>a&lt;b</code></p><p>y</p>"
 
+
+
+def test_odd_meta_and_failed_run_details_are_shown_not_fatal(tmp_path):
+    run = H.make_run(tmp_path, name="r1", status="failed")
+    H.set_meta(run, machine="not a dict", versions=None, error="RuntimeError: CUDA out of memory",
+               resume_command="residuals bench fake --resume r1")
+    page = build_report(run.path).read_text()
+    assert "Error: <code>RuntimeError: CUDA out of memory</code>" in page
+    assert "Continue it with: <code>residuals bench fake --resume r1</code>" in page
+    assert "resume_command" in page  # bench-specific meta fields are listed in the run details
+
+
+def test_build_all_goes_on_past_a_renderer_bug(tmp_path, monkeypatch):
+    root = tmp_path / "reports"
+    good, bad = H.make_run(root, name="good"), H.make_run(root, name="bad")
+    render = H.render
+
+    def buggy(run):
+        if run.path.name == "bad":
+            raise ZeroDivisionError("renderer bug")
+        return render(run)
+
+    monkeypatch.setattr(H, "render", buggy)
+    result = CliRunner().invoke(main, ["report", "build", "--all", "--root", str(root)])
+    assert result.exit_code == 1 and "error in" in result.output and "renderer bug" in result.output
+    assert (good.path / "index.html").is_file() and (root / "index.html").is_file()
+    single = CliRunner().invoke(main, ["report", "build", str(bad.path)])
+    assert isinstance(single.exception, ZeroDivisionError)  # one run: the traceback, for its author

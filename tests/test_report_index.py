@@ -43,6 +43,7 @@ def _fill(root):
     H.corrupt(H.make_run(root, name="corrupt-meta", started_at="2026-02-01T10:00:00+00:00").path)
     H.make_run(root, name="no-results", results=False, started_at="2026-02-02T10:00:00+00:00")
     H.make_run(root, name="killed", status="running", started_at="2026-02-03T10:00:00+00:00")
+    H.set_meta(H.make_run(root, name="odd-meta", started_at="2025-12-01T10:00:00+00:00"), machine=["not", "a", "dict"], status=None)
     for name in ("ex-a", "ex-b"):
         H.make_run(root / "examples", name=name, started_at="2025-06-01T10:00:00+00:00")
 
@@ -55,6 +56,7 @@ def test_index_lists_runs_newest_first_and_broken_ones_with_their_problem(root):
     assert entries["corrupt-meta"].kind == "broken" and "unreadable" in entries["corrupt-meta"].problems[0]
     assert "results.csv is missing" in entries["no-results"].problems
     assert entries["killed"].status == "running"
+    assert entries["odd-meta"].kind == "run" and entries["odd-meta"].device == "cpu"
     assert any("killed before it finished" in p for p in entries["killed"].problems)
     assert {entries["ex-a"].group, entries["ex-b"].group} == {"examples"}
 
@@ -91,7 +93,7 @@ def test_list_prints_every_run_and_never_crashes_on_broken_ones(root):
     result = CliRunner().invoke(main, ["report", "list", "--json", "--root", str(root)])
     rows = [json.loads(line) for line in result.output.splitlines()]
     good = [r for r in rows if not r["problems"]]
-    assert len(rows) == 9 and good[0]["path"].endswith("new") and good[0]["verdict"] is True
+    assert len(rows) == 10 and good[0]["path"].endswith("new") and good[0]["verdict"] is True
 
     empty = CliRunner().invoke(main, ["report", "list", "--root", str(root / "nothing")])
     assert empty.exit_code == 0 and "no runs under" in empty.output

@@ -63,6 +63,12 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, root: Path):
             failed += 1
             click.echo(f"skipped {path}: {str(e).removeprefix(f'{path}: ')}", err=True)
             continue
+        except Exception as e:  # a renderer bug: show it, but rebuild the other runs
+            if len(paths) == 1:
+                raise
+            failed += 1
+            click.echo(f"error in {path}: {type(e).__name__}: {e}", err=True)
+            continue
         parents.add(Path(path).parent)
         problem = RunDir(path).read_meta().get("report_problem")
         if problem:

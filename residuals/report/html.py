@@ -98,8 +98,20 @@ def _remove_stale(folder: Path, keep: set[str]) -> None:
 
 
 # ----------------------------------------------------------------- sections
+def _section(meta: dict, key: str) -> dict:
+    """A dict-valued meta.json field, or {} when it is missing or not a dict."""
+    value = meta.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+# meta.json fields shown in their own places; any other field a bench records is listed too
+_SHOWN = {"bench", "dataset", "config", "command", "started_at", "finished_at", "wall_s", "status",
+          "headline", "verdict", "summary", "versions", "machine", "git_commit", "report_built_at",
+          "report_problem"}
+
+
 def device_label(meta: dict) -> str:
-    machine = meta.get("machine") or {}
+    machine = _section(meta, "machine")
     device = machine.get("device") or "cpu"
     gpu = machine.get("gpu")
     return f"{device} ({gpu})" if gpu else str(device)
@@ -118,7 +130,12 @@ def _status_notice(meta: dict) -> str:
         text = "This run failed. The page shows the results saved before the failure."
     else:
         text = f"This run's status is {status!r}."
-    return L.notice(L.esc(text), bad=status == "failed")
+    html = L.esc(text)
+    if meta.get("error"):
+        html += f"<br>Error: <code>{L.esc(meta['error'])}</code>"
+    if meta.get("resume_command"):
+        html += f"<br>Continue it with: <code>{L.esc(meta['resume_command'])}</code>"
+    return L.notice(html, bad=status == "failed")
 
 
 def _figures_html(figs: list[SavedFigure], base: str = "figures") -> str:
@@ -166,15 +183,16 @@ def details_html(meta: dict, run: RunDir) -> str:
         "device": device_label(meta),
         "git commit": meta.get("git_commit") or "(not a git checkout)",
         "run folder": run.path.name,
+        **{k: v for k, v in meta.items() if k not in _SHOWN and not isinstance(v, dict)},
     }
     files = sorted(p.name for p in run.path.glob("*.csv")) + ["meta.json"]
     links = " ".join(f'<a href="{L.esc(n)}">{L.esc(n)}</a>' for n in files)
     return (
         '<details id="details"><summary>Run details: config, versions, machine, times</summary>'
         f"<h3>Run</h3>{L.kv_table(when, cls='meta')}"
-        f"<h3>Config</h3>{L.kv_table(L.flatten(meta.get('config') or {}), cls='config')}"
-        f"<h3>Package versions</h3>{L.kv_table(meta.get('versions') or {}, cls='versions')}"
-        f"<h3>Machine</h3>{L.kv_table(meta.get('machine') or {}, cls='machine')}"
+        f"<h3>Config</h3>{L.kv_table(L.flatten(_section(meta, 'config')), cls='config')}"
+        f"<h3>Package versions</h3>{L.kv_table(_section(meta, 'versions'), cls='versions')}"
+        f"<h3>Machine</h3>{L.kv_table(_section(meta, 'machine'), cls='machine')}"
         f'<h3>Files</h3><p class="links">{links}</p></details>')
 
 

@@ -68,13 +68,21 @@ class Entry:
 
 
 def _run_entry(path: Path, group: str) -> Entry:
-    from residuals.report.html import device_label
-
     run = RunDir(path)
     try:
         meta = run.read_meta()
     except BrokenRun as e:
         return Entry(path, "broken", group, problems=[str(e).removeprefix(f"{path}: ")])
+    try:
+        return _describe_run(run, meta, group)
+    except Exception as exc:  # a meta.json with odd contents must not break the index
+        return Entry(path, "broken", group, problems=[f"meta.json has unexpected contents ({exc!r})"])
+
+
+def _describe_run(run: RunDir, meta: dict, group: str) -> Entry:
+    from residuals.report.html import device_label
+
+    path = run.path
     headline = meta.get("headline")
     e = Entry(path, "run", group, bench=str(meta.get("bench", "")), dataset=str(meta.get("dataset") or ""),
               started_at=meta.get("started_at"), device=device_label(meta),
