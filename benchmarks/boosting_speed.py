@@ -370,6 +370,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                 p.error("lightgbm is not installed (pip install lightgbm), or leave it out of --methods")
             args.methods.remove("lightgbm")
             args.skipped["lightgbm"] = "not installed"
+    args.shapes = parse_shapes(args.sizes, args.n_features)
     devices = [d.strip() for d in args.device.split(",") if d.strip()]
     import torch
 
@@ -383,7 +384,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         if d == "cuda" and not torch.cuda.is_available():
             p.error(f"--device cuda: CUDA is not available to this torch ({torch.__version__})")
     args.devices = devices
-    args.shapes = parse_shapes(args.sizes, args.n_features)
     return args
 
 

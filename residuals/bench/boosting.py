@@ -461,8 +461,8 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
         row = {**base_row, "method": method, "device": device, "status": "ok", "message": ""}
         reason = method_unsupported(method, case)
         if reason:
-            tables.results.append({**row, "status": "n/a", "message": reason})
-            progress("skip", f"  {method:<13} n/a: {reason}")
+            tables.results.append({**row, "status": "unsupported", "message": reason})
+            progress("skip", f"  {method:<13} unsupported: {reason}")
             continue
         try:
             est = make_estimator(method, case, cfg)
