@@ -209,3 +209,15 @@ def test_build_all_goes_on_past_a_renderer_bug(tmp_path, monkeypatch):
     assert (good.path / "index.html").is_file() and (root / "index.html").is_file()
     single = CliRunner().invoke(main, ["report", "build", str(bad.path)])
     assert isinstance(single.exception, ZeroDivisionError)  # one run: the traceback, for its author
+
+
+def test_run_of_an_unknown_bench_gets_a_page_not_a_traceback(tmp_path, monkeypatch):
+    run = H.make_run(tmp_path, name="r1")
+    H.set_meta(run, bench="nosuchbench")
+    page = build_report(run.path).read_text()
+    assert "cannot render: no report renderer for bench &#x27;nosuchbench&#x27;" in page
+    monkeypatch.setattr("webbrowser.get", lambda *a: pytest.fail("no browser here"))
+    monkeypatch.setattr("residuals.report.cli._open_in_browser", lambda p: False)
+    (run.path / "index.html").unlink()
+    result = CliRunner().invoke(main, ["report", "open", "r1", "--root", str(tmp_path)])
+    assert result.exit_code == 0 and "open this file" in result.output

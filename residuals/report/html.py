@@ -46,12 +46,20 @@ def _version() -> str:
 
 
 def render_content(run: RunDir) -> ReportContent:
-    """The bench's renderer applied to the run (matplotlib set to the shared style first)."""
+    """The bench's renderer applied to the run (matplotlib set to the shared style first).
+
+    Raises :class:`BrokenRun` when the run cannot be rendered: unreadable meta.json,
+    a bench with no registered renderer, or results the renderer needs are missing.
+    """
     from residuals.report import style
 
     style.apply()
     meta = run.read_meta()
-    return get_renderer(meta["bench"])(run)
+    try:
+        renderer = get_renderer(meta["bench"])
+    except (ValueError, ImportError, AttributeError) as e:  # unknown bench, or its module missing
+        raise BrokenRun(f"{run.path}: cannot render: {e}") from e
+    return renderer(run)
 
 
 class SavedFigure(NamedTuple):
