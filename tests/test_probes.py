@@ -67,6 +67,31 @@ def test_layer_responses_is_the_std_of_the_branch_output_in_eval_mode():
             h = block(h)
 
 
+@pytest.mark.parametrize("name,per_block", [("resnet20", 2), ("plain20", 2), ("preresnet20", 2),
+                                             ("preresnet164", 3), ("resnet50", 3)])
+def test_layer_responses_of_every_layer(name, per_block):
+    torch.manual_seed(0)
+    model = build_model(name, **({"stem": "small", "width": 8} if name == "resnet50" else {}))
+    x, _ = _batch(size=8)
+    table = layer_responses(model, x, layers="all")
+    assert list(table.columns) == ["block", "stage", "layer", "std", "mean", "n_elements"]
+    assert len(table) == per_block * len(model.blocks)
+    assert table["layer"].tolist() == list(range(1, len(table) + 1))
+    assert table["block"].tolist() == [i for i in range(len(model.blocks)) for _ in range(per_block)]
+    # A block's last layer is its branch output: the same numbers as the default table.
+    last = table.groupby("block").tail(1).reset_index(drop=True)
+    np.testing.assert_allclose(last["std"], layer_responses(model, x)["std"], rtol=1e-9)
+    # The first layer of a post-activation block is its first BN, measured before the ReLU
+    # that then overwrites that tensor in place.
+    if not model.config.preact:
+        model.eval()
+        with torch.no_grad():
+            first_bn = model.blocks[0].branch[1](model.blocks[0].branch[0](model.stem(x)))
+        assert table["mean"][0] == pytest.approx(first_bn.double().mean().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="layers must be 'branch'"):
+        layer_responses(model, x, layers="every")
+
+
 def test_layer_responses_accumulates_over_batches():
     torch.manual_seed(0)
     model = cifar_resnet(20)

@@ -67,15 +67,36 @@ def _batches(x: Any, batch_size: int) -> Iterator[torch.Tensor]:
         yield item[0] if isinstance(item, (tuple, list)) else item
 
 
-def layer_responses(model: ResNet, x: torch.Tensor | Iterable, *, batch_size: int = 256) -> pd.DataFrame:
-    """Standard deviation of each block's residual-function output (He et al. 2015, Fig. 7).
+def _response_layers(model: ResNet, layers: str) -> list[tuple[int, torch.nn.Module]]:
+    """(block index, module whose output is a response), in forward order."""
+    if layers == "branch":
+        return [(i, b.branch) for i, b in enumerate(model.blocks)]
+    if layers == "all":
+        # Post-activation: every BN output (before its ReLU or the addition); pre-activation:
+        # every conv output (the branch's layers end in convs there).
+        kind = torch.nn.Conv2d if model.config.preact else torch.nn.BatchNorm2d
+        return [(i, m) for i, b in enumerate(model.blocks) for m in b.branch if isinstance(m, kind)]
+    raise ValueError(f"layers must be 'branch' (each block's F(x)) or 'all' (every layer of "
+                     f"every residual function), got {layers!r}")
 
-    The response of block ``l`` is ``F_l(x_l)``, the output of ``block.branch``:
-    after the branch's last BN and before the addition and the final ReLU
-    (post-activation blocks), or after its last conv (pre-activation blocks).
-    For a plain block it is the same tensor, the layer's output before ReLU.
+
+def layer_responses(model: ResNet, x: torch.Tensor | Iterable, *, batch_size: int = 256,
+                    layers: str = "branch") -> pd.DataFrame:
+    """Standard deviation of the residual functions' responses (He et al. 2015, Fig. 7).
+
+    With ``layers="branch"`` (default) the response of block ``l`` is
+    ``F_l(x_l)``, the output of ``block.branch``: after the branch's last BN
+    and before the addition and the final ReLU (post-activation blocks), or
+    after its last conv (pre-activation blocks). For a plain block it is the
+    same tensor, the layer's output before ReLU. With ``layers="all"`` every
+    layer of every branch gives a row, as on the paper's x-axis ("the outputs
+    of each 3x3 layer, after BN and before other nonlinearity"): every BN
+    output of a post-activation branch, every conv output of a pre-activation
+    one (the stem is not included).
+
     The std is over every element (samples, channels, positions) of all
-    batches, accumulated in float64, so a test set can be fed in batches.
+    batches, accumulated in float64 on the model's device, so a test set can
+    be fed in batches with no host synchronisation until the end.
 
     Runs in eval mode (running BN statistics, as the paper measures trained
     nets on the test set) under ``torch.no_grad``; the model's mode is restored.
@@ -87,26 +108,30 @@ def layer_responses(model: ResNet, x: torch.Tensor | Iterable, *, batch_size: in
         ``(x, y)`` batches (e.g. a ``DataLoader``)
     batch_size : int
         Chunk size when ``x`` is a tensor.
+    layers : {"branch", "all"}
 
     Returns
     -------
-    DataFrame with columns ``block``, ``stage``, ``std``, ``mean``, ``n_elements``.
+    DataFrame with columns ``block``, ``stage``, ``std``, ``mean``,
+    ``n_elements``; with ``layers="all"`` also ``layer`` (1-based index over
+    all rows, in forward order), after ``stage``.
     """
     model = _check_model(model)
-    n_blocks = len(model.blocks)
-    # Per block: [count, sum, sum of squares], float64 on the model's device (no host sync per batch).
+    targets = _response_layers(model, layers)
     device = _device(model)
-    acc = torch.zeros(n_blocks, 3, dtype=torch.float64, device=device)
+    # Per response: [count, sum, sum of squares], float64 on the model's device.
+    acc = torch.zeros(len(targets), 3, dtype=torch.float64, device=device)
 
     def make_hook(i: int) -> Callable:
         def hook(_module, _inputs, out):
+            # Reduced at once: a ReLU(inplace=True) may overwrite ``out`` right after.
             o = out.detach().double()
             acc[i, 0] += o.numel()
             acc[i, 1] += o.sum()
             acc[i, 2] += o.square().sum()
         return hook
 
-    handles = [b.branch.register_forward_hook(make_hook(i)) for i, b in enumerate(model.blocks)]
+    handles = [m.register_forward_hook(make_hook(i)) for i, (_, m) in enumerate(targets)]
     try:
         with _mode(model, train=False), torch.no_grad():
             for xb in _batches(x, batch_size):
@@ -120,13 +145,17 @@ def layer_responses(model: ResNet, x: torch.Tensor | Iterable, *, batch_size: in
     mean = total / count
     # Sample variance over all elements (Bessel-corrected), clipped against round-off.
     var = ((total_sq - count * mean.square()) / (count - 1).clamp(min=1)).clamp(min=0)
-    return pd.DataFrame({
-        "block": range(n_blocks),
-        "stage": list(model.block_stage),
+    blocks = [i for i, _ in targets]
+    table = pd.DataFrame({
+        "block": blocks,
+        "stage": [model.block_stage[i] for i in blocks],
         "std": var.sqrt().numpy(),
         "mean": mean.numpy(),
         "n_elements": count.to(torch.int64).numpy(),
     })
+    if layers == "all":
+        table.insert(2, "layer", range(1, len(table) + 1))
+    return table
 
 
 def gradient_norms(model: ResNet, x: torch.Tensor, y: torch.Tensor,
