@@ -187,7 +187,7 @@ class LRSchedule:
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int, device: str | torch.device = "cpu"):
         self.cfg = cfg
         self.total = cfg.epochs * steps_per_epoch
-        self.warmup_iters = (max(1, round(cfg.warmup_epochs * steps_per_epoch))
+        self.warmup_iters = (min(self.total - 1, max(1, round(cfg.warmup_epochs * steps_per_epoch)))
                              if cfg.warmup == "linear" and cfg.warmup_epochs > 0 else 0)
         self.milestones = tuple(round(f * self.total) for f in STEP_MILESTONES)
         self.paper = cfg.warmup == "paper"

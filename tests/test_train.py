@@ -117,6 +117,9 @@ def test_linear_warmup_then_cosine_per_iteration():
     # the device table is the closed form
     torch.testing.assert_close(s.table, torch.tensor([s.at(i) for i in range(500)]))
     assert float(s.set(42)) == pytest.approx(s.at(42))
+    # a warm-up that rounds to the whole run still leaves the cosine one iteration
+    edge = LRSchedule(TrainConfig(epochs=2, warmup_epochs=1.999), steps_per_epoch=10)
+    assert edge.warmup_iters == 19 and edge.at(19) == pytest.approx(0.1)
 
 
 def test_step_schedule_drops_by_ten_at_half_and_three_quarters():
