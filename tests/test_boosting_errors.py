@@ -246,3 +246,9 @@ def test_drop_stage_index_out_of_range():
     est = BoostingRegressor(n_estimators=3).fit(X, Y_REG)
     with pytest.raises(ValueError, match="drop=3 is not a stage index; valid: 0..2"):
         est.drop_stage(X, 3)
+
+
+def test_sparse_X_is_refused_clearly():
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match="Sparse data was passed"):
+        BoostingRegressor(n_estimators=2).fit(sparse.csr_matrix(X), Y_REG)
