@@ -205,3 +205,23 @@ def test_report_help_is_instant_no_heavy_imports():
             "print(','.join(m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_concurrent_index_writes_never_collide(root):
+    errors = []
+
+    def rewrite():
+        try:
+            for _ in range(5):
+                write_index(root)
+        except Exception as e:  # noqa: BLE001 - any error fails the test below
+            errors.append(e)
+
+    threads = [threading.Thread(target=rewrite) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert (root / "index.html").read_text().rstrip().endswith("</html>")
+    assert not list(root.glob(".*.tmp"))

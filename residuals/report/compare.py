@@ -31,6 +31,7 @@ import io
 import json
 import math
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,7 +313,7 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
                       f'<span class="links"><a href="tables/{L.esc(key)}.csv">data (CSV)</a></span></p></section>')
     if tparts:
         body.append('<h2 id="tables">Tables</h2>' + "".join(tparts))
-    command = "residuals report compare " + " ".join(str(r.run.path) for r in runs)
+    command = "residuals report compare " + " ".join(shlex.quote(L.display_path(r.run.path)) for r in runs)
     body.append(f'<h2 id="reproduce">Reproduce</h2><div class="reproduce"><pre id="command">{L.esc(command)}</pre></div>')
 
     created = _dt.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 __all__ = ["page", "esc", "prose", "verdict_box", "notice", "table_html", "format_table",
-           "kv_table", "flatten", "css_width", "png_data_uri", "fmt_value", "fmt_time", "fmt_duration",
+           "kv_table", "flatten", "display_path", "css_width", "png_data_uri", "fmt_value", "fmt_time", "fmt_duration",
            "parse_time", "atomic_write"]
 
 CSS = """
@@ -259,6 +259,17 @@ def fmt_duration(seconds: Any) -> str:
 
 
 # ------------------------------------------------------------------- files
+def display_path(path: Path) -> str:
+    """A path as a user would type it: relative to the current folder when inside it."""
+    import os
+
+    p = Path(path).absolute()
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return os.fspath(p)
+
+
 def css_width(fig) -> int:
     """The width in CSS px a matplotlib figure was designed for (inches x dpi)."""
     return int(round(fig.get_size_inches()[0] * fig.dpi))
@@ -269,9 +280,15 @@ def png_data_uri(path: Path) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file unique to this process and thread, then rename: two runs
+    finishing at once may both rewrite reports/index.html, and a reader never sees half a page."""
     import os
+    import threading
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
