@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -245,7 +245,8 @@ def _autocast(device: str, amp: bool) -> contextlib.AbstractContextManager:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, *,
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor, *,
              batch_size: int = 1024, amp: bool = False, channels_last: bool = False
              ) -> tuple[float, float]:
     """Mean cross-entropy (nats) and error rate of ``model`` on uint8 images ``x`` (N, C, H, W).
@@ -255,6 +256,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, *,
     """
     model.eval()
     n = len(y)
+    if n == 0:
+        return math.nan, math.nan
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, n, batch_size):
@@ -517,6 +520,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                  schedule=schedule, data=data, cfg=cfg, steps=spe, augment=augment,
                  amp=cuda if cfg.amp is None else cfg.amp, generator=generator)
     clock = _EpochClock(device)
+    oom: TrainError | None = None
     try:
         with _cudnn_benchmark(device):
             for epoch in range(len(history), cfg.epochs):
@@ -543,7 +547,11 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                 if diverged:
                     break
     except torch.OutOfMemoryError as e:
-        raise _oom_error(cfg, e) from e
+        oom = _oom_error(cfg, e)  # raised below, once the traceback (and its tensors) is gone
+    if oom is not None:
+        if cuda:
+            torch.cuda.empty_cache()  # so a sweep can go on with the next run
+        raise oom
     return _result(history, diverged, model, schedule, len(history) * spe, resumed_from)
 
 
