@@ -46,7 +46,7 @@ def test_page_has_headline_figures_tables_command_and_details(tmp_path):
     # the table shows mean ± std merged, from the _mean/_std column pair
     assert "error (mean \u00b1 std)" in page and "\u00b1" in page
     # reproduce box and every meta field
-    assert "residuals bench fake --lr 0.1" in page and "residuals report build r1" in page
+    assert "residuals bench fake --lr 0.1" in page and f"residuals report build {run.path}" in page
     for needle in (meta["git_commit"], meta["versions"]["torch"], meta["versions"]["scikit-learn"],
                    meta["machine"]["platform"], "config", "model.widths", "16, 32", "wall time"):
         assert needle and needle in page, needle
@@ -221,3 +221,11 @@ def test_run_of_an_unknown_bench_gets_a_page_not_a_traceback(tmp_path, monkeypat
     (run.path / "index.html").unlink()
     result = CliRunner().invoke(main, ["report", "open", "r1", "--root", str(tmp_path)])
     assert result.exit_code == 0 and "open this file" in result.output
+
+
+def test_rebuild_command_is_the_short_name_under_the_default_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = H.make_run("reports", name="r1")
+    assert "<pre>residuals report build r1</pre>" in build_report(run.path).read_text()
+    result = CliRunner().invoke(main, ["report", "build", "r1"])  # and that command works
+    assert result.exit_code == 0, result.output

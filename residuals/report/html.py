@@ -146,14 +146,14 @@ def _status_notice(meta: dict) -> str:
     return L.notice(html, bad=status == "failed")
 
 
-def _figures_html(figs: list[SavedFigure], base: str = "figures") -> str:
+def _figures_html(figs: list[SavedFigure]) -> str:
     parts = []
     for key, title, caption, uri, width in figs:
         parts.append(
             f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(title)}</h3>'
             f'<img src="{uri}" alt="{L.esc(title)}" width="{width}">'
             f'<figcaption>{L.esc(caption)} '
-            f'<span class="links"><a href="{base}/{L.esc(key)}.csv">data (CSV)</a></span>'
+            f'<span class="links"><a href="figures/{L.esc(key)}.csv">data (CSV)</a></span>'
             f'</figcaption></figure>')
     return "".join(parts)
 
@@ -169,6 +169,17 @@ def _tables_html(content: ReportContent) -> str:
     return "".join(parts)
 
 
+def _build_command(run: RunDir) -> str:
+    """`residuals report build NAME` under the default root, else with the folder's path."""
+    import shlex
+
+    from residuals.report.runs import DEFAULT_ROOT
+
+    if run.path.absolute().parent == DEFAULT_ROOT.absolute():
+        return f"residuals report build {shlex.quote(run.path.name)}"
+    return f"residuals report build {shlex.quote(L.display_path(run.path))}"
+
+
 def reproduce_html(meta: dict, run: RunDir) -> str:
     command = meta.get("command") or "(not recorded)"
     return (
@@ -176,7 +187,7 @@ def reproduce_html(meta: dict, run: RunDir) -> str:
         "<div>Re-run the experiment:</div>"
         f'<pre id="command">{L.esc(command)}</pre>'
         f"<div>Rebuild this page from the saved results, without retraining:</div>"
-        f"<pre>residuals report build {L.esc(run.path.name)}</pre></div>")
+        f"<pre>{L.esc(_build_command(run))}</pre></div>")
 
 
 def details_html(meta: dict, run: RunDir) -> str:
