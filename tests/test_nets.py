@@ -83,7 +83,7 @@ def test_registry_has_the_required_names():
 # One model per block type and shortcut kind (pickling the 20M-parameter nets only costs time).
 @pytest.mark.parametrize("name,kwargs", [
     ("resnet20", {}), ("plain20", {}), ("resnet20", {"shortcut": "B"}), ("preresnet20", {}),
-    ("preresnet164", {"shortcut": "B"}), ("resnet18", {}), ("plain50", {}),
+    ("preresnet164", {"shortcut": "B"}), ("resnet18", {}), ("plain50", {"width": 16}),
     ("resnet50", {"stem": "small", "width": 8})])
 def test_pickle_and_deepcopy_round_trip(name, kwargs):
     model = build_model(name, **kwargs).eval()
@@ -95,11 +95,12 @@ def test_pickle_and_deepcopy_round_trip(name, kwargs):
             torch.testing.assert_close(clone.eval()(x), expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["resnet56", "plain56", "preresnet164", "resnet18", "plain50"])
-def test_state_dict_loads_into_a_fresh_model(name):
-    trained = _default(name).eval()
+@pytest.mark.parametrize("name,kwargs", [("resnet56", {}), ("plain56", {}), ("preresnet164", {}),
+                                         ("resnet18", {}), ("plain50", {"width": 16})])
+def test_state_dict_loads_into_a_fresh_model(name, kwargs):
+    trained = build_model(name, **kwargs).eval()
     torch.manual_seed(123)
-    fresh = build_model(name).eval()
+    fresh = build_model(name, **kwargs).eval()
     x = torch.randn(2, 3, _image_size(name), _image_size(name))
     with torch.no_grad():
         assert not torch.allclose(fresh(x), trained(x))
