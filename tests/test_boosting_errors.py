@@ -248,7 +248,10 @@ def test_drop_stage_index_out_of_range():
         est.drop_stage(X, 3)
 
 
-def test_sparse_X_is_refused_clearly():
+def test_sparse_X_is_refused_in_hist_mode():
     sparse = pytest.importorskip("scipy.sparse")
     with pytest.raises(TypeError, match="Sparse data was passed"):
-        BoostingRegressor(n_estimators=2).fit(sparse.csr_matrix(X), Y_REG)
+        BoostingRegressor(n_estimators=2, tree_method="hist").fit(sparse.csr_matrix(X), Y_REG)
+    dense_fit = BoostingRegressor(n_estimators=2, tree_method="hist").fit(X, Y_REG)
+    with pytest.raises(TypeError, match="Sparse data was passed"):
+        dense_fit.predict(sparse.csr_matrix(X))

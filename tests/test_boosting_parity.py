@@ -241,6 +241,19 @@ def test_parity_on_unseen_rows():
     assert_parity(ours, ref, X[300:])
 
 
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_sparse_X_parity(fmt):
+    from scipy import sparse
+
+    X, y = _diabetes()
+    X = np.where(np.abs(X) < 0.03, 0.0, X)  # ~60% zeros
+    Xs = getattr(sparse, f"{fmt}_matrix")(X)
+    ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, Xs, y, loss="huber",
+                          n_estimators=15, subsample=0.7, max_features=0.5, random_state=0)
+    assert_parity(ours, ref, sparse.csr_matrix(X))
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))  # dense rows, same model
+
+
 def test_divergence_report_names_the_stage():
     """The checker itself: a model that differs from stage 3 on is reported as such."""
     X, y = _diabetes()

@@ -163,10 +163,15 @@ class _BaseBoosting(Stagewise, BaseEstimator):
     def _validate_X_predict(self, X) -> np.ndarray:
         check_is_fitted(self)
         return validate_data(self, X, dtype=np.float32, order="C", reset=False,
+                             accept_sparse=self._sparse_formats("csr"),
                              ensure_all_finite=self._finite_X())
 
     def _finite_X(self):
         return "allow-nan" if self.tree_method == "hist" else True
+
+    def _sparse_formats(self, formats):
+        """Sparse ``X`` is accepted by the exact trees only."""
+        return formats if self.tree_method == "exact" else False
 
     def _prepare(self, X) -> _Prepared:
         if isinstance(X, _Prepared):
@@ -254,6 +259,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         device = resolve_device(self.device) if self.tree_method == "hist" else "cpu"
 
         X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True,
+                             accept_sparse=self._sparse_formats(["csr", "csc", "coo"]),
                              ensure_all_finite=self._finite_X())
         sample_weight_is_none = sample_weight is None
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
@@ -299,7 +305,9 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                     f"n_estimators={self.n_estimators} must be larger or equal to "
                     f"estimators_.shape[0]={self.estimators_.shape[0]} when warm_start==True")
             begin_at_stage = self.estimators_.shape[0]
-            X_train = np.ascontiguousarray(X_train, dtype=np.float32)
+            X_train = check_array(X_train, dtype=np.float32, order="C",
+                                  accept_sparse=self._sparse_formats("csr"),
+                                  ensure_all_finite=False)
             raw = self._raw_predict(_Prepared(X_train, self._learner.prepare(X_train)))
             self._resize_state()
 
@@ -356,7 +364,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         if self.n_iter_no_change is not None:
             loss_history = np.full(self.n_iter_no_change, np.inf)
             val_raw = self._staged_raw_predict(_Prepared(
-                X_val, self._learner.prepare(np.ascontiguousarray(X_val))))
+                X_val, self._learner.prepare(X_val)))
 
         i = begin_at_stage
         for i in range(begin_at_stage, self.n_estimators):
@@ -508,6 +516,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = self.tree_method == "hist"
+        tags.input_tags.sparse = self.tree_method == "exact"
         return tags
 
 

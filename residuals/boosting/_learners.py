@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.tree import DecisionTreeRegressor
 
 __all__ = ["ExactLearner", "HistLearner", "TreeParams", "resolve_device"]
@@ -39,6 +40,12 @@ class TreeParams:
     ccp_alpha: float
 
 
+@dataclass(frozen=True)
+class _SparsePair:
+    csc: Any
+    csr: Any
+
+
 class ExactLearner:
     """Exact greedy regression trees (scikit-learn ``DecisionTreeRegressor``)."""
 
@@ -48,8 +55,14 @@ class ExactLearner:
         self.params = params
         self.n_features = n_features
 
-    def prepare(self, X: np.ndarray) -> np.ndarray:
-        """Validated float32 ``X`` -> C-ordered float32 (what the tree predicts from)."""
+    def prepare(self, X):
+        """Validated float32 ``X`` -> C-ordered float32, or a CSC/CSR pair if sparse.
+
+        Trees are fitted on CSC (column access) and applied to CSR (row access).
+        """
+        if sparse.issparse(X):
+            return _SparsePair(sparse.csc_array(X, dtype=np.float32),
+                               sparse.csr_array(X, dtype=np.float32))
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def fit(self, Xp, target: np.ndarray, sample_weight: np.ndarray, rng: np.random.RandomState):
@@ -60,12 +73,13 @@ class ExactLearner:
             min_weight_fraction_leaf=p.min_weight_fraction_leaf,
             min_impurity_decrease=p.min_impurity_decrease, max_features=p.max_features,
             max_leaf_nodes=p.max_leaf_nodes, random_state=rng, ccp_alpha=p.ccp_alpha)
-        return tree.fit(Xp, target, sample_weight=sample_weight, check_input=False)
+        X_fit = Xp.csc if isinstance(Xp, _SparsePair) else Xp
+        return tree.fit(X_fit, target, sample_weight=sample_weight, check_input=False)
 
     @staticmethod
     def leaf_ids(tree, Xp) -> np.ndarray:
         """Node index of the leaf each row falls in, ``(n_samples,)`` intp."""
-        return tree.tree_.apply(Xp)
+        return tree.tree_.apply(Xp.csr if isinstance(Xp, _SparsePair) else Xp)
 
     @staticmethod
     def leaves(tree) -> np.ndarray:
