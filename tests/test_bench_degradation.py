@@ -335,3 +335,122 @@ def test_out_of_memory_is_a_clear_error_that_keeps_finished_runs(tmp_path, monke
     assert run.meta["status"] == "failed" and "out of GPU memory" in run.meta["error"]
     assert run.read_table("runs")["model"].tolist() == ["plain8"]
     assert f"--resume {run.path}" in result.output
+
+
+# --------------------------------------------------------------------------- bad input
+FMNIST_FILE = "train-images-idx3-ubyte.gz"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; choose from digits, fashion-mnist, cifar10"),
+    (["--depths", "20,21"], "Invalid value for --depths: invalid CIFAR ResNet depth 21: depth must be 6n+2"),
+    (["--depths", "20,x"], "expected comma-separated integers such as 20,56; got '20,x'"),
+    (["--depths", "20,20"], "each depth once"),
+    (["--variants", "plain,dense"], "unknown 'dense'; choose from plain, residual"),
+    (["--batch-size", "0"], "Invalid value for '--batch-size': 0 is not in the range x>=1"),
+    (["--seeds", "0"], "Invalid value for '--seeds': 0 is not in the range x>=1"),
+    (["--epochs", "0"], "Invalid value for '--epochs'"),
+    (["--jobs", "0"], "Invalid value for '--jobs'"),
+    (["--lr", "0"], "Invalid value for '--lr': 0.0 is not in the range x>0"),
+    (["--preset", "huge"], "'huge' is not one of 'digits', 'fashion-mnist', 'paper'"),
+    (["--warmup", "cosine"], "'cosine' is not one of 'linear', 'paper', 'none'"),
+])
+def test_bad_options_fail_before_training_with_a_clear_message(tmp_path, args, message):
+    result = invoke(*args, "--out", tmp_path / "reports")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "reports").exists()          # nothing started, nothing to clean up
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    result = invoke("--device", "cuda", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "no CUDA GPU is available" in result.output and "--device cpu" in result.output
+
+
+def test_missing_data_offline_says_where_to_put_the_files(tmp_path):
+    data = tmp_path / "data"
+    result = invoke("--preset", "fashion-mnist", "--data-dir", data, "--out", tmp_path / "reports")
+    assert result.exit_code == 1
+    assert "dataset 'fashion-mnist': could not download" in result.output
+    assert f"Download them and put them in {data / 'fashion-mnist'}" in result.output
+    assert FMNIST_FILE in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "reports").exists()
+
+
+def test_checksum_mismatch_is_a_clear_error(tmp_path):
+    data = tmp_path / "data" / "fashion-mnist"
+    data.mkdir(parents=True)
+    (data / FMNIST_FILE).write_bytes(b"not the official file")
+    result = invoke("--preset", "fashion-mnist", "--data-dir", tmp_path / "data",
+                    "--out", tmp_path / "reports")
+    assert result.exit_code == 1
+    assert "checksum mismatch" in result.output and str(data / FMNIST_FILE) in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "reports").exists()
+
+
+def test_resume_errors(tmp_path):
+    result = invoke("--resume", tmp_path / "nowhere")
+    assert result.exit_code == 2 and "no meta.json" in result.output
+    run = RunDir.create(tmp_path, bench="degradation", dataset="digits",
+                        config=deg.PRESETS["digits"].to_dict())
+    result = invoke("--resume", run.path, "--depths", "20,56", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert ("--resume continues a run with its saved configuration; drop --depths, --out"
+            in result.output)
+    other = RunDir.create(tmp_path, bench="boosting", dataset="diabetes", config={})
+    result = invoke("--resume", other.path)
+    assert result.exit_code == 2 and "is a 'boosting' run, not a degradation run" in result.output
+
+
+def test_help_lists_presets_and_the_verdict_rule_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from residuals.cli import main\n"
+        "r = CliRunner().invoke(main, ['bench', 'degradation', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(r.output)\n"
+        "print('HEAVY=' + ','.join(m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY=\n" in out
+    for text in ("--preset", "fashion-mnist", "paper", "--resume", "--jobs", "more than", "5 points"):
+        assert text in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_workers_and_resume_finishes(tmp_path):
+    """A real SIGINT to the whole process group, as a terminal's Ctrl-C sends it."""
+    import os
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "residuals.cli", "bench", "degradation", "--depths", "8",
+           "--epochs", "3", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:                      # wait for the first finished epoch
+        lines.append(line)
+        if "epoch   1/3" in line or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output
+    run = only_run(tmp_path)
+    assert run.meta["status"] == "interrupted"
+    assert f"Continue with: residuals bench degradation --resume {run.path}" in output
+    assert "Traceback" not in output
+    assert list((run.path / "checkpoints").glob("*.pt"))          # at least one epoch kept
+
+    done = subprocess.run([sys.executable, "-m", "residuals.cli", "bench", "degradation",
+                           "--resume", str(run.path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert run.meta["status"] == "complete"
+    assert sorted(run.read_table("runs")["model"]) == ["plain8", "resnet8"]
+    assert (run.read_table("runs")["epochs"] == 3).all()

@@ -136,6 +136,7 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
         run = None
 
     # ---- validate everything that can be checked before any training starts
+    _check_dataset_name(cfg.dataset)
     device = _resolve_device(device)
     _check_models(cfg)
     _check_recipe(cfg, device)
@@ -227,13 +228,18 @@ def _check_recipe(cfg, device: str) -> None:
             raise click.UsageError(f"invalid training option: {e}") from None
 
 
+def _check_dataset_name(name: str) -> None:
+    from residuals.data import DATASETS
+
+    if name not in DATASETS:
+        raise click.BadParameter(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}",
+                                 param_hint="--dataset")
+
+
 def _load_data(cfg, device: str, data_dir: str | None) -> None:
     """Load (and download, checksum) the data once here, so a data problem stops us before training."""
-    from residuals.data import DATASETS, DatasetError, load_dataset
+    from residuals.data import DatasetError, load_dataset
 
-    if cfg.dataset not in DATASETS:
-        raise click.BadParameter(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}",
-                                 param_hint="--dataset")
     try:
         load_dataset(cfg.dataset, data_dir=data_dir, device="cpu", download=True,
                      val_size=cfg.val_size, seed=0)

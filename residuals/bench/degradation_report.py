@@ -125,7 +125,6 @@ def _error_curves(results: pd.DataFrame) -> Figure:
         ax.set_title(TITLES[variant])
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(bottom=0)
         ax.legend(ncols=2 if len(depths) > 2 else 1, fontsize=8)
     axes[0][0].set_ylabel("error (%)")
     return Figure(
@@ -172,7 +171,6 @@ def _error_vs_depth(runs: pd.DataFrame) -> Figure:
     ax.set_xticks(depths)
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("final error (%)")
-    ax.set_ylim(bottom=0)
     ax.set_title("Final error against depth")
     ax.legend()
     return Figure(
@@ -207,9 +205,9 @@ def _layer_responses(probes: pd.DataFrame) -> Figure:
     return Figure(
         key="layer_responses", title="Layer responses (He et al. 2015, Fig. 7)", fig=fig, data=data,
         caption="Standard deviation of each block's function F(x) after its last batch norm, before "
-                "the addition, on a fixed batch of test images (mean over seeds). The paper finds "
-                "residual functions respond less than plain layers, and less in deeper nets: they "
-                "learn small corrections close to the identity.",
+                "the addition, on a fixed batch of test images after training (mean over seeds). "
+                "The paper finds residual functions respond less than plain layers, and less in "
+                "deeper nets: they learn small corrections to the identity.",
     )
 
 
@@ -235,9 +233,11 @@ def _gradient_norms(probes: pd.DataFrame) -> Figure:
     axes[0][-1].legend(fontsize=8)
     return Figure(
         key="gradient_norms", title="Gradient norms per block after training", fig=fig, data=data,
-        caption="L2 norms of the loss gradient on the same fixed test batch (mean over seeds). "
-                "Through identity shortcuts the gradient reaches the first blocks undiminished; in "
-                "a deep plain net it has to pass through every layer.",
+        caption="L2 norms of the loss gradient on the same fixed test batch after training, with "
+                "BN in training mode as SGD sees it (mean over seeds). In a residual net the "
+                "identity paths carry the gradient straight to the early blocks; He et al. argue "
+                "that with BN the plain nets' trouble is not vanishing gradients, so compare the "
+                "shapes rather than expecting the plain curve to vanish.",
     )
 
 
