@@ -225,3 +225,18 @@ def test_concurrent_index_writes_never_collide(root):
     assert not errors
     assert (root / "index.html").read_text().rstrip().endswith("</html>")
     assert not list(root.glob(".*.tmp"))
+
+
+def test_an_example_run_refreshes_both_indexes_and_foreign_pages_are_left_alone(tmp_path):
+    root = tmp_path / "reports"
+    build_report(H.make_run(root, name="mine").path)
+    example = H.make_run(root / "examples", name="ex")
+    build_report(example.path)
+    assert 'href="ex/index.html"' in (root / "examples" / "index.html").read_text()
+    assert 'href="examples/ex/index.html"' in (root / "index.html").read_text()  # grouped, refreshed
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html>my own page</html>")
+    build_report(H.make_run(site, name="r").path)
+    assert (site / "index.html").read_text() == "<html>my own page</html>"

@@ -46,7 +46,7 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, root: Path):
     Exits with status 1 if a run could not be rendered (its page then says why).
     """
     from residuals.report.html import build_report
-    from residuals.report.index import scan, write_index
+    from residuals.report.index import refresh_indexes, scan, write_index
     from residuals.report.runs import BrokenRun, RunDir
 
     if not runs and not all_runs and not index:
@@ -76,10 +76,11 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, root: Path):
             click.echo(f"wrote {page} -- but the run is incomplete: {problem}", err=True)
         else:
             click.echo(f"wrote {page}")
-    if index or all_runs:
-        parents.add(root)
+    written = [write_index(root)] if index or all_runs else []   # asked for: always written
     for parent in sorted(parents):
-        click.echo(f"wrote {write_index(parent)}")
+        written += refresh_indexes(parent)
+    for page in dict.fromkeys(written):
+        click.echo(f"wrote {page}")
     if failed:
         raise SystemExit(1)
 

@@ -328,7 +328,7 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
             "headline": headline}
     L.atomic_write(out / COMPARE_FILE, json.dumps(info, indent=2) + "\n")
     if default_out:
-        from residuals.report.index import write_index
+        from residuals.report.index import refresh_indexes
 
-        write_index(out.parent.parent)
+        refresh_indexes(out.parent.parent)
     return out / "index.html"

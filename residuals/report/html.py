@@ -249,7 +249,8 @@ def build_report(run_dir: str | os.PathLike, *, update_index: bool = True) -> Pa
     Raises :class:`BrokenRun` when the folder has no readable meta.json (there is
     nothing to title the page with). A run whose results are missing gets a page
     that says so; its problem is recorded in meta.json as ``report_problem``.
-    Unless ``update_index`` is False, the parent folder's runs index is rewritten.
+    Unless ``update_index`` is False, the parent folder's runs index is rewritten
+    (see :func:`residuals.report.index.refresh_indexes`).
     """
     run = RunDir(run_dir)
     meta = run.read_meta()
@@ -274,7 +275,7 @@ def build_report(run_dir: str | os.PathLike, *, update_index: bool = True) -> Pa
     run.update_meta(**changes)
 
     if update_index:
-        from residuals.report.index import write_index
+        from residuals.report.index import refresh_indexes
 
-        write_index(run.path.parent)
+        refresh_indexes(run.path.parent)
     return run.html_path

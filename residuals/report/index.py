@@ -24,9 +24,10 @@ from pathlib import Path
 from residuals.report import layout as L
 from residuals.report.runs import BrokenRun, RunDir
 
-__all__ = ["Entry", "scan", "write_index", "find_run", "index_html", "COMPARE_FILE"]
+__all__ = ["Entry", "scan", "write_index", "refresh_indexes", "find_run", "index_html", "COMPARE_FILE"]
 
 COMPARE_FILE = "compare.json"
+INDEX_KIND = "runs-index"   # in the page's generator meta tag: an index.html this module may rewrite
 _SKIP = {"__pycache__", "figures", "tables"}
 
 
@@ -227,7 +228,8 @@ def index_html(root: str | os.PathLike, entries: list[Entry] | None = None) -> s
         body.append(f'<h2 id="group-{L.esc(g or "runs")}">{L.esc(title)}</h2>'
                     f'<div class="scroll"><table class="runs">{head}<tbody>{rows}</tbody></table></div>')
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
-    return L.page("residuals \u2014 runs", "\n".join(body), generator=f"Index written {stamp}.")
+    return L.page("residuals \u2014 runs", "\n".join(body), generator=f"Index written {stamp}.",
+                  kind=INDEX_KIND)
 
 
 def write_index(root: str | os.PathLike) -> Path:
@@ -237,3 +239,24 @@ def write_index(root: str | os.PathLike) -> Path:
     path = root / "index.html"
     L.atomic_write(path, index_html(root))
     return path
+
+
+def _ours(page: Path) -> bool:
+    try:
+        with open(page, encoding="utf-8", errors="replace") as f:
+            return f'content="residuals {INDEX_KIND}"' in f.read(4096)
+    except OSError:
+        return False
+
+
+def refresh_indexes(folder: str | os.PathLike) -> list[Path]:
+    """After a run or comparison in ``folder``: rewrite ``folder/index.html``, and the
+    enclosing folder's index too when it holds one (``folder`` is then one of its groups,
+    e.g. ``reports/examples/``). An index.html this module did not write is never touched."""
+    folder = Path(folder)
+    written = []
+    for f, create in ((folder, True), (folder.parent, False)):
+        page = f / "index.html"
+        if (page.exists() and _ours(page)) or (create and not page.exists()):
+            written.append(write_index(f))
+    return written

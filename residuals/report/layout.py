@@ -93,11 +93,12 @@ def prose(text: str | None) -> str:
     return "".join("<p>" + _CODE.sub(r"<code>\1</code>", esc(p)) + "</p>" for p in paras)
 
 
-def page(title: str, body: str, *, generator: str = "") -> str:
-    """A complete, self-contained HTML document."""
+def page(title: str, body: str, *, generator: str = "", kind: str = "report") -> str:
+    """A complete, self-contained HTML document; ``kind`` is recorded in a generator meta tag."""
     foot = f"<footer>{esc(generator)}</footer>" if generator else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<meta name=\"generator\" content=\"residuals {esc(kind)}\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         # an empty icon: no favicon request, so no 404 in the console when served
         "<link rel=\"icon\" href=\"data:,\">\n"
