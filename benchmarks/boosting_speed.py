@@ -19,11 +19,13 @@ drawn independently; its MSE is recorded beside each time (the noise floor is 1.
 
 How it is measured:
 
-* every case (shape, depth, method, device) runs in a fresh Python process, so
-  no case inherits another's caches, allocator pools or memory high-water mark;
-* in it, one untimed warm-up fit of 2 trees on 500 rows (lazy imports, the
-  CUDA context), then ``--repeats`` fresh fits; reported: median fit time with
-  min-max;
+* every fit runs in a fresh Python process, so no fit inherits another's
+  caches, allocator pools or memory high-water mark. In it: the data, one
+  untimed warm-up fit of 2 trees on 500 rows (lazy imports, the CUDA context),
+  then the timed fit;
+* ``--repeats`` rounds, each fitting every case once, in turn: on a machine
+  whose load drifts, every method meets the same drift. Reported: the median
+  fit time with min-max;
 * threads: ``threadpoolctl.threadpool_limits(--threads)`` (OpenMP and BLAS),
   ``torch.set_num_threads(--threads)``, ``OMP_NUM_THREADS``; LightGBM gets
   ``n_jobs=--threads``. The default, 1, is a fair single-thread comparison;
@@ -35,8 +37,9 @@ How it is measured:
   set before the fit: the memory the fit itself needed. ``binned_mb`` is the
   size of the data binned to one byte per value, the floor of a histogram
   booster; on a GPU also ``torch.cuda.max_memory_allocated``;
-* a case that runs longer than ``--timeout`` seconds is stopped and recorded as
-  ``timeout``; nothing is skipped or extrapolated silently.
+* a fit that runs longer than ``--timeout`` seconds is stopped and its case is
+  recorded as ``timeout`` (and not run again in later rounds); nothing is
+  skipped or extrapolated silently.
 
 Goals checked at the end (each ``pass``, ``FAIL`` or ``not measured``), per
 shape and depth:
@@ -45,7 +48,8 @@ shape and depth:
 * hist on the CPU no more than 1.5x slower than HistGradientBoosting;
 * exact mode no more than 10% slower than GBRT;
 * hist on a GPU faster than HistGradientBoosting at 1M x 50;
-* hist's fit memory within 8x the binned data.
+* hist's fit memory within 8x the binned data, where the binned data is 16 MB or
+  more (below that, fixed costs such as torch's allocator pools dominate).
 
 Run::
 
@@ -79,7 +83,8 @@ HIST_METHODS = ("ours-hist", "sklearn-hist", "lightgbm")
 LEARNING_RATE = 0.1
 NOISE = 1.0                      # friedman1 noise std: the best achievable test MSE is 1.0
 TEST_FRACTION, TEST_MAX = 0.2, 100_000
-MEMORY_GOAL = 8.0                # hist fit memory / binned data size
+MEMORY_GOAL = 8.0                # hist fit memory / binned data size ...
+MEMORY_GOAL_MIN_MB = 16.0        # ... checked where the binned data is at least this large
 
 COLUMNS = ["n_train", "n_features", "depth", "n_estimators", "method", "device", "threads", "status",
            "repeats", "fit_s_median", "fit_s_min", "fit_s_max", "fit_s_all", "test_mse", "base_rss_mb",
@@ -96,7 +101,6 @@ class Case:
     n_estimators: int
     max_bins: int
     threads: int
-    repeats: int
     seed: int
 
     @property
@@ -177,74 +181,78 @@ def make_data(n: int, n_features: int, seed: int):
 
 
 def worker(case: Case) -> dict:
-    """Run one case in this (fresh) process; return its measurements."""
+    """Fit one case once in this (fresh) process; return the measurements."""
     import gc
 
     import numpy as np
     from threadpoolctl import threadpool_limits
 
     cuda = case.device.startswith("cuda")
-    torch = None
     if case.method.startswith("ours"):
         import torch
         torch.set_num_threads(case.threads)
     X, y, X_test, y_test = make_data(case.n_train, case.n_features, case.seed)
-    times, base, peaks, gpu_peaks, scope = [], [], [], [], "fit"
     with threadpool_limits(limits=case.threads):
         # untimed warm-up on 500 rows: lazy imports, CUDA context, kernel caches
         make_estimator(replace(case, n_estimators=2)).fit(X[:500], y[:500])
-        est = None
-        for _ in range(case.repeats):
-            est = make_estimator(case)
-            gc.collect()
-            base.append(_rss_kib("VmRSS") or 0)
-            if not _reset_peak():
-                scope = "process"  # ru_maxrss cannot be reset: the peak includes data generation
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            est.fit(X, y)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-            peaks.append(_rss_kib("VmHWM") if scope == "fit" else _maxrss_kib())
-            if cuda:
-                gpu_peaks.append(torch.cuda.max_memory_allocated() / 2**20)
+        est = make_estimator(case)
+        gc.collect()
+        base = _rss_kib("VmRSS") or 0
+        scope = "fit" if _reset_peak() else "process"  # else ru_maxrss: includes data generation
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        est.fit(X, y)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        peak = _rss_kib("VmHWM") if scope == "fit" else _maxrss_kib()
+        gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
         pred = np.asarray(est.predict(X_test), dtype=np.float64)
-    mib = 1024.0
-    return {
-        "fit_s_all": times,
-        "test_mse": float(np.mean((y_test - pred) ** 2)),
-        "base_rss_mb": statistics.median(base) / mib,
-        "peak_rss_mb": max(peaks) / mib,
-        "fit_extra_mb": max(p - b for p, b in zip(peaks, base)) / mib,
-        "gpu_peak_mb": max(gpu_peaks) if gpu_peaks else None,
-        "peak_scope": scope,
-    }
+    return {"fit_s": seconds, "test_mse": float(np.mean((y_test - pred) ** 2)), "base_rss_mb": base / 1024,
+            "peak_rss_mb": peak / 1024, "fit_extra_mb": (peak - base) / 1024, "gpu_peak_mb": gpu_peak,
+            "peak_scope": scope}
 
 
 # ------------------------------------------------------------------- parent
 
 
-def run_case(case: Case, timeout: float) -> dict:
-    """Run ``case`` in a fresh subprocess; a row of the results table."""
-    row = {**{k: getattr(case, k) for k in ("n_train", "n_features", "depth", "n_estimators", "method",
-                                            "device", "threads", "repeats")},
-           "binned_mb": case.n_train * case.n_features / 2**20, "status": "ok", "message": ""}
+def run_fit(case: Case, timeout: float) -> dict:
+    """Fit ``case`` once in a fresh subprocess: the worker's measurements, or
+    ``{"status": "timeout" | "error", "message": ...}``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(case.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(case))]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return {**row, "status": "timeout", "message": f"stopped after {timeout:g} s ({case.repeats} fits)"}
+        return {"status": "timeout", "message": f"a fit was stopped after {timeout:g} s"}
     if proc.returncode != 0:
         err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {**row, "status": "error", "message": f"exit {proc.returncode}: {err}"}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    t = out.pop("fit_s_all")
-    return {**row, **out, "fit_s_median": statistics.median(t), "fit_s_min": min(t), "fit_s_max": max(t),
-            "fit_s_all": ";".join(f"{x:.4f}" for x in t)}
+        return {"status": "error", "message": f"exit {proc.returncode}: {err}"}
+    return {"status": "ok", **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def summarize(case: Case, fits: list[dict]) -> dict:
+    """One results row from a case's fits (median and range of the times, worst memory)."""
+    row = {**{k: getattr(case, k) for k in ("n_train", "n_features", "depth", "n_estimators", "method",
+                                            "device", "threads")},
+           "binned_mb": case.n_train * case.n_features / 2**20, "repeats": 0, "status": "ok", "message": ""}
+    failed = [f for f in fits if f["status"] != "ok"]
+    fits = [f for f in fits if f["status"] == "ok"]
+    if failed:  # the fits that did finish are kept, but the case is not "ok"
+        row.update(status=failed[0]["status"], message=f"{failed[0]['message']} (after {len(fits)} full fit(s))")
+    if not fits:
+        return row
+    t = [f["fit_s"] for f in fits]
+    gpu = [f["gpu_peak_mb"] for f in fits if f["gpu_peak_mb"] is not None]
+    return {**row, "repeats": len(t), "fit_s_median": statistics.median(t), "fit_s_min": min(t),
+            "fit_s_max": max(t), "fit_s_all": ";".join(f"{x:.4f}" for x in t),
+            "test_mse": statistics.median(f["test_mse"] for f in fits),
+            "base_rss_mb": statistics.median(f["base_rss_mb"] for f in fits),
+            "peak_rss_mb": max(f["peak_rss_mb"] for f in fits),
+            "fit_extra_mb": max(f["fit_extra_mb"] for f in fits),
+            "gpu_peak_mb": max(gpu) if gpu else None, "peak_scope": fits[0]["peak_scope"]}
 
 
 def _ratio(rows, shape_depth, num: tuple[str, str], den: tuple[str, str]):
@@ -289,7 +297,8 @@ def check_goals(rows: list[dict]) -> list[dict]:
                           "target": f"{op} {target:g}", "status": status})
         for r in rows:
             if (r["n_train"], r["n_features"], r["depth"]) == shape and r["method"] == "ours-hist" \
-                    and r["status"] == "ok" and r.get("peak_scope") == "fit":
+                    and r["status"] == "ok" and r.get("peak_scope") == "fit" \
+                    and r["binned_mb"] >= MEMORY_GOAL_MIN_MB:
                 mult = r["fit_extra_mb"] / r["binned_mb"]
                 goals.append({"n_train": shape[0], "n_features": shape[1], "depth": shape[2],
                               "goal": f"hist ({r['device']}) fit memory <= {MEMORY_GOAL:g}x binned data",
@@ -333,11 +342,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto",
                    help="where ours-hist runs: cpu, cuda, a list like cpu,cuda, or auto = cpu plus cuda "
                         "when available (default: auto)")
-    p.add_argument("--repeats", type=int, default=3, help="fresh fits per case; median, min, max (default: 3)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="rounds; each fits every case once, in a fresh process; median, min, max (default: 3)")
     p.add_argument("--threads", type=int, default=1, help="threads for every method (default: 1)")
     p.add_argument("--max-bins", type=int, default=255, help="histogram bins per feature (default: 255)")
     p.add_argument("--timeout", type=float, default=3600.0,
-                   help="seconds before a case (all its repeats) is stopped and recorded as timeout (default: 3600)")
+                   help="seconds before one fit (its process) is stopped and its case recorded as timeout "
+                        "(default: 3600)")
     p.add_argument("--seed", type=int, default=0, help="data and model seed (default: 0)")
     p.add_argument("--out", default="benchmarks/results", help="output folder (default: %(default)s)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -394,7 +405,7 @@ def build_cases(args) -> list[Case]:
             for method in args.methods:
                 for device in (args.devices if method == "ours-hist" else ["cpu"]):
                     cases.append(Case(n, f, depth, method, device, args.n_estimators, args.max_bins,
-                                      args.threads, args.repeats, args.seed))
+                                      args.threads, args.seed))
     return cases
 
 
@@ -412,21 +423,24 @@ def main(argv=None) -> int:
     cases = build_cases(args)
     info = machine_info("cuda" if "cuda" in args.devices else "cpu")
     load_before = os.getloadavg()
-    print(f"{len(cases)} cases, {args.repeats} fit(s) each, {args.threads} thread(s); "
+    print(f"{len(cases)} cases, {args.repeats} round(s), {args.threads} thread(s); "
           f"{info['machine']['cpu_model']}, {info['machine']['cpu_count']} cores; load average {load_before[0]:.2f}")
     for what, why in args.skipped.items():
         print(f"  {what}: skipped ({why})")
-    rows = []
-    for i, case in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {case.label} ...", end=" ", flush=True)
-        row = run_case(case, args.timeout)
-        rows.append(row)
-        if row["status"] == "ok":
-            print(f"{format_si(row['fit_s_median'])} s [{format_si(row['fit_s_min'])}-{format_si(row['fit_s_max'])}]"
-                  f"  test MSE {row['test_mse']:.4g}  fit +{row['fit_extra_mb']:.0f} MB"
-                  f" (binned {row['binned_mb']:.3g} MB)", flush=True)
-        else:
-            print(f"{row['status'].upper()}: {row['message']}", flush=True)
+    fits: dict[Case, list[dict]] = {case: [] for case in cases}
+    for rnd in range(1, args.repeats + 1):
+        for i, case in enumerate(cases, 1):
+            if any(f["status"] != "ok" for f in fits[case]):
+                continue  # timed out or failed in an earlier round: not run again
+            print(f"[round {rnd}/{args.repeats}, {i}/{len(cases)}] {case.label} ...", end=" ", flush=True)
+            fit = run_fit(case, args.timeout)
+            fits[case].append(fit)
+            if fit["status"] == "ok":
+                print(f"{format_si(fit['fit_s'])} s  test MSE {fit['test_mse']:.4g}  "
+                      f"fit +{fit['fit_extra_mb']:.0f} MB", flush=True)
+            else:
+                print(f"{fit['status'].upper()}: {fit['message']}", flush=True)
+    rows = [summarize(case, fits[case]) for case in cases]
     load_after = os.getloadavg()
     results = pd.DataFrame(rows).reindex(columns=COLUMNS)
     goals = pd.DataFrame(check_goals(rows), columns=["n_train", "n_features", "depth", "goal", "ratio_median",

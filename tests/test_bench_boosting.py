@@ -312,3 +312,24 @@ def test_speed_benchmark_rejects_bad_options():
     assert out.returncode == 2 and "unknown method 'xgboost'" in out.stderr
     out = subprocess.run([sys.executable, str(SPEED), "--sizes", "1mxabc"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--sizes" in out.stderr
+
+
+def test_interrupted_run_keeps_its_partial_results(tmp_path, monkeypatch):
+    real = B.run_case
+    calls = []
+
+    def interrupt_second(case, *args, **kwargs):
+        calls.append(case)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(case, *args, **kwargs)
+
+    monkeypatch.setattr(B, "run_case", interrupt_second)
+    res = CliRunner().invoke(main, ["bench", "boosting", "--datasets", "diabetes", "--methods", "sklearn-gbrt",
+                                    "--n-estimators", "3", "--no-html", "--out", str(tmp_path), "--name", "cut"])
+    assert res.exit_code == 130
+    run = RunDir(tmp_path / "cut")
+    assert run.read_meta()["status"] == "interrupted"
+    results = run.read_table("results")
+    assert list(results["loss"]) == ["squared_error"] and (results["status"] == "ok").all()
+    assert "partial results kept" in res.output
