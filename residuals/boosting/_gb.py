@@ -311,8 +311,11 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             raw = self._raw_predict(_Prepared(X_train, self._learner.prepare(X_train)))
             self._resize_state()
 
-        n_stages = self._fit_stages(X_train, y_train, raw, sw_train, self._rng, X_val, y_val,
-                                    sw_val, begin_at_stage, monitor)
+        try:
+            n_stages = self._fit_stages(X_train, y_train, raw, sw_train, self._rng, X_val, y_val,
+                                        sw_val, begin_at_stage, monitor)
+        finally:
+            self._learner.end_fit()
         if n_stages != self.estimators_.shape[0]:
             self.estimators_ = self.estimators_[:n_stages]
             self.train_score_ = self.train_score_[:n_stages]

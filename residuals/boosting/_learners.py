@@ -94,6 +94,9 @@ class ExactLearner:
     def commit_leaf_values(tree, values: np.ndarray) -> None:
         """Nothing to do: :meth:`leaf_values` is a view into the tree."""
 
+    def end_fit(self) -> None:
+        """Nothing to release."""
+
     @staticmethod
     def is_trivial(tree) -> bool:
         return tree.tree_.node_count <= 1
@@ -148,8 +151,15 @@ class HistLearner:
         self.max_bins = max_bins
         self.device = device
         self.bin_mapper = bin_mapper
-        self.n_samples_fit = None
-        self.total_weight = None
+        self._hessian = None  # device tensors reused across stages (not pickled)
+        self._weight = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_hessian": None, "_weight": None}
+
+    def end_fit(self) -> None:
+        """Drop the per-fit device buffers."""
+        self._hessian = self._weight = None
 
     def fit_binning(self, X: np.ndarray, rng: np.random.RandomState) -> None:
         from residuals.boosting._binning import BinMapper
@@ -194,9 +204,14 @@ class HistLearner:
         dev = self.device
         # least squares on the pseudo-residuals: gradient = -r, hessian = 1
         gradient = torch.as_tensor(-target, dtype=torch.float64, device=dev)
-        hessian = torch.ones(n, dtype=torch.float64, device=dev)
-        weight = torch.as_tensor(np.asarray(sample_weight, dtype=np.float64), device=dev)
-        return tree.fit(Xp, gradient, hessian, sample_weight=weight, features=features)
+        if self._hessian is None or self._hessian.shape[0] != n:
+            self._hessian = torch.ones(n, dtype=torch.float64, device=dev)
+        if self._weight is None or self._weight[0] is not sample_weight:
+            # the same weights array every stage unless rows are subsampled: copy once
+            self._weight = (sample_weight, torch.as_tensor(
+                np.asarray(sample_weight, dtype=np.float64), device=dev))
+        return tree.fit(Xp, gradient, self._hessian, sample_weight=self._weight[1],
+                        features=features)
 
     @staticmethod
     def leaf_ids(tree, Xp) -> np.ndarray:
