@@ -74,9 +74,9 @@ def _resolve_device(device: str) -> str:
 @click.option("--quick/--full", "quick", default=True, show_default=True,
               help="--quick: about 2 minutes on a 2-core CPU (generated data up to 16k rows, the main "
                    "loss of each task). --full: every loss, generated data up to 100k rows (long: "
-                   "GBRT alone takes minutes at 100k).")
+                   "one GBRT fit at 100k rows takes about a minute).")
 @click.option("--datasets", callback=_csv_choice(DATASET_NAMES, "dataset"), metavar="LIST",
-              help=f"Comma-separated datasets. [default: all: {','.join(DATASET_NAMES)}]")
+              help=f"Comma-separated datasets, from: {', '.join(DATASET_NAMES)}. [default: all]")
 @click.option("--sizes", callback=_sizes, metavar="LIST",
               help="Training rows of the generated datasets (friedman1, classification), e.g. "
                    "1000,10k,100k. [default: 1000,4000,16000; --full: 1000,10000,100000]")
@@ -84,7 +84,7 @@ def _resolve_device(device: str) -> str:
               help="Comma-separated losses (each applies to the datasets whose task has it). "
                    "[default: squared_error,absolute_error and log_loss; --full: all]")
 @click.option("--methods", callback=_csv_choice(METHOD_NAMES, "method"), metavar="LIST",
-              help=f"Comma-separated learners. [default: {','.join(METHOD_NAMES)}]")
+              help=f"Comma-separated learners, from: {', '.join(METHOD_NAMES)}. [default: all]")
 @click.option("--n-estimators", type=click.IntRange(min=1), default=100, show_default=True,
               help="Boosting stages (trees per class) for every learner.")
 @click.option("--max-depth", type=click.IntRange(min=1), default=3, show_default=True,
