@@ -77,7 +77,7 @@ def test_config_differences_lists_only_what_differs():
                                     {"setting": "device", "A": "cpu", "B": "cuda (NVIDIA H100)"}]
 
 
-def test_figures_without_overlay_spec_are_shown_side_by_side(two_runs, tmp_path, monkeypatch):
+def test_figures_without_overlay_spec_are_shown_run_by_run(two_runs, tmp_path, monkeypatch):
     root, a, b = two_runs
 
     render = H.render
@@ -89,7 +89,7 @@ def test_figures_without_overlay_spec_are_shown_side_by_side(two_runs, tmp_path,
 
     monkeypatch.setattr(H, "render", render_plain)
     page = compare_runs([a.path, b.path], tmp_path / "cmp", warn=pytest.fail).read_text()
-    assert len(embedded_images(page)) == 2 and "Side by side" in page
+    assert len(embedded_images(page)) == 2 and "Each run's own figure" in page
     data = pd.read_csv(tmp_path / "cmp" / "figures" / "curves.csv")
     assert set(data.run) == {"A", "B"} and len(data) == 2 * len(render(a).figures[0].data)
     assert not (root / "index.html").exists()  # an explicit --out leaves the runs index alone

@@ -13,7 +13,7 @@ saved CSVs (no retraining) and writes a self-contained page:
     apart by marker shape; rows sharing (facet, hue, style, x), e.g. seeds, are
     averaged with a +-1 std band; the plotted numbers are saved as
     ``figures/<key>.csv`` with a ``run`` column;
-  - otherwise the runs' own figures are shown side by side;
+  - otherwise the runs' own figures are shown one under the other, at full width;
 
 * for each table the runs share, the runs' tables side by side (and one CSV with
   a ``run`` column).
@@ -288,8 +288,11 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
                 .to_csv(out / "figures" / f"{key}.csv", index=False)
             cells = "".join(f"<div><b>run {r.label}</b>{_img(k[key].fig, f'{first.title}, run {r.label}')}</div>"
                             for r, k in zip(runs, by_key))
-            parts.append(f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(first.title)}</h3><div class="grid">{cells}</div>'
-                         f"<figcaption>Side by side (this figure has no overlay spec). {L.esc(first.caption)} "
+            # one under the other, each at full width: figures are drawn for the page's width
+            parts.append(f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(first.title)}</h3>'
+                         f'<div class="grid stack">{cells}</div>'
+                         f"<figcaption>Each run's own figure (this figure has no overlay spec). "
+                         f"{L.esc(first.caption)} "
                          f"<span class=\"links\"><a href=\"figures/{L.esc(key)}.csv\">data (CSV)</a></span>"
                          f"</figcaption></figure>")
     for r in runs:  # close the renderers' figures that were not drawn above
