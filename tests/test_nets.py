@@ -131,6 +131,8 @@ def test_build_model_accepts_any_cifar_depth_by_pattern():
     model = build_model("plain14", in_channels=1)
     assert model.depth == 14 and not model.skip and len(model.blocks) == 6
     assert build_model("preresnet26").config.block == "preact"
+    assert build_model("preresnet18").config.block == "preact"
+    assert build_model("plain101", width=8).config.stage_blocks == (3, 4, 23, 3)
     with pytest.raises(ValueError, match="6n\\+2"):
         build_model("resnet57")
 

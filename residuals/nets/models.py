@@ -441,8 +441,11 @@ def build_model(name: str, *, in_channels: int = 3, num_classes: int = 10, **kwa
     """Build a registered model by name, e.g. ``build_model("plain56", num_classes=100)``.
 
     Names not in :data:`MODELS` but of the form ``resnet{d}``, ``plain{d}``,
-    ``preresnet{d}`` or ``preplain{d}`` with ``d = 6n + 2`` build the CIFAR net
-    of that depth (``plain14``, ``resnet26``, ...), for depth sweeps.
+    ``preresnet{d}`` or ``preplain{d}`` build the CIFAR net of that depth when
+    ``d = 6n + 2`` (``plain14``, ``resnet26``, ...: depth sweeps), or the
+    ImageNet-style net for ``d`` in 101, 152 (and 18, 34, 50 with ``pre``).
+    Note that 50 is both: ``"resnet50"`` is the ImageNet-style bottleneck net;
+    the 50-layer CIFAR net is ``cifar_resnet(50)``.
     ``kwargs`` go to the builder (:func:`cifar_resnet` or
     :func:`imagenet_resnet`), e.g. ``shortcut="B"`` or ``stem="small"``; the
     name fixes depth and skip.
@@ -462,12 +465,16 @@ def build_model(name: str, *, in_channels: int = 3, num_classes: int = 10, **kwa
     if name in MODELS:
         return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
     match = _PATTERN.match(name) if isinstance(name, str) else None
-    if match and int(match.group(2)) not in IMAGENET_LAYOUTS:
+    if match:
         prefix, depth = match.group(1), int(match.group(2))
-        block = "preact" if prefix.startswith("pre") else "basic"
-        return cifar_resnet(depth, skip=prefix.endswith("resnet"), block=block,
+        skip, preact = prefix.endswith("resnet"), prefix.startswith("pre")
+        if depth in IMAGENET_LAYOUTS:  # resnet101, plain152, preresnet18, ...
+            return imagenet_resnet(depth, skip=skip, preact=preact, in_channels=in_channels,
+                                   num_classes=num_classes, **kwargs)
+        return cifar_resnet(depth, skip=skip, block="preact" if preact else "basic",
                             in_channels=in_channels, num_classes=num_classes, **kwargs)
     close = difflib.get_close_matches(str(name), MODELS, n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     raise ValueError(f"unknown model {name!r}.{hint} Registered: {', '.join(MODELS)} "
-                     f"(also resnet/plain/preresnet/preplain followed by any depth 6n+2)")
+                     f"(also resnet/plain/preresnet/preplain followed by any depth 6n+2, "
+                     f"or by {', '.join(map(str, IMAGENET_DEPTHS))})")
