@@ -40,6 +40,7 @@ def _fill(root):
                           ("old", "2026-01-01T10:00:00+00:00")]:
         build_report(H.make_run(root, name=name, started_at=started).path)
     (root / "no-meta").mkdir()
+    (root / "compare").mkdir()  # an empty group is not a broken run
     H.corrupt(H.make_run(root, name="corrupt-meta", started_at="2026-02-01T10:00:00+00:00").path)
     H.make_run(root, name="no-results", results=False, started_at="2026-02-02T10:00:00+00:00")
     H.make_run(root, name="killed", status="running", started_at="2026-02-03T10:00:00+00:00")

@@ -29,6 +29,7 @@ __all__ = ["Entry", "scan", "write_index", "refresh_indexes", "find_run", "index
 COMPARE_FILE = "compare.json"
 INDEX_KIND = "runs-index"   # in the page's generator meta tag: an index.html this module may rewrite
 _SKIP = {"__pycache__", "figures", "tables"}
+_GROUPS = {"examples", "compare"}   # always groups, even while empty
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _entries_in(folder: Path, group: str) -> list[Entry]:
             continue
         if (child / COMPARE_FILE).exists():
             out.append(_comparison_entry(child, group))
-        elif not group and _is_group(child):
+        elif not group and (child.name in _GROUPS or _is_group(child)):
             out.extend(_entries_in(child, child.name))
         else:
             out.append(_run_entry(child, group))
