@@ -6,6 +6,8 @@ names the first diverging stage and the largest absolute difference there.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_wine
@@ -239,6 +241,31 @@ def test_parity_on_unseen_rows():
     ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, X[:300], y[:300],
                           loss="huber", n_estimators=20, random_state=0)
     assert_parity(ours, ref, X[300:])
+
+
+@pytest.mark.parametrize("tree_options", [
+    dict(min_weight_fraction_leaf=0.05), dict(min_impurity_decrease=50.0), dict(ccp_alpha=20.0),
+    dict(min_samples_split=0.1, min_samples_leaf=0.02), dict(max_features="log2", max_depth=5),
+    dict(learning_rate=0.0), dict(criterion="friedman_mse"),
+], ids=lambda d: ",".join(d))
+def test_tree_options_parity(tree_options):
+    X, y = _diabetes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # criterion is deprecated in both
+        ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, X, y,
+                              **{"n_estimators": 15, "random_state": 1, **tree_options})
+    assert_parity(ours, ref, X)
+
+
+def test_monitor_and_list_inputs_parity():
+    X, y = _diabetes()
+    stop_at_5 = lambda i, est, env: i == 4  # noqa: E731
+    ours = BoostingRegressor(n_estimators=20, random_state=0).fit(
+        X.tolist(), y.tolist(), sample_weight=[1] * len(y), monitor=stop_at_5)
+    ref = GradientBoostingRegressor(n_estimators=20, random_state=0).fit(
+        X.tolist(), y.tolist(), sample_weight=[1] * len(y), monitor=stop_at_5)
+    assert ours.n_estimators_ == 5
+    assert_parity(ours, ref, X)
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
