@@ -422,6 +422,13 @@ def main(argv=None) -> int:
 
     cases = build_cases(args)
     info = machine_info("cuda" if "cuda" in args.devices else "cpu")
+    from importlib import metadata
+
+    for pkg in ("threadpoolctl", "lightgbm"):
+        try:
+            info["versions"][pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info["versions"][pkg] = None
     load_before = os.getloadavg()
     print(f"{len(cases)} cases, {args.repeats} round(s), {args.threads} thread(s); "
           f"{info['machine']['cpu_model']}, {info['machine']['cpu_count']} cores; load average {load_before[0]:.2f}")
