@@ -1,0 +1,18 @@
+"""Test-wide settings.
+
+Tests run torch on one thread: on small shared machines (2 cores, sometimes one of
+them taken by another tenant) a single thread was measured 10-25x faster than two
+for the tiny convolutions the tests use. Set RESIDUALS_TEST_THREADS to change it.
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_configure(config):
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return
+    torch.set_num_threads(int(os.environ.get("RESIDUALS_TEST_THREADS", "1")))
