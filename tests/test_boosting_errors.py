@@ -107,6 +107,7 @@ def test_unknown_loss(cls, bad):
     ("random_state", "seed", "'random_state' parameter"),
     ("init", "mean", "must be a str among {'zero'}, None or an object implementing 'fit' "
                      "and 'predict'. Got 'mean' instead."),
+    ("init", BoostingRegressor, "Got <class"),  # a class, not an instance
     ("tree_method", "approx", "a str among {'exact', 'hist'}. Got 'approx' instead."),
     ("max_bins", 256, "must be an int in the range [2, 255]. Got 256 instead."),
     ("device", "tpu", "a str among {'auto', 'cpu', 'cuda'}. Got 'tpu' instead."),

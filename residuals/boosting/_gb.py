@@ -741,9 +741,11 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
         return self.classes_.take(np.argmax(raw, axis=1), axis=0)
 
     def predict(self, X) -> np.ndarray:
+        """Predicted class labels: ``F >= 0`` (binary) or ``argmax_k F_k``, ``(n_samples,)``."""
         return self._decode(self._raw_predict(X))
 
     def staged_predict(self, X) -> Iterator[np.ndarray]:
+        """Predicted labels after each stage, ``(n_samples,)`` each."""
         for raw in self._staged_raw_predict(X):
             yield self._decode(raw)
 
@@ -753,9 +755,11 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
         return self._loss.predict_proba(self._raw_predict(X))
 
     def predict_log_proba(self, X) -> np.ndarray:
+        """``log(predict_proba(X))``, ``(n_samples, n_classes)``."""
         return np.log(self.predict_proba(X))
 
     def staged_predict_proba(self, X) -> Iterator[np.ndarray]:
+        """Class probabilities after each stage, ``(n_samples, n_classes)`` each (copies)."""
         check_is_fitted(self)
         for raw in self._staged_raw_predict(X):
             yield self._loss.predict_proba(raw)

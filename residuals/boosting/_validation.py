@@ -91,7 +91,8 @@ class HasMethods:
     methods: tuple
 
     def accepts(self, v: Any) -> bool:
-        return not isinstance(v, str) and all(callable(getattr(v, m, None)) for m in self.methods)
+        return (not isinstance(v, (str, type))  # an instance, not a class
+                and all(callable(getattr(v, m, None)) for m in self.methods))
 
     def __str__(self) -> str:
         return "an object implementing " + " and ".join(repr(m) for m in self.methods)
