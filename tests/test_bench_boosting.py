@@ -267,13 +267,33 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path):
 
 
 def test_no_html_and_sklearn_only_run(tmp_path):
+    import torch
+
     res = _invoke("--datasets", "wine", "--methods", "sklearn-gbrt,sklearn-hist", "--n-estimators", "3",
-                  "--no-html", "--out", str(tmp_path), "--name", "only-sklearn")
+                  "--device", "auto", "--no-html", "--out", str(tmp_path), "--name", "only-sklearn")
     assert res.exit_code == 0, res.output
     run = RunDir(tmp_path / "only-sklearn")
+    assert run.read_meta()["config"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert not (run.path / "index.html").exists()
     assert run.read_meta()["headline"] == "2 fits ran, none of them ours: no parity measured"
     assert run.read_table("parity").empty
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA device")
+def test_hist_mode_on_cuda(tmp_path):
+    res = _invoke("--datasets", "diabetes,breast_cancer", "--methods", "ours-hist,sklearn-hist",
+                  "--device", "cuda", "--n-estimators", "4", "--no-html", "--out", str(tmp_path), "--name", "gpu")
+    assert res.exit_code == 0, res.output
+    results = RunDir(tmp_path / "gpu").read_table("results")
+    ours = results[results["method"] == "ours-hist"]
+    assert (ours["device"] == "cuda").all() and (ours["status"] == "ok").all()
 
 
 # ------------------------------------------------------------------ benchmarks/boosting_speed.py
