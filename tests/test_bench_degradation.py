@@ -174,6 +174,20 @@ def test_config_round_trips_through_json():
         deg.DegradationConfig(variants=("plain", "dense"))
 
 
+def test_tables_drop_rows_of_runs_that_never_reached_runs_csv(tmp_path):
+    """A sweep stopped between writing results.csv and runs.csv must not duplicate rows on resume."""
+    run = RunDir.create(tmp_path, bench="degradation", dataset="digits", config={})
+    finished = runs_table({("plain", 8): [0.1]})
+    run.write_table(finished, "runs")
+    rows = [{"model": m, "variant": v, "depth": 8, "seed": 0, "epoch": 1, "train_error": 0.1}
+            for m, v in (("plain8", "plain"), ("resnet8", "residual"))]
+    run.write_table(pd.DataFrame(rows), "results")
+    tables = deg._Tables(run)
+    assert tables.frames["results"]["model"].tolist() == ["plain8"]
+    assert tables.frames["probes"].empty
+    assert deg.finished_runs(run) == {("plain", 8, 0)}
+
+
 # --------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
@@ -454,3 +468,23 @@ def test_ctrl_c_in_a_terminal_stops_the_workers_and_resume_finishes(tmp_path):
     assert run.meta["status"] == "complete"
     assert sorted(run.read_table("runs")["model"]) == ["plain8", "resnet8"]
     assert (run.read_table("runs")["epochs"] == 3).all()
+
+
+def test_progress_eta_from_measured_speed(monkeypatch):
+    cfg = deg.DegradationConfig(depths=(20, 56), seeds=1, epochs=10)
+    todo = deg.plan_runs(cfg)
+    lines, clock = [], [100.0]
+    monkeypatch.setattr(deg.time, "perf_counter", lambda: clock[0])
+    progress = deg.Progress(todo, cfg, n_total=len(todo), jobs=2, echo=lines.append)
+    assert progress.total_work == 10 * (20 + 20 + 56 + 56)
+    rec = {"epoch": 1, "train_error": 0.5, "test_error": 0.5, "images_per_s": 100.0, "seconds": 5.6}
+    clock[0] = 130.0
+    progress.epoch(todo[0], rec)           # 56 work units in 5.6 s of training, 2 workers busy
+    # left: 1520 - 56 = 1464 units at 10 units/s per worker x 2 workers = 73 s
+    assert lines[-1].endswith("elapsed 0:30  ETA 1:13")
+    clock[0] = 150.0                       # 20 s since the first report >= 2 epochs: wall rate
+    progress.epoch(todo[1], {**rec, "seconds": 5.0})
+    assert lines[-1].endswith("ETA 8:23")  # (1520 - 112) units / (56 units / 20 s) = 503 s
+    resumed = deg.Progress(todo, cfg, n_total=len(todo), echo=lines.append)
+    resumed.epoch(todo[0], {**rec, "epoch": 4})      # epochs 1-3 came from the checkpoint
+    assert resumed.total_work == 1520 - 3 * 56

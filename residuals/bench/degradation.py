@@ -44,7 +44,6 @@ import math
 import multiprocessing as mp
 import os
 import signal
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
@@ -277,29 +276,24 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     result = train(model, data, cfg.train_config(spec.depth, spec.seed, device),
                    checkpoint_path=ckpt, resume=ckpt.is_file(), on_epoch=on_epoch)
-    if getattr(result, "interrupted", False):
-        raise KeyboardInterrupt
     status = "diverged" if result.diverged else "complete"
     probes = probe_model(result.model, data, cfg.probe_batch)
     wall = time.perf_counter() - start
 
     ids = {"model": name, "variant": spec.variant, "depth": spec.depth, "seed": spec.seed}
-    history = pd.DataFrame([asdict(r) for r in result.history])
-    history = pd.concat([pd.DataFrame([ids] * len(history)), history], axis=1)
-    history["status"] = status
+    history = pd.DataFrame([{**ids, **asdict(r), "status": status} for r in result.history])
     probes = pd.concat([pd.DataFrame([ids] * len(probes)), probes.reset_index(drop=True)], axis=1)
-    last = result.history[-1] if result.history else None
-    train_s = float(history["seconds"].sum()) if len(history) else 0.0
+    last = result.history[-1]           # the trainer records at least one epoch
     summary = {
         **ids,
         "status": status,
         "epochs": len(result.history),
-        "final_train_error": last.train_error if last else math.nan,
-        "final_test_error": last.test_error if last else math.nan,
-        "best_test_error": float(history["test_error"].min()) if len(history) else math.nan,
+        "final_train_error": last.train_error,
+        "final_test_error": last.test_error,
+        "best_test_error": float(history["test_error"].min()),
         # median over epochs: the first epoch carries one-off warm-up costs
-        "images_per_s": float(history["images_per_s"].median()) if len(history) else math.nan,
-        "train_s": round(train_s, 3),
+        "images_per_s": float(history["images_per_s"].median()),
+        "train_s": round(float(history["seconds"].sum()), 3),   # all epochs, across resumes
         "wall_s": round(wall, 3),   # this session: data, training (after any resume) and probes
         "device": device,
         "threads": torch.get_num_threads(),
@@ -343,31 +337,49 @@ def default_jobs(device: str) -> int:
 class Progress:
     """Terminal progress: a line per finished epoch with the sweep's ETA.
 
-    The ETA counts work as ``depth x epochs`` (an epoch's cost grows with depth)
-    and extrapolates from this session's elapsed time, so it accounts for the
-    number of parallel workers by itself.
+    Work is counted as ``depth x epochs`` (an epoch's cost grows with depth). The
+    ETA divides the work left by a measured rate: the wall-clock rate since the
+    first reported epoch once that window spans two epochs (it then includes
+    evaluation, probes and every parallel worker); before that, the training
+    speed of the epochs seen so far times the number of busy workers.
     """
 
-    def __init__(self, todo: list[RunSpec], cfg: DegradationConfig, *, n_total: int,
+    def __init__(self, todo: list[RunSpec], cfg: DegradationConfig, *, n_total: int, jobs: int = 1,
                  echo: Callable[[str], None] = print):
-        self.cfg, self.echo = cfg, echo
-        self.n_total, self.n_done = n_total, n_total - len(todo)
+        self.cfg, self.echo, self.jobs = cfg, echo, max(1, jobs)
+        self.n_total, self.n_todo = n_total, len(todo)
+        self.n_finished = 0                      # runs finished in this session
         self.total_work = sum(s.depth * cfg.epochs for s in todo)
-        self.epochs_seen: dict[RunSpec, int] = {}   # epochs finished in this session
+        self.work_done = 0.0                     # depth x epochs reported in this session
+        self.train_seconds = 0.0                 # their training time
+        self.n_epochs = 0
+        self.seen: set[RunSpec] = set()
+        self.first: tuple[float, float] | None = None   # (time, work done) at the first report
         self.start = time.perf_counter()
 
-    def _work_done(self) -> float:
-        return float(sum(spec.depth * e for spec, e in self.epochs_seen.items()))
-
     def _eta(self) -> str:
-        done = self._work_done()
-        if done <= 0:
+        now = time.perf_counter()
+        left = max(self.total_work - self.work_done, 0.0)
+        t0, w0 = self.first
+        mean_epoch_s = self.train_seconds / self.n_epochs
+        if now - t0 >= 2 * mean_epoch_s and self.work_done > w0:
+            rate = (self.work_done - w0) / (now - t0)
+        elif self.train_seconds > 0:
+            busy = max(1, min(self.jobs, self.n_todo - self.n_finished))
+            rate = self.work_done / self.train_seconds * busy
+        else:
             return "?"
-        elapsed = time.perf_counter() - self.start
-        return _hms(elapsed * max(self.total_work - done, 0.0) / done)
+        return _hms(left / rate)
 
     def epoch(self, spec: RunSpec, record: dict) -> None:
-        self.epochs_seen[spec] = self.epochs_seen.get(spec, 0) + 1
+        if spec not in self.seen:                # a resumed run: its earlier epochs are done
+            self.seen.add(spec)
+            self.total_work -= spec.depth * (int(record["epoch"]) - 1)
+        self.work_done += spec.depth
+        self.train_seconds += float(record["seconds"])
+        self.n_epochs += 1
+        if self.first is None:
+            self.first = (time.perf_counter(), self.work_done)
         self.echo(
             f"  {spec.label:>10} seed {spec.seed}  epoch {int(record['epoch']):>3}/{self.cfg.epochs}"
             f"  train err {_pct(record['train_error'])}  test err {_pct(record['test_error'])}"
@@ -376,12 +388,13 @@ class Progress:
         )
 
     def finished(self, outcome: RunOutcome) -> None:
-        self.n_done += 1
+        self.n_finished += 1
         s = outcome.summary
         self.echo(
-            f"[{self.n_done}/{self.n_total}] {outcome.spec.label} seed {outcome.spec.seed} {s['status']}:"
-            f" train err {_pct(s['final_train_error'])}, test err {_pct(s['final_test_error'])},"
-            f" {s['wall_s']:.1f} s, {s['images_per_s']:,.0f} img/s"
+            f"[{self.n_total - self.n_todo + self.n_finished}/{self.n_total}] {outcome.spec.label} "
+            f"seed {outcome.spec.seed} {s['status']}: train err {_pct(s['final_train_error'])}, "
+            f"test err {_pct(s['final_test_error'])}, {s['wall_s']:.1f} s, "
+            f"{s['images_per_s']:,.0f} img/s"
         )
 
 
@@ -397,16 +410,26 @@ def _pct(x: float) -> str:
 
 
 class _Tables:
-    """The sweep's three tables, re-written (atomically) after every finished run."""
+    """The sweep's three tables, re-written (atomically) after every finished run.
+
+    ``runs.csv`` is written last and is the record of what finished: rows of the
+    other tables whose run is not in it (a sweep stopped between two writes) are
+    dropped on loading, so a resumed run never appears twice.
+    """
 
     def __init__(self, run: RunDir):
         self.run = run
-        self.frames = {name: run.read_table(name) if run.has_table(name) else pd.DataFrame()
-                       for name in RESULT_TABLES}
+        frames = {name: run.read_table(name) if run.has_table(name) else pd.DataFrame()
+                  for name in RESULT_TABLES}
+        done = frames["runs"][RUN_KEYS] if not frames["runs"].empty else pd.DataFrame(columns=RUN_KEYS)
+        for name in ("results", "probes"):
+            if not frames[name].empty:
+                frames[name] = frames[name].merge(done, on=RUN_KEYS, how="inner")
+        self.frames = frames
 
     def add(self, outcome: RunOutcome) -> None:
-        new = {"results": outcome.history, "runs": pd.DataFrame([outcome.summary]),
-               "probes": outcome.probes}
+        new = {"results": outcome.history, "probes": outcome.probes,
+               "runs": pd.DataFrame([outcome.summary])}          # runs.csv last: the commit
         for name, rows in new.items():
             old = self.frames[name]
             df = rows if old.empty else pd.concat([old, rows], ignore_index=True)
@@ -457,10 +480,10 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     done = finished_runs(run)
     todo = [s for s in planned if (s.variant, s.depth, s.seed) not in done]
     tables = _Tables(run)
-    progress = Progress(todo, cfg, n_total=len(planned), echo=echo)
+    jobs = max(1, min(int(jobs), len(todo))) if todo else 1
+    progress = Progress(todo, cfg, n_total=len(planned), jobs=jobs, echo=echo)
     if done:
         echo(f"resuming: {len(done)} of {len(planned)} runs already finished, {len(todo)} to go")
-    jobs = max(1, min(int(jobs), len(todo))) if todo else 1
 
     if jobs == 1:
         for spec in todo:

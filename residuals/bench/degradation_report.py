@@ -25,8 +25,8 @@ INTRO = (
     "than a shallower one (the degradation problem, He et al. 2015, Fig. 6), while the same "
     "nets with identity shortcuts (x + F(x)) keep improving with depth. Look at the dashed "
     "training-error curves: in the plain panel the deepest net stays high, in the residual "
-    "panel it goes as low as the shallow one; the probes below show why (Fig. 7: residual "
-    "functions give small responses, and gradients reach the first layers)."
+    "panel it goes as low as the shallow one; the probes below look inside the trained nets "
+    "(the size of each block's response, Fig. 7, and of the gradient reaching it)."
 )
 TITLES = {"plain": "plain nets (no shortcuts)", "residual": "residual nets (identity shortcuts)"}
 
