@@ -90,6 +90,7 @@ def assert_parity(ours, ref, X):
     for name in final:
         a, b = getattr(ours, name)(X), getattr(ref, name)(X)
         assert np.array_equal(a, b), f"{name}: max |diff| = {np.max(np.abs(a - b))}"
+    assert np.array_equal(ours.apply(X), ref.apply(X)), "apply: leaf indices differ"
     for attr in ("train_score_", "oob_scores_", "oob_improvement_", "feature_importances_"):
         if hasattr(ref, attr):
             a, b = getattr(ours, attr), getattr(ref, attr)
