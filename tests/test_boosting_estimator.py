@@ -229,11 +229,19 @@ def test_hist_mode_terminal_region_update(loss):
     Xt = est._learner.prepare(est._validate_X_predict(X))
     leaf = tree.apply(Xt).numpy()
     resid = y - est.init_prediction_
+    lower_median = lambda r: np.sort(r)[(r.size - 1) // 2]  # noqa: E731
+    delta = lower_median(np.abs(resid))  # Huber's delta at stage 0 (alpha = 0.5)
+    assert est._loss.delta == delta if loss == "huber" else True
+    assert tree.n_leaves == 4
     for j in range(tree.n_leaves):
-        r = np.sort(resid[leaf == j])
+        r = resid[leaf == j]
         value = float(tree.leaf_values[j])
-        if loss != "huber":  # the (lower) median of the leaf's residuals
-            assert value == r[(r.size - 1) // 2]
+        if loss == "huber":  # median + mean of the deviations from it, clipped at delta
+            med = lower_median(r)
+            expected = med + np.mean(np.clip(r - med, -delta, delta))
+            assert value == pytest.approx(expected, rel=1e-12, abs=1e-12)
+        else:  # the lower median of the leaf's residuals
+            assert value == lower_median(r)
 
 
 def test_hist_mode_accepts_missing_values():
