@@ -164,6 +164,20 @@ def test_presets_and_plan():
     assert plan[0].model in ("plain56", "resnet56") and plan[0].label.endswith("-56")
 
 
+def test_help_epilog_matches_the_presets():
+    from residuals.bench.degradation_cli import EPILOG
+
+    text = " ".join(EPILOG.split())
+    d, f, p = (deg.PRESETS[k] for k in ("digits", "fashion-mnist", "paper"))
+    assert (f"depths {d.depths[0]} and {d.depths[1]}, {d.seeds} seeds, {d.epochs} epochs, "
+            f"lr {d.lr:g} with a {d.warmup_epochs:g}-epoch linear warm-up then {d.schedule}") in text
+    assert f"depths {', '.join(map(str, f.depths))}, {f.seeds} seed, {f.epochs} epochs" in text
+    assert (f"depths {', '.join(map(str, p.depths))}, lr {p.lr:g}, batch {p.batch_size}, "
+            f"wd {p.weight_decay:.0e}".replace("e-0", "e-")) in text and f"({p.epochs} epochs on a 45k/5k split)" in text
+    assert f"more than {deg.DEGRADATION_MARGIN:g} points" in text
+    assert f"at most {deg.RESIDUAL_TOLERANCE:g} point" in text
+
+
 def test_config_round_trips_through_json():
     cfg = deg.PRESETS["paper"]
     back = deg.DegradationConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))

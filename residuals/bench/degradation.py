@@ -58,7 +58,7 @@ from residuals.report.runs import RunDir
 __all__ = [
     "VARIANTS", "PRESETS", "DEGRADATION_MARGIN", "RESIDUAL_TOLERANCE",
     "DegradationConfig", "RunSpec", "RunOutcome", "Verdict",
-    "plan_runs", "finished_runs", "train_run", "run_sweep", "default_jobs",
+    "plan_runs", "finished_runs", "load_data", "train_run", "run_sweep", "default_jobs",
     "degradation_verdict", "final_errors", "Progress",
 ]
 
@@ -240,15 +240,21 @@ class RunOutcome:
 _DATA_CACHE: dict[tuple, object] = {}
 
 
-def _dataset(cfg: DegradationConfig, device: str, data_dir: str | None):
-    """The sweep's dataset, loaded once per process (same split for every run: seed 0)."""
+def load_data(cfg: DegradationConfig, device: str, data_dir: str | None = None, *,
+              download: bool = False):
+    """The sweep's dataset on ``device``, loaded once per process and kept for its runs.
+
+    Every run gets the same split (seed 0). Raises
+    :class:`residuals.data.DatasetError` with a message saying what to do when
+    files are missing (and cannot be downloaded) or fail their checksum.
+    """
     from residuals.data import load_dataset
 
-    key = (cfg.dataset, device, data_dir, cfg.val_size)
+    key = (cfg.dataset, str(device), data_dir, cfg.val_size)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
         _DATA_CACHE[key] = load_dataset(cfg.dataset, data_dir=data_dir, device=device,
-                                        download=False, val_size=cfg.val_size, seed=0)
+                                        download=download, val_size=cfg.val_size, seed=0)
     return _DATA_CACHE[key]
 
 
@@ -265,7 +271,7 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
     from residuals.train import train
 
     start = time.perf_counter()
-    data = _dataset(cfg, device, data_dir)
+    data = load_data(cfg, device, data_dir)
     name = spec.model
     torch.manual_seed(spec.seed)
     # the paper's CIFAR nets (option-A shortcuts) for every depth 6n+2 -- also 50, which the
