@@ -144,6 +144,22 @@ def test_staged_outputs_are_copies(cancer):
     np.testing.assert_array_equal(p, final)  # later stages unaffected
 
 
+def test_stagewise_cache_does_not_outlive_X(diabetes):
+    import gc
+
+    Xa, Xb, ya, _ = diabetes
+    est = BoostingRegressor(n_estimators=3).fit(Xa, ya)
+    Xc = Xb.copy()
+    expected = est.predict(Xc)
+    np.testing.assert_array_equal(est.final_state(Xc)[:, 0], expected)
+    assert "_prep_cache" in vars(est)
+    del Xc
+    gc.collect()
+    assert "_prep_cache" not in vars(est)  # no validated copy kept alive
+    # list input (no weak references possible) still works, stage by stage
+    np.testing.assert_array_equal(est.final_state(Xb.tolist())[:, 0], expected)
+
+
 def test_zero_init_first_stage_ratio_is_infinite(diabetes):
     Xa, _, ya, _ = diabetes
     est = BoostingRegressor(n_estimators=3, init="zero").fit(Xa, ya)

@@ -29,6 +29,7 @@ No scikit-learn gradient-boosting class or private module is used.
 from __future__ import annotations
 
 import warnings
+import weakref
 from numbers import Integral
 from time import perf_counter
 from typing import Any, Iterator
@@ -463,8 +464,16 @@ class _BaseBoosting(Stagewise, BaseEstimator):
     def _initial_state(self, X) -> np.ndarray:
         """``F_0(X)``, the init raw prediction, ``(n_samples, K)``."""
         P = self._prepare(X)
-        self._prep_cache = (X, P)  # the stage steps that follow reuse the validated X
+        # The stage steps that follow reuse the validated (binned) X. Only a weak
+        # reference to the caller's X is kept, and the cache goes when X does.
+        try:
+            self._prep_cache = (weakref.ref(X, self._drop_prep_cache), P)
+        except TypeError:  # lists and other containers: validate at every stage
+            self._prep_cache = None
         return self._raw_predict_init(P)
+
+    def _drop_prep_cache(self, _ref=None) -> None:
+        self.__dict__.pop("_prep_cache", None)
 
     def _stage_step(self, m: int, state: np.ndarray, X, *, drop: bool = False) -> StageStep:
         """Stage ``m``: base ``F_{m}``, correction ``lr * h_m(X)``, state ``F_{m+1}``."""
@@ -478,11 +487,9 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         """``X`` as validated by the last :meth:`_initial_state` (every Stagewise
         helper starts there), so a sequence of stage steps validates/bins once."""
         cached = getattr(self, "_prep_cache", None)
-        if cached is not None and cached[0] is X:
+        if cached is not None and cached[0]() is X:
             return cached[1]
-        P = self._prepare(X)
-        self._prep_cache = (X, P)
-        return P
+        return self._prepare(X)
 
     def __getstate__(self):
         state = super().__getstate__()
