@@ -292,3 +292,72 @@ def test_divergence_report_names_the_stage():
     assert msg is not None and "stage 3" in msg and "max |diff|" in msg
     with pytest.raises(AssertionError, match="first diverging stage 3"):
         assert_parity(ours, ref, X)
+
+
+# ------------------------------------------- the loss formulas, one by one
+# scikit-learn's private loss module is used here only as the reference.
+def _sk_losses():
+    from sklearn._loss import loss as sk
+
+    return {
+        "squared_error": (sk.HalfSquaredError(), {}),
+        "absolute_error": (sk.AbsoluteError(), {}),
+        "quantile": (sk.PinballLoss(quantile=0.3), {"alpha": 0.3}),
+        "huber": (sk.HuberLoss(quantile=0.8, delta=0.7), {"alpha": 0.8}),
+        "log_loss": (sk.HalfBinomialLoss(), {"n_classes": 2}),
+        "exponential": (sk.ExponentialLoss(), {"n_classes": 2}),
+    }
+
+
+@pytest.mark.parametrize("name", ["squared_error", "absolute_error", "quantile", "huber",
+                                  "log_loss", "exponential"])
+def test_pointwise_loss_and_gradient_bit_for_bit(name):
+    from residuals.boosting._losses import make_loss
+
+    ref, kw = _sk_losses()[name]
+    ours = make_loss(name, **kw)
+    if name == "huber":
+        ours.delta = 0.7
+    rng = np.random.RandomState(0)
+    n = 20_000
+    # cover every branch: log1pexp's cut points (-37, -2, 18, 33.3) and exp overflow
+    raw = np.concatenate([rng.uniform(-60, 60, n), [-37, -2, 18, 33.3, 700, 709.5, -745.5]])
+    if ours.is_classification:
+        y = rng.randint(0, 2, raw.size).astype(np.float64)
+    else:
+        y = raw + rng.standard_t(2, raw.size)
+        y[::5] = raw[::5]  # ties y == F for the sign-type gradients
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(ours.pointwise(y, raw[:, None]), ref.loss(y, raw))
+        np.testing.assert_array_equal(ours.gradient(y, raw[:, None])[:, 0], ref.gradient(y, raw))
+
+
+def test_multinomial_loss_gradient_and_proba_bit_for_bit():
+    from sklearn._loss.loss import HalfMultinomialLoss
+
+    from residuals.boosting._losses import make_loss
+
+    rng = np.random.RandomState(1)
+    K, n = 10, 5000
+    raw = rng.normal(scale=8, size=(n, K))
+    y = rng.randint(0, K, n).astype(np.float64)
+    ours, ref = make_loss("log_loss", n_classes=K), HalfMultinomialLoss(n_classes=K)
+    np.testing.assert_array_equal(ours.pointwise(y, raw), ref.loss(y, raw))
+    np.testing.assert_array_equal(ours.gradient(y, raw), ref.gradient(y, raw))
+    np.testing.assert_array_equal(ours.predict_proba(raw), ref.predict_proba(raw))
+
+
+def test_weighted_lower_percentile_matches_sklearn():
+    from sklearn.utils.stats import _weighted_percentile
+
+    from residuals.boosting._losses import weighted_lower_percentile
+
+    rng = np.random.RandomState(2)
+    for trial in range(200):
+        n = rng.randint(1, 40)
+        values = np.round(rng.normal(size=n), 1)  # ties
+        weights = rng.choice([0.0, 0.5, 1.0, 3.0], size=n)
+        q = [50, 90, 100 * 0.3, 100 * 0.9, 0.0, 100.0][trial % 6]
+        ref = _weighted_percentile(values, weights, q)
+        ours = weighted_lower_percentile(values, weights, q)
+        assert (np.isnan(ref) and np.isnan(ours)) or ours == ref, (values, weights, q)
