@@ -47,11 +47,18 @@ def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
     column : ndarray of shape (n_samples,), float64, may contain NaN.
     max_bins : int, the most bins the non-missing values may use.
     """
-    values = column[~np.isnan(column)]
-    distinct = np.unique(values)
-    if distinct.size <= 1:
+    values = np.sort(column)  # sorting once serves both branches
+    values = values[: values.size - int(np.isnan(values).sum())]  # NaNs sort last
+    if values.size == 0:
         return np.empty(0, dtype=np.float64)
-    if distinct.size <= max_bins:
+    new_value = np.empty(values.size, dtype=bool)
+    new_value[0] = True
+    np.not_equal(values[1:], values[:-1], out=new_value[1:])
+    n_distinct = int(new_value.sum())
+    if n_distinct <= 1:
+        return np.empty(0, dtype=np.float64)
+    if n_distinct <= max_bins:
+        distinct = values[new_value]
         cuts = 0.5 * (distinct[:-1] + distinct[1:])
     else:
         percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
@@ -179,8 +186,11 @@ class BinMapper:
 
         Returns
         -------
-        Xb : uint8 tensor of shape (n_samples, n_features), C-contiguous, on ``device``
+        Xb : uint8 tensor of shape (n_samples, n_features), on ``device``
             Bin indices in ``[0, n_bins_[j])``, and :attr:`missing_bin` for NaN.
+            Feature-major in memory (``Xb.T`` is C-contiguous, like a Fortran
+            array): each feature's bins are contiguous, which is what the
+            histogram tree reads.
         """
         if not hasattr(self, "n_bins_"):
             raise RuntimeError("This BinMapper is not fitted yet: call fit(X) first.")
@@ -193,14 +203,14 @@ class BinMapper:
         device = torch.device(device)
         n_samples, n_features = X.shape
         cuts = self._padded_thresholds(device)
-        out = torch.empty((n_samples, n_features), dtype=torch.uint8, device=device)
+        out = torch.empty((n_features, n_samples), dtype=torch.uint8, device=device)
         chunk = max(1, _TRANSFORM_CHUNK_ELEMENTS // max(n_features, 1))
         for start in range(0, n_samples, chunk):
             block = torch.as_tensor(X[start : start + chunk].T.copy(), device=device)
             bins = torch.searchsorted(cuts, block, side="left")  # (n_features, rows)
             bins.masked_fill_(torch.isnan(block), self.missing_bin)
-            out[start : start + chunk] = bins.T.to(torch.uint8)
-        return out
+            out[:, start : start + chunk] = bins
+        return out.T
 
     def fit_transform(self, X: np.ndarray, device="cpu") -> torch.Tensor:
         return self.fit(X).transform(X, device=device)
