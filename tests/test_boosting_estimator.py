@@ -45,6 +45,7 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.SkipTestWarning")
 def test_expected_failure_is_also_sklearns():
     """The checks we list as expected-to-fail fail for scikit-learn's GBRT as well."""
     from sklearn.ensemble import GradientBoostingRegressor
