@@ -256,3 +256,9 @@ def test_sparse_X_is_refused_in_hist_mode():
     dense_fit = BoostingRegressor(n_estimators=2, tree_method="hist").fit(X, Y_REG)
     with pytest.raises(TypeError, match="Sparse data was passed"):
         dense_fit.predict(sparse.csr_matrix(X))
+
+
+def test_warm_start_cannot_switch_tree_method():
+    est = BoostingRegressor(n_estimators=2, warm_start=True).fit(X, Y_REG)
+    with pytest.raises(ValueError, match="cannot switch tree_method from 'exact' to 'hist'"):
+        est.set_params(tree_method="hist", n_estimators=4).fit(X, Y_REG)

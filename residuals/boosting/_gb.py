@@ -305,6 +305,10 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                 raise ValueError(
                     f"n_estimators={self.n_estimators} must be larger or equal to "
                     f"estimators_.shape[0]={self.estimators_.shape[0]} when warm_start==True")
+            if self._learner.kind != self.tree_method:
+                raise ValueError(
+                    f"warm_start=True cannot switch tree_method from {self._learner.kind!r} "
+                    f"to {self.tree_method!r}; fit with warm_start=False to start over.")
             begin_at_stage = self.estimators_.shape[0]
             X_train = check_array(X_train, dtype=np.float32, order="C",
                                   accept_sparse=self._sparse_formats("csr"),
