@@ -43,7 +43,7 @@ def _ties_regression():
     X[:, 1] = np.round(X[:, 1])
     X[:, 2] = np.floor(X[:, 2] * 2) / 2
     X[:, 4] = 1.0
-    X = np.vstack([X, X[:60]])  # 60 exact duplicates
+    X = np.vstack([X, X[:60]])  # 60 rows repeated exactly
     y = X[:, 0] + 2 * X[:, 1] + rng.standard_t(3, size=X.shape[0])
     y = np.round(y, 1)  # tied targets: the percentile leaves hit ties too
     return X, y
