@@ -363,6 +363,7 @@ def test_out_of_memory_is_a_clear_error_that_keeps_finished_runs(tmp_path, monke
     assert run.meta["status"] == "failed" and "out of GPU memory" in run.meta["error"]
     assert run.read_table("runs")["model"].tolist() == ["plain8"]
     assert f"--resume {run.path}" in result.output
+    assert "To change an option (such as --batch-size), start a new run" in result.output
 
 
 # --------------------------------------------------------------------------- bad input
@@ -502,3 +503,14 @@ def test_progress_eta_from_measured_speed(monkeypatch):
     resumed = deg.Progress(todo, cfg, n_total=len(todo), echo=lines.append)
     resumed.epoch(todo[0], {**rec, "epoch": 4})      # epochs 1-3 came from the checkpoint
     assert resumed.total_work == 1520 - 3 * 56
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_sweep_runs_in_process(tmp_path):
+    result = invoke("--depths", "8", "--epochs", "2", "--seeds", "1", "--device", "cuda",
+                    "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "on cuda, 1 at a time" in result.output
+    runs = only_run(tmp_path).read_table("runs")
+    assert (runs["device"] == "cuda").all() and (runs["images_per_s"] > 0).all()

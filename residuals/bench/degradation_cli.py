@@ -272,8 +272,9 @@ def _sweep(deg, run, cfg, *, device: str, jobs: int, data_dir: str | None) -> No
         if user_error is None:
             raise
         raise click.ClickException(
-            f"{user_error}\nFinished runs are kept in {run.path}; after fixing the cause, "
-            f"continue with: {resume_cmd}") from None
+            f"{user_error}\nFinished runs are kept in {run.path}. To change an option (such as "
+            f"--batch-size), start a new run; if the cause was outside this run's settings (a "
+            f"GPU another process filled, a full disk), continue with: {resume_cmd}") from None
 
     verdict = deg.degradation_verdict(runs)
     run.finish("complete", headline=verdict.headline, verdict=verdict.reproduced,
@@ -302,5 +303,10 @@ def _build_report(run) -> None:
         click.echo(f"warning: the HTML report builder is not available ({e}); "
                    f"the results are saved in {run.path}", err=True)
         return
-    index = build_report(run.path)
+    try:
+        index = build_report(run.path)
+    except Exception as e:  # the results are safe; the page can be rebuilt from them
+        click.echo(f"warning: the HTML report could not be built ({type(e).__name__}: {e}); the "
+                   f"results are saved: residuals report build {shlex.quote(str(run.path))}", err=True)
+        return
     click.echo(f"report: {index}")
