@@ -335,6 +335,53 @@ class TestHistTree:
         ref = np.bincount(Xb[:, 0].numpy(), weights=g.numpy(), minlength=64)
         np.testing.assert_allclose(parent[0, 0].real.numpy(), ref, atol=1e-12)  # (node, feature, bin)
 
+    def test_row_major_bins_give_the_same_tree(self):
+        X, y = integer_data()
+        tree, _, Xb = fit_tree(X, y, max_depth=4)
+        g, h = squared_error_grads(y)
+        row_major = Xb.contiguous()
+        assert not row_major.T.is_contiguous()
+        other = HistTree(max_depth=4).fit(row_major, g, h)
+        np.testing.assert_array_equal(tree.feature, other.feature)
+        np.testing.assert_array_equal(tree.threshold_bin, other.threshold_bin)
+        np.testing.assert_array_equal(other.apply(row_major).numpy(), tree.apply(Xb).numpy())
+
+    def test_training_leaves_cache_is_exact_and_invalidated(self):
+        X, y = integer_data()
+        first, _, Xb = fit_tree(X, y, max_depth=4)
+        fresh = first.apply(Xb.clone()).numpy()  # a different tensor: routed from scratch
+        np.testing.assert_array_equal(first.apply(Xb).numpy(), fresh)  # served from the fit
+        g, h = squared_error_grads(-y)
+        second = HistTree(max_depth=2).fit(Xb, g, h)
+        np.testing.assert_array_equal(first.apply(Xb).numpy(), fresh)  # not the second tree's
+        np.testing.assert_array_equal(second.apply(Xb).numpy(), second.apply(Xb.clone()).numpy())
+        Xb[:, :] = 0  # in place: every row now falls in the leftmost leaf
+        assert len(np.unique(second.apply(Xb).numpy())) == 1
+
+    def test_root_index_cache_follows_the_matrix(self):
+        import gc
+
+        from residuals.boosting import _hist
+
+        X, y = integer_data()
+        Xb = BinMapper().fit_transform(X)
+        rng = np.random.RandomState(17)
+        for _ in range(3):  # later fits reuse the cached index of the same matrix
+            g = torch.as_tensor(rng.randn(len(y)))
+            h = torch.ones_like(g)
+            cached = HistTree(max_depth=3).fit(Xb, g, h)
+            fresh = HistTree(max_depth=3).fit(Xb.clone(), g, h)
+            np.testing.assert_array_equal(cached.threshold_bin, fresh.threshold_bin)
+            np.testing.assert_allclose(cached.leaf_values.numpy(), fresh.leaf_values.numpy())
+        Xb[:, 1] = 0  # in place: the cached index must not be reused
+        g = torch.as_tensor(rng.randn(len(y)))
+        cached = HistTree(max_depth=3).fit(Xb, g, torch.ones_like(g))
+        assert 1 not in cached.feature
+        assert _hist._root_index_cache.get(Xb) is not None
+        del Xb
+        gc.collect()
+        assert _hist._root_index_cache._entry is None  # released with the matrix
+
     def test_leaf_values_can_be_overwritten(self):
         X, y = integer_data()
         tree, _, Xb = fit_tree(X, y, max_depth=2)

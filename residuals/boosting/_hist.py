@@ -136,38 +136,65 @@ def _feature_major(Xb: torch.Tensor) -> torch.Tensor:
     return Xb.T.contiguous()
 
 
-# The leaves of the rows of the most recent fit (one entry, so that at most one
-# vector of n int64 is ever kept): the booster's next call is nearly always
-# apply/predict on the very matrix it just fitted on, which then costs nothing.
-_last_fit: dict = {}
+class _OneSlotCache:
+    """Remembers one value computed from one tensor, until that tensor is
+    modified in place, garbage-collected, or another value is stored.
+
+    The entry is one tuple swapped atomically, so concurrent fits can at worst
+    miss the cache, never read a mismatched entry.
+    """
+
+    def __init__(self):
+        self._entry = None
+
+    def get(self, key_tensor: torch.Tensor, owner=None):
+        entry = self._entry
+        if entry is None:
+            return None
+        ref, version, owner_ref, value, _ = entry
+        if ref() is not key_tensor or version != key_tensor._version:
+            return None
+        if owner_ref is not None and owner_ref() is not owner:
+            return None
+        return value
+
+    def put(self, key_tensor: torch.Tensor, value, owner=None) -> None:
+        token = object()  # the finalizer holds only this, never the value
+        owner_ref = None if owner is None else weakref.ref(owner)
+        self._entry = (weakref.ref(key_tensor), key_tensor._version, owner_ref, value, token)
+        weakref.finalize(key_tensor, self._drop, token)
+
+    def _drop(self, token) -> None:
+        entry = self._entry
+        if entry is not None and entry[4] is token:
+            self._entry = None
+
+    def clear(self) -> None:
+        self._entry = None
+
+
+# The leaves of the training rows of the most recent fit (one vector of n ints
+# at most): the booster's next call is nearly always apply/predict on the very
+# matrix it just fitted on, which then costs nothing.
+_train_leaves = _OneSlotCache()
 # The int64 root index (XT.long()) of the most recently fitted bins, reused by
-# the next tree fitted on the same matrix (saves a 8-byte-per-value conversion
-# per tree, ~8% of a depth-3 tree on 100k x 20); dropped when that matrix is
-# garbage-collected or modified in place, or when another matrix is fitted.
-_root_index_cache: dict = {}
+# the next tree fitted on the same matrix: saves an 8-byte-per-value conversion
+# per tree (~8% of a depth-3 tree on 100k x 20, measured), at the cost of
+# keeping that index (8x the binned matrix) while the matrix lives.
+_root_index_cache = _OneSlotCache()
 # Up to this many smaller children are histogrammed one by one, which needs no
 # per-value node offset (cheaper than one scatter with offsets, measured).
 _PER_CHILD_SCATTER = 4
 
 
-def _drop_root_index(token) -> None:
-    if _root_index_cache.get("token") is token:
-        _root_index_cache.clear()
-
-
 def _root_index(data: "_Data") -> torch.Tensor:
     """(F, n) int64 bin index of all rows, cached for the caller's matrix."""
-    src = data.source
-    if src is None:
+    if data.source is None:
         return data.XT.long()
-    cache = _root_index_cache
-    if cache and cache["X"]() is src and cache["version"] == src._version:
-        return cache["index"]
-    index = data.XT.long()
-    cache.clear()
-    token = object()
-    cache.update(X=weakref.ref(src), version=src._version, index=index, token=token)
-    weakref.finalize(src, _drop_root_index, token)
+    index = _root_index_cache.get(data.source)
+    if index is None:
+        index = data.XT.long()
+        _root_index_cache.put(data.source, index)
     return index
 
 
@@ -626,7 +653,7 @@ class HistTree:
             (``max_features``); the others are not even histogrammed.
         """
         self._validate_params()
-        _last_fit.clear()
+        _train_leaves.clear()
         data, columns, total_weight = self._prepare(Xb, gradient, hessian, sample_weight, features)
         device = Xb.device
         n_rows = data.XT.shape[1]
@@ -646,10 +673,7 @@ class HistTree:
         if routed is not None:
             slot, node_of_slot = routed
             leaf_of_slot = torch.as_tensor(self.leaf_index[node_of_slot], device=device)
-            _last_fit.update(
-                tree=weakref.ref(self), X=weakref.ref(Xb), version=Xb._version,
-                leaves=leaf_of_slot.index_select(0, slot),
-            )
+            _train_leaves.put(Xb, leaf_of_slot.index_select(0, slot), owner=self)
         return self
 
     def _finalize(self, device, total_weight: float) -> None:
@@ -690,13 +714,9 @@ class HistTree:
             raise TypeError("HistTree.apply expects a 2-D uint8 tensor of bins (BinMapper.transform).")
         if Xb.device != self._table.device:
             raise ValueError(f"Xb is on {Xb.device}, but the tree was fitted on {self._table.device}.")
-        if (
-            _last_fit
-            and _last_fit["tree"]() is self
-            and _last_fit["X"]() is Xb
-            and _last_fit["version"] == Xb._version
-        ):
-            return _last_fit["leaves"].clone()
+        cached = _train_leaves.get(Xb, owner=self)
+        if cached is not None:
+            return cached.clone()
         XT = _feature_major(Xb)
         dtype = _slot_dtype(XT)
         if self._table.dtype != dtype:
