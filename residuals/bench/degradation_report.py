@@ -171,13 +171,14 @@ def _error_vs_depth(runs: pd.DataFrame) -> Figure:
     ax.set_xticks(depths)
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("final error (%)")
-    ax.set_title("Final error against depth")
     ax.legend()
     return Figure(
         key="error_vs_depth", title="Final error against depth", fig=fig, data=data,
         caption="Degradation reads as a plain training-error line (orange, dashed) that rises with "
                 "depth while the residual one (blue, dashed) stays flat or falls. Points are "
                 "single seeds, bars one standard deviation over seeds.",
+        overlay=Overlay(x="depth", y="error", hue="variant", style="split",
+                        xlabel="depth (layers)", ylabel="final error (%)"),
     )
 
 
