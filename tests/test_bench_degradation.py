@@ -392,6 +392,14 @@ def test_bad_options_fail_before_training_with_a_clear_message(tmp_path, args, m
     assert not (tmp_path / "reports").exists()          # nothing started, nothing to clean up
 
 
+def test_an_out_folder_that_cannot_be_created_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = invoke("--depths", "8", "--out", blocker / "reports")
+    assert result.exit_code == 2
+    assert f"Invalid value for --out: cannot create a run folder under {blocker / 'reports'}" in result.output
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     result = invoke("--device", "cuda", "--out", tmp_path)

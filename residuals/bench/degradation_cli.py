@@ -154,8 +154,12 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
     if run is None:
         from residuals.report.runs import RunDir
 
-        run = RunDir.create(out, bench="degradation", dataset=cfg.dataset, config=cfg.to_dict(),
-                            device=device)
+        try:
+            run = RunDir.create(out, bench="degradation", dataset=cfg.dataset, config=cfg.to_dict(),
+                                device=device)
+        except OSError as e:
+            raise click.BadParameter(f"cannot create a run folder under {out}: {e}",
+                                     param_hint="--out") from None
     else:
         run.update_meta(status="running", resumed_command=_command_line())
     click.echo(f"run folder: {run.path}")
@@ -287,12 +291,14 @@ def _sweep(deg, run, cfg, *, device: str, jobs: int, data_dir: str | None) -> No
 
 
 def _user_error(e: Exception) -> str | None:
-    """The message for an error the user can fix (data, memory, options); None for a bug."""
+    """The message for an error the user can fix (data, memory, disk); None for a bug."""
     from residuals.data import DatasetError
     from residuals.train import TrainError
 
     if isinstance(e, (DatasetError, TrainError)):
         return str(e)
+    if isinstance(e, OSError):          # a full disk, a folder that became unwritable
+        return f"{type(e).__name__}: {e}"
     return None
 
 
