@@ -516,31 +516,40 @@ def _compute_precision(device: torch.device, amp_dtype: torch.dtype | None) -> s
 
 # ======================================================================= the run
 def _row(model_name: str, res: LoopResult, cfg: ThroughputConfig, flops: tuple[float, float],
-         traffic: float, precision: str, limits) -> dict:
+         traffic: float, precision: str) -> dict:
     ips = res.images_per_s
     fwd, train_flops = flops
-    peak = limits.query("quantity == 'matmul' and precision == @precision")["median"]
-    peak_flops = float(peak.iloc[0]) if len(peak) else math.nan
-    bandwidth = float(limits.query("quantity == 'copy'")["median"].iloc[0])
-    flops_s = train_flops * ips.median
-    bytes_s = traffic / cfg.batch_size * ips.median
     return dict(
         model=model_name, loop=res.loop,
         workers=res.workers if res.workers is not None else "", batch_size=cfg.batch_size,
         steps=cfg.steps, repeats=len(res.round_seconds),
         images_per_s=ips.median, images_per_s_min=ips.min, images_per_s_max=ips.max,
-        speedup=math.nan,
         forward_macs_per_image=fwd / 2, train_flops_per_image=train_flops,
-        achieved_flops_s=flops_s, precision=precision, peak_flops_s=peak_flops,
-        flops_fraction=flops_s / peak_flops,
-        bytes_per_step=traffic, achieved_bytes_s=bytes_s, copy_bytes_s=bandwidth,
-        bytes_fraction=bytes_s / bandwidth,
+        achieved_flops_s=train_flops * ips.median, precision=precision,
+        bytes_per_step=traffic, achieved_bytes_s=traffic / cfg.batch_size * ips.median,
         peak_memory_bytes=res.peak_memory_bytes,
         first_loss=res.first_loss, last_loss=res.last_loss, params_changed=res.params_changed,
     )
 
 
-def measure_model(name: str, cfg: ThroughputConfig, limits) -> list[dict]:
+def _speedups(rows: list[dict], results: list[LoopResult]) -> None:
+    """Speedup of each loop over the first (the tutorial loop, ``num_workers=0``).
+
+    ``speedup``: the ratio of median images/s. ``speedup_paired*``: median, min
+    and max of the per-round ratios, round ``k`` of one loop against round ``k``
+    of the other, which ran right beside it: robust to load that drifts.
+    """
+    def rates(res: LoopResult) -> list[float]:
+        return [res.images_per_round / t for t in res.round_seconds]
+
+    base = rates(results[0])
+    for row, res in zip(rows, results):
+        row["speedup"] = row["images_per_s"] / rows[0]["images_per_s"]
+        s = spread([r / b for r, b in zip(rates(res), base)])
+        row.update(speedup_paired=s.median, speedup_paired_min=s.min, speedup_paired_max=s.max)
+
+
+def measure_model(name: str, cfg: ThroughputConfig) -> list[dict]:
     """Both loops (the reference once per worker count) on one model, with the speedups."""
     from residuals.nets import build_model
 
@@ -550,30 +559,48 @@ def measure_model(name: str, cfg: ThroughputConfig, limits) -> list[dict]:
     flops = count_flops(base)
     data = synthetic_data(cfg.steps * cfg.batch_size, cfg.device, cfg.seed)
     ref_mem, proj_mem = peak_memory(base, data, cfg)
-    *refs, project = side_by_side(base, data, cfg)
+    results = side_by_side(base, data, cfg)
     traffic_fp32 = count_traffic(base, cfg.batch_size, device=device)
     amp = project_amp_dtype(device)
     traffic_amp = traffic_fp32 if amp is None else count_traffic(base, cfg.batch_size, device=device,
                                                                   amp_dtype=amp)
     rows = []
-    for res in refs:
-        res.peak_memory_bytes = ref_mem
-        rows.append(_row(name, res, cfg, flops, traffic_fp32, _compute_precision(device, None), limits))
-    project.peak_memory_bytes = proj_mem
-    rows.append(_row(name, project, cfg, flops, traffic_amp, _compute_precision(device, amp), limits))
-    for r in rows:
-        r["speedup"] = r["images_per_s"] / rows[0]["images_per_s"]
+    for res in results:
+        ours = res.loop == "project"
+        res.peak_memory_bytes = proj_mem if ours else ref_mem
+        rows.append(_row(name, res, cfg, flops, traffic_amp if ours else traffic_fp32,
+                         _compute_precision(device, amp if ours else None)))
+    _speedups(rows, results)
     return rows
+
+
+def add_limit_fractions(results: "pd.DataFrame", limits: "pd.DataFrame") -> "pd.DataFrame":
+    """Achieved FLOP/s and bytes/s as fractions of the machine's ceilings.
+
+    The ceiling is the best the machine showed in any limit measurement of the
+    run (``max`` over the start and end measurements): a peak is what the
+    machine *can* do, and on a shared machine the median sags with the load.
+    """
+    out = results.copy()
+    best = limits.groupby(["quantity", "precision"])["max"].max()
+    out["peak_flops_s"] = [best.get(("matmul", p), math.nan) for p in out["precision"]]
+    out["flops_fraction"] = out["achieved_flops_s"] / out["peak_flops_s"]
+    out["copy_bytes_s"] = best[("copy", "bytes")]
+    out["bytes_fraction"] = out["achieved_bytes_s"] / out["copy_bytes_s"]
+    return out
 
 
 ABLATION_SWITCHES = ("channels_last", "amp", "compile")
 
 
 def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
-    """The trainer with its defaults, then with each switch flipped, side by side.
+    """The trainer with its defaults, then with each switch flipped, then the defaults again.
 
     A switch left at ``None`` by the trainer's defaults (auto) is flipped against
-    what it resolves to on this device.
+    what it resolves to on this device. The settings run one after the other
+    (one ``train`` call each, its first epoch the warm-up); the second defaults
+    row shows how much the machine drifted meanwhile. ``vs_defaults`` is
+    against the mean of the two defaults rows.
     """
     import pandas as pd
     from residuals.nets import build_model
@@ -590,6 +617,7 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
         if switch == "amp" and value is None:
             value = device.type == "cuda"
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
+    settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation
     rows = []
     for label, switches in settings:
         res = project_loop(copy.deepcopy(base), data, project_config(cfg, **switches))
@@ -599,7 +627,8 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
                          images_per_s_max=ips.max, warmup_s=res.extra["warmup_s"],
                          last_loss=res.last_loss, params_changed=res.params_changed))
     df = pd.DataFrame(rows)
-    df["vs_defaults"] = df["images_per_s"] / df["images_per_s"].iloc[0]
+    defaults_ips = df.loc[df["setting"].str.startswith("defaults"), "images_per_s"].mean()
+    df["vs_defaults"] = df["images_per_s"] / defaults_ips
     return df
 
 
@@ -636,14 +665,51 @@ def run(cfg: ThroughputConfig) -> dict[str, "pd.DataFrame"]:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {cfg.device}: no CUDA GPU is visible to torch {torch.__version__}")
-    limits = machine_limits(device, cfg.limit_repeats, cfg.matmul_n, cfg.copy_mib)
-    rows = [r for name in cfg.models for r in measure_model(name, cfg, limits)]
-    tables = {"results": pd.DataFrame(rows), "limits": limits}
+    def limits(when: str) -> "pd.DataFrame":
+        return machine_limits(device, cfg.limit_repeats, cfg.matmul_n, cfg.copy_mib).assign(when=when)
+
+    before = limits("start")
+    rows = [r for name in cfg.models for r in measure_model(name, cfg)]
+    tables = {}
     if cfg.big_model:
         tables["big_model"] = big_model_check(cfg)
     if cfg.ablation:
         tables["ablation"] = ablation(cfg)
+    both = pd.concat([before, limits("end")], ignore_index=True)
+    tables = {"results": add_limit_fractions(pd.DataFrame(rows), both), "limits": both, **tables}
+    tables["goals"] = check_goals(tables, device)
     return tables
+
+
+# the issue's goals: (device type, model, minimum speedup of the trainer over the tutorial loop)
+GOALS = (("cuda", "resnet56", 5.0), ("cpu", "resnet56", 1.5))
+
+
+def check_goals(tables: dict, device: torch.device) -> "pd.DataFrame":
+    """Each goal ``pass`` / ``FAIL`` on this device, ``not measured`` elsewhere.
+
+    The speedup is the trainer's median images/s over the tutorial loop's with
+    ``num_workers=0`` (the first reference row). The CUDA goal is stated for one
+    H100: the GPU's name is in the JSON beside it.
+    """
+    import pandas as pd
+
+    res = tables["results"]
+    rows = []
+    for dev, model, minimum in GOALS:
+        got = res[(res["model"] == model) & (res["loop"] == "project")]["speedup"]
+        measured = dev == device.type and len(got) > 0
+        speedup = float(got.iloc[0]) if measured else math.nan
+        status = ("pass" if speedup >= minimum else "FAIL") if measured else "not measured"
+        rows.append(dict(goal=f"{model} trainer >= {minimum:g}x the tutorial loop on {dev}",
+                         device=dev, model=model, minimum=minimum, speedup=speedup, status=status))
+    big = tables.get("big_model")
+    if big is not None and device.type == "cuda":
+        r = big.iloc[0]
+        rows.append(dict(goal=f"{r['model']} trains at batch {r['batch_size']} on cuda", device="cuda",
+                         model=r["model"], minimum=math.nan, speedup=math.nan,
+                         status="pass" if r["trained"] else "FAIL"))
+    return pd.DataFrame(rows)
 
 
 # ======================================================================== output
@@ -651,14 +717,15 @@ def print_tables(tables: dict, info: dict) -> None:
     print(f"\nnets throughput -- {info['date']} -- {device_label(info)}")
     lim = tables["limits"]
     for r in lim.itertuples():
-        print(f"  limit: {r.quantity} {r.precision}: {format_si(r.median)}{r.unit} "
+        print(f"  limit at {r.when:<5}: {r.quantity} {r.precision}: {format_si(r.median)}{r.unit} "
               f"[{format_si(r.min)}-{format_si(r.max)}]")
-    print(f"\n{'model':<11}{'loop':<10}{'wrk':>4}{'images/s [min-max]':>26}{'x ref':>7}"
+    print(f"\n{'model':<11}{'loop':<10}{'wrk':>4}{'images/s [min-max]':>26}{'x ref':>7}{'paired':>7}"
           f"{'FLOP/s':>9}{'%peak':>7}{'B/s':>9}{'%copy':>7}{'peak mem':>10}")
     for r in tables["results"].itertuples():
         mem = format_si(r.peak_memory_bytes) + ("B" if r.peak_memory_bytes == r.peak_memory_bytes else "")
         ips = f"{r.images_per_s:.1f} [{r.images_per_s_min:.1f}-{r.images_per_s_max:.1f}]"
         print(f"{r.model:<11}{r.loop:<10}{str(r.workers):>4}{ips:>26}{r.speedup:>7.2f}"
+              f"{r.speedup_paired:>7.2f}"
               f"{format_si(r.achieved_flops_s):>9}{100 * r.flops_fraction:>6.1f}%"
               f"{format_si(r.achieved_bytes_s):>9}{100 * r.bytes_fraction:>6.1f}%{mem:>10}")
     if "big_model" in tables:
@@ -669,6 +736,10 @@ def print_tables(tables: dict, info: dict) -> None:
                 print(f"\n{r.model} at batch {r.batch_size}: trained={r.trained}, loss "
                       f"{r.last_loss:.3f}, peak memory {format_si(r.peak_memory_bytes)}B, "
                       f"{r.images_per_s:.1f} images/s")
+    print()
+    for r in tables["goals"].itertuples():
+        got = f" (measured {r.speedup:.2f}x)" if r.speedup == r.speedup else ""
+        print(f"goal: {r.goal}: {r.status}{got}")
     if "ablation" in tables:
         print("\nablation (the project's trainer):")
         for r in tables["ablation"].itertuples():

@@ -252,7 +252,29 @@ def run(cfg: SweepTimeConfig) -> dict[str, "pd.DataFrame"]:
             seconds=measured["wall_s"], seconds_min=math.nan, seconds_max=math.nan,
             target_s=measured["target_s"])])], ignore_index=True)
         tables["measured"] = pd.DataFrame([measured])
+    tables["goals"] = check_goals(tables["results"], cfg)
     return tables
+
+
+def check_goals(results: "pd.DataFrame", cfg: SweepTimeConfig) -> "pd.DataFrame":
+    """The issue's goal: the fashion-mnist sweep, 3 seeds, in 5 minutes or less on one H100.
+
+    ``pass``/``FAIL`` only for a measured (``--run``) sweep of the full preset on
+    CUDA (the GPU's name is in the JSON); ``not measured`` otherwise: a
+    projection never passes a goal.
+    """
+    import pandas as pd
+
+    measured = results[(results["kind"] == "measured") & (results["sweep"] == "fashion-mnist")]
+    full = cfg.seeds == 3 and not cfg.run_args
+    if torch.device(cfg.device).type == "cuda" and len(measured) and full:
+        seconds = float(measured["seconds"].iloc[0])
+        status = "pass" if seconds <= TARGET_SECONDS["fashion-mnist"] else "FAIL"
+    else:
+        seconds, status = math.nan, "not measured"
+    return pd.DataFrame([dict(goal="fashion-mnist sweep (8 nets x 3 seeds) in <= 5 min on one H100",
+                              device="cuda", seconds=seconds, target_s=TARGET_SECONDS["fashion-mnist"],
+                              status=status)])
 
 
 def _hms(s: float) -> str:
@@ -276,6 +298,8 @@ def print_tables(tables: dict, info: dict) -> None:
         rng = f" [{_hms(r.seconds_min)}-{_hms(r.seconds_max)}]" if r.kind == "projected" else ""
         target = f"  (target {_hms(r.target_s)})" if r.target_s == r.target_s else ""
         print(f"{r.sweep:<15}{r.kind:<10} {r.runs} runs: {_hms(r.seconds)}{rng}{target}")
+    for r in tables["goals"].itertuples():
+        print(f"goal: {r.goal}: {r.status}")
     if "measured" in tables:
         m = tables["measured"].iloc[0]
         if m["exit_code"] != 0:

@@ -120,7 +120,7 @@ def test_tutorial_dataset_is_torchvision_like(scripts):
 # ------------------------------------------------------------------ scripts
 RESULT_COLUMNS = {
     "model", "loop", "workers", "batch_size", "images_per_s", "images_per_s_min", "images_per_s_max",
-    "speedup", "forward_macs_per_image", "train_flops_per_image", "achieved_flops_s", "precision",
+    "speedup", "speedup_paired", "speedup_paired_min", "speedup_paired_max", "forward_macs_per_image", "train_flops_per_image", "achieved_flops_s", "precision",
     "peak_flops_s", "flops_fraction", "bytes_per_step", "achieved_bytes_s", "copy_bytes_s",
     "bytes_fraction", "peak_memory_bytes", "first_loss", "last_loss", "params_changed",
 }
@@ -140,9 +140,13 @@ def test_nets_throughput_main_smoke(scripts, tmp_path):
         assert row.params_changed
         assert row.images_per_s > 0 and row.images_per_s_min <= row.images_per_s <= row.images_per_s_max
         assert 0 < row.flops_fraction and 0 < row.bytes_fraction
-    assert res["speedup"].iloc[0] == 1.0
+    assert res["speedup"].iloc[0] == 1.0 and res["speedup_paired"].iloc[0] == 1.0
     assert res["speedup"].iloc[1] == pytest.approx(res["images_per_s"].iloc[1] / res["images_per_s"].iloc[0])
-    assert set(tables["limits"]["quantity"]) == {"matmul", "copy"}
+    limits = tables["limits"]
+    assert set(limits["quantity"]) == {"matmul", "copy"} and set(limits["when"]) == {"start", "end"}
+    # fractions are against the best the machine showed (the ceiling), never above the max measured
+    assert res["copy_bytes_s"].iloc[0] == limits.query("quantity == 'copy'")["max"].max()
+    assert list(tables["goals"]["status"]) == ["not measured", "not measured"]   # resnet56 not run
     assert bool(tables["big_model"]["trained"].iloc[0])
     doc = json.loads((tmp_path / "nets_throughput.json").read_text())
     assert doc["machine"]["cpu_count"] >= 1 and doc["config"]["models"] == ["resnet8"]
