@@ -438,6 +438,10 @@ class TestHistTree:
             HistTree(max_leaf_nodes=1).fit(Xb, g, h)
         with pytest.raises(ValueError, match="min_samples_leaf"):
             HistTree(min_samples_leaf=0).fit(Xb, g, h)
+        with pytest.raises(ValueError, match="hessian"):
+            HistTree().fit(Xb, g, -h)
+        with pytest.raises(ValueError, match="gradient has NaN"):
+            HistTree().fit(Xb, torch.full_like(g, float("nan")), h)
         with pytest.raises(RuntimeError, match="not fitted"):
             HistTree().predict(Xb)
 

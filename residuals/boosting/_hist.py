@@ -349,10 +349,14 @@ class HistTree:
         # One sync: are w*h, h and w constant over the kept rows?
         s = [0.0] * 7
         if n_rows:
-            parts = [hw.min(), hw.max(), h.min(), h.max()]
-            if w is not None:
-                parts += [w.min(), w.max(), w.sum()]
+            parts = [*torch.aminmax(hw)]
+            parts += parts if w is None else [*torch.aminmax(h), *torch.aminmax(w), w.sum()]
             s[: len(parts)] = torch.stack(parts).tolist()
+            if not all(map(math.isfinite, s)) or min(s[0], s[2]) < 0:
+                raise ValueError(
+                    "hessian must be finite and >= 0 (a convex loss), got values in "
+                    f"[{s[2]}, {s[3]}]."
+                )
         count_unit = s[0] if s[0] == s[1] and s[0] > 0 else 0.0
         hess_unit = s[2] if s[2] == s[3] and s[2] > 0 else 0.0
         weight_unit = 1.0 if w is None else (s[4] if s[4] == s[5] else 0.0)
@@ -452,12 +456,12 @@ class HistTree:
         ch = ch.permute(3, 0, 1, 2).contiguous()
         nc = ch.shape[0]
         left = ch[..., :-1].cumsum(-1)  # (c, K, F, nb-1): cut after bin t, NaN going right
+        node = left[..., -1:] + ch[..., -1:]  # (c, K, F, 1) node sums, as this feature sees them
         if data.has_missing:  # second direction: NaN going left
             left = torch.stack((left, left + ch[..., -1:]), 2)
         else:
             left = left.unsqueeze(2)  # (c, K, D, F, nb-1), D = 1 or 2
-        node = torch.as_tensor(totals[:, :nc].T.copy(), device=hist.device)
-        right = node.view(nc, K, 1, 1, 1) - left
+        right = node.unsqueeze(2) - left
         GL, HL, GR, HR = left[_G], left[_H], right[_G], right[_H]
         if cw is None:
             valid = torch.minimum(HL, HR) >= self._hessian_floor(data)
@@ -584,10 +588,13 @@ class HistTree:
             if last:
                 break
             small, small_cw = self._small_histograms(data, slot, k)
-            parents = torch.as_tensor(taken, device=device)
-            hist = torch.cat((small, hist.index_select(0, parents) - small))
+            if k < K:
+                parents = torch.as_tensor(taken, device=device)
+                hist = hist.index_select(0, parents)
+                cw = None if cw is None else cw.index_select(0, parents)
+            hist = torch.cat((small, hist - small))
             if cw is not None:
-                cw = torch.cat((small_cw, cw.index_select(0, parents) - small_cw))
+                cw = torch.cat((small_cw, cw - small_cw))
             lefts, rights = host[taken, _LEFT : _LEFT + 4], host[taken, _RIGHT : _RIGHT + 4]
             is_right = small_right[:, None]
             totals = np.concatenate((np.where(is_right, rights, lefts), np.where(is_right, lefts, rights)))
@@ -658,6 +665,8 @@ class HistTree:
         device = Xb.device
         n_rows = data.XT.shape[1]
         s = complex(data.gh.sum()) if n_rows else 0j
+        if not (math.isfinite(s.real) and math.isfinite(s.imag)):
+            raise ValueError("gradient has NaN or infinite values; check the loss and the raw predictions.")
         root = [s.real, s.imag, float(n_rows), total_weight]
         self._nodes = []
         self._new_node(root, 0)
