@@ -340,7 +340,8 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(tmp_path, monkeypatch)
     counting = CountingTrain(monkeypatch)
     result = invoke("--resume", run.path, "--jobs", "1")
     assert result.exit_code == 0, result.output
-    assert "resuming: 1 of 2 runs already finished, 1 to go" in result.output
+    assert ("resuming: 1 of 2 runs already finished, 1 continue from their checkpoints, "
+            "0 start from scratch") in result.output
     assert counting.calls == [("resnet8", True)]                       # plain8 is not retrained
     assert counting.results[0].resumed_from_epoch == 1                 # continued at epoch 2
     assert run.meta["status"] == "complete"
@@ -522,3 +523,16 @@ def test_cuda_sweep_runs_in_process(tmp_path):
     assert "on cuda, 1 at a time" in result.output
     runs = only_run(tmp_path).read_table("runs")
     assert (runs["device"] == "cuda").all() and (runs["images_per_s"] > 0).all()
+
+
+def test_sigterm_during_the_sweep_is_handled_like_ctrl_c():
+    import os
+    import signal
+
+    from residuals.bench.degradation_cli import _sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with _sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)      # the handler runs at the next bytecode
+    assert signal.getsignal(signal.SIGTERM) is before

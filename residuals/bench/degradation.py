@@ -491,8 +491,10 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     tables = _Tables(run)
     jobs = max(1, min(int(jobs), len(todo))) if todo else 1
     progress = Progress(todo, cfg, n_total=len(planned), jobs=jobs, echo=echo)
-    if done:
-        echo(f"resuming: {len(done)} of {len(planned)} runs already finished, {len(todo)} to go")
+    partial = sum(checkpoint_path(run.path, s).is_file() for s in todo)
+    if done or partial:
+        echo(f"resuming: {len(done)} of {len(planned)} runs already finished, {partial} continue "
+             f"from their checkpoints, {len(todo) - partial} start from scratch")
 
     if jobs == 1:
         for spec in todo:

@@ -6,7 +6,9 @@ never loads torch; everything else is imported inside the command.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -264,7 +266,8 @@ def _command_line() -> str:
 def _sweep(deg, run, cfg, *, device: str, jobs: int, data_dir: str | None) -> None:
     resume_cmd = f"residuals bench degradation --resume {shlex.quote(str(run.path))}"
     try:
-        runs = deg.run_sweep(run, cfg, device=device, jobs=jobs, data_dir=data_dir, echo=click.echo)
+        with _sigterm_as_interrupt():
+            runs = deg.run_sweep(run, cfg, device=device, jobs=jobs, data_dir=data_dir, echo=click.echo)
     except KeyboardInterrupt:
         run.finish("interrupted", resume_command=resume_cmd)
         click.echo(f"\nInterrupted. Finished runs and every checkpoint are kept in {run.path}.", err=True)
@@ -288,6 +291,23 @@ def _sweep(deg, run, cfg, *, device: str, jobs: int, data_dir: str | None) -> No
     for note in verdict.notes:
         click.echo(f"  note: {note}")
     _build_report(run)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat ``kill PID`` (SIGTERM, e.g. a job scheduler's stop) like Ctrl-C: keep and report."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:            # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _user_error(e: Exception) -> str | None:
