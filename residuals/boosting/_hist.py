@@ -121,9 +121,20 @@ def _route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: to
     1.6x faster than int64 (measured).
     """
     n = XT.shape[1]
-    flat = torch.arange(n, device=XT.device, dtype=slot.dtype).add_(column.index_select(0, slot), alpha=n)
+    flat = (column * n).index_select(0, slot).add_(_arange(n, XT.device, slot.dtype))
     b = XT.view(-1).index_select(0, flat)
     return table.index_select(0, torch.add(b, slot, alpha=n_bins))
+
+
+_arange_last: list = [None]
+
+
+def _arange(n: int, device, dtype) -> torch.Tensor:
+    """``torch.arange(n)``, remembered for the last (n, device, dtype) asked for (read-only)."""
+    last = _arange_last[0]
+    if last is None or last.shape[0] != n or last.device != torch.device(device) or last.dtype != dtype:
+        last = _arange_last[0] = torch.arange(n, device=device, dtype=dtype)
+    return last
 
 
 def _slot_dtype(XT: torch.Tensor) -> torch.dtype:
@@ -584,7 +595,10 @@ class HistTree:
             if last and not data.all_rows:
                 return None
             table_t = torch.as_tensor(table.reshape(-1), device=device)
-            slot = _route(data.XT, slot, torch.as_tensor(column, device=device), table_t, nb)
+            if len(table) == 1:  # the root: every row reads the same column
+                slot = table_t.index_select(0, data.XT[int(column[0])].to(dtype))
+            else:
+                slot = _route(data.XT, slot, torch.as_tensor(column, device=device), table_t, nb)
             if last:
                 break
             small, small_cw = self._small_histograms(data, slot, k)
