@@ -196,6 +196,12 @@ _root_index_cache = _OneSlotCache()
 # Up to this many smaller children are histogrammed one by one, which needs no
 # per-value node offset (cheaper than one scatter with offsets, measured).
 _PER_CHILD_SCATTER = 4
+# Memory bounds. A level keeps its nodes' histograms for the subtraction trick
+# only while they fit in _HIST_BYTES; deeper (wider) levels histogram their
+# nodes directly, in groups that fit. The split search handles at most
+# _SEARCH_ELEMENTS candidate splits per pass (each temporary is 8 bytes each).
+_HIST_BYTES = 256 * 2**20
+_SEARCH_ELEMENTS = 1 << 22
 
 
 def _root_index(data: "_Data") -> torch.Tensor:
@@ -421,6 +427,21 @@ class HistTree:
         hist = torch.cat([p[0] for p in parts])
         return hist, None if data.cw is None else torch.cat([p[1] for p in parts])
 
+    def _hist_bytes(self, data: _Data, n_nodes: int) -> int:
+        return n_nodes * data.XT.shape[0] * self.n_bins * (16 if data.cw is None else 32)
+
+    def _find_splits_direct(self, data: _Data, slot: torch.Tensor, K: int, totals: np.ndarray, total_weight: float) -> np.ndarray:
+        """Split search of the K open nodes (slots [0, K)) without kept histograms:
+        each group of nodes that fits in ``_HIST_BYTES`` is histogrammed from its rows."""
+        group = max(1, _HIST_BYTES // self._hist_bytes(data, 1))
+        hosts = []
+        for a in range(0, K, group):
+            b = min(K, a + group)
+            rows = _nonzero((slot >= a) & (slot < b))
+            hist, cw = self._histograms(data, rows, (slot.index_select(0, rows) - a).long(), b - a)
+            hosts.append(self._find_splits(data, hist, cw, totals[a:b], total_weight))
+        return np.concatenate(hosts)
+
     def _root_histograms(self, data: _Data):
         """Root histograms; also records whether any row is in a missing bin (one sync)."""
         hist, cw = self._histograms(data, None, None, 1)
@@ -459,6 +480,16 @@ class HistTree:
         missing_left, left stats (4), right stats (4).
         """
         K, F, nb = hist.shape
+        per_node = (2 if data.has_missing else 1) * F * (nb - 1)
+        group = max(1, _SEARCH_ELEMENTS // per_node)
+        if K > group:  # bound the temporaries: search the nodes in groups
+            return np.concatenate([
+                self._find_splits(
+                    data, hist[a : a + group], None if cw is None else cw[a : a + group],
+                    totals[a : a + group], total_weight,
+                )
+                for a in range(0, K, group)
+            ])
         # Channels as contiguous planes (c, K, F, nb): G, H[, count, weight]. Strided
         # (interleaved complex) operands made every op below 3-5x slower (measured).
         ch = torch.view_as_real(hist)
@@ -567,7 +598,10 @@ class HistTree:
         depth = 0
         while open_nodes and (self.max_depth is None or depth < self.max_depth):
             K = len(open_nodes)
-            host = self._find_splits(data, hist, cw, totals, total_weight)
+            if hist is not None:
+                host = self._find_splits(data, hist, cw, totals, total_weight)
+            else:
+                host = self._find_splits_direct(data, slot, K, totals, total_weight)
             taken = np.flatnonzero(host[:, _ACCEPT] > 0)
             k = taken.size
             if k == 0:
@@ -601,6 +635,12 @@ class HistTree:
                 slot = _route(data.XT, slot, torch.as_tensor(column, device=device), table_t, nb)
             if last:
                 break
+            lefts, rights = host[taken, _LEFT : _LEFT + 4], host[taken, _RIGHT : _RIGHT + 4]
+            is_right = small_right[:, None]
+            totals = np.concatenate((np.where(is_right, rights, lefts), np.where(is_right, lefts, rights)))
+            if hist is None or self._hist_bytes(data, 2 * k) > _HIST_BYTES:
+                hist = cw = None  # too wide to keep: the next level is histogrammed directly
+                continue
             small, small_cw = self._small_histograms(data, slot, k)
             if k < K:
                 parents = torch.as_tensor(taken, device=device)
@@ -609,9 +649,6 @@ class HistTree:
             hist = torch.cat((small, hist - small))
             if cw is not None:
                 cw = torch.cat((small_cw, cw - small_cw))
-            lefts, rights = host[taken, _LEFT : _LEFT + 4], host[taken, _RIGHT : _RIGHT + 4]
-            is_right = small_right[:, None]
-            totals = np.concatenate((np.where(is_right, rights, lefts), np.where(is_right, lefts, rights)))
         return (slot, open_nodes + done_nodes) if data.all_rows else None
 
     def _grow_best_first(self, data: _Data, totals: np.ndarray, total_weight: float, columns) -> None:
