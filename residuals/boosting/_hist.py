@@ -188,10 +188,11 @@ class _OneSlotCache:
 # at most): the booster's next call is nearly always apply/predict on the very
 # matrix it just fitted on, which then costs nothing.
 _train_leaves = _OneSlotCache()
-# The int64 root index (XT.long()) of the most recently fitted bins, reused by
-# the next tree fitted on the same matrix: saves an 8-byte-per-value conversion
-# per tree (~8% of a depth-3 tree on 100k x 20, measured), at the cost of
-# keeping that index (8x the binned matrix) while the matrix lives.
+# The int64 root index (XT.long()) of the most recently fitted bins on the CPU,
+# reused by the next tree fitted on the same matrix: saves an 8-byte-per-value
+# conversion per tree (~8% of a depth-3 tree on 100k x 20, measured), at the
+# cost of keeping that index (8x the binned matrix) while the matrix lives. On
+# an accelerator the conversion is nearly free and memory scarcer: not cached.
 _root_index_cache = _OneSlotCache()
 # Up to this many smaller children are histogrammed one by one, which needs no
 # per-value node offset (cheaper than one scatter with offsets, measured).
@@ -206,7 +207,7 @@ _SEARCH_ELEMENTS = 1 << 22
 
 def _root_index(data: "_Data") -> torch.Tensor:
     """(F, n) int64 bin index of all rows, cached for the caller's matrix."""
-    if data.source is None:
+    if data.source is None or data.XT.device.type != "cpu":
         return data.XT.long()
     index = _root_index_cache.get(data.source)
     if index is None:
