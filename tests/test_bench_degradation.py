@@ -149,6 +149,46 @@ def test_final_errors_table():
     assert fe.loc["resnet-20", ["n_seeds", "n_diverged"]].tolist() == [1, 1]
 
 
+def synthetic_run(tmp_path, runs: pd.DataFrame) -> RunDir:
+    """A run folder whose tables are made up from ``runs`` (3 epochs, 3 blocks per net)."""
+    cfg = deg.DegradationConfig(depths=tuple(sorted(set(runs["depth"]))), seeds=int(runs["seed"].max()) + 1,
+                                epochs=3)
+    run = RunDir.create(tmp_path, bench="degradation", dataset="digits", config=cfg.to_dict())
+    results, probes = [], []
+    for r in runs.itertuples():
+        ids = {"model": r.model, "variant": r.variant, "depth": r.depth, "seed": r.seed}
+        bad = r.status == "diverged"
+        for epoch in (1, 2, 3):
+            results.append({**ids, "epoch": epoch, "train_loss": float("nan") if bad else 1.0 / epoch,
+                            "train_error": min(1.0, r.final_train_error + 0.1 * (3 - epoch)), "test_loss": 1.0,
+                            "test_error": r.final_test_error, "lr": 0.1, "seconds": 1.0,
+                            "images_per_s": 1000.0, "status": r.status})
+        for block in range(3):
+            probes.append({**ids, "block": block, "stage": block + 1,
+                           "response_std": float("nan") if bad else 1.0 + block,
+                           "input_grad_norm": 0.1, "param_grad_norm": 0.2})
+    run.write_table(pd.DataFrame(results), "results")
+    run.write_table(runs, "runs")
+    run.write_table(pd.DataFrame(probes), "probes")
+    return run
+
+
+def test_render_with_a_diverged_run(tmp_path):
+    runs = runs_table({("plain", 20): [0.0, 0.0], ("plain", 56): [0.9, 0.7],
+                       ("residual", 20): [0.0, 0.0], ("residual", 56): [0.0, 0.0]},
+                      diverged={("plain", 56): [0]})
+    content = render(synthetic_run(tmp_path, runs))
+    assert content.verdict is True and content.headline.startswith("degradation reproduced")
+    assert "Note: plain-56: 1 of 2 seeds diverged (left out of the mean)." in content.intro
+    assert [f.key for f in content.figures] == ["error_curves", "error_vs_depth", "layer_responses",
+                                                "gradient_norms"]
+    final = content.tables[0].data.set_index("net")
+    assert final.loc["plain-56", ["seeds", "diverged"]].tolist() == [1, 1]
+    assert final.loc["plain-56", "train error % (mean)"] == pytest.approx(70.0)
+    by_depth = content.figures[1].data
+    assert set(by_depth["status"]) == {"complete", "diverged"}      # drawn as crosses, kept in the data
+
+
 # --------------------------------------------------------------------------- config and plan
 def test_presets_and_plan():
     assert set(deg.PRESETS) == {"digits", "fashion-mnist", "paper"}
