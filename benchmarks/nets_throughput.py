@@ -417,14 +417,16 @@ def project_loop(model: nn.Module, data, tcfg: "TrainConfig", *,
                       _peak(device), extra={"warmup_s": history[0].seconds, "diverged": result.diverged})
 
 
-def side_by_side(base: nn.Module, data, cfg: ThroughputConfig) -> list[LoopResult]:
+def side_by_side(base: nn.Module, data, cfg: ThroughputConfig, *,
+                 between: Callable[[int], None] | None = None) -> list[LoopResult]:
     """The reference loop(s) and the trainer on copies of ``base``, rounds interleaved.
 
     Epoch ``k`` of the trainer is followed by round ``k`` of each reference loop
-    (round 1 being the warm-up), so a change of machine load during the
-    measurement hits every loop alike. Returns the reference results (one per
-    ``cfg.workers``) then the project's. Peak memory is left out here (the loops
-    share the device); see :func:`peak_memory`.
+    (round 1 being the warm-up), then by ``between(k)`` (the machine-limit
+    probe), so a change of machine load during the measurement hits every loop
+    alike. Returns the reference results (one per ``cfg.workers``) then the
+    project's. Peak memory is left out here (the loops share the device); see
+    :func:`peak_memory`.
     """
     refs = [TutorialLoop(copy.deepcopy(base), data.train_x, data.train_y, cfg, workers=w,
                          mean=data.mean, std=data.std) for w in cfg.workers]
@@ -435,6 +437,8 @@ def side_by_side(base: nn.Module, data, cfg: ThroughputConfig) -> list[LoopResul
                 loop.warmup()
             else:
                 loop.timed_round()
+        if between is not None:
+            between(record.epoch)
 
     project = project_loop(copy.deepcopy(base), data, project_config(cfg), on_epoch=after_epoch)
     return [loop.result() for loop in refs] + [project]
@@ -504,6 +508,30 @@ def machine_limits(device: torch.device, repeats: int = 5, matmul_n: int | None 
     return pd.DataFrame(rows)
 
 
+class LimitProbe:
+    """Measures the machine's limits again and again during a run; keeps every measurement.
+
+    On a shared machine the ceilings sag whenever a neighbour computes, so they
+    are measured at the start, after every round of every model (one repeat
+    each, beside the rounds it is compared with) and at the end; the ceiling
+    used is the best of all (:func:`add_limit_fractions`).
+    """
+
+    def __init__(self, device: torch.device, cfg: ThroughputConfig):
+        self.device, self.cfg = device, cfg
+        self.frames: list = []
+
+    def __call__(self, when: str, repeats: int = 1) -> None:
+        cfg = self.cfg
+        self.frames.append(machine_limits(self.device, repeats, cfg.matmul_n, cfg.copy_mib)
+                           .assign(when=when))
+
+    def table(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return pd.concat(self.frames, ignore_index=True)
+
+
 def _compute_precision(device: torch.device, amp_dtype: torch.dtype | None) -> str:
     """The matmul peak a loop is held against: bf16 under autocast; on CUDA fp32 convs run as
     TF32 (cuDNN's default, ``torch.backends.cudnn.allow_tf32``)."""
@@ -549,8 +577,11 @@ def _speedups(rows: list[dict], results: list[LoopResult]) -> None:
         row.update(speedup_paired=s.median, speedup_paired_min=s.min, speedup_paired_max=s.max)
 
 
-def measure_model(name: str, cfg: ThroughputConfig) -> list[dict]:
-    """Both loops (the reference once per worker count) on one model, with the speedups."""
+def measure_model(name: str, cfg: ThroughputConfig, probe: "LimitProbe | None" = None) -> list[dict]:
+    """Both loops (the reference once per worker count) on one model, with the speedups.
+
+    ``probe``, if given, measures the machine's limits after every round.
+    """
     from residuals.nets import build_model
 
     device = torch.device(cfg.device)
@@ -559,7 +590,8 @@ def measure_model(name: str, cfg: ThroughputConfig) -> list[dict]:
     flops = count_flops(base)
     data = synthetic_data(cfg.steps * cfg.batch_size, cfg.device, cfg.seed)
     ref_mem, proj_mem = peak_memory(base, data, cfg)
-    results = side_by_side(base, data, cfg)
+    between = (lambda k: probe(f"{name} round {k}")) if probe is not None else None
+    results = side_by_side(base, data, cfg, between=between)
     traffic_fp32 = count_traffic(base, cfg.batch_size, device=device)
     amp = project_amp_dtype(device)
     traffic_amp = traffic_fp32 if amp is None else count_traffic(base, cfg.batch_size, device=device,
@@ -578,8 +610,8 @@ def add_limit_fractions(results: "pd.DataFrame", limits: "pd.DataFrame") -> "pd.
     """Achieved FLOP/s and bytes/s as fractions of the machine's ceilings.
 
     The ceiling is the best the machine showed in any limit measurement of the
-    run (``max`` over the start and end measurements): a peak is what the
-    machine *can* do, and on a shared machine the median sags with the load.
+    run (``max`` over all of :class:`LimitProbe`'s): a peak is what the machine
+    *can* do, and on a shared machine the median sags with the load.
     """
     out = results.copy()
     best = limits.groupby(["quantity", "precision"])["max"].max()
@@ -665,18 +697,17 @@ def run(cfg: ThroughputConfig) -> dict[str, "pd.DataFrame"]:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {cfg.device}: no CUDA GPU is visible to torch {torch.__version__}")
-    def limits(when: str) -> "pd.DataFrame":
-        return machine_limits(device, cfg.limit_repeats, cfg.matmul_n, cfg.copy_mib).assign(when=when)
-
-    before = limits("start")
-    rows = [r for name in cfg.models for r in measure_model(name, cfg)]
+    probe = LimitProbe(device, cfg)
+    probe("start", repeats=cfg.limit_repeats)
+    rows = [r for name in cfg.models for r in measure_model(name, cfg, probe)]
+    probe("end", repeats=cfg.limit_repeats)
     tables = {}
     if cfg.big_model:
         tables["big_model"] = big_model_check(cfg)
     if cfg.ablation:
         tables["ablation"] = ablation(cfg)
-    both = pd.concat([before, limits("end")], ignore_index=True)
-    tables = {"results": add_limit_fractions(pd.DataFrame(rows), both), "limits": both, **tables}
+    limits = probe.table()
+    tables = {"results": add_limit_fractions(pd.DataFrame(rows), limits), "limits": limits, **tables}
     tables["goals"] = check_goals(tables, device)
     return tables
 
@@ -715,10 +746,10 @@ def check_goals(tables: dict, device: torch.device) -> "pd.DataFrame":
 # ======================================================================== output
 def print_tables(tables: dict, info: dict) -> None:
     print(f"\nnets throughput -- {info['date']} -- {device_label(info)}")
-    lim = tables["limits"]
-    for r in lim.itertuples():
-        print(f"  limit at {r.when:<5}: {r.quantity} {r.precision}: {format_si(r.median)}{r.unit} "
-              f"[{format_si(r.min)}-{format_si(r.max)}]")
+    lim = tables["limits"].groupby(["quantity", "precision", "unit"], sort=False)
+    for (quantity, precision, unit), g in lim:
+        print(f"  limit: {quantity} {precision}: median {format_si(g['median'].median())}{unit}, "
+              f"best {format_si(g['max'].max())}{unit} ({len(g)} measurements, start to end)")
     print(f"\n{'model':<11}{'loop':<10}{'wrk':>4}{'images/s [min-max]':>26}{'x ref':>7}{'paired':>7}"
           f"{'FLOP/s':>9}{'%peak':>7}{'B/s':>9}{'%copy':>7}{'peak mem':>10}")
     for r in tables["results"].itertuples():
