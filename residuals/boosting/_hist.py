@@ -28,14 +28,17 @@ Implementation (everything stays on the device of the binned data):
   20, one CPU thread);
 * ``(w*g, w*h)`` travel together as one complex128 number per row, so a
   single ``scatter_add_`` over flat ``(node, bin)`` indices builds both
-  histograms of all nodes of a level at once (on CUDA, two float64 scatters);
+  histograms (on CUDA, two float64 scatters); the rows of a small child are
+  gathered as uint8 bins, then widened to the int64 index ``scatter_add_`` needs;
 * the split search is vectorised over nodes, features, cut points and (only
   when the data has NaNs) the two sides a missing value can take, then an
   ``argmax`` per node;
 * depth-wise growth (``max_leaf_nodes=None``) does one host sync per level;
   best-first growth (``max_leaf_nodes`` set, as scikit-learn's
   ``BestFirstTreeBuilder`` and ``HistGradientBoosting``) one per split;
-* rows are routed to children with a ``(node, bin) -> child`` lookup table.
+* rows are routed to children with a ``(node, bin) -> child`` lookup table,
+  with int32 indices; the training rows' leaves are kept from the fit, so the
+  booster's ``apply``/``predict`` on the same matrix right after costs nothing.
 
 Row counts per node (for ``min_samples_leaf``) are read off the hessian
 histogram when ``w*h`` is the same for every row (squared error, unit or 0/1
@@ -43,7 +46,11 @@ weights); otherwise a second histogram of ``(1, w)`` is built.
 
 Memory: beyond the binned matrix (1 byte per value), the histogram of a set of
 rows needs an int64 index per value (8 bytes; all rows at the root, at most
-half of them below it) and ``n_nodes * n_features * n_bins`` complex sums.
+half of them below it; on the CPU the root's is kept between the trees fitted
+on one matrix), and ``n_nodes * n_features * n_bins`` complex sums: a level
+keeps those for the subtraction trick up to ``_HIST_BYTES``; wider levels are
+histogrammed directly, group by group. So the peak is about 13 bytes per
+binned value (1 + 8 + 4) plus 16-32 bytes per row, whatever the depth.
 """
 
 from __future__ import annotations
