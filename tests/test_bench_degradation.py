@@ -160,7 +160,8 @@ def synthetic_run(tmp_path, runs: pd.DataFrame) -> RunDir:
         bad = r.status == "diverged"
         for epoch in (1, 2, 3):
             results.append({**ids, "epoch": epoch, "train_loss": float("nan") if bad else 1.0 / epoch,
-                            "train_error": min(1.0, r.final_train_error + 0.1 * (3 - epoch)), "test_loss": 1.0,
+                            "train_error": min(1.0, r.final_train_error + 0.1 * (3 - epoch)),
+                            "test_loss": 1.0,
                             "test_error": r.final_test_error, "lr": 0.1, "seconds": 1.0,
                             "images_per_s": 1000.0, "status": r.status})
         for block in range(3):
@@ -213,7 +214,8 @@ def test_help_epilog_matches_the_presets():
             f"lr {d.lr:g} with a {d.warmup_epochs:g}-epoch linear warm-up then {d.schedule}") in text
     assert f"depths {', '.join(map(str, f.depths))}, {f.seeds} seed, {f.epochs} epochs" in text
     assert (f"depths {', '.join(map(str, p.depths))}, lr {p.lr:g}, batch {p.batch_size}, "
-            f"wd {p.weight_decay:.0e}".replace("e-0", "e-")) in text and f"({p.epochs} epochs on a 45k/5k split)" in text
+            f"wd {p.weight_decay:.0e}".replace("e-0", "e-")) in text
+    assert f"({p.epochs} epochs on a 45k/5k split)" in text
     assert f"more than {deg.DEGRADATION_MARGIN:g} points" in text
     assert f"at most {deg.RESIDUAL_TOLERANCE:g} point" in text
 

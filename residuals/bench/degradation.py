@@ -98,7 +98,7 @@ class DegradationConfig:
     schedule: str = "cosine"                     # "cosine" | "step" (/10 at 50% and 75%, the paper's)
     warmup: str = "linear"                       # "linear" | "paper" | "none"
     warmup_epochs: float = 2.0                   # length of the linear warm-up, epochs
-    paper_warmup_from_depth: int | None = None   # depths >= this use the paper warm-up (He et al.: ResNet-110)
+    paper_warmup_from_depth: int | None = None   # depths >= this use the paper warm-up (ResNet-110)
     augment: bool | None = None                  # pad + random crop + flip; None: the dataset's default
     val_size: int | None = None                  # training images held out (paper: 5000 of 50000)
     eval_batch_size: int = 1024
@@ -116,7 +116,8 @@ class DegradationConfig:
             raise ValueError(f"depths: each depth once, got {list(self.depths)}")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants:
-            raise ValueError(f"variants: unknown {unknown or 'none given'}; choose from {', '.join(VARIANTS)}")
+            raise ValueError(f"variants: unknown {unknown or 'none given'}; "
+                             f"choose from {', '.join(VARIANTS)}")
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants: each variant once, got {list(self.variants)}")
         if not isinstance(self.seeds, int) or self.seeds < 1:

@@ -203,7 +203,8 @@ def _open_resume(path: Path):
     try:
         cfg = deg.DegradationConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
-        raise click.BadParameter(f"{path}: meta.json has no usable config ({e})", param_hint="--resume") from None
+        raise click.BadParameter(f"{path}: meta.json has no usable config ({e})",
+                                 param_hint="--resume") from None
     if meta.get("status") == "complete":
         click.echo(f"{path} is already complete: {meta.get('headline')}")
         click.echo(f"Rebuild its report with: residuals report build {shlex.quote(str(path))}")

@@ -43,7 +43,8 @@ def render(run: RunDir) -> ReportContent:
     planned = len(config.get("variants", ())) * len(config.get("depths", ())) * int(config.get("seeds", 0))
     headline = verdict.headline
     if planned and len(runs) < planned:
-        headline = f"partial ({len(runs)} of {planned} runs finished, status {meta.get('status')}): {headline}"
+        headline = (f"partial ({len(runs)} of {planned} runs finished, status {meta.get('status')}): "
+                    f"{headline}")
 
     style.apply()
     figures = []
@@ -102,7 +103,7 @@ def _error_curves(results: pd.DataFrame) -> Figure:
 
     data = results.melt(id_vars=["model", "variant", "depth", "seed", "epoch"],
                         value_vars=["train_error", "test_error"], var_name="split", value_name="error")
-    data["split"] = data["split"].str.replace("_error", "", regex=False)
+    data["split"] = data["split"].str.removesuffix("_error")
     data["error"] = 100 * data["error"]
     data = data.sort_values(["variant", "depth", "seed", "split", "epoch"], ignore_index=True)
     variants = [v for v in VARIANTS if v in set(data["variant"])]
@@ -142,7 +143,7 @@ def _final_long(runs: pd.DataFrame) -> pd.DataFrame:
     data = runs.melt(id_vars=["model", "variant", "depth", "seed", "status"],
                      value_vars=["final_train_error", "final_test_error"], var_name="split",
                      value_name="error")
-    data["split"] = data["split"].str.replace("final_", "", regex=False).str.replace("_error", "", regex=False)
+    data["split"] = data["split"].str.removeprefix("final_").str.removesuffix("_error")
     data["error"] = 100 * data["error"]
     return data.sort_values(["variant", "split", "depth", "seed"], ignore_index=True)
 
