@@ -161,14 +161,18 @@ class TestHistTree:
         for leaf in range(tree.n_leaves):
             np.testing.assert_allclose(tree.leaf_values[leaf].item(), residual[leaves == leaf].mean())
 
-    def test_newton_leaf_values_with_weights_and_hessians(self):
+    @pytest.mark.parametrize("max_leaf_nodes", [None, 6])
+    def test_newton_leaf_values_with_weights_and_hessians(self, max_leaf_nodes):
         X, y = integer_data(n=2000)
+        X[::17, 0] = np.nan
         rng = np.random.RandomState(6)
         g = torch.as_tensor(rng.randn(2000))
         h = torch.as_tensor(rng.uniform(0.1, 2.0, 2000))
         w = torch.as_tensor(rng.uniform(0.0, 3.0, 2000))
         Xb = BinMapper().fit_transform(X)
-        tree = HistTree(max_depth=2, min_samples_leaf=30).fit(Xb, g, h, sample_weight=w)
+        tree = HistTree(max_depth=3, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=30)
+        tree.fit(Xb, g, h, sample_weight=w)
+        assert tree.n_leaves >= 6 and (max_leaf_nodes is None or tree.n_leaves == 6)
         leaves = tree.apply(Xb).numpy()
         counts = np.bincount(leaves, minlength=tree.n_leaves)
         assert counts.min() >= 30
