@@ -220,6 +220,16 @@ def test_help_epilog_matches_the_presets():
     assert f"at most {deg.RESIDUAL_TOLERANCE:g} point" in text
 
 
+def test_command_line_overrides_keep_the_warm_up_share():
+    from residuals.bench.degradation_cli import _build_config
+
+    assert _build_config(deg, "digits", epochs=24).warmup_epochs == pytest.approx(4.0)
+    paper = _build_config(deg, "paper", warmup="linear")
+    assert paper.warmup_epochs == pytest.approx(182 / 6) and paper.paper_warmup_from_depth is None
+    assert _build_config(deg, "paper", epochs=10).warmup_epochs == 0.0     # still no warm-up
+    assert _build_config(deg, "paper", epochs=10).warmup_for(110) == "paper"
+
+
 def test_config_round_trips_through_json():
     cfg = deg.PRESETS["paper"]
     back = deg.DegradationConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))

@@ -179,9 +179,14 @@ def _build_config(deg, preset: str, **overrides):
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "warmup" in changes:
         changes["paper_warmup_from_depth"] = None   # --warmup applies to every depth
-    if "epochs" in changes:
-        # the linear warm-up keeps its share of training (the default: 2 of 12 epochs)
-        changes["warmup_epochs"] = cfg.warmup_epochs * changes["epochs"] / cfg.epochs
+    # the linear warm-up keeps its share of training (the default preset's: 2 of 12 epochs),
+    # also when --warmup linear is asked of a preset without one
+    share = cfg.warmup_epochs / cfg.epochs
+    if changes.get("warmup") == "linear" and share == 0:
+        default = deg.PRESETS[deg.DEFAULT_PRESET]
+        share = default.warmup_epochs / default.epochs
+    if "epochs" in changes or share != cfg.warmup_epochs / cfg.epochs:
+        changes["warmup_epochs"] = share * changes.get("epochs", cfg.epochs)
     try:
         return replace(cfg, **changes)
     except ValueError as e:
