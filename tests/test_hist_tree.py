@@ -182,6 +182,35 @@ class TestHistTree:
             np.testing.assert_allclose(tree.leaf_values[leaf].item(), expected.item())
         np.testing.assert_allclose(tree.n_node_samples[tree.leaf_index >= 0], counts[tree.leaf_index[tree.leaf_index >= 0]])
 
+    @pytest.mark.parametrize("min_samples_leaf", [1, 40])
+    def test_root_split_is_the_brute_force_optimum(self, min_samples_leaf):
+        """Newton gain with non-constant hessians, weights and NaNs, against an
+        exhaustive search over every feature, cut and side for the NaNs."""
+        rng = np.random.RandomState(19)
+        X = rng.randint(0, 12, size=(600, 4)).astype(float)
+        X[rng.rand(600, 4) < 0.1] = np.nan
+        g = rng.randn(600) + np.nan_to_num(X[:, 2], nan=20.0) / 5  # NaNs of feature 2 look large
+        h, w = rng.uniform(0.2, 2.0, 600), rng.uniform(0.1, 1.0, 600)
+        Xb = BinMapper().fit_transform(X)
+        tree = HistTree(max_depth=1, min_samples_leaf=min_samples_leaf).fit(
+            Xb, torch.as_tensor(g), torch.as_tensor(h), sample_weight=torch.as_tensor(w)
+        )
+        bins = Xb.numpy()
+        G, H = (w * g).sum(), (w * h).sum()
+        best = (-np.inf, None)
+        for f in range(4):
+            for t in range(12):
+                for nan_left in (False, True):
+                    left = (bins[:, f] <= t) | (nan_left & (bins[:, f] == 255))
+                    if min(left.sum(), (~left).sum()) < min_samples_leaf:
+                        continue
+                    GL, HL = (w * g)[left].sum(), (w * h)[left].sum()
+                    gain = GL**2 / HL + (G - GL) ** 2 / (H - HL) - G**2 / H
+                    if gain > best[0] + 1e-12:
+                        best = (gain, (f, t, nan_left))
+        np.testing.assert_allclose(tree.gain[0], best[0], rtol=1e-10)
+        assert (tree.feature[0], tree.threshold_bin[0], tree.missing_left[0]) == best[1]
+
     @pytest.mark.parametrize("max_depth", [0, 1, 2, 4])
     def test_max_depth(self, max_depth):
         X, y = integer_data()
