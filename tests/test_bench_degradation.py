@@ -342,6 +342,36 @@ def test_render_of_a_partial_run_says_so(tiny_run, tmp_path):
     assert content.verdict is None
 
 
+def test_paper_recipe_on_cifar_shaped_data(tmp_path, monkeypatch):
+    """The paper preset's wiring, shortened: step schedule, paper warm-up, augmentation, 3 channels."""
+    import dataclasses
+
+    import torch
+
+    from residuals.data import ImageData
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (96,), generator=g)                      # random labels
+    fake = ImageData(name="cifar10", train_x=x[:64], train_y=y[:64], test_x=x[64:], test_y=y[64:],
+                     classes=[str(i) for i in range(10)], mean=(0.5,) * 3, std=(0.25,) * 3,
+                     augment="crop-flip")
+    monkeypatch.setattr("residuals.data.load_dataset", lambda *args, **kwargs: fake)
+    cfg = dataclasses.replace(deg.PRESETS["paper"], depths=(8, 14), variants=("residual",), epochs=4,
+                              batch_size=32, val_size=None, paper_warmup_from_depth=14, probe_batch=16)
+    tcfg = cfg.train_config(14, 0, "cpu")
+    assert (tcfg.lr, tcfg.schedule, tcfg.warmup, tcfg.augment) == (0.1, "step", "paper", True)
+    run = RunDir.create(tmp_path, bench="degradation", dataset="cifar10", config=cfg.to_dict())
+    runs = deg.run_sweep(run, cfg, device="cpu", jobs=1, echo=lambda line: None)
+    assert sorted(runs["model"]) == ["resnet14", "resnet8"]
+    lr = run.read_table("results").groupby("model")["lr"].apply(list)
+    # 2 steps per epoch, 8 in all: lr / 10 at iterations 4 and 6 (50% and 75%)
+    assert lr["resnet8"] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    # the paper warm-up: lr / 10 while the training error is above 80% (random labels: always)
+    assert lr["resnet14"][0] == pytest.approx(0.01)
+    assert len(run.read_table("probes")) == 3 + 6
+
+
 class CountingTrain:
     """Wraps the real trainer: counts its calls and can interrupt or fail a chosen call."""
 
