@@ -212,15 +212,23 @@ _HIST_BYTES = 256 * 2**20
 _SEARCH_ELEMENTS = 1 << 22
 
 
-def _root_index(data: "_Data") -> torch.Tensor:
-    """(F, n) int64 bin index of all rows, cached for the caller's matrix."""
+def _root_entry(data: "_Data") -> list | None:
+    """``[index, counts]`` cached for the caller's matrix: the (F, n) int64 bin
+    index of all rows and, once asked for, the (F, n_bins) row count histogram
+    (which does not change from tree to tree). None when not cacheable."""
     if data.source is None or data.XT.device.type != "cpu":
-        return data.XT.long()
-    index = _root_index_cache.get(data.source)
-    if index is None:
-        index = data.XT.long()
-        _root_index_cache.put(data.source, index)
-    return index
+        return None
+    entry = _root_index_cache.get(data.source)
+    if entry is None:
+        entry = [data.XT.long(), None]
+        _root_index_cache.put(data.source, entry)
+    return entry
+
+
+def _root_index(data: "_Data") -> torch.Tensor:
+    """(F, n) int64 bin index of all rows."""
+    entry = _root_entry(data)
+    return data.XT.long() if entry is None else entry[0]
 
 
 class HistTree:
@@ -451,8 +459,23 @@ class HistTree:
         return np.concatenate(hosts)
 
     def _root_histograms(self, data: _Data):
-        """Root histograms; also records whether any row is in a missing bin (one sync)."""
-        hist, cw = self._histograms(data, None, None, 1)
+        """Root histograms; also records whether any row is in a missing bin (one sync).
+
+        When ``w*h`` is one constant and the matrix is cached, the hessian
+        histogram is that constant times the cached row counts, and only the
+        gradients are scattered (a real scatter, ~20% cheaper than a complex one).
+        """
+        entry = _root_entry(data) if data.cw is None else None
+        if entry is not None:
+            index, (F, nb) = entry[0], (data.XT.shape[0], self.n_bins)
+            if entry[1] is None or entry[1].shape != (F, nb):
+                ones = torch.ones((), dtype=torch.float64).expand(index.shape)
+                entry[1] = torch.zeros((F, nb), dtype=torch.float64).scatter_add_(1, index, ones)
+            grad = torch.zeros((F, nb), dtype=torch.float64)
+            grad.scatter_add_(1, index, data.gh.real.contiguous().unsqueeze(0).expand(F, -1))
+            hist, cw = torch.complex(grad, entry[1] * data.count_unit).unsqueeze(0), None
+        else:
+            hist, cw = self._histograms(data, None, None, 1)
         missing = hist[0, :, -1].imag if cw is None else cw[0, :, -1].real  # hessians or counts
         data.has_missing = bool((missing != 0).any())
         return hist, cw
