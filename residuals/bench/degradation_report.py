@@ -172,6 +172,7 @@ def _error_vs_depth(runs: pd.DataFrame) -> Figure:
     ax.set_xticks(depths)
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("final error (%)")
+    ax.set_title("after the last epoch: plain (orange) and residual (blue) nets")
     ax.legend()
     return Figure(
         key="error_vs_depth", title="Final error against depth", fig=fig, data=data,
