@@ -434,6 +434,18 @@ class TestHistTree:
         np.testing.assert_allclose(bounded.predict(Xb).numpy(), reference.predict(Xb).numpy())
         np.testing.assert_allclose(np.sort(bounded.gain), np.sort(reference.gain), rtol=1e-9, atol=1e-12)
 
+    def test_accelerator_kernels_agree_with_the_cpu_ones(self):
+        """The two-pass real scatter and torch.nonzero, used off the CPU, run here too."""
+        from residuals.boosting._hist import _nonzero, _scatter_hist
+
+        rng = np.random.RandomState(20)
+        index = torch.as_tensor(rng.randint(0, 64, size=(5, 3000)))
+        values = torch.complex(torch.as_tensor(rng.randn(3000)), torch.as_tensor(rng.rand(3000)))
+        fused = _scatter_hist(index, values, 64, fused=True)
+        torch.testing.assert_close(_scatter_hist(index, values, 64, fused=False), fused)
+        mask = torch.as_tensor(rng.rand(3000) < 0.3)
+        assert torch.equal(_nonzero(mask, use_numpy=False), _nonzero(mask, use_numpy=True))
+
     def test_leaf_values_can_be_overwritten(self):
         X, y = integer_data()
         tree, _, Xb = fit_tree(X, y, max_depth=2)

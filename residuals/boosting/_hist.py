@@ -90,14 +90,17 @@ class _Data:
     has_missing: bool = True  # any row in the missing bin of an allowed feature
 
 
-def _scatter_hist(index: torch.Tensor, values: torch.Tensor, n_cols: int) -> torch.Tensor:
+def _scatter_hist(index: torch.Tensor, values: torch.Tensor, n_cols: int, fused: bool | None = None) -> torch.Tensor:
     """``out[f, index[f, i]] += values[i]``: complex (F, n_cols) histogram.
 
-    index : (F, m) int64, C-contiguous; values : (m,) complex128.
+    index : (F, m) int64, C-contiguous; values : (m,) complex128. ``fused``: one
+    complex pass (default on the CPU) or two real ones (default elsewhere).
     """
     F, m = index.shape
-    if values.device.type == "cpu":  # one pass for both channels
-        out = torch.zeros((F, n_cols), dtype=torch.complex128)
+    if fused is None:
+        fused = values.device.type == "cpu"
+    if fused:  # one pass for both channels
+        out = torch.zeros((F, n_cols), dtype=torch.complex128, device=values.device)
         return out.scatter_add_(1, index, values.unsqueeze(0).expand(F, m))
     # Complex atomics are not available on every accelerator: two real passes.
     parts = []
@@ -107,13 +110,15 @@ def _scatter_hist(index: torch.Tensor, values: torch.Tensor, n_cols: int) -> tor
     return torch.complex(*parts)
 
 
-def _nonzero(mask: torch.Tensor) -> torch.Tensor:
+def _nonzero(mask: torch.Tensor, use_numpy: bool | None = None) -> torch.Tensor:
     """Indices of the True entries of a 1-D mask (int64, same device).
 
     On the CPU numpy's flatnonzero is ~10x faster than torch.nonzero (measured,
     100k rows, one thread); on an accelerator torch.nonzero is the only way.
     """
-    if mask.device.type == "cpu":
+    if use_numpy is None:
+        use_numpy = mask.device.type == "cpu"
+    if use_numpy:
         return torch.from_numpy(np.flatnonzero(mask.numpy()))
     return torch.nonzero(mask).squeeze(1)
 
