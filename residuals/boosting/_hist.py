@@ -617,6 +617,32 @@ class HistTree:
         return right
 
     # ----------------------------------------------------------------- growth
+    def _next_level(self, host, taken, small_right, open_nodes, done_nodes, columns, np_dtype):
+        """Record a level's splits and lay out the next level's slots.
+
+        Next level: the smaller children in slots [0, k) (histogrammed), the
+        larger ones in [k, 2k) (parent minus sibling), then every finished leaf.
+        Returns the routing table ``(n_slots, n_bins)`` and split column
+        ``(n_slots,)`` of the current slots, and the next open and done nodes.
+        """
+        K, k, nb = len(open_nodes), taken.size, self.n_bins
+        children = [0] * (2 * k)
+        for j, node_k in enumerate(taken):
+            left, right = self._split_node(open_nodes[node_k], host[node_k], columns)
+            children[j], children[k + j] = (right, left) if small_right[j] else (left, right)
+        rank = np.arange(k)
+        left_slot = np.where(small_right, k + rank, rank)
+        right_slot = np.where(small_right, rank, k + rank)
+        table = np.empty((K + len(done_nodes), nb), dtype=np_dtype)
+        table[taken] = np.where(self._goes_right(host[taken]), right_slot[:, None], left_slot[:, None])
+        stays = [i for i in range(K) if host[i, _ACCEPT] == 0]
+        finished = [open_nodes[i] for i in stays] + done_nodes
+        stays += range(K, K + len(done_nodes))
+        table[stays] = (2 * k + np.arange(len(stays)))[:, None]
+        column = np.zeros(len(table), dtype=np_dtype)
+        column[taken] = host[taken, _FEATURE]
+        return table, column, children, finished
+
     def _grow_depthwise(self, data: _Data, totals: np.ndarray, total_weight: float, columns) -> tuple | None:
         """Level by level; returns ``(slot, node_of_slot)`` for the training rows
         when they were all kept (for the leaf cache), else None.
@@ -642,24 +668,10 @@ class HistTree:
             k = taken.size
             if k == 0:
                 break
-            # Next level: smaller children in slots [0, k) (histogrammed), larger ones
-            # in [k, 2k) (parent minus sibling), then every finished leaf.
             small_right = host[taken, _RIGHT + _C] < host[taken, _LEFT + _C]
-            children = [0] * (2 * k)
-            for j, node_k in enumerate(taken):
-                left, right = self._split_node(open_nodes[node_k], host[node_k], columns)
-                children[j], children[k + j] = (right, left) if small_right[j] else (left, right)
-            rank = np.arange(k)
-            left_slot = np.where(small_right, k + rank, rank)
-            right_slot = np.where(small_right, rank, k + rank)
-            table = np.empty((K + len(done_nodes), nb), dtype=np_dtype)
-            table[taken] = np.where(self._goes_right(host[taken]), right_slot[:, None], left_slot[:, None])
-            finished = [open_nodes[i] for i in range(K) if host[i, _ACCEPT] == 0] + done_nodes
-            stay = [i for i in range(K) if host[i, _ACCEPT] == 0] + list(range(K, K + len(done_nodes)))
-            table[stay] = (2 * k + np.arange(len(stay)))[:, None]
-            column = np.zeros(len(table), dtype=np_dtype)
-            column[taken] = host[taken, _FEATURE]
-            open_nodes, done_nodes = children, finished
+            table, column, open_nodes, done_nodes = self._next_level(
+                host, taken, small_right, open_nodes, done_nodes, columns, np_dtype
+            )
             depth += 1
             last = self.max_depth is not None and depth >= self.max_depth
             if last and not data.all_rows:
