@@ -334,6 +334,14 @@ class TestHistTree:
             rtol=1e-9,
         )
 
+    @pytest.mark.parametrize("max_leaf_nodes", [None, 200])
+    def test_fully_grown_tree_matches_decision_tree_regressor(self, max_leaf_nodes):
+        X, y = integer_data(n=2000, seed=3)
+        tree, _, Xb = fit_tree(X, y, max_depth=None, max_leaf_nodes=max_leaf_nodes)
+        ref = DecisionTreeRegressor(max_leaf_nodes=max_leaf_nodes).fit(X, y)
+        assert (tree.n_leaves, tree.depth) == (ref.get_n_leaves(), ref.get_depth())
+        np.testing.assert_allclose(tree.predict(Xb).numpy(), ref.predict(X), atol=1e-10)
+
     def test_matches_weighted_decision_tree_regressor(self):
         X, y = integer_data(seed=13)
         w = np.random.RandomState(13).uniform(0.2, 2.0, len(y))
