@@ -39,7 +39,7 @@ def only_run(out) -> RunDir:
 
 @pytest.fixture(autouse=True)
 def no_user_data(tmp_path, monkeypatch):
-    """Keep the user's data cache and the network out of every test."""
+    """Keep the user's data cache and the network out of every test; close figures after it."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("RESIDUALS_DATA", raising=False)
 
@@ -47,6 +47,9 @@ def no_user_data(tmp_path, monkeypatch):
         raise OSError("network is unreachable (test)")
 
     monkeypatch.setattr("residuals.data.fetch_url", offline)
+    yield
+    if "matplotlib.pyplot" in sys.modules:       # the renderer's figures, once checked
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 # --------------------------------------------------------------------------- verdict
@@ -572,7 +575,8 @@ def test_ctrl_c_in_a_terminal_stops_the_workers_and_resume_finishes(tmp_path):
     assert list((run.path / "checkpoints").glob("*.pt"))          # at least one epoch kept
 
     done = subprocess.run([sys.executable, "-m", "residuals.cli", "bench", "degradation",
-                           "--resume", str(run.path)], capture_output=True, text=True, timeout=300)
+                           "--resume", str(run.path), "--jobs", "1"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert run.meta["status"] == "complete"
     assert sorted(run.read_table("runs")["model"]) == ["plain8", "resnet8"]
