@@ -614,6 +614,20 @@ def test_cuda_sweep_runs_in_process(tmp_path):
     assert (runs["device"] == "cuda").all() and (runs["images_per_s"] > 0).all()
 
 
+def test_which_errors_are_the_users_to_fix():
+    from concurrent.futures.process import BrokenProcessPool
+
+    from residuals.bench.degradation_cli import _user_error
+    from residuals.data import DatasetError
+    from residuals.train import TrainError
+
+    assert _user_error(TrainError("out of GPU memory")) == "out of GPU memory"
+    assert _user_error(DatasetError("checksum mismatch")) == "checksum mismatch"
+    assert _user_error(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"
+    assert "try fewer --jobs" in _user_error(BrokenProcessPool("a child process terminated"))
+    assert _user_error(KeyError("bug")) is None and _user_error(ValueError("bug")) is None
+
+
 def test_sigterm_during_the_sweep_is_handled_like_ctrl_c():
     import os
     import signal

@@ -318,11 +318,16 @@ def _sigterm_as_interrupt():
 
 def _user_error(e: Exception) -> str | None:
     """The message for an error the user can fix (data, memory, disk); None for a bug."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from residuals.data import DatasetError
     from residuals.train import TrainError
 
     if isinstance(e, (DatasetError, TrainError)):
         return str(e)
+    if isinstance(e, BrokenProcessPool):
+        return ("a worker process died without a Python error (killed by the system, e.g. when "
+                "memory ran out?); try fewer --jobs")
     if isinstance(e, OSError):          # a full disk, a folder that became unwritable
         return f"{type(e).__name__}: {e}"
     return None
