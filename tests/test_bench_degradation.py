@@ -623,7 +623,8 @@ def test_which_errors_are_the_users_to_fix():
 
     assert _user_error(TrainError("out of GPU memory")) == "out of GPU memory"
     assert _user_error(DatasetError("checksum mismatch")) == "checksum mismatch"
-    assert _user_error(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"
+    disk_full = OSError(28, "No space left on device")
+    assert _user_error(disk_full) == "OSError: [Errno 28] No space left on device"
     assert "try fewer --jobs" in _user_error(BrokenProcessPool("a child process terminated"))
     assert _user_error(KeyError("bug")) is None and _user_error(ValueError("bug")) is None
 
