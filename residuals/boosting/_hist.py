@@ -212,9 +212,11 @@ _PER_CHILD_SCATTER = 4
 # Memory bounds. A level keeps its nodes' histograms for the subtraction trick
 # only while they fit in _HIST_BYTES; deeper (wider) levels histogram their
 # nodes directly, in groups that fit. The split search handles at most
-# _SEARCH_ELEMENTS candidate splits per pass (each temporary is 8 bytes each).
+# _SEARCH_ELEMENTS candidate splits per pass (8 bytes each per temporary): small
+# enough for its ~15 elementwise passes to stay in cache (1 << 17 searched 128
+# nodes x 20 features 1.5x faster than one pass over all of them, measured).
 _HIST_BYTES = 256 * 2**20
-_SEARCH_ELEMENTS = 1 << 22
+_SEARCH_ELEMENTS = 1 << 17
 
 
 def _root_entry(data: "_Data") -> list | None:
@@ -732,7 +734,7 @@ class HistTree:
             goes_right = torch.as_tensor(self._goes_right(row[None, :])[0], device=device)
             column = data.XT[int(row[_FEATURE])].index_select(0, rows)
             r = goes_right.index_select(0, column.long())
-            left_rows, right_rows = rows[~r], rows[r]
+            left_rows, right_rows = rows.index_select(0, _nonzero(~r)), rows.index_select(0, _nonzero(r))
             small_right = row[_RIGHT + _C] < row[_LEFT + _C]
             small_rows = right_rows if small_right else left_rows
             small, small_cw = self._histograms(data, small_rows, None, 1)
