@@ -808,34 +808,46 @@ class HistTree:
         G, H = self.node_sum_gradient[is_leaf], self.node_sum_hessian[is_leaf]
         values = np.where(H > 0, -G / np.where(H > 0, H, 1.0), 0.0)
         self.leaf_values = torch.as_tensor(values, dtype=torch.float64, device=device)
-        # Routing table for apply: (n_nodes, n_bins) -> next node; leaves loop on themselves.
-        goes_right = np.arange(self.n_bins)[None, :] > self.threshold_bin[:, None]
-        goes_right[:, -1] = ~self.missing_left
-        table = np.where(goes_right, self.children_right[:, None], self.children_left[:, None])
-        table[is_leaf] = np.flatnonzero(is_leaf)[:, None]
-        self._table = torch.as_tensor(table.reshape(-1).astype(np.int32), device=device)
-        self._node_feature = torch.as_tensor(np.maximum(self.feature, 0).astype(np.int32), device=device)
-        self._leaf_of_node = torch.as_tensor(self.leaf_index, device=device)
+        self._device = torch.device(device)
+        self._routing = None  # built on the first apply that needs it
+
+    def _routing_tables(self, dtype: torch.dtype) -> tuple:
+        """(table, node_feature, leaf_of_node) for :func:`_route`: bin -> next node
+        ``(n_nodes * n_bins,)``, leaves looping on themselves."""
+        if self._routing is None or self._routing[0].dtype != dtype:
+            is_leaf = self.children_left < 0
+            goes_right = np.arange(self.n_bins)[None, :] > self.threshold_bin[:, None]
+            goes_right[:, -1] = ~self.missing_left
+            table = np.where(goes_right, self.children_right[:, None], self.children_left[:, None])
+            table[is_leaf] = np.flatnonzero(is_leaf)[:, None]
+            self._routing = tuple(
+                torch.as_tensor(a, dtype=t, device=self._device)
+                for a, t in (
+                    (table.reshape(-1), dtype),
+                    (np.maximum(self.feature, 0), dtype),
+                    (self.leaf_index, torch.int64),
+                )
+            )
+        return self._routing
 
     def apply(self, Xb: torch.Tensor) -> torch.Tensor:
         """Leaf index of every row: int64 tensor (n_samples,) in ``[0, n_leaves)``, on Xb's device."""
-        if not hasattr(self, "_table"):
+        if not hasattr(self, "_routing"):
             raise RuntimeError("This HistTree is not fitted yet: call fit first.")
         if not isinstance(Xb, torch.Tensor) or Xb.dtype != torch.uint8 or Xb.dim() != 2:
             raise TypeError("HistTree.apply expects a 2-D uint8 tensor of bins (BinMapper.transform).")
-        if Xb.device != self._table.device:
-            raise ValueError(f"Xb is on {Xb.device}, but the tree was fitted on {self._table.device}.")
+        if Xb.device != self._device:
+            raise ValueError(f"Xb is on {Xb.device}, but the tree was fitted on {self._device}.")
         cached = _train_leaves.get(Xb, owner=self)
         if cached is not None:
             return cached.clone()
         XT = _feature_major(Xb)
         dtype = _slot_dtype(XT)
-        if self._table.dtype != dtype:
-            self._table, self._node_feature = self._table.to(dtype), self._node_feature.to(dtype)
+        table, node_feature, leaf_of_node = self._routing_tables(dtype)
         node = torch.zeros(Xb.shape[0], dtype=dtype, device=Xb.device)
         for _ in range(self.depth):
-            node = _route(XT, node, self._node_feature, self._table, self.n_bins)
-        return self._leaf_of_node.index_select(0, node)
+            node = _route(XT, node, node_feature, table, self.n_bins)
+        return leaf_of_node.index_select(0, node)
 
     def predict(self, Xb: torch.Tensor) -> torch.Tensor:
         """float64 tensor (n_samples,): ``leaf_values[apply(Xb)]``."""
