@@ -273,6 +273,14 @@ class TestHistTree:
         np.testing.assert_allclose(tree.predict(Xb).numpy(), ref.predict(Xb).numpy())
         assert tree.n_node_samples[0] == keep.sum()
 
+    def test_unit_weights_equal_no_weights(self):
+        X, y = integer_data()
+        tree, _, Xb = fit_tree(X, y, sample_weight=np.ones(len(y)), max_depth=4, min_weight_leaf=30.0)
+        ref, _, _ = fit_tree(X, y, max_depth=4, min_weight_leaf=30.0)
+        np.testing.assert_array_equal(tree.threshold_bin, ref.threshold_bin)
+        np.testing.assert_allclose(tree.predict(Xb).numpy(), ref.predict(Xb).numpy())
+        np.testing.assert_allclose(tree.weighted_n_node_samples, tree.n_node_samples)
+
     def test_integer_weights_equal_repeated_rows(self):
         X, y = integer_data(n=1500)
         reps = np.random.RandomState(9).randint(1, 4, len(y))

@@ -371,10 +371,12 @@ class HistTree:
         w = None if sample_weight is None else vector(sample_weight, "sample_weight")
         all_rows = True
         if w is not None and n:
-            lo, finite = torch.stack((w.min(), torch.isfinite(w).all().double())).tolist()
+            lo, hi, finite = torch.stack((*torch.aminmax(w), torch.isfinite(w).all().double())).tolist()
             if lo < 0 or not finite:
                 raise ValueError("sample_weight must be finite and >= 0.")
-            if lo == 0:  # rows left out, e.g. by the booster's subsampling
+            if lo == hi == 1.0:  # unit weights are no weights (and cost nothing)
+                w = None
+            elif lo == 0:  # rows left out, e.g. by the booster's subsampling
                 rows = _nonzero(w > 0)
                 XT = XT.gather(1, rows.expand(XT.shape[0], -1))
                 g, h, w = (v.index_select(0, rows) for v in (g, h, w))
