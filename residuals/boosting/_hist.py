@@ -33,9 +33,11 @@ Implementation (everything stays on the device of the binned data):
 * the split search is vectorised over nodes, features, cut points and (only
   when the data has NaNs) the two sides a missing value can take, then an
   ``argmax`` per node;
-* depth-wise growth (``max_leaf_nodes=None``) does one host sync per level;
-  best-first growth (``max_leaf_nodes`` set, as scikit-learn's
-  ``BestFirstTreeBuilder`` and ``HistGradientBoosting``) one per split;
+* depth-wise growth (``max_leaf_nodes=None``) copies one small table of
+  winning splits to the host per level (plus the row counts ``nonzero`` needs
+  on an accelerator); best-first growth (``max_leaf_nodes`` set, as
+  scikit-learn's ``BestFirstTreeBuilder`` and ``HistGradientBoosting``) does
+  the same per split;
 * rows are routed to children with a ``(node, bin) -> child`` lookup table,
   with int32 indices; the training rows' leaves are kept from the fit, so the
   booster's ``apply``/``predict`` on the same matrix right after costs nothing.
