@@ -736,9 +736,10 @@ class HistTree:
             depth = self._nodes[left][10]
             if n_leaves >= self.max_leaf_nodes or (self.max_depth is not None and depth >= self.max_depth):
                 continue
-            goes_right = torch.as_tensor(self._goes_right(row[None, :])[0], device=device)
             column = data.XT[int(row[_FEATURE])].index_select(0, rows)
-            r = goes_right.index_select(0, column.long())
+            r = column > int(row[_BIN])
+            if data.has_missing:
+                r = torch.where(column == self.n_bins - 1, not row[_MISSING_LEFT], r)
             left_rows, right_rows = rows.index_select(0, _nonzero(~r)), rows.index_select(0, _nonzero(r))
             small_right = row[_RIGHT + _C] < row[_LEFT + _C]
             small_rows = right_rows if small_right else left_rows
