@@ -11,7 +11,8 @@ Everything a benchmark reports about speed is measured here the same way:
   and device-memory copy bytes/s;
 * :func:`machine_info` describes the machine (CPU model, cores, torch threads,
   GPU name and memory, versions, date) for the record of every result;
-* :func:`write_results` prints the table and saves it as CSV + JSON.
+* :func:`write_results` saves the tables as CSV + JSON, and :func:`run_benchmark`
+  is the common ``main`` of a script (measure, describe, print, save).
 
 Import ``residuals`` before ``torch`` (the scripts do): it sets
 ``OMP_WAIT_POLICY=PASSIVE``, without which torch's spinning OpenMP threads made

@@ -10,25 +10,33 @@ augmentation in both):
     ``torch.utils.data.DataLoader`` over a ``Dataset`` whose ``__getitem__``
     transforms one image at a time on the CPU in Python (random crop with 4
     pixels of zero padding, horizontal flip, uint8 -> float / 255, normalize),
-    default ``num_workers=0`` (``--workers 0 2`` measures both), the model in
+    ``num_workers=0`` and 2 (``--workers``; speedups are over 0), the model in
     fp32 and NCHW, plain ``torch.optim.SGD``, and ``loss.item()`` every step.
 ``project``
     :func:`residuals.train.train` with its defaults: data and augmentation on
     the device, bf16 autocast and channels_last on CUDA, no per-step host sync.
 
 Each loop runs one untimed warm-up round, then ``--repeats`` timed rounds of
-``--steps`` steps; reported: the median images/s with min-max, and the ratio of
-the medians. Timing: CUDA events around the round (after a synchronize) on a GPU,
-``perf_counter`` on the CPU.
+``--steps`` steps (a round is one pass over ``steps * batch`` images). The
+rounds are interleaved: the trainer's epoch ``k``, then round ``k`` of each
+reference loop, then a probe of the machine's limits, so load that drifts on a
+shared machine hits all alike. Reported: the median images/s with min-max, the
+ratio of the medians (``speedup``) and the median of the per-round ratios
+(``speedup_paired``). Timing: CUDA events around the round (after a
+synchronize) on a GPU, ``perf_counter`` on the CPU; the trainer's own epoch
+clock works the same way.
 
 How close to the machine's limits: the achieved FLOP/s (counted FLOPs of a step,
 see :func:`count_flops`) against a measured matmul peak at the loop's precision,
 and the bytes/s of an unfused-traffic estimate (see :func:`count_traffic`)
-against a measured copy bandwidth. On CUDA also the peak memory of each loop,
-and a check that ResNet-1202 trains at batch 128.
+against a measured copy bandwidth; the ceilings are the best seen over the run
+(:class:`LimitProbe`). Also the tutorial's data pipeline alone (ms per batch),
+and on CUDA the peak memory of each loop and a check that ResNet-1202 trains at
+batch 128.
 
 ``--ablation`` measures the trainer with each speed switch (channels_last, amp,
-compile) flipped from its default, side by side.
+compile) flipped from its default, one after the other, then the defaults again
+(the drift).
 
 Run::
 
@@ -48,6 +56,7 @@ import dataclasses
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +91,8 @@ class ThroughputConfig:
     batch_size: int = 128              # images per step (the paper's)
     steps: int = 10                    # steps per timed round
     repeats: int = 3                   # timed rounds per loop (after one warm-up round)
-    workers: tuple[int, ...] = (0,)    # DataLoader workers of the reference loop
+    workers: tuple[int, ...] = (0, 2)  # DataLoader workers of the reference loop; the first is
+    #                                    the baseline of the speedups (the tutorials' default 0)
     device: str = "cpu"
     lr: float = 0.1                    # the paper's SGD settings, same in both loops
     momentum: float = 0.9
@@ -328,6 +338,20 @@ class TutorialLoop:
             optimizer.step()
             self.losses.append(loss.item())            # running_loss += loss.item()
 
+    def loader_seconds_per_step(self, repeats: int) -> Spread:
+        """Seconds per batch of the data pipeline alone: a pass of the DataLoader, no model.
+
+        What the tutorial loop pays before the model sees a batch (with
+        ``num_workers=0``, on the critical path of every step).
+        """
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _batch in self.loader:
+                pass
+            seconds.append(time.perf_counter() - t0)
+        return spread(seconds).scaled(1.0 / len(self.loader))
+
     def warmup(self) -> None:
         """One untimed round (first-call kernel selection, worker start-up)."""
         self._round()
@@ -441,7 +465,10 @@ def side_by_side(base: nn.Module, data, cfg: ThroughputConfig, *,
             between(record.epoch)
 
     project = project_loop(copy.deepcopy(base), data, project_config(cfg), on_epoch=after_epoch)
-    return [loop.result() for loop in refs] + [project]
+    results = [loop.result() for loop in refs] + [project]
+    for loop, res in zip(refs, results):
+        res.extra["loader_s_per_step"] = loop.loader_seconds_per_step(cfg.repeats).median
+    return results
 
 
 def peak_memory(base: nn.Module, data, cfg: ThroughputConfig) -> tuple[float, float]:
@@ -555,6 +582,7 @@ def _row(model_name: str, res: LoopResult, cfg: ThroughputConfig, flops: tuple[f
         forward_macs_per_image=fwd / 2, train_flops_per_image=train_flops,
         achieved_flops_s=train_flops * ips.median, precision=precision,
         bytes_per_step=traffic, achieved_bytes_s=traffic / cfg.batch_size * ips.median,
+        data_s_per_step=res.extra.get("loader_s_per_step", math.nan),   # reference: DataLoader alone
         peak_memory_bytes=res.peak_memory_bytes,
         first_loss=res.first_loss, last_loss=res.last_loss, params_changed=res.params_changed,
     )
@@ -751,14 +779,15 @@ def print_tables(tables: dict, info: dict) -> None:
         print(f"  limit: {quantity} {precision}: median {format_si(g['median'].median())}{unit}, "
               f"best {format_si(g['max'].max())}{unit} ({len(g)} measurements, start to end)")
     print(f"\n{'model':<11}{'loop':<10}{'wrk':>4}{'images/s [min-max]':>26}{'x ref':>7}{'paired':>7}"
-          f"{'FLOP/s':>9}{'%peak':>7}{'B/s':>9}{'%copy':>7}{'peak mem':>10}")
+          f"{'FLOP/s':>9}{'%peak':>7}{'B/s':>9}{'%copy':>7}{'peak mem':>10}{'data ms/step':>13}")
     for r in tables["results"].itertuples():
         mem = format_si(r.peak_memory_bytes) + ("B" if r.peak_memory_bytes == r.peak_memory_bytes else "")
         ips = f"{r.images_per_s:.1f} [{r.images_per_s_min:.1f}-{r.images_per_s_max:.1f}]"
         print(f"{r.model:<11}{r.loop:<10}{str(r.workers):>4}{ips:>26}{r.speedup:>7.2f}"
               f"{r.speedup_paired:>7.2f}"
               f"{format_si(r.achieved_flops_s):>9}{100 * r.flops_fraction:>6.1f}%"
-              f"{format_si(r.achieved_bytes_s):>9}{100 * r.bytes_fraction:>6.1f}%{mem:>10}")
+              f"{format_si(r.achieved_bytes_s):>9}{100 * r.bytes_fraction:>6.1f}%{mem:>10}"
+              f"{(f'{1e3 * r.data_s_per_step:.1f}' if r.data_s_per_step == r.data_s_per_step else ''):>13}")
     if "big_model" in tables:
         for r in tables["big_model"].itertuples():
             if r.error:
@@ -780,7 +809,7 @@ def print_tables(tables: dict, info: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = ThroughputConfig()
     p.add_argument("--models", nargs="+", default=list(d.models), help="model names (default: %(default)s)")

@@ -307,7 +307,7 @@ def print_tables(tables: dict, info: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> SweepTimeConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = SweepTimeConfig()
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:<i>")
