@@ -303,8 +303,8 @@ class TutorialLoop:
 
     ``images`` uint8 ``(steps * batch, C, H, W)``, ``labels`` int64: kept on the
     CPU, as the tutorial's dataset is; each batch is copied to the device in the
-    loop body. :meth:`round` returns the seconds of one round (CUDA events on a
-    GPU; the ``loss.item()`` of every step synchronises anyway).
+    loop body. :meth:`timed_round` returns the seconds of one round (CUDA events
+    on a GPU; the ``loss.item()`` of every step synchronises anyway).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
