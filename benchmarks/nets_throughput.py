@@ -98,7 +98,7 @@ class ThroughputConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     ablation: bool = False             # trainer switches on/off
-    ablation_model: str = "resnet20"
+    ablation_models: tuple[str, ...] = ("resnet20", "resnet56")
     big_model: str | None = None       # e.g. "resnet1202": trains at big_batch? (None: skip)
     big_batch: int = 128
     big_steps: int = 3
@@ -656,11 +656,12 @@ ABLATION_SWITCHES = ("channels_last", "amp", "compile")
 def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     """The trainer with its defaults, then with each switch flipped, then the defaults again.
 
-    A switch left at ``None`` by the trainer's defaults (auto) is flipped against
-    what it resolves to on this device. The settings run one after the other
-    (one ``train`` call each, its first epoch the warm-up); the second defaults
-    row shows how much the machine drifted meanwhile. ``vs_defaults`` is
-    against the mean of the two defaults rows.
+    For each of ``cfg.ablation_models``. A switch left at ``None`` by the
+    trainer's defaults (auto) is flipped against what it resolves to on this
+    device. The settings run one after the other (one ``train`` call each, its
+    first epoch the warm-up, which holds the compilation when ``compile`` is
+    on); the second defaults row shows how much the machine drifted meanwhile.
+    ``vs_defaults`` is against the mean of the two defaults rows.
     """
     import pandas as pd
     from residuals.nets import build_model
@@ -668,9 +669,6 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
 
     device = torch.device(cfg.device)
     defaults = TrainConfig()
-    torch.manual_seed(cfg.seed)
-    base = build_model(cfg.ablation_model, in_channels=IMAGE_SHAPE[0], num_classes=NUM_CLASSES)
-    data = synthetic_data(cfg.steps * cfg.batch_size, cfg.device, cfg.seed)
     settings = [("defaults", {})]
     for switch in ABLATION_SWITCHES:
         value = getattr(defaults, switch)
@@ -678,18 +676,24 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
             value = device.type == "cuda"
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
     settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation
-    rows = []
-    for label, switches in settings:
-        res = project_loop(copy.deepcopy(base), data, project_config(cfg, **switches))
-        ips = res.images_per_s
-        rows.append(dict(model=cfg.ablation_model, setting=label, batch_size=cfg.batch_size,
-                         images_per_s=ips.median, images_per_s_min=ips.min,
-                         images_per_s_max=ips.max, warmup_s=res.extra["warmup_s"],
-                         last_loss=res.last_loss, params_changed=res.params_changed))
-    df = pd.DataFrame(rows)
-    defaults_ips = df.loc[df["setting"].str.startswith("defaults"), "images_per_s"].mean()
-    df["vs_defaults"] = df["images_per_s"] / defaults_ips
-    return df
+    data = synthetic_data(cfg.steps * cfg.batch_size, cfg.device, cfg.seed)
+    frames = []
+    for name in cfg.ablation_models:
+        torch.manual_seed(cfg.seed)
+        base = build_model(name, in_channels=IMAGE_SHAPE[0], num_classes=NUM_CLASSES)
+        rows = []
+        for label, switches in settings:
+            res = project_loop(copy.deepcopy(base), data, project_config(cfg, **switches))
+            ips = res.images_per_s
+            rows.append(dict(model=name, setting=label, batch_size=cfg.batch_size,
+                             images_per_s=ips.median, images_per_s_min=ips.min,
+                             images_per_s_max=ips.max, warmup_s=res.extra["warmup_s"],
+                             last_loss=res.last_loss, params_changed=res.params_changed))
+        df = pd.DataFrame(rows)
+        defaults_ips = df.loc[df["setting"].str.startswith("defaults"), "images_per_s"].mean()
+        df["vs_defaults"] = df["images_per_s"] / defaults_ips
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
 
 
 def big_model_check(cfg: ThroughputConfig) -> "pd.DataFrame":
@@ -820,7 +824,8 @@ def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
                    help="DataLoader workers of the reference loop, one measurement each")
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:<i>")
     p.add_argument("--ablation", action="store_true", help="also time each trainer switch on/off")
-    p.add_argument("--ablation-model", default=d.ablation_model)
+    p.add_argument("--ablation-models", nargs="+", default=list(d.ablation_models),
+                   help="models of the ablation (default: %(default)s)")
     p.add_argument("--big-model", default=None,
                    help="check that this model trains at --big-batch (default on CUDA: resnet1202)")
     p.add_argument("--no-big-model", action="store_true", help="skip that check")
@@ -840,7 +845,7 @@ def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
         big = None
     return ThroughputConfig(models=tuple(a.models), batch_size=a.batch_size, steps=a.steps,
                             repeats=a.repeats, workers=tuple(a.workers), device=a.device,
-                            ablation=a.ablation, ablation_model=a.ablation_model, big_model=big,
+                            ablation=a.ablation, ablation_models=tuple(a.ablation_models), big_model=big,
                             big_batch=a.big_batch, big_steps=a.big_steps, limit_repeats=a.limit_repeats,
                             matmul_n=a.matmul_n, copy_mib=a.copy_mib, seed=a.seed, out=a.out)
 

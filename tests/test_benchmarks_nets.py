@@ -185,3 +185,14 @@ def test_sweep_time_runs_and_times_the_real_command(scripts, tmp_path):
     assert measured["exit_code"] == 0, measured["stderr_tail"]
     assert measured["runs"] == 1 and measured["status"] == "complete"
     assert 0 < measured["train_s_sum"] <= measured["wall_s"]
+
+
+def test_ablation_flips_each_switch_and_repeats_the_defaults(scripts, monkeypatch):
+    nt = scripts["nets_throughput"]
+    monkeypatch.setattr(nt, "ABLATION_SWITCHES", ("channels_last", "amp"))   # compile: too slow here
+    cfg = nt.ThroughputConfig(batch_size=8, steps=2, repeats=1, ablation_models=("resnet8",))
+    df = nt.ablation(cfg)
+    # on the CPU the trainer's defaults are channels_last=True and amp off
+    assert list(df["setting"]) == ["defaults", "channels_last=False", "amp=True", "defaults (again)"]
+    assert df["params_changed"].all() and df["last_loss"].map(math.isfinite).all()
+    assert df.loc[df["setting"].str.startswith("defaults"), "vs_defaults"].mean() == pytest.approx(1.0)
