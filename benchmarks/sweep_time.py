@@ -247,10 +247,13 @@ def run(cfg: SweepTimeConfig) -> dict[str, "pd.DataFrame"]:
     tables = {"results": pd.DataFrame(summary), "per_model": per_model}
     if cfg.run:
         measured = run_sweep(cfg)
+        ok = measured["exit_code"] == 0 and measured["status"] == "complete"
+        # a sweep that failed has no wall time to report: its row says so
         tables["results"] = pd.concat([tables["results"], pd.DataFrame([dict(
-            sweep=cfg.run_preset, device=cfg.device, kind="measured", runs=measured["runs"],
-            seconds=measured["wall_s"], seconds_min=math.nan, seconds_max=math.nan,
-            target_s=measured["target_s"])])], ignore_index=True)
+            sweep=cfg.run_preset, device=cfg.device, kind="measured" if ok else "failed",
+            runs=measured["runs"], seconds=measured["wall_s"] if ok else math.nan,
+            seconds_min=math.nan, seconds_max=math.nan, target_s=measured["target_s"])])],
+            ignore_index=True)
         tables["measured"] = pd.DataFrame([measured])
     tables["goals"] = check_goals(tables["results"], cfg)
     return tables

@@ -196,3 +196,16 @@ def test_ablation_flips_each_switch_and_repeats_the_defaults(scripts, monkeypatc
     assert list(df["setting"]) == ["defaults", "channels_last=False", "amp=True", "defaults (again)"]
     assert df["params_changed"].all() and df["last_loss"].map(math.isfinite).all()
     assert df.loc[df["setting"].str.startswith("defaults"), "vs_defaults"].mean() == pytest.approx(1.0)
+
+
+def test_sweep_time_reports_a_failed_sweep_as_failed(scripts):
+    """A sweep that cannot run (here: a depth that is not 6n+2) has no wall time to report."""
+    st = scripts["sweep_time"]
+    cfg = st.SweepTimeConfig(sweeps=("fashion-mnist",), depths=(8,), steps=1, repeats=1, eval_images=8,
+                             run=True, run_preset="digits", seeds=1, run_args=("--depths", "7"))
+    tables = st.run(cfg)
+    measured = tables["measured"].iloc[0]
+    assert measured["exit_code"] != 0 and "depth" in measured["stderr_tail"].lower()
+    row = tables["results"].query("kind != 'projected'").iloc[0]
+    assert row["kind"] == "failed" and math.isnan(row["seconds"])
+    assert tables["goals"]["status"].iloc[0] == "not measured"
