@@ -90,7 +90,7 @@ class ThroughputConfig:
     models: tuple[str, ...] = ("resnet20", "resnet56")
     batch_size: int = 128              # images per step (the paper's)
     steps: int = 10                    # steps per timed round
-    repeats: int = 3                   # timed rounds per loop (after one warm-up round)
+    repeats: int = 5                   # timed rounds per loop (after one warm-up round)
     workers: tuple[int, ...] = (0, 2)  # DataLoader workers of the reference loop; the first is
     #                                    the baseline of the speedups (the tutorials' default 0)
     device: str = "cpu"

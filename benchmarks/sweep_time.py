@@ -96,7 +96,7 @@ class SweepTimeConfig:
     device: str = "cpu"
     sweeps: tuple[str, ...] = ("fashion-mnist", "cifar10-paper")
     steps: int = 5                 # steps per timed epoch of the projection
-    repeats: int = 2               # timed epochs per model (after one warm-up epoch)
+    repeats: int = 3               # timed epochs per model (after one warm-up epoch)
     eval_images: int = 2048        # images per timed evaluation
     depths: tuple[int, ...] | None = None   # override the sweeps' depths (default 20/32/44/56)
     run: bool = False              # also run and time the real sweep
