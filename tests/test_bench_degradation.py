@@ -188,7 +188,7 @@ def test_render_with_a_diverged_run(tmp_path):
                                                 "gradient_norms"]
     final = content.tables[0].data.set_index("net")
     assert final.loc["plain-56", ["seeds", "diverged"]].tolist() == [1, 1]
-    assert final.loc["plain-56", "train error % (mean)"] == pytest.approx(70.0)
+    assert final.loc["plain-56", "train error %_mean"] == pytest.approx(70.0)
     by_depth = content.figures[1].data
     assert set(by_depth["status"]) == {"complete", "diverged"}      # drawn as crosses, kept in the data
 

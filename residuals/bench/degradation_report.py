@@ -252,10 +252,11 @@ def _final_table(runs: pd.DataFrame) -> Table:
         "depth": fe["depth"],
         "seeds": fe["n_seeds"],
         "diverged": fe["n_diverged"],
-        "train error % (mean)": (100 * fe["train_error_mean"]).round(2),
-        "train error % (std)": (100 * fe["train_error_std"]).round(2),
-        "test error % (mean)": (100 * fe["test_error_mean"]).round(2),
-        "test error % (std)": (100 * fe["test_error_std"]).round(2),
+        # <name>_mean / <name>_std pairs are shown as one "mean ± std" column on the page
+        "train error %_mean": (100 * fe["train_error_mean"]).round(2),
+        "train error %_std": (100 * fe["train_error_std"]).round(2),
+        "test error %_mean": (100 * fe["test_error_mean"]).round(2),
+        "test error %_std": (100 * fe["test_error_std"]).round(2),
     })
     return Table(key="final_errors", title="Final errors per net (mean and std over seeds)", data=data,
                  caption="Errors after the last epoch; std is over seeds (empty for one seed). "
