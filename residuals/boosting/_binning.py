@@ -49,10 +49,11 @@ def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
 
     Parameters
     ----------
-    column : ndarray of shape (n_samples,), float64, may contain NaN.
+    column : ndarray of shape (n_samples,), float32 or float64 (any stride), may contain NaN.
     max_bins : int, the most bins the non-missing values may use.
     """
-    values = np.sort(column)  # sorting once serves both branches
+    values = np.array(column, dtype=np.float64)  # one contiguous float64 copy ...
+    values.sort()  # ... sorted in place, once for both branches
     values = values[: values.size - int(np.isnan(values).sum())]  # NaNs sort last
     if values.size == 0:
         return np.empty(0, dtype=np.float64)
@@ -167,7 +168,9 @@ class BinMapper:
             )
         if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
             raise ValueError(f"{what} expects numeric features, got dtype {X.dtype}.")
-        return np.asarray(X, dtype=np.float64)
+        # float32 (the booster's validated X) is kept: every float32 is exactly a
+        # float64, so the column copies below convert it as they go (saves a full copy).
+        return X if X.dtype in (np.float32, np.float64) else np.asarray(X, dtype=np.float64)
 
     def fit(self, X: np.ndarray) -> "BinMapper":
         """Find the cut points of every feature.
@@ -191,7 +194,7 @@ class BinMapper:
             rows = np.sort(rng.choice(n_samples, self.subsample, replace=False))
             X = X[rows]
         self.bin_thresholds_ = [
-            _quantile_thresholds(np.ascontiguousarray(X[:, j]), self.max_bins)
+            _quantile_thresholds(X[:, j], self.max_bins)
             for j in range(n_features)
         ]
         self.n_bins_ = np.array([len(t) + 1 for t in self.bin_thresholds_], dtype=np.int64)
@@ -241,7 +244,8 @@ class BinMapper:
         chunk_elements = _CPU_CHUNK_ELEMENTS if on_cpu else _TRANSFORM_CHUNK_ELEMENTS
         chunk = max(1, chunk_elements // max(n_features, 1))
         for start in range(0, n_samples, chunk):
-            block = torch.as_tensor(X[start : start + chunk].T.copy(), device=device)
+            block = np.array(X[start : start + chunk].T, dtype=np.float64, order="C")
+            block = torch.as_tensor(block, device=device)
             if on_cpu:
                 bins = _count_cuts_below(cuts, block)
             else:

@@ -207,9 +207,12 @@ class HistLearner:
         if self._hessian is None or self._hessian.shape[0] != n:
             self._hessian = torch.ones(n, dtype=torch.float64, device=dev)
         if self._weight is None or self._weight[0] is not sample_weight:
-            # the same weights array every stage unless rows are subsampled: copy once
-            self._weight = (sample_weight, torch.as_tensor(
-                np.asarray(sample_weight, dtype=np.float64), device=dev))
+            # The same weights array every stage unless rows are subsampled: copy
+            # once. Unit weights are passed as None, which spares the tree its
+            # per-stage weight checks (a host sync each).
+            sw = np.asarray(sample_weight, dtype=np.float64)
+            unit = bool(np.all(sw == 1.0))
+            self._weight = (sample_weight, None if unit else torch.as_tensor(sw, device=dev))
         return tree.fit(Xp, gradient, self._hessian, sample_weight=self._weight[1],
                         features=features)
 
