@@ -83,6 +83,7 @@ class _Data:
 
     XT: torch.Tensor  # (F, n) uint8 bins of the allowed features, C-contiguous (feature-major)
     gh: torch.Tensor  # (n,) complex128: w*g + 1j * w*h
+    g: torch.Tensor  # (n,) float64: w*g, contiguous (the root's real scatter reads it)
     cw: torch.Tensor | None  # (n,) complex128: 1 + 1j * w, when counts can't be read off H
     count_unit: float  # w*h of every row when cw is None: count = H / count_unit
     weight_unit: float  # if > 0: sum w = count * weight_unit ...
@@ -222,14 +223,15 @@ _SEARCH_ELEMENTS = 1 << 17
 
 
 def _root_entry(data: "_Data") -> list | None:
-    """``[index, counts]`` cached for the caller's matrix: the (F, n) int64 bin
-    index of all rows and, once asked for, the (F, n_bins) row count histogram
-    (which does not change from tree to tree). None when not cacheable."""
+    """``[index, counts, has_missing]`` cached for the caller's matrix: the (F,
+    n) int64 bin index of all rows and, once asked for, the (F, n_bins) row
+    count histogram and whether any row is in a missing bin (neither changes
+    from tree to tree). None when not cacheable."""
     if data.source is None or data.XT.device.type != "cpu":
         return None
     entry = _root_index_cache.get(data.source)
     if entry is None:
-        entry = [data.XT.long(), None]
+        entry = [data.XT.long(), None, None]
         _root_index_cache.put(data.source, entry)
     return entry
 
@@ -411,6 +413,7 @@ class HistTree:
         data = _Data(
             XT=XT,
             gh=torch.complex(gw, hw),
+            g=gw.contiguous(),
             cw=cw,
             count_unit=count_unit,
             weight_unit=weight_unit,
@@ -481,12 +484,15 @@ class HistTree:
             index, (F, nb) = entry[0], (data.XT.shape[0], self.n_bins)
             if entry[1] is None or entry[1].shape != (F, nb):
                 ones = torch.ones((), dtype=torch.float64).expand(index.shape)
-                entry[1] = torch.zeros((F, nb), dtype=torch.float64).scatter_add_(1, index, ones)
+                counts = torch.zeros((F, nb), dtype=torch.float64).scatter_add_(1, index, ones)
+                # every row weighs count_unit > 0: a missing value is a row in the missing bin
+                entry[1], entry[2] = counts, bool((counts[:, -1] != 0).any())
             grad = torch.zeros((F, nb), dtype=torch.float64)
-            grad.scatter_add_(1, index, data.gh.real.contiguous().unsqueeze(0).expand(F, -1))
+            grad.scatter_add_(1, index, data.g.unsqueeze(0).expand(F, -1))
             hist, cw = torch.complex(grad, entry[1] * data.count_unit).unsqueeze(0), None
-        else:
-            hist, cw = self._histograms(data, None, None, 1)
+            data.has_missing = entry[2]
+            return hist, cw
+        hist, cw = self._histograms(data, None, None, 1)
         missing = hist[0, :, -1].imag if cw is None else cw[0, :, -1].real  # hessians or counts
         data.has_missing = bool((missing != 0).any())
         return hist, cw
