@@ -367,6 +367,10 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         sample_mask = np.ones(n_samples, dtype=bool)
         n_inbag = max(1, int(self.subsample * n_samples))
         Xt = self._learner.prepare(X)
+        # Hist mode need not match scikit-learn bit for bit: unit weights score as
+        # a plain mean (one pass over the rows instead of three, every stage).
+        unit = self._learner.kind == "hist" and bool(np.all(sample_weight == 1.0))
+        score_weight = None if unit else sample_weight
         if self.verbose:
             reporter = _VerboseReporter(self, begin_at_stage)
         if self.n_iter_no_change is not None:
@@ -392,7 +396,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                 self.oob_improvement_[i] = previous - self.oob_scores_[i]
                 self.oob_score_ = self.oob_scores_[-1]
             else:
-                self.train_score_[i] = loss.score(y, raw, sample_weight)
+                self.train_score_[i] = loss.score(y, raw, score_weight)
 
             if self.verbose:
                 reporter.update(i)
@@ -420,9 +424,10 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             tree = learner.fit(Xt, neg_gradient[:, k], sw, rng)
             leaf_ids = learner.leaf_ids(tree, Xt)
             values = learner.leaf_values(tree)
-            update_terminal_regions(loss, leaf_ids, learner.leaves(tree), values, target,
-                                    neg_gradient[:, k], raw[:, k], sw, mask)
-            learner.commit_leaf_values(tree, values)
+            if loss.line_search:  # else the fitted leaves are final (squared error)
+                update_terminal_regions(loss, leaf_ids, learner.leaves(tree), values, target,
+                                        neg_gradient[:, k], raw[:, k], sw, mask)
+                learner.commit_leaf_values(tree, values)
             raw[:, k] += self.learning_rate * values.take(leaf_ids, axis=0)
             self.estimators_[i, k] = tree
         return raw
