@@ -307,6 +307,23 @@ def check_goals(rows: list[dict]) -> list[dict]:
     return goals
 
 
+LABELS = {"ours-exact": "ours exact", "ours-hist": "ours hist", "sklearn-gbrt": "sklearn GBRT",
+          "sklearn-hist": "sklearn HistGB", "lightgbm": "LightGBM"}
+
+
+def markdown_table(results) -> str:
+    """The results as the Markdown table of benchmarks/README.md."""
+    lines = ["| rows x features | depth | method | device | fit time, s: median [min-max] | test MSE "
+             "| fit memory, MB | binned data, MB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results.itertuples():
+        t = f"{r.fit_s_median:.3g} [{r.fit_s_min:.3g}-{r.fit_s_max:.3g}]" if r.status == "ok" else r.status
+        mse = f"{r.test_mse:.4g}" if r.status == "ok" else ""
+        mem = f"{r.fit_extra_mb:.0f}" if r.status == "ok" else ""
+        lines.append(f"| {r.n_train:,} x {r.n_features} | {r.depth} | {LABELS.get(r.method, r.method)} | {r.device} "
+                     f"| {t} | {mse} | {mem} | {r.binned_mb:.3g} |")
+    return "\n".join(lines)
+
+
 def parse_shapes(text: str, n_features: int) -> list[tuple[int, int]]:
     """``"10k,100k,1mx50"`` -> ``[(10000, F), (100000, F), (1000000, 50)]``."""
     from residuals.bench.boosting_cli import parse_rows
@@ -351,6 +368,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: 3600)")
     p.add_argument("--seed", type=int, default=0, help="data and model seed (default: 0)")
     p.add_argument("--out", default="benchmarks/results", help="output folder (default: %(default)s)")
+    p.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -462,6 +480,8 @@ def main(argv=None) -> int:
         if len(goals):
             print()
             print(goals.to_string(index=False))
+    if args.markdown:
+        print("\n" + markdown_table(results))
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
