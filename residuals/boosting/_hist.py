@@ -562,7 +562,8 @@ class HistTree:
             )
             if self.min_weight_leaf > 0:
                 valid &= torch.minimum(left[_W], right[_W]) >= self.min_weight_leaf
-        score = torch.where(valid, GL.square().div_(HL).add_(GR.square().div_(HR)), -math.inf)
+        score = GL.square().div_(HL).addcdiv_(GR.square(), HR)  # in place: fewer passes
+        score.masked_fill_(valid.logical_not_(), -math.inf)
         best, arg = score.view(K, -1).max(1)
         picked = left.view(nc, K, -1).gather(2, arg.view(1, K, 1).expand(nc, K, 1)).squeeze(2).T
         parts = [best.unsqueeze(1), arg.unsqueeze(1).double(), picked]
