@@ -52,7 +52,7 @@ half of them below it; on the CPU the root's is kept between the trees fitted
 on one matrix), and ``n_nodes * n_features * n_bins`` complex sums: a level
 keeps those for the subtraction trick up to ``_HIST_BYTES``; wider levels are
 histogrammed directly, group by group. So the peak is about 13 bytes per
-binned value (1 + 8 + 4) plus 16-32 bytes per row, whatever the depth.
+binned value (1 + 8 + 4) plus 16-40 bytes per row, whatever the depth.
 """
 
 from __future__ import annotations
