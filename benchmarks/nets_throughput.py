@@ -131,8 +131,9 @@ def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = IMAGE_SHAP
       gradient are each one such product), except for a layer whose input needs
       no gradient (the first conv, fed the data): there only the weight gradient.
 
-    BN, ReLU, pooling and the additions are not counted (well under 1%). The
-    paper's "ResNet-20 ... 41M FLOPs" counts MACs: compare it with ``forward / 2``.
+    BN, ReLU, pooling and the additions are not counted (well under 1%). The 41M
+    FLOPs quoted for ResNet-20 follow the paper's convention that a FLOP is a
+    multiply-add (He et al. 2015, Sec. 3.3): compare them with ``forward / 2``.
     :class:`torch.utils.flop_counter.FlopCounterMode` gives the same numbers
     (checked in the tests) but dispatches every op through Python, 100x slower
     on ResNet-1202.

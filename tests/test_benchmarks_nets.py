@@ -64,7 +64,8 @@ def test_machine_limits_are_measured(scripts):
 
 # ------------------------------------------------------------------ counting
 def test_resnet20_forward_flops_match_the_paper(scripts):
-    """He et al. 2015 quote ResNet-20 at ~41M FLOPs (multiply-adds) on 32x32 inputs.
+    """ResNet-20 is quoted at ~41M FLOPs on 32x32 inputs, a FLOP being a multiply-add as in
+    He et al. 2015 (Sec. 3.3: "3.6 billion FLOPs (multiply-adds)").
 
     Our counter gives 40.55M MACs (by hand: 3x3 convs 0.44M + 14.16M + 12.98M +
     12.98M, FC 640); BN/ReLU/adds are not counted. Tolerance 2%.
