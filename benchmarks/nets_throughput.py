@@ -283,7 +283,7 @@ def _param_snapshot(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _changed(model: nn.Module, before: list[torch.Tensor]) -> bool:
-    return any(not torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before))
+    return any(not torch.equal(p.detach().cpu(), b.cpu()) for p, b in zip(model.parameters(), before))
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -651,7 +651,7 @@ def add_limit_fractions(results: "pd.DataFrame", limits: "pd.DataFrame") -> "pd.
     return out
 
 
-ABLATION_SWITCHES = ("channels_last", "amp", "compile")
+ABLATION_SWITCHES = ("channels_last", "amp", "compile", "cuda_graph")  # cuda_graph: CUDA only
 
 
 def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
@@ -672,8 +672,10 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     defaults = TrainConfig()
     settings = [("defaults", {})]
     for switch in ABLATION_SWITCHES:
+        if switch == "cuda_graph" and device.type != "cuda":
+            continue
         value = getattr(defaults, switch)
-        if switch == "amp" and value is None:
+        if switch in ("amp", "cuda_graph") and value is None:
             value = device.type == "cuda"
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
     settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation

@@ -15,6 +15,14 @@ round trip either), and loss and error counts are accumulated in device
 tensors and read once per epoch. That one read is also where a non-finite loss
 marks the run as diverged.
 
+On CUDA the step (forward, loss, backward, optimiser step and the running sums)
+is captured once as a CUDA graph after a few eager warm-up steps and replayed
+for every full batch: at batch 128 a ResNet-56 step is hundreds of small
+kernels, and launching them one by one from Python costs more than running
+them. Selecting, augmenting and normalising the batch and setting the learning
+rate stay eager (a handful of kernels) and write into the graph's static input.
+A partial last batch runs eagerly.
+
 Every epoch ends with an atomic checkpoint (temporary file, then
 ``os.replace``) holding model, optimiser, schedule and RNG states and the
 history; ``resume=True`` continues from it bit for bit (on the CPU; cuDNN may
@@ -29,6 +37,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Sequence
@@ -83,6 +92,8 @@ class TrainConfig:
     amp: bool | None = None  # bf16 autocast; None: on for CUDA, off on the CPU
     channels_last: bool = True  # NHWC memory format for model and batches
     compile: bool = False  # torch.compile (measured here: costs more than a whole run on the CPU)
+    cuda_graph: bool | None = None  # capture the training step as one CUDA graph; None: on for
+    #                                 CUDA unless compile is on; needs a CUDA device
     seed: int = 0  # seeds the data order and augmentation (not the model's initialisation)
     device: str = "cpu"  # "cpu", "cuda[:i]" or "auto"
 
@@ -119,6 +130,7 @@ class TrainConfig:
         choice("amp", (None, True, False))
         choice("channels_last", (True, False))
         choice("compile", (True, False))
+        choice("cuda_graph", (None, True, False))
         if self.warmup == "linear" and self.warmup_epochs >= self.epochs:
             raise ValueError(f"TrainConfig.warmup_epochs ({self.warmup_epochs}) must be shorter than "
                              f"epochs ({self.epochs}); use warmup='none' to train without warm-up")
@@ -384,6 +396,9 @@ def _oom_error(cfg: TrainConfig, e: BaseException) -> TrainError:
                       f"{max(1, cfg.batch_size // 2)}. ({str(e).splitlines()[0] if str(e) else e!r})")
 
 
+GRAPH_WARMUP_STEPS = 3  # eager full-batch steps (on a side stream) before the capture
+
+
 @dataclass
 class _Loop:
     """What one training run needs on every step; its :meth:`epoch` is the hot loop."""
@@ -397,6 +412,7 @@ class _Loop:
     augment: str
     amp: bool
     generator: torch.Generator  # data order and augmentation, on the device
+    cuda_graph: bool = False  # capture full-batch steps as one CUDA graph
 
     def __post_init__(self) -> None:
         dev = self.data.device
@@ -404,6 +420,83 @@ class _Loop:
         self.std = torch.tensor(self.data.std, dtype=torch.float32, device=dev)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         self.wrong = torch.zeros((), dtype=torch.int64, device=dev)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor] | None = None  # the graph's (x, y)
+        self.warmup_left = GRAPH_WARMUP_STEPS
+        self.side_stream = torch.cuda.Stream(dev) if self.cuda_graph else None
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised, augmented images (B, C, H, W) and labels (B,) of indices ``idx``."""
+        data = self.data
+        xb = augment_batch(data.train_x.index_select(0, idx), self.augment, generator=self.generator)
+        xb = normalize(xb, self.mean, self.std, channels_last=self.cfg.channels_last)
+        return xb, data.train_y.index_select(0, idx)
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, *, capturing: bool = False) -> None:
+        """One SGD step on (xb, yb); the loss and error sums are added on the device.
+
+        Gradients are overwritten, not accumulated: set to None before the
+        eager backward, and written fresh into the graph's own buffers by the
+        captured one.
+        """
+        if not capturing:
+            self.optimizer.zero_grad(set_to_none=True)
+        # autocast's weight-cast cache cannot live across a graph capture
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=self.amp,
+                            cache_enabled=not capturing):
+            logits = self.net(xb)
+        if logits.shape != (len(yb), self.data.num_classes):  # metadata only: no sync
+            raise TrainError(f"the model returns logits of shape {tuple(logits.shape)} for a "
+                             f"batch of {len(yb)}; dataset {self.data.name!r} needs "
+                             f"({len(yb)}, {self.data.num_classes})")
+        loss = F.cross_entropy(logits.float(), yb)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach() * len(yb)
+        self.wrong += (logits.detach().argmax(1) != yb).sum()
+
+    def graphed_step(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """A full-batch step through the CUDA graph: warm up, capture once, then replay."""
+        if self.graph is not None:
+            self.static[0].copy_(xb)
+            self.static[1].copy_(yb)
+            self.graph.replay()
+            return
+        current = torch.cuda.current_stream(xb.device)
+        self.side_stream.wait_stream(current)
+        with torch.cuda.stream(self.side_stream):
+            if self.warmup_left > 0:
+                # the first steps, eager on a side stream: cuDNN picks its kernels, the
+                # optimiser creates its momentum buffers, autograd its stream state
+                self.step(xb, yb)
+                self.warmup_left -= 1
+            else:
+                self.capture(xb, yb)
+        current.wait_stream(self.side_stream)
+        if self.graph is not None:
+            self.graph.replay()  # the capture recorded this step's work without running it
+        elif not self.cuda_graph:
+            self.step(xb, yb)  # the capture failed: this step, and the rest, eagerly
+
+    def capture(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """Record one step on static copies of (xb, yb); on failure, warn and go on eagerly."""
+        self.static = (xb.clone(), yb.clone())
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            # thread_local: other threads (runs trained side by side) may keep launching work
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.step(*self.static, capturing=True)
+        except TrainError:
+            raise
+        except RuntimeError as e:
+            warnings.warn(f"capturing the training step as a CUDA graph failed, so training goes "
+                          f"on without it (slower, same results): {str(e).splitlines()[0]}",
+                          RuntimeWarning, stacklevel=2)
+            self.cuda_graph, self.static = False, None
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        self.graph = graph
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch (0-based); sums stay on the device. Returns the images seen."""
@@ -416,24 +509,13 @@ class _Loop:
         for step in range(self.steps):
             it = epoch * self.steps + step
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            xb = augment_batch(data.train_x.index_select(0, idx), self.augment,
-                               generator=self.generator)
-            xb = normalize(xb, self.mean, self.std, channels_last=cfg.channels_last)
-            yb = data.train_y.index_select(0, idx)
+            xb, yb = self.batch(idx)
             self.schedule.set(it)
-            with _autocast(device, self.amp):
-                logits = self.net(xb)
-            if step == 0 and logits.shape != (len(idx), data.num_classes):
-                raise TrainError(f"the model returns logits of shape {tuple(logits.shape)} for a "
-                                 f"batch of {len(idx)}; dataset {data.name!r} needs "
-                                 f"({len(idx)}, {data.num_classes})")
-            loss = F.cross_entropy(logits.float(), yb)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.cuda_graph and len(idx) == cfg.batch_size:
+                self.graphed_step(xb, yb)
+            else:
+                self.step(xb, yb)
             seen += len(idx)
-            self.loss_sum += loss.detach() * len(idx)
-            self.wrong += (logits.detach().argmax(1) != yb).sum()
             self.schedule.observe(it, self.wrong, seen)
         return seen
 
@@ -516,9 +598,13 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     for group in optimizer.param_groups:
         group["lr"] = schedule.lr  # the optimiser reads the device tensor the schedule writes
 
+    if cfg.cuda_graph and not cuda:
+        raise TrainError(f"cuda_graph=True needs a CUDA device, but the run is on {device!r}; "
+                         "leave cuda_graph unset (None) to use graphs wherever CUDA is used")
     loop = _Loop(net=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
                  schedule=schedule, data=data, cfg=cfg, steps=spe, augment=augment,
-                 amp=cuda if cfg.amp is None else cfg.amp, generator=generator)
+                 amp=cuda if cfg.amp is None else cfg.amp, generator=generator,
+                 cuda_graph=cuda and not cfg.compile if cfg.cuda_graph is None else cfg.cuda_graph)
     clock = _EpochClock(device)
     oom: TrainError | None = None
     try:

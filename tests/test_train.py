@@ -400,3 +400,61 @@ def test_cuda_step_loop_does_not_synchronise(digits):
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
     assert r.iterations == 2 * 85
     assert len(syncs) <= 2 * 8, [str(w.message) for w in syncs[:5]]  # per epoch, not per step
+
+
+def test_cuda_graph_needs_a_cuda_device(digits):
+    with pytest.raises(ValueError, match="cuda_graph"):
+        TrainConfig(cuda_graph="yes")
+    with pytest.raises(TrainError, match="cuda_graph=True needs a CUDA device"):
+        train(linear_model(), digits, TrainConfig(epochs=1, warmup="none", cuda_graph=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("warmup", ["linear", "paper"])
+def test_cuda_graph_trains_like_the_eager_loop(digits, warmup):
+    """The captured step replays the eager step's work: same losses, errors, lr and weights.
+
+    Batch 64 on digits leaves a partial last batch, so eager and replayed steps interleave.
+    cuDNN picks its kernels per process and both runs share them, so the two agree to
+    float rounding; exact equality is not promised.
+    """
+    nets = pytest.importorskip("residuals.nets")
+    data = digits.to("cuda")
+    runs = {}
+    for graph in (False, True):
+        torch.manual_seed(0)
+        model = nets.build_model("resnet20", in_channels=1, num_classes=10)
+        cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, warmup=warmup, warmup_epochs=1,
+                          device="cuda", augment=True, cuda_graph=graph)
+        runs[graph] = train(model, data, cfg)
+    eager, graphed = runs[False], runs[True]
+    assert graphed.iterations == eager.iterations
+    assert graphed.warmup_end_iteration == eager.warmup_end_iteration
+    for a, b in zip(eager.history, graphed.history):
+        assert b.lr == pytest.approx(a.lr, rel=1e-6)
+        assert b.train_loss == pytest.approx(a.train_loss, rel=2e-2, abs=1e-3)
+        assert b.test_error == pytest.approx(a.test_error, abs=0.03)
+    assert graphed.history[-1].train_loss < graphed.history[0].train_loss
+    for (name, p), q in zip(eager.model.named_parameters(), graphed.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=0.1, atol=0.05, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_resume_continues_the_run(digits, tmp_path):
+    """A checkpointed graphed run resumes (a new capture) and ends where an unbroken one does."""
+    data = digits.to("cuda")
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, warmup_epochs=1, device="cuda")
+    full = train(small_cnn(), data, cfg)
+    path = tmp_path / "ck.pt"
+
+    def stop_after_second(record: EpochRecord) -> None:
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cnn(), data, cfg, checkpoint_path=path, on_epoch=stop_after_second)
+    resumed = train(small_cnn(), data, cfg, checkpoint_path=path, resume=True)
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.history[-1].train_loss == pytest.approx(full.history[-1].train_loss, rel=2e-2)

@@ -334,10 +334,25 @@ def probe_inputs(data, n: int):
 
 
 # --------------------------------------------------------------------------- the sweep
+CUDA_JOBS = 4  # runs sharing one GPU; see default_jobs
+
+
+def cuda_mps_running() -> bool:
+    """Whether NVIDIA's MPS control daemon is up (its pipe in ``$CUDA_MPS_PIPE_DIRECTORY``)."""
+    return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists()
+
+
 def default_jobs(device: str) -> int:
-    """Worker processes: one per core on the CPU (1 thread each), one on a GPU."""
+    """Worker processes: one per core on the CPU (1 thread each), :data:`CUDA_JOBS` on a GPU.
+
+    A CIFAR-sized net at batch 128 leaves most of a big GPU idle, even with its
+    step replayed as one CUDA graph. Measured on one H100 (ResNet-56, 28x28,
+    batch 128): one process 24k images/s; four processes 44k images/s together
+    (time-sliced), 71k with NVIDIA's MPS daemon running (kernels of the four
+    run concurrently). Threads in one process were slower than one process.
+    """
     if str(device).startswith("cuda"):
-        return 1
+        return CUDA_JOBS
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows

@@ -101,7 +101,7 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
               help="Where to train: auto (the default) picks cuda when available.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="Runs trained at once, each in its own process with one torch thread "
-                   "[default: number of cores on CPU, 1 on CUDA].")
+                   "[default: number of cores on CPU, 4 on CUDA: small nets leave a GPU idle].")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding (or receiving) the dataset files "
                    "[default: $RESIDUALS_DATA or ~/.cache/residuals].")
@@ -166,6 +166,7 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
         run.update_meta(status="running", resumed_command=_command_line())
     click.echo(f"run folder: {run.path}")
     n_runs = len(deg.plan_runs(cfg))
+    run.update_meta(jobs=min(n_jobs, n_runs), cuda_mps=device.startswith("cuda") and deg.cuda_mps_running())
     click.echo(f"{n_runs} runs ({', '.join(cfg.variants)} x depths {', '.join(map(str, cfg.depths))} x "
                f"{cfg.seeds} seed{'s' * (cfg.seeds > 1)}), {cfg.epochs} epochs each, on {device}, "
                f"{min(n_jobs, n_runs)} at a time")

@@ -82,6 +82,9 @@ def _summary(meta: dict, config: dict, runs: pd.DataFrame, reproduced: bool | No
     wall = meta.get("wall_s")
     timing = f", {wall / 60:.1f} min" if isinstance(wall, (int, float)) else ""
     device = (meta.get("machine") or {}).get("device") or "?"
+    jobs = meta.get("jobs")
+    if isinstance(jobs, int) and jobs > 1:
+        device += f", {jobs} at a time" + (" (CUDA MPS)" if meta.get("cuda_mps") else "")
     return (f"degradation {word}: {meta.get('dataset')}, depths {depths}, {seeds} seed(s), "
             f"{config.get('epochs')} epochs, {len(runs)} runs on {device}{timing}")
 
