@@ -40,8 +40,9 @@ Presets (options given on the command line override them):
 \b
 The verdict: degradation is reproduced when the deepest plain net's final
 training error (mean over seeds) exceeds the shallowest plain net's by more than
-5 points AND the deepest residual net's exceeds the shallowest residual net's by
-at most 1 point. Diverged runs are left out and named.
+1 point and by more than 2 standard errors of that gap over seeds, AND the
+deepest residual net's exceeds the shallowest residual net's by at most 1 point.
+Diverged runs are left out and named.
 
 \b
 Examples:

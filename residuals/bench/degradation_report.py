@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from residuals.bench.degradation import (DEGRADATION_MARGIN, RESIDUAL_TOLERANCE, VARIANTS,
+from residuals.bench.degradation import (DEGRADATION_MARGIN, RESIDUAL_TOLERANCE, SIGNIFICANCE, VARIANTS,
                                          degradation_verdict, final_errors, model_label)
 from residuals.report import style
 from residuals.report.content import Figure, Overlay, ReportContent, Table
@@ -71,7 +71,8 @@ def _table(run: RunDir, name: str) -> pd.DataFrame:
 def _rule_text() -> str:
     return (f"The verdict's rule: reproduced when the deepest plain net's final training error "
             f"(mean over seeds) exceeds the shallowest plain net's by more than "
-            f"{DEGRADATION_MARGIN:g} points and the deepest residual net's exceeds the shallowest "
+            f"{DEGRADATION_MARGIN:g} point and by more than {SIGNIFICANCE:g} standard errors of "
+            f"that gap over seeds, and the deepest residual net's exceeds the shallowest "
             f"residual net's by at most {RESIDUAL_TOLERANCE:g} point; diverged runs are left out.")
 
 
