@@ -101,7 +101,8 @@ class ThroughputConfig:
     ablation_models: tuple[str, ...] = ("resnet20", "resnet56")
     big_model: str | None = None       # e.g. "resnet1202": trains at big_batch? (None: skip)
     big_batch: int = 128
-    big_steps: int = 3
+    big_steps: int = 10
+    big_lr: float = 0.01               # He et al. 2015, Sec. 4.2: ResNet-110/1202 start at lr 0.01
     limit_repeats: int = 5             # repeats of each machine-limit measurement
     matmul_n: int | None = None        # matmul size of the peak (None: 8192 on GPU, 2048 on CPU)
     copy_mib: int | None = None        # copied buffer, MiB (None: 1024 on GPU, 256 on CPU)
@@ -707,7 +708,8 @@ def big_model_check(cfg: ThroughputConfig) -> "pd.DataFrame":
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.big_model, in_channels=IMAGE_SHAPE[0], num_classes=NUM_CLASSES)
-    small = dataclasses.replace(cfg, batch_size=cfg.big_batch, steps=cfg.big_steps, repeats=1)
+    small = dataclasses.replace(cfg, batch_size=cfg.big_batch, steps=cfg.big_steps, repeats=1,
+                                lr=cfg.big_lr)
     data = synthetic_data(small.steps * small.batch_size, cfg.device, cfg.seed)
     from residuals.train import TrainError
 
@@ -719,8 +721,8 @@ def big_model_check(cfg: ThroughputConfig) -> "pd.DataFrame":
     ips = res.images_per_s
     return pd.DataFrame([dict(
         model=cfg.big_model, batch_size=small.batch_size, steps=small.steps,
-        trained=bool(res.params_changed and math.isfinite(res.last_loss)),
-        last_loss=res.last_loss, peak_memory_bytes=res.peak_memory_bytes,
+        trained=bool(res.params_changed and math.isfinite(res.last_loss)), lr=small.lr,
+        first_loss=res.first_loss, last_loss=res.last_loss, peak_memory_bytes=res.peak_memory_bytes,
         images_per_s=ips.median, parameters=sum(p.numel() for p in model.parameters()),
         error="")])
 
@@ -800,8 +802,8 @@ def print_tables(tables: dict, info: dict) -> None:
             if r.error:
                 print(f"\n{r.model} at batch {r.batch_size}: did NOT train: {r.error}")
             else:
-                print(f"\n{r.model} at batch {r.batch_size}: trained={r.trained}, loss "
-                      f"{r.last_loss:.3f}, peak memory {format_si(r.peak_memory_bytes)}B, "
+                print(f"\n{r.model} at batch {r.batch_size}, lr {r.lr:g}: trained={r.trained}, loss "
+                      f"{r.first_loss:.3f} -> {r.last_loss:.3f}, peak memory {format_si(r.peak_memory_bytes)}B, "
                       f"{r.images_per_s:.1f} images/s")
     print()
     for r in tables["goals"].itertuples():
@@ -833,7 +835,8 @@ def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
                    help="check that this model trains at --big-batch (default on CUDA: resnet1202)")
     p.add_argument("--no-big-model", action="store_true", help="skip that check")
     p.add_argument("--big-batch", type=int, default=d.big_batch)
-    p.add_argument("--big-steps", type=int, default=d.big_steps)
+    p.add_argument("--big-steps", type=int, default=d.big_steps, help="steps per epoch of that check (2 epochs)")
+    p.add_argument("--big-lr", type=float, default=d.big_lr, help="learning rate of that check (the paper's warm-up lr)")
     p.add_argument("--limit-repeats", type=int, default=d.limit_repeats,
                    help="repeats of each machine-limit measurement")
     p.add_argument("--matmul-n", type=int, default=None, help="matmul size of the FLOP/s peak")
@@ -849,7 +852,7 @@ def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
     return ThroughputConfig(models=tuple(a.models), batch_size=a.batch_size, steps=a.steps,
                             repeats=a.repeats, workers=tuple(a.workers), device=a.device,
                             ablation=a.ablation, ablation_models=tuple(a.ablation_models), big_model=big,
-                            big_batch=a.big_batch, big_steps=a.big_steps, limit_repeats=a.limit_repeats,
+                            big_batch=a.big_batch, big_steps=a.big_steps, big_lr=a.big_lr, limit_repeats=a.limit_repeats,
                             matmul_n=a.matmul_n, copy_mib=a.copy_mib, seed=a.seed, out=a.out)
 
 
