@@ -654,3 +654,12 @@ def test_sigterm_during_the_sweep_is_handled_like_ctrl_c():
         with _sigterm_as_interrupt():
             os.kill(os.getpid(), signal.SIGTERM)      # the handler runs at the next bytecode
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_default_jobs_and_mps_detection(tmp_path, monkeypatch):
+    assert deg.default_jobs("cuda") == deg.CUDA_JOBS == deg.default_jobs("cuda:1")
+    assert deg.default_jobs("cpu") >= 1
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert deg.cuda_mps_running() is False
+    (tmp_path / "control").touch()          # the daemon's control pipe
+    assert deg.cuda_mps_running() is True
