@@ -14,7 +14,8 @@ augmentation in both):
     fp32 and NCHW, plain ``torch.optim.SGD``, and ``loss.item()`` every step.
 ``project``
     :func:`residuals.train.train` with its defaults: data and augmentation on
-    the device, bf16 autocast and channels_last on CUDA, no per-step host sync.
+    the device, channels_last, bf16 autocast on CUDA and on CPUs with native bf16
+    (AVX512-BF16, AMX; fp32 on other CPUs), no per-step host sync.
 
 Each loop runs one untimed warm-up round, then ``--repeats`` timed rounds of
 ``--steps`` steps (a round is one pass over ``steps * batch`` images). The
@@ -491,13 +492,14 @@ def peak_memory(base: nn.Module, data, cfg: ThroughputConfig) -> tuple[float, fl
 
 
 def project_amp_dtype(device: torch.device, **switches) -> torch.dtype | None:
-    """The autocast dtype the trainer uses (its ``amp=None`` default: bf16 on CUDA only)."""
+    """The autocast dtype the trainer uses: bf16 where :func:`residuals.train.resolve_amp` says
+    (its ``amp=None`` default: CUDA, and CPUs with native bf16), else None (fp32)."""
+    from residuals.train import resolve_amp
+
     amp = switches.get("amp")
-    if amp is None:
-        amp = device.type == "cuda"
     if isinstance(amp, torch.dtype):
         return amp
-    return torch.bfloat16 if amp else None
+    return torch.bfloat16 if resolve_amp(amp, str(device)) else None
 
 
 # ================================================================ machine limits
@@ -674,7 +676,7 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     for switch in ABLATION_SWITCHES:
         value = getattr(defaults, switch)
         if switch == "amp" and value is None:
-            value = device.type == "cuda"
+            value = project_amp_dtype(device) is not None
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
     settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation
     data = synthetic_data(cfg.steps * cfg.batch_size, cfg.device, cfg.seed)
