@@ -214,3 +214,25 @@ def test_sweep_time_reports_a_failed_sweep_as_failed(scripts):
     row = tables["results"].query("kind != 'projected'").iloc[0]
     assert row["kind"] == "failed" and math.isnan(row["seconds"])
     assert tables["goals"]["status"].iloc[0] == "not measured"
+
+
+def test_in_turn_interleaves_epochs_and_raises_a_jobs_error(scripts):
+    nt = scripts["nets_throughput"]
+    log = []
+
+    def job(name, epochs, fail_at=None):
+        def run(on_epoch):
+            for e in range(1, epochs + 1):
+                log.append((name, e))
+                if e == fail_at:
+                    raise RuntimeError(f"{name} failed")
+                on_epoch(e)
+            return name
+        return run
+
+    assert nt.in_turn([job("a", 3), job("b", 2), job("c", 3)]) == ["a", "b", "c"]
+    assert log == [("a", 1), ("b", 1), ("c", 1), ("a", 2), ("b", 2), ("c", 2), ("a", 3), ("c", 3)]
+    log.clear()
+    with pytest.raises(RuntimeError, match="b failed"):
+        nt.in_turn([job("a", 2), job("b", 2, fail_at=1)])
+    assert log == [("a", 1), ("b", 1), ("a", 2)]
