@@ -206,6 +206,9 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
         machine["cpus_usable"] = os.cpu_count()
     machine["torch_threads"] = torch.get_num_threads()
     machine["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+    from residuals.train import cpu_has_native_bf16
+
+    machine["cpu_native_bf16"] = cpu_has_native_bf16()   # the trainer's CPU default is bf16 if so
     if device.type == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(device)
         machine["gpu"] = props.name
@@ -225,7 +228,9 @@ def device_label(info: dict[str, Any]) -> str:
     m = info["machine"]
     if m.get("gpu"):
         return f"{m['gpu']} ({m.get('gpu_memory_gib')} GiB)"
-    return f"{m['cpu_model']}, {m['cpus_usable']} cores usable, {m['torch_threads']} torch threads"
+    bf16 = ", native bf16" if m.get("cpu_native_bf16") else ""
+    return (f"{m['cpu_model']}{bf16}, {m['cpus_usable']} cores usable, "
+            f"{m['torch_threads']} torch threads")
 
 
 # -------------------------------------------------------------------- output

@@ -14,7 +14,8 @@ augmentation in both):
     fp32 and NCHW, plain ``torch.optim.SGD``, and ``loss.item()`` every step.
 ``project``
     :func:`residuals.train.train` with its defaults: data and augmentation on
-    the device, bf16 autocast and channels_last on CUDA, no per-step host sync.
+    the device, channels_last, bf16 autocast on CUDA and on CPUs with native bf16
+    (AVX512-BF16, AMX; fp32 on other CPUs), no per-step host sync.
 
 Each loop runs one untimed warm-up round, then ``--repeats`` timed rounds of
 ``--steps`` steps (a round is one pass over ``steps * batch`` images). The
@@ -35,8 +36,8 @@ and on CUDA the peak memory of each loop and a check that ResNet-1202 trains at
 batch 128.
 
 ``--ablation`` measures the trainer with each speed switch (channels_last, amp,
-compile) flipped from its default, one after the other, then the defaults again
-(the drift).
+compile) flipped from its default, and the defaults twice (their difference is
+the noise), all their epochs interleaved.
 
 Run::
 
@@ -56,6 +57,7 @@ import dataclasses
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +96,7 @@ class ThroughputConfig:
     workers: tuple[int, ...] = (0, 2)  # DataLoader workers of the reference loop; the first is
     #                                    the baseline of the speedups (the tutorials' default 0)
     device: str = "cpu"
+    threads: int | None = None         # torch CPU threads (None: torch's default, one per core)
     lr: float = 0.1                    # the paper's SGD settings, same in both loops
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -110,6 +113,8 @@ class ThroughputConfig:
     out: Path = Path("benchmarks/results")
 
     def __post_init__(self):
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         for name in ("batch_size", "steps", "repeats", "big_batch", "big_steps", "limit_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -492,13 +497,14 @@ def peak_memory(base: nn.Module, data, cfg: ThroughputConfig) -> tuple[float, fl
 
 
 def project_amp_dtype(device: torch.device, **switches) -> torch.dtype | None:
-    """The autocast dtype the trainer uses (its ``amp=None`` default: bf16 on CUDA only)."""
+    """The autocast dtype the trainer uses: bf16 where :func:`residuals.train.resolve_amp` says
+    (its ``amp=None`` default: CUDA, and CPUs with native bf16), else None (fp32)."""
+    from residuals.train import resolve_amp
+
     amp = switches.get("amp")
-    if amp is None:
-        amp = device.type == "cuda"
     if isinstance(amp, torch.dtype):
         return amp
-    return torch.bfloat16 if amp else None
+    return torch.bfloat16 if resolve_amp(amp, str(device)) else None
 
 
 # ================================================================ machine limits
@@ -655,15 +661,65 @@ def add_limit_fractions(results: "pd.DataFrame", limits: "pd.DataFrame") -> "pd.
 ABLATION_SWITCHES = ("channels_last", "amp", "compile", "cuda_graph")  # cuda_graph: CUDA only
 
 
+def in_turn(jobs: list[Callable[[Callable], LoopResult]]) -> list[LoopResult]:
+    """Run trainers epoch by epoch in turn: epoch 1 of each, then epoch 2 of each, ...
+
+    ``jobs[i](on_epoch)`` runs one :func:`project_loop` that calls ``on_epoch``
+    after every epoch. Each job runs in its own thread, but only one at a time:
+    ``on_epoch`` hands the turn to the next job and waits for its own, so the
+    epochs interleave as :func:`side_by_side`'s rounds do and load that drifts
+    hits every job alike. A job that ends (or fails) leaves the rotation; the
+    first exception is raised once all have ended.
+    """
+    cond = threading.Condition()
+    active = list(range(len(jobs)))
+    state = {"turn": 0}
+    results: list = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def wait(i: int) -> None:
+        with cond:
+            cond.wait_for(lambda: state["turn"] == i)
+
+    def hand_on(i: int, *, leave: bool = False) -> None:
+        with cond:
+            k = active.index(i)
+            if leave:
+                active.remove(i)
+            if active:
+                state["turn"] = active[(k if leave else k + 1) % len(active)]
+            cond.notify_all()
+
+    def worker(i: int) -> None:
+        wait(i)
+        try:
+            results[i] = jobs[i](lambda record: (hand_on(i), wait(i)))
+        except BaseException as e:   # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+        finally:
+            hand_on(i, leave=True)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
-    """The trainer with its defaults, then with each switch flipped, then the defaults again.
+    """The trainer with its defaults, with each switch flipped, and with the defaults again.
 
     For each of ``cfg.ablation_models``. A switch left at ``None`` by the
     trainer's defaults (auto) is flipped against what it resolves to on this
-    device. The settings run one after the other (one ``train`` call each, its
-    first epoch the warm-up, which holds the compilation when ``compile`` is
-    on); the second defaults row shows how much the machine drifted meanwhile.
-    ``vs_defaults`` is against the mean of the two defaults rows.
+    device. One ``train`` call per setting (its first epoch the warm-up, which
+    holds the compilation when ``compile`` is on), their epochs interleaved
+    (:func:`in_turn`). ``vs_defaults`` is against the mean of the two defaults
+    rows; ``vs_defaults_paired*`` is the median (min, max) of the per-round
+    ratios against the first defaults row, whose rounds ran next to them. The
+    two defaults rows differ by the noise alone.
     """
     import pandas as pd
     from residuals.nets import build_model
@@ -676,7 +732,9 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
         if switch == "cuda_graph" and device.type != "cuda":
             continue
         value = getattr(defaults, switch)
-        if switch in ("amp", "cuda_graph") and value is None:
+        if switch == "amp" and value is None:
+            value = project_amp_dtype(device) is not None
+        if switch == "cuda_graph" and value is None:
             value = device.type == "cuda"
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
     settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation
@@ -685,13 +743,19 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     for name in cfg.ablation_models:
         torch.manual_seed(cfg.seed)
         base = build_model(name, in_channels=IMAGE_SHAPE[0], num_classes=NUM_CLASSES)
+        jobs = [lambda on_epoch, sw=switches: project_loop(copy.deepcopy(base), data,
+                                                           project_config(cfg, **sw), on_epoch=on_epoch)
+                for _, switches in settings]
+        results = in_turn(jobs)
         rows = []
-        for label, switches in settings:
-            res = project_loop(copy.deepcopy(base), data, project_config(cfg, **switches))
+        for (label, _), res in zip(settings, results):
             ips = res.images_per_s
+            paired = spread([d / s for s, d in zip(res.round_seconds, results[0].round_seconds)])
             rows.append(dict(model=name, setting=label, batch_size=cfg.batch_size,
                              images_per_s=ips.median, images_per_s_min=ips.min,
-                             images_per_s_max=ips.max, warmup_s=res.extra["warmup_s"],
+                             images_per_s_max=ips.max, vs_defaults_paired=paired.median,
+                             vs_defaults_paired_min=paired.min, vs_defaults_paired_max=paired.max,
+                             warmup_s=res.extra["warmup_s"],
                              last_loss=res.last_loss, params_changed=res.params_changed))
         df = pd.DataFrame(rows)
         defaults_ips = df.loc[df["setting"].str.startswith("defaults"), "images_per_s"].mean()
@@ -734,6 +798,8 @@ def run(cfg: ThroughputConfig) -> dict[str, "pd.DataFrame"]:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {cfg.device}: no CUDA GPU is visible to torch {torch.__version__}")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     probe = LimitProbe(device, cfg)
     probe("start", repeats=cfg.limit_repeats)
     rows = [r for name in cfg.models for r in measure_model(name, cfg, probe)]
@@ -814,7 +880,8 @@ def print_tables(tables: dict, info: dict) -> None:
         for r in tables["ablation"].itertuples():
             print(f"  {r.model} {r.setting:<20} {r.images_per_s:8.1f} images/s "
                   f"[{r.images_per_s_min:.1f}-{r.images_per_s_max:.1f}]  x{r.vs_defaults:.2f}"
-                  f"  (warm-up epoch {r.warmup_s:.1f} s)")
+                  f"  paired x{r.vs_defaults_paired:.2f} [{r.vs_defaults_paired_min:.2f}-"
+                  f"{r.vs_defaults_paired_max:.2f}]  (warm-up epoch {r.warmup_s:.1f} s)")
 
 
 def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
@@ -828,6 +895,8 @@ def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
     p.add_argument("--workers", type=int, nargs="+", default=list(d.workers),
                    help="DataLoader workers of the reference loop, one measurement each")
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:<i>")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="torch CPU threads for every loop (default: torch's, one per core)")
     p.add_argument("--ablation", action="store_true", help="also time each trainer switch on/off")
     p.add_argument("--ablation-models", nargs="+", default=list(d.ablation_models),
                    help="models of the ablation (default: %(default)s)")
@@ -851,6 +920,7 @@ def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
         big = None
     return ThroughputConfig(models=tuple(a.models), batch_size=a.batch_size, steps=a.steps,
                             repeats=a.repeats, workers=tuple(a.workers), device=a.device,
+                            threads=a.threads,
                             ablation=a.ablation, ablation_models=tuple(a.ablation_models), big_model=big,
                             big_batch=a.big_batch, big_steps=a.big_steps, big_lr=a.big_lr, limit_repeats=a.limit_repeats,
                             matmul_n=a.matmul_n, copy_mib=a.copy_mib, seed=a.seed, out=a.out)

@@ -121,9 +121,9 @@ class SweepTimeConfig:
 def time_eval(model: torch.nn.Module, tcfg, n: int, image_shape: tuple[int, int, int],
               seed: int = 0) -> list[float]:
     """Seconds per image of :func:`residuals.train.evaluate` on ``n`` synthetic images, 3 repeats."""
-    from residuals.train import evaluate
+    from residuals.train import evaluate, resolve_amp
 
-    amp = tcfg.amp if tcfg.amp is not None else torch.device(tcfg.device).type == "cuda"
+    amp = resolve_amp(tcfg.amp, tcfg.device)
     data = synthetic_data(n, tcfg.device, seed + 1, image_shape=image_shape)
     x, y = data.train_x, data.train_y
     mean = torch.tensor(data.mean, device=x.device)

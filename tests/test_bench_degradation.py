@@ -291,7 +291,10 @@ def test_cli_writes_a_complete_run_folder(tiny_run):
     assert meta["machine"]["device"] == "cpu" and meta["wall_s"] > 0
     assert meta["headline"].startswith(("degradation reproduced", "degradation not reproduced"))
     assert meta["headline"] in output and f"run folder: {run.path}" in output
-    assert "on cpu, 2 at a time" in output
+    from residuals.train import resolve_amp
+
+    precision = "bf16 autocast" if resolve_amp(None, "cpu") else "fp32"
+    assert f"on cpu ({precision}), 2 at a time" in output and meta["precision"] == precision
     assert output.count("epoch   2/2") == 4 and "ETA" in output      # progress relayed per epoch
 
     results = run.read_table("results")
@@ -452,6 +455,21 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(tmp_path, monkeypatch)
                                                                         "resnet8": [1, 2]}
     result = invoke("--resume", run.path)
     assert result.exit_code == 0 and "already complete" in result.output
+
+
+def test_precision_option_reaches_the_trainer_and_is_kept_for_resume(tmp_path, monkeypatch):
+    counting = CountingTrain(monkeypatch)
+    configs = []
+    real = counting.real
+    counting.real = lambda model, data, cfg, **kw: configs.append(cfg) or real(model, data, cfg, **kw)
+    result = invoke("--depths", "8", "--variants", "residual", "--epochs", "1", "--seeds", "1",
+                    "--jobs", "1", "--precision", "fp32", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    assert [c.amp for c in configs] == [False] and run.meta["config"]["amp"] is False
+    assert run.meta["precision"] == "fp32" and "on cpu (fp32)" in result.output
+    result = invoke("--resume", run.path, "--precision", "bf16")
+    assert result.exit_code != 0 and "drop --precision" in result.output
 
 
 def test_out_of_memory_is_a_clear_error_that_keeps_finished_runs(tmp_path, monkeypatch):

@@ -193,8 +193,12 @@ def test_ablation_flips_each_switch_and_repeats_the_defaults(scripts, monkeypatc
     monkeypatch.setattr(nt, "ABLATION_SWITCHES", ("channels_last", "amp"))   # compile: too slow here
     cfg = nt.ThroughputConfig(batch_size=8, steps=2, repeats=1, ablation_models=("resnet8",))
     df = nt.ablation(cfg)
-    # on the CPU the trainer's defaults are channels_last=True and amp off
-    assert list(df["setting"]) == ["defaults", "channels_last=False", "amp=True", "defaults (again)"]
+    # on the CPU the trainer's defaults are channels_last=True and amp on where the CPU has native
+    # bf16, off elsewhere: the ablation flips what the default resolves to
+    from residuals.train import resolve_amp
+
+    amp = f"amp={not resolve_amp(None, 'cpu')}"
+    assert list(df["setting"]) == ["defaults", "channels_last=False", amp, "defaults (again)"]
     assert df["params_changed"].all() and df["last_loss"].map(math.isfinite).all()
     assert df.loc[df["setting"].str.startswith("defaults"), "vs_defaults"].mean() == pytest.approx(1.0)
 
@@ -210,3 +214,25 @@ def test_sweep_time_reports_a_failed_sweep_as_failed(scripts):
     row = tables["results"].query("kind != 'projected'").iloc[0]
     assert row["kind"] == "failed" and math.isnan(row["seconds"])
     assert tables["goals"]["status"].iloc[0] == "not measured"
+
+
+def test_in_turn_interleaves_epochs_and_raises_a_jobs_error(scripts):
+    nt = scripts["nets_throughput"]
+    log = []
+
+    def job(name, epochs, fail_at=None):
+        def run(on_epoch):
+            for e in range(1, epochs + 1):
+                log.append((name, e))
+                if e == fail_at:
+                    raise RuntimeError(f"{name} failed")
+                on_epoch(e)
+            return name
+        return run
+
+    assert nt.in_turn([job("a", 3), job("b", 2), job("c", 3)]) == ["a", "b", "c"]
+    assert log == [("a", 1), ("b", 1), ("c", 1), ("a", 2), ("b", 2), ("c", 2), ("a", 3), ("c", 3)]
+    log.clear()
+    with pytest.raises(RuntimeError, match="b failed"):
+        nt.in_turn([job("a", 2), job("b", 2, fail_at=1)])
+    assert log == [("a", 1), ("b", 1), ("a", 2)]

@@ -202,15 +202,53 @@ def test_training_lowers_the_loss_and_records_every_field(digits):
     assert h[-1].lr < 1e-3
 
 
-def test_same_seed_same_history_bitwise(digits):
-    cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, augment=True, seed=7)
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_same_seed_same_history_bitwise(digits, amp):
+    cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, augment=True, seed=7, amp=amp)
     a = train(small_cnn(), digits, cfg)
     b = train(small_cnn(), digits, cfg)
     assert untimed(a.history) == untimed(b.history)
     assert same_weights(a.model, b.model)
     c = train(small_cnn(), digits, TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, augment=True,
-                                               seed=8))
+                                               seed=8, amp=amp))
     assert untimed(c.history) != untimed(a.history)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_default_precision_is_bf16_only_on_cpus_with_native_bf16(digits, monkeypatch, native):
+    """amp=None trains exactly as amp=True where the CPU computes bf16 natively, as amp=False elsewhere."""
+    monkeypatch.setattr(rtrain, "cpu_has_native_bf16", lambda: native)
+    assert rtrain.resolve_amp(None, "cpu") is native
+    assert rtrain.resolve_amp(None, "cuda") is True
+    assert rtrain.resolve_amp(False, "cuda") is False and rtrain.resolve_amp(True, "cpu") is True
+    cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, seed=3)
+    default = train(small_cnn(), digits, cfg)
+    explicit = train(small_cnn(), digits, TrainConfig(**{**asdict(cfg), "amp": native}))
+    assert untimed(default.history) == untimed(explicit.history)
+    assert same_weights(default.model, explicit.model)
+
+
+@pytest.mark.parametrize("caps, expected", [
+    ({"architecture": "x86_64", "avx512_bf16": True, "amx_bf16": False}, True),
+    ({"architecture": "x86_64", "avx512_bf16": False, "amx_bf16": True}, True),
+    ({"architecture": "x86_64", "avx512_bw": True, "avx512_bf16": False}, False),  # emulated bf16
+    ({"architecture": "aarch64", "bf16": True}, False),  # not measured: fp32
+])
+def test_native_bf16_is_read_from_the_cpu_capabilities(monkeypatch, caps, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
+    assert rtrain.cpu_has_native_bf16.__wrapped__() is expected
+
+
+def test_native_bf16_falls_back_to_proc_cpuinfo(monkeypatch, tmp_path):
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(rtrain, "CPUINFO", info)
+    info.write_text("flags\t\t: fpu sse avx512f avx512bw avx512_bf16 avx512_vnni\n")
+    assert rtrain.cpu_has_native_bf16.__wrapped__() is True
+    info.write_text("flags\t\t: fpu sse avx2 avx512f avx512bw\n")
+    assert rtrain.cpu_has_native_bf16.__wrapped__() is False
+    info.unlink()
+    assert rtrain.cpu_has_native_bf16.__wrapped__() is False
 
 
 def test_no_host_synchronisation_inside_the_step_loop(digits, monkeypatch):
@@ -230,8 +268,9 @@ def test_no_host_synchronisation_inside_the_step_loop(digits, monkeypatch):
     assert 0 < len(reads) <= 2 * 4, reads  # per epoch: the end-of-epoch read and evaluation's
 
 
-def test_interrupt_keeps_a_loadable_checkpoint_and_resume_is_exact(digits, tmp_path):
-    cfg = TrainConfig(epochs=3, lr=0.05, warmup_epochs=1, augment=True, seed=1)
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_interrupt_keeps_a_loadable_checkpoint_and_resume_is_exact(digits, tmp_path, amp):
+    cfg = TrainConfig(epochs=3, lr=0.05, warmup_epochs=1, augment=True, seed=1, amp=amp)
     full = train(small_cnn(), digits, cfg, checkpoint_path=tmp_path / "full.pt")
 
     def stop_after_first(record: EpochRecord) -> None:

@@ -109,7 +109,8 @@ class DegradationConfig:
     augment: bool | None = None                  # pad + random crop + flip; None: the dataset's default
     val_size: int | None = None                  # training images held out (paper: 5000 of 50000)
     eval_batch_size: int = 1024
-    amp: bool | None = None                      # bf16 autocast; None: on for CUDA, off on the CPU
+    amp: bool | None = None                      # bf16 autocast; None: on for CUDA and CPUs with
+    #                                              native bf16 (residuals.train.resolve_amp), else fp32
     channels_last: bool = True
     probe_batch: int = 256                       # test images the probes are measured on
 

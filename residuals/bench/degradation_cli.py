@@ -19,10 +19,11 @@ PRESET_NAMES = ("digits", "fashion-mnist", "paper")
 VARIANT_NAMES = ("plain", "residual")
 WARMUPS = ("linear", "paper", "none")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = {"auto": None, "bf16": True, "fp32": False}   # --precision -> TrainConfig.amp
 
 # options that define the sweep (or its folder); with --resume they come from the run's meta.json
 SWEEP_OPTIONS = ("preset", "dataset", "depths", "variants", "seeds", "epochs", "batch_size", "lr",
-                 "warmup", "device", "out")
+                 "warmup", "precision", "device", "out")
 
 EPILOG = """\b
 Presets (options given on the command line override them):
@@ -98,6 +99,9 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
               help="Learning-rate warm-up for every run: linear (a ramp over the first sixth of "
                    "training in the default preset), paper "
                    "(lr/10 until training error < 80%, He et al.'s ResNet-110 recipe) or none.")
+@click.option("--precision", type=click.Choice(tuple(PRECISIONS)), default=None,
+              help="Arithmetic of training: bf16 autocast, fp32, or auto (the default): bf16 on "
+                   "CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), fp32 elsewhere.")
 @click.option("--device", type=click.Choice(DEVICES), default=None,
               help="Where to train: auto (the default) picks cuda when available.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
@@ -115,7 +119,7 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
                    "device they started on. Only --jobs and --data-dir may be given with it.")
 @click.pass_context
 def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_size, lr, warmup,
-                device, jobs, data_dir, out, resume):
+                precision, device, jobs, data_dir, out, resume):
     """Plain vs residual nets at several depths: the degradation problem (He et al. 2015, Fig. 6).
 
     Trains every (variant, depth, seed), writes a run folder under --out with tidy
@@ -141,7 +145,7 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
         device = device or "auto"
         cfg = _build_config(deg, preset or deg.DEFAULT_PRESET, dataset=dataset, depths=depths,
                             variants=variants, seeds=seeds, epochs=epochs, batch_size=batch_size,
-                            lr=lr, warmup=warmup)
+                            lr=lr, warmup=warmup, amp=PRECISIONS.get(precision))
         run = None
 
     # ---- validate everything that can be checked before any training starts
@@ -165,11 +169,16 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
                                      param_hint="--out") from None
     else:
         run.update_meta(status="running", resumed_command=_command_line())
+    from residuals.train import resolve_amp
+
+    precision = "bf16 autocast" if resolve_amp(cfg.amp, device) else "fp32"
+    run.update_meta(precision=precision)
     click.echo(f"run folder: {run.path}")
     n_runs = len(deg.plan_runs(cfg))
     run.update_meta(jobs=min(n_jobs, n_runs), cuda_mps=device.startswith("cuda") and deg.cuda_mps_running())
     click.echo(f"{n_runs} runs ({', '.join(cfg.variants)} x depths {', '.join(map(str, cfg.depths))} x "
-               f"{cfg.seeds} seed{'s' * (cfg.seeds > 1)}), {cfg.epochs} epochs each, on {device}, "
+               f"{cfg.seeds} seed{'s' * (cfg.seeds > 1)}), {cfg.epochs} epochs each, on {device} "
+               f"({precision}), "
                f"{min(n_jobs, n_runs)} at a time")
     _sweep(deg, run, cfg, device=device, jobs=n_jobs, data_dir=data_dir)
 
