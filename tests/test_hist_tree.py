@@ -500,6 +500,54 @@ class TestHistTree:
         theirs = float(((ref.predict(X_test) - y_test) ** 2).mean())
         assert ours < 1.02 * theirs
 
+    def test_ties_go_to_a_seeded_random_feature_order(self):
+        # Four copies of one column: every feature splits the rows alike.
+        x = np.arange(200.0) % 20
+        X = np.repeat(x[:, None], 4, axis=1)
+        y = np.where(x >= 7, 1.0, 0.0)
+        Xb = BinMapper().fit_transform(X)
+        g, h = squared_error_grads(y)
+        assert HistTree(max_depth=1).fit(Xb, g, h).feature[0] == 0  # None: the lowest feature
+        chosen = {HistTree(max_depth=1, random_state=s).fit(Xb, g, h).feature[0] for s in range(20)}
+        assert chosen == {0, 1, 2, 3}
+        again = [HistTree(max_depth=1, random_state=3).fit(Xb, g, h).feature[0] for _ in range(3)]
+        assert len(set(again)) == 1
+        # Rounding noise is a tie too: a gain that differs in the last bits.
+        g_noisy = g.clone()
+        g_noisy[0] *= 1 + 1e-15
+        assert HistTree(max_depth=1).fit(Xb, g_noisy, h).feature[0] == 0
+
+    def test_cut_is_centred_between_the_node_values(self):
+        # Bins 1 .. 8 are empty: every cut between bin 0 and bin 9 splits alike.
+        values = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 100.0])
+        Xb = torch.tensor([[0] * 30 + [9] * 30], dtype=torch.uint8).T
+        y = np.r_[np.zeros(30), np.ones(30)]
+        g, h = squared_error_grads(y)
+        middle = HistTree(max_depth=1, n_bins=11).fit(Xb, g, h)
+        assert middle.threshold_bin[0] == 4  # (0 + 9 - 1) // 2, the middle of the run
+        table = np.r_[values][None, :]
+        tree = HistTree(max_depth=1, n_bins=11).fit(Xb, g, h, bin_values=table)
+        # an exact tree cuts at (0 + 100) / 2 = 50; the nearest cut is (8 + 100) / 2 = 54
+        assert tree.threshold_bin[0] == 8
+        exact = DecisionTreeRegressor(max_depth=1).fit(values[Xb.numpy()], y)
+        cuts = 0.5 * (values[:-1] + values[1:])
+        assert tree.threshold_bin[0] == np.argmin(np.abs(cuts - exact.tree_.threshold[0]))
+        np.testing.assert_array_equal(tree.apply(Xb).numpy(), middle.apply(Xb).numpy())
+        with pytest.raises(ValueError, match="bin_values has shape"):
+            HistTree(max_depth=1, n_bins=11).fit(Xb, g, h, bin_values=table[:, :5])
+
+    def test_bin_values(self):
+        X = np.c_[np.r_[0.0, 0.0, 1.0, 3.0, np.nan], np.arange(5.0)]
+        mapper = BinMapper(max_bins=4).fit(X)
+        np.testing.assert_array_equal(mapper.bin_values_[0], [0.0, 1.0, 3.0])
+        table = mapper.bin_value_table().numpy()
+        assert table.shape == (2, 4)
+        np.testing.assert_array_equal(table[0], [0.0, 1.0, 3.0, 3.0])  # unused bins repeat the last
+        wide = BinMapper(max_bins=4).fit(np.arange(100.0)[:, None])
+        cuts, values = wide.bin_thresholds_[0], wide.bin_values_[0]
+        edges = np.r_[0.0, cuts, 99.0]
+        np.testing.assert_allclose(values, 0.5 * (edges[:-1] + edges[1:]))
+
     def test_input_errors(self):
         X, y = integer_data(n=50)
         Xb = BinMapper().fit_transform(X)

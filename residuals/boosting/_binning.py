@@ -44,19 +44,26 @@ _TRANSFORM_CHUNK_ELEMENTS = 1 << 22
 _CPU_CHUNK_ELEMENTS = 1 << 16
 
 
-def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
-    """Cut points of one feature, shape ``(n_bins - 1,)``, strictly increasing.
+def _quantile_thresholds(column: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut points of one feature and a representative value of each bin.
 
     Parameters
     ----------
     column : ndarray of shape (n_samples,), float32 or float64 (any stride), may contain NaN.
     max_bins : int, the most bins the non-missing values may use.
+
+    Returns
+    -------
+    cuts : ndarray of shape (n_bins - 1,), strictly increasing.
+    values : ndarray of shape (n_bins,), nondecreasing: the bin's value when each
+        distinct value has its own bin, else the middle of the bin's range of
+        training values (between the cuts, or the extreme value, around it).
     """
     values = np.array(column, dtype=np.float64)  # one contiguous float64 copy ...
     values.sort()  # ... sorted in place, once for both branches
     values = values[: values.size - int(np.isnan(values).sum())]  # NaNs sort last
     if values.size == 0:
-        return np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=np.float64), np.zeros(1, dtype=np.float64)
     if np.isinf(values[0]) or np.isinf(values[-1]):
         # +-inf as +-_ALMOST_INF: a cut between two infinities would be NaN
         values = np.clip(values, -_ALMOST_INF, _ALMOST_INF)
@@ -65,14 +72,16 @@ def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
     np.not_equal(values[1:], values[:-1], out=new_value[1:])
     n_distinct = int(new_value.sum())
     if n_distinct <= 1:
-        return np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=np.float64), values[:1].copy()
     if n_distinct <= max_bins:
         distinct = values[new_value]
-        cuts = 0.5 * (distinct[:-1] + distinct[1:])
-    else:
-        percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
-        cuts = np.unique(np.percentile(values, percentiles, method="averaged_inverted_cdf"))
-    return np.minimum(cuts, _ALMOST_INF).astype(np.float64)
+        cuts = np.minimum(0.5 * (distinct[:-1] + distinct[1:]), _ALMOST_INF)
+        return cuts, distinct
+    percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
+    cuts = np.unique(np.percentile(values, percentiles, method="averaged_inverted_cdf"))
+    cuts = np.minimum(cuts, _ALMOST_INF)
+    edges = np.concatenate(([values[0]], cuts, [values[-1]]))
+    return cuts, 0.5 * edges[:-1] + 0.5 * edges[1:]
 
 
 def _count_cuts_below(cuts: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
@@ -121,6 +130,11 @@ class BinMapper:
     bin_thresholds_ : list of ndarray
         ``bin_thresholds_[j]`` has shape ``(n_bins_[j] - 1,)``: the cut points
         of feature ``j``; bin ``i`` holds ``thresholds[i-1] < x <= thresholds[i]``.
+    bin_values_ : list of ndarray
+        ``bin_values_[j]`` has shape ``(n_bins_[j],)``: a representative value of
+        each bin -- the value itself when every distinct value has its own bin,
+        else the middle of the bin's range of training values. The tree uses them
+        to centre a cut between the values a node holds (:meth:`bin_value_table`).
     n_bins_ : ndarray of shape (n_features,), int
         Number of non-missing bins per feature, ``1 <= n_bins_[j] <= max_bins``.
     n_features_in_ : int
@@ -193,10 +207,9 @@ class BinMapper:
             )
             rows = np.sort(rng.choice(n_samples, self.subsample, replace=False))
             X = X[rows]
-        self.bin_thresholds_ = [
-            _quantile_thresholds(X[:, j], self.max_bins)
-            for j in range(n_features)
-        ]
+        cuts_and_values = [_quantile_thresholds(X[:, j], self.max_bins) for j in range(n_features)]
+        self.bin_thresholds_ = [cuts for cuts, _ in cuts_and_values]
+        self.bin_values_ = [values for _, values in cuts_and_values]
         self.n_bins_ = np.array([len(t) + 1 for t in self.bin_thresholds_], dtype=np.int64)
         self.n_features_in_ = n_features
         return self
@@ -211,6 +224,19 @@ class BinMapper:
         for j, cuts in enumerate(self.bin_thresholds_):
             table[j, : len(cuts)] = cuts
         return torch.as_tensor(table, dtype=torch.float64, device=device)
+
+    def bin_value_table(self, device="cpu") -> torch.Tensor:
+        """:attr:`bin_values_` as one ``(n_features, max_bins)`` float64 tensor.
+
+        Bins a feature does not use repeat its last value (no row is ever in them).
+        """
+        if not hasattr(self, "n_bins_"):
+            raise RuntimeError("This BinMapper is not fitted yet: call fit(X) first.")
+        table = np.empty((self.n_features_in_, self.max_bins))
+        for j, values in enumerate(self.bin_values_):
+            table[j, : len(values)] = values
+            table[j, len(values) :] = values[-1]
+        return torch.as_tensor(np.clip(table, -_ALMOST_INF, _ALMOST_INF), device=device)
 
     def transform(self, X: np.ndarray, device="cpu") -> torch.Tensor:
         """Bin ``X``; the search runs on ``device`` (a GPU bins large data fast).

@@ -71,6 +71,9 @@ __all__ = ["HistTree"]
 # A split must improve on the parent by more than this fraction of its score,
 # so rounding noise never splits a node whose gradients are all equal.
 _REL_GAIN_TOL = 1e-10
+# Split scores within this fraction of the best are ties (rounding noise): the
+# first of them in the tree's feature order wins.
+_TIE_TOL = 1e-13
 # Columns of the per-node statistics: sum w*g, sum w*h, row count, sum w.
 _G, _H, _C, _W = range(4)
 # Columns of a split's host row (see HistTree._find_splits).
@@ -91,6 +94,8 @@ class _Data:
     all_rows: bool  # True if no row was dropped (weights all positive)
     source: torch.Tensor | None  # the caller's Xb when XT is exactly Xb.T (for the index cache)
     has_missing: bool = True  # any row in the missing bin of an allowed feature
+    bin_values: np.ndarray | None = None  # (F, n_bins - 1) host values of the value bins
+    order: torch.Tensor | None = None  # (F,) int64 feature order of the tie-break, on the device
 
 
 def _scatter_hist(index: torch.Tensor, values: torch.Tensor, n_cols: int, fused: bool | None = None) -> torch.Tensor:
@@ -111,6 +116,29 @@ def _scatter_hist(index: torch.Tensor, values: torch.Tensor, n_cols: int, fused:
         out = torch.zeros((F, n_cols), dtype=torch.float64, device=values.device)
         parts.append(out.scatter_add_(1, index, part.unsqueeze(0).expand(F, m)))
     return torch.complex(*parts)
+
+
+def _first_best(score: torch.Tensor, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best score per node and the flat index of the first split that ties it.
+
+    score : (K, D, F, c) split scores, -inf where invalid; order : (F,) feature
+    order of the tie-break, or None for 0 .. F-1. Ties (within ``_TIE_TOL`` of
+    the best) go to NaN going right (``D`` index 0), then the first feature in
+    ``order``, then the lowest cut. Returns (best, arg): (K,) float64 and (K,) int64 indices
+    into ``score.view(K, -1)``.
+    """
+    K, D, F, c = score.shape
+    if order is not None:
+        score = score.index_select(2, order)
+    flat = score.view(K, -1)
+    best = flat.amax(1)
+    tie = flat >= (best - _TIE_TOL * best.abs()).unsqueeze(1)  # all True when best is -inf
+    arg = tie.view(torch.uint8).argmax(1)  # argmax: the first of equal maxima
+    if order is not None:
+        d, rest = arg.div(F * c, rounding_mode="floor"), arg.remainder(F * c)
+        p, b = rest.div(c, rounding_mode="floor"), rest.remainder(c)
+        arg = (d * F + order.index_select(0, p)) * c + b
+    return best, arg
 
 
 def _nonzero(mask: torch.Tensor, use_numpy: bool | None = None) -> torch.Tensor:
@@ -264,6 +292,17 @@ class HistTree:
     n_bins : int, default=256
         Number of bin indices, missing bin included: ``BinMapper.missing_bin + 1``.
         The last index, ``n_bins - 1``, is the missing-value bin.
+    random_state : int or None, default=None
+        Seeds the order in which features win ties. Splits whose scores agree
+        to ``_TIE_TOL`` (relative) are ties; the first feature in a random
+        permutation drawn at each fit wins, as in ``DecisionTreeRegressor``,
+        which visits the features in a random order and keeps the first best.
+        None: the lowest feature index wins (deterministic, as HistGradientBoosting).
+
+    Cut placement: cuts ``t .. u`` with the bins between them empty in a node
+    split its rows alike. The tree takes the cut nearest the midpoint of the
+    node's neighbouring values, as an exact tree's threshold, when ``fit`` gets
+    ``bin_values``; else the middle of the run of cuts.
 
     Attributes (after fit)
     ----------------------
@@ -290,6 +329,7 @@ class HistTree:
         min_weight_leaf: float = 0.0,
         min_impurity_decrease: float = 0.0,
         n_bins: int = 256,
+        random_state: int | None = None,
     ):
         self.max_depth = max_depth
         self.max_leaf_nodes = max_leaf_nodes
@@ -297,6 +337,7 @@ class HistTree:
         self.min_weight_leaf = min_weight_leaf
         self.min_impurity_decrease = min_impurity_decrease
         self.n_bins = n_bins
+        self.random_state = random_state
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self) -> None:
@@ -327,6 +368,8 @@ class HistTree:
                 f"n_bins must be an integer in [2, 256] (BinMapper.missing_bin + 1), "
                 f"got {self.n_bins!r}."
             )
+        if self.random_state is not None and not is_int(self.random_state):
+            raise ValueError(f"random_state must be an integer or None, got {self.random_state!r}.")
 
     @staticmethod
     def _columns(features, n_features: int) -> np.ndarray:
@@ -521,8 +564,8 @@ class HistTree:
         hist, cw : (K, F, n_bins) complex histograms on the device; totals : (K, 4)
         host stats (G, H, count, weight) of the nodes. The search runs on the
         device; its K winners come to the host in one copy, where the rest is
-        cheap numpy. Ties go to the lowest feature, then the lowest cut, then
-        NaN going right.
+        cheap numpy. Ties: see :func:`_first_best`; the winning cut is then
+        centred in its run of equal cuts (:meth:`_centred_cuts`).
 
         Returns (K, 13) float64 host rows: accept, gain, feature, bin,
         missing_left, left stats (4), right stats (4).
@@ -564,11 +607,15 @@ class HistTree:
                 valid &= torch.minimum(left[_W], right[_W]) >= self.min_weight_leaf
         score = GL.square().div_(HL).addcdiv_(GR.square(), HR)  # in place: fewer passes
         score.masked_fill_(valid.logical_not_(), -math.inf)
-        best, arg = score.view(K, -1).max(1)
+        best, arg = _first_best(score, data.order)
         picked = left.view(nc, K, -1).gather(2, arg.view(1, K, 1).expand(nc, K, 1)).squeeze(2).T
-        parts = [best.unsqueeze(1), arg.unsqueeze(1).double(), picked]
+        # rows per value bin (hessian or count) of each node's winning feature, for the cut's placement
+        mass = ch[_H if cw is None else _C]  # (K, F, nb)
+        feature = arg.div(nb - 1, rounding_mode="floor").remainder_(F)
+        parts = [best.unsqueeze(1), arg.unsqueeze(1).double(), picked,
+                 mass.gather(1, feature.view(K, 1, 1).expand(K, 1, nb)).squeeze(1)[:, :-1]]
         if data.has_missing:  # NaN mass per feature (hessian or count)
-            parts.append(ch[_H if cw is None else _C, :, :, -1])
+            parts.append(mass[:, :, -1])
         host = torch.cat(parts, 1).cpu().numpy()
         return self._split_rows(data, host, totals, F, total_weight)
 
@@ -582,6 +629,7 @@ class HistTree:
         direction, out[:, _FEATURE] = np.divmod(arg, F)
         left, right = out[:, _LEFT : _LEFT + 4], out[:, _RIGHT : _RIGHT + 4]
         left[:, :nc] = host[:, 2 : 2 + nc]
+        out[:, _BIN] = self._centred_cuts(data, out, host[:, 2 + nc : 2 + nc + nb - 1])
         if nc == 2:  # counts and weights read off the hessian sums
             left[:, _C] = np.round(left[:, _H] / data.count_unit)
             if data.weight_unit > 0:
@@ -600,10 +648,39 @@ class HistTree:
         # With no NaN in the node, unseen NaNs follow the larger child (as HistGradientBoosting).
         missing_left = left[:, _C] >= right[:, _C]
         if data.has_missing:
-            missing = host[np.arange(K), 2 + nc + out[:, _FEATURE].astype(np.int64)]
+            missing = host[np.arange(K), 2 + nc + nb - 1 + out[:, _FEATURE].astype(np.int64)]
             missing_left = np.where(missing > 0, direction == 1, missing_left)
         out[:, _MISSING_LEFT] = missing_left
         return out
+
+    def _centred_cuts(self, data: _Data, out: np.ndarray, mass: np.ndarray) -> np.ndarray:
+        """The cut of each winning split, moved to the middle of its run of equal cuts.
+
+        The search finds the lowest cut ``t`` of the best partition; every cut
+        ``t .. j-1`` makes the same partition of the node's rows when the bins
+        ``t+1 .. j-1`` hold none of them (``j`` the next bin that does). With
+        ``bin_values`` ``v``, the cut ``c`` in that run whose midpoint
+        ``(v[c] + v[c+1]) / 2`` is nearest ``(v[t] + v[j]) / 2`` (an exact tree's
+        threshold between the node's neighbouring values); else ``(t + j - 1) // 2``.
+
+        out : (K, 13) rows with the feature and lowest cut; mass : (K, n_bins - 1)
+        rows per value bin of that feature. Returns (K,) cuts.
+        """
+        t = out[:, _BIN].astype(np.int64)
+        K, n_cuts = mass.shape[0], mass.shape[1] - 1  # value bins 0 .. n_cuts; cuts 0 .. n_cuts - 1
+        after = (mass > 0) & (np.arange(n_cuts + 1) > t[:, None])
+        j = np.where(after.any(1), after.argmax(1), t + 1)  # next occupied bin (t + 1: no run)
+        if not (j > t + 1).any():
+            return t
+        if data.bin_values is None:
+            return (t + j - 1) // 2
+        v = data.bin_values[out[:, _FEATURE].astype(np.int64)]  # (K, n_cuts + 1)
+        rows = np.arange(K)
+        target = v[rows, t] + v[rows, np.minimum(j, n_cuts)]
+        distance = np.abs(v[:, :-1] + v[:, 1:] - target[:, None])  # (K, n_cuts): twice the offset
+        cuts = np.arange(n_cuts)
+        distance[(cuts < t[:, None]) | (cuts >= j[:, None])] = np.inf
+        return np.where(j > t + 1, distance.argmin(1), t)
 
     # ------------------------------------------------------------ tree record
     def _new_node(self, stats, depth: int) -> int:
@@ -760,7 +837,7 @@ class HistTree:
                 consider([left, right], [left_rows, right_rows], hists, cws, stats)
 
     # ------------------------------------------------------------------- API
-    def fit(self, Xb: torch.Tensor, gradient: torch.Tensor, hessian: torch.Tensor, *, sample_weight=None, features=None) -> "HistTree":
+    def fit(self, Xb: torch.Tensor, gradient: torch.Tensor, hessian: torch.Tensor, *, sample_weight=None, features=None, bin_values=None) -> "HistTree":
         """Grow the tree on the gradients of one boosting stage.
 
         Parameters
@@ -772,10 +849,27 @@ class HistTree:
             entirely (the booster's row subsampling).
         features : sequence of int or None. Columns this tree may split on
             (``max_features``); the others are not even histogrammed.
+        bin_values : array (n_features, n_bins - 1) or None. A value of every
+            value bin (``BinMapper.bin_value_table``), nondecreasing along each
+            row; places each cut midway between the values of a node's rows
+            next to it, as an exact tree does (see the class docstring).
         """
         self._validate_params()
         _train_leaves.clear()
         data, columns, total_weight = self._prepare(Xb, gradient, hessian, sample_weight, features)
+        if bin_values is not None:
+            if isinstance(bin_values, torch.Tensor):
+                bin_values = bin_values.detach().cpu().numpy()
+            bin_values = np.asarray(bin_values, dtype=np.float64)
+            if bin_values.shape != (Xb.shape[1], self.n_bins - 1):
+                raise ValueError(
+                    f"bin_values has shape {bin_values.shape}, expected "
+                    f"{(Xb.shape[1], self.n_bins - 1)} (n_features, n_bins - 1)."
+                )
+            data.bin_values = bin_values[columns]
+        if self.random_state is not None:
+            generator = torch.Generator().manual_seed(int(self.random_state))
+            data.order = torch.randperm(len(columns), generator=generator).to(device=Xb.device)
         device = Xb.device
         n_rows = data.XT.shape[1]
         s = complex(data.gh.sum()) if n_rows else 0j

@@ -153,13 +153,14 @@ class HistLearner:
         self.bin_mapper = bin_mapper
         self._hessian = None  # device tensors reused across stages (not pickled)
         self._weight = None
+        self._bin_values = None  # BinMapper.bin_value_table(), host, per fit
 
     def __getstate__(self):
-        return {**self.__dict__, "_hessian": None, "_weight": None}
+        return {**self.__dict__, "_hessian": None, "_weight": None, "_bin_values": None}
 
     def end_fit(self) -> None:
-        """Drop the per-fit device buffers."""
-        self._hessian = self._weight = None
+        """Drop the per-fit buffers."""
+        self._hessian = self._weight = self._bin_values = None
 
     def fit_binning(self, X: np.ndarray, rng: np.random.RandomState) -> None:
         from residuals.boosting._binning import BinMapper
@@ -213,8 +214,12 @@ class HistLearner:
             sw = np.asarray(sample_weight, dtype=np.float64)
             unit = bool(np.all(sw == 1.0))
             self._weight = (sample_weight, None if unit else torch.as_tensor(sw, device=dev))
+        if self._bin_values is None:
+            self._bin_values = self.bin_mapper.bin_value_table().numpy()
+        # ties between splits go to a random feature order, as DecisionTreeRegressor's
+        tree.random_state = int(rng.randint(np.iinfo(np.int32).max))
         return tree.fit(Xp, gradient, self._hessian, sample_weight=self._weight[1],
-                        features=features)
+                        features=features, bin_values=self._bin_values)
 
     @staticmethod
     def leaf_ids(tree, Xp) -> np.ndarray:
