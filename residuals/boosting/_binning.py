@@ -59,7 +59,7 @@ def _quantile_thresholds(column: np.ndarray, max_bins: int) -> tuple[np.ndarray,
         distinct value has its own bin, else the middle of the bin's range of
         training values (between the cuts, or the extreme value, around it).
     """
-    values = np.array(column, dtype=np.float64)  # one contiguous float64 copy ...
+    values = np.array(column, dtype=np.float64)  # contiguous float64 (a copy of a view) ...
     values.sort()  # ... sorted in place, once for both branches
     values = values[: values.size - int(np.isnan(values).sum())]  # NaNs sort last
     if values.size == 0:
@@ -124,6 +124,11 @@ class BinMapper:
         uses every row.
     random_state : int, numpy.random.RandomState or None
         Seeds the row subsample.
+    round_to_float32 : bool, default=False
+        Bin ``float32(x)`` rather than ``x``: a float64 ``X`` then bins exactly
+        as its float32 copy would, without that copy (the booster validates
+        ``X`` as float32 values, as scikit-learn's trees). A finite value too
+        large for float32 is an error, as in scikit-learn's validation.
 
     Attributes
     ----------
@@ -142,10 +147,23 @@ class BinMapper:
         ``== max_bins``: the bin of missing values (NaN) in every feature.
     """
 
-    def __init__(self, max_bins: int = 255, subsample: int | None = 200_000, random_state=None):
+    def __init__(self, max_bins: int = 255, subsample: int | None = 200_000, random_state=None,
+                 round_to_float32: bool = False):
         self.max_bins = max_bins
         self.subsample = subsample
         self.random_state = random_state
+        self.round_to_float32 = round_to_float32
+
+    def _values(self, block: np.ndarray) -> np.ndarray:
+        """``block`` as float64 values, C-ordered (a copy), rounded to float32 if asked."""
+        if not getattr(self, "round_to_float32", False):
+            return np.array(block, dtype=np.float64, order="C")
+        rounded = np.array(block, dtype=np.float32, order="C")
+        if block.dtype != np.float32 and np.isinf(rounded).any():
+            if np.isinf(rounded[np.isfinite(block)]).any():
+                raise ValueError(
+                    "Input X contains infinity or a value too large for dtype('float32').")
+        return rounded.astype(np.float64)
 
     @property
     def missing_bin(self) -> int:
@@ -206,8 +224,12 @@ class BinMapper:
                 else np.random.RandomState(self.random_state)
             )
             rows = np.sort(rng.choice(n_samples, self.subsample, replace=False))
-            X = X[rows]
-        cuts_and_values = [_quantile_thresholds(X[:, j], self.max_bins) for j in range(n_features)]
+        else:
+            rows = slice(None)
+        # column by column: no copy of the (subsampled) matrix
+        cuts_and_values = [
+            _quantile_thresholds(self._values(X[rows, j]), self.max_bins) for j in range(n_features)
+        ]
         self.bin_thresholds_ = [cuts for cuts, _ in cuts_and_values]
         self.bin_values_ = [values for _, values in cuts_and_values]
         self.n_bins_ = np.array([len(t) + 1 for t in self.bin_thresholds_], dtype=np.int64)
@@ -270,7 +292,7 @@ class BinMapper:
         chunk_elements = _CPU_CHUNK_ELEMENTS if on_cpu else _TRANSFORM_CHUNK_ELEMENTS
         chunk = max(1, chunk_elements // max(n_features, 1))
         for start in range(0, n_samples, chunk):
-            block = np.array(X[start : start + chunk].T, dtype=np.float64, order="C")
+            block = self._values(X[start : start + chunk].T)
             block = torch.as_tensor(block, device=device)
             if on_cpu:
                 bins = _count_cuts_below(cuts, block)
@@ -293,5 +315,6 @@ class BinMapper:
     def __repr__(self) -> str:
         return (
             f"BinMapper(max_bins={self.max_bins!r}, subsample={self.subsample!r}, "
-            f"random_state={self.random_state!r})"
+            f"random_state={self.random_state!r}, "
+            f"round_to_float32={getattr(self, 'round_to_float32', False)!r})"
         )
