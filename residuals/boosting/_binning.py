@@ -158,7 +158,8 @@ class BinMapper:
         """``block`` as float64 values, C-ordered (a copy), rounded to float32 if asked."""
         if not getattr(self, "round_to_float32", False):
             return np.array(block, dtype=np.float64, order="C")
-        rounded = np.array(block, dtype=np.float32, order="C")
+        with np.errstate(over="ignore"):  # too large for float32: inf, an error below
+            rounded = np.array(block, dtype=np.float32, order="C")
         if block.dtype != np.float32 and np.isinf(rounded).any():
             if np.isinf(rounded[np.isfinite(block)]).any():
                 raise ValueError(
