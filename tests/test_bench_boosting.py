@@ -50,7 +50,7 @@ def test_run_writes_tables_meta_and_report(tiny_run):
     assert meta["config"]["datasets"] == ["diabetes", "breast_cancer", "wine", "friedman1"]
     assert meta["versions"]["scikit-learn"] and meta["machine"]["cpu_count"]
     assert meta["headline"] and meta["wall_s"] > 0
-    for name in ("results", "staged", "parity", "contributions"):
+    for name in ("results", "staged", "parity", "contributions", "hist_gap"):
         assert run.has_table(name), name
     assert (run.path / "index.html").is_file()
     for key in ("staged_loss", "residual", "corrections", "fit_time"):
@@ -165,6 +165,41 @@ def test_headline_is_computed_from_the_tables(tmp_path):
     run.write_table(parity, "parity")
     content = render(run)
     assert "only 1/2 cases" in content.headline and content.verdict is False
+
+
+def test_hist_gap_table_and_headline(tiny_run, tmp_path):
+    run, _ = tiny_run
+    gaps = run.read_table("hist_gap")
+    results = run.read_table("results")
+    ok = results[results["status"] == "ok"].pivot_table(index=["dataset", "size", "loss"], columns="method",
+                                                        values="test_loss", dropna=False)
+    assert len(gaps) == int(ok[["ours-exact", "ours-hist"]].notna().all(axis=1).sum())
+    np.testing.assert_allclose(gaps["gap"], gaps["hist_test_loss"] - gaps["exact_test_loss"], atol=1e-12)
+    assert (gaps["gap_se"] >= 0).all()  # 0 where hist and exact agree on every test row
+    # hand-made gaps: 1 case within 2%, 1 beyond it but within 2 SE, 1 beyond both
+    hand = pd.DataFrame({"dataset": ["a", "b", "c"], "size": [None] * 3, "loss": ["log_loss"] * 3,
+                         "task": ["binary"] * 3, "n_test": [50] * 3, "metric": ["log loss"] * 3,
+                         "exact_test_loss": [1.0, 1.0, 1.0], "hist_test_loss": [1.01, 1.1, 1.1],
+                         "gap": [0.01, 0.1, 0.1], "rel_gap": [0.01, 0.1, 0.1], "gap_se": [0.1, 0.06, 0.01]})
+    facts = headline_facts(results, run.read_table("parity"), hand)
+    assert (facts["gap_cases"], facts["gap_met"], facts["gap_noise"]) == (3, 1, 1)
+    copy = RunDir.create(tmp_path, "boosting", "gaps", {})
+    for name in ("results", "parity"):
+        copy.write_table(run.read_table(name), name)
+    copy.write_table(hand, "hist_gap")
+    content = render(copy)
+    assert "within 2% in 1/3 cases, and 1 of the other 2 within 2 standard errors" in content.headline
+    assert "hist_gap" in [t.key for t in content.tables]
+
+
+def test_paired_gap():
+    ours, ref = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 1.0, 1.0, 1.0])
+    gap, se = B.paired_gap(ours, ref)
+    assert gap == pytest.approx(1.5)
+    assert se == pytest.approx(np.std([0.0, 1.0, 2.0, 3.0], ddof=1) / 2)
+    y, raw = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.0, 1.0])
+    assert B.pointwise_metric(y, raw, "squared_error", "regression").mean() == pytest.approx(
+        B.stage_metrics(y, raw, "squared_error", "regression")[0])
 
 
 # ------------------------------------------------------------------ scoring

@@ -236,6 +236,23 @@ def test_hist_mode_close_to_exact_on_friedman1():
     assert mse_hist <= 1.05 * mse_exact, (mse_hist, mse_exact)
 
 
+def test_hist_mode_bins_the_float32_values_of_a_float64_X():
+    """A float64 X is binned without a float32 copy, exactly as its float32 copy."""
+    rng = np.random.RandomState(3)
+    X = rng.randn(600, 4) * 10.0 ** rng.randint(-3, 4, size=4)
+    X[:, 0] = np.repeat(np.arange(20) / 3.0, 30)  # 20 distinct values, not exact in float32
+    y = X[:, 0] + np.sin(X[:, 1]) + 0.1 * rng.randn(600)
+    kw = dict(tree_method="hist", n_estimators=20, random_state=0)
+    a = BoostingRegressor(**kw).fit(X, y)
+    b = BoostingRegressor(**kw).fit(X.astype(np.float32), y)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X.astype(np.float32)))
+    np.testing.assert_array_equal(a.predict(X), a.predict(X.astype(np.float32)))
+    big = X.copy()
+    big[0, 0] = 1e39  # finite in float64, infinite in float32
+    with pytest.raises(ValueError, match="too large for dtype"):
+        BoostingRegressor(**kw).fit(big, y)
+
+
 @pytest.mark.parametrize("loss", ["absolute_error", "huber", "quantile"])
 def test_hist_mode_terminal_region_update(loss):
     """The TreeBoost leaf update runs on hist trees too: leaves hold the loss's optimum."""

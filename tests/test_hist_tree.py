@@ -407,7 +407,7 @@ class TestHistTree:
         Xb[:, :] = 0  # in place: every row now falls in the leftmost leaf
         assert len(np.unique(second.apply(Xb).numpy())) == 1
 
-    def test_root_index_cache_follows_the_matrix(self):
+    def test_root_counts_cache_follows_the_matrix(self):
         import gc
 
         from residuals.boosting import _hist
@@ -415,21 +415,21 @@ class TestHistTree:
         X, y = integer_data()
         Xb = BinMapper().fit_transform(X)
         rng = np.random.RandomState(17)
-        for _ in range(3):  # later fits reuse the cached index of the same matrix
+        for _ in range(3):  # later fits reuse the cached counts of the same matrix
             g = torch.as_tensor(rng.randn(len(y)))
             h = torch.ones_like(g)
             cached = HistTree(max_depth=3).fit(Xb, g, h)
             fresh = HistTree(max_depth=3).fit(Xb.clone(), g, h)
             np.testing.assert_array_equal(cached.threshold_bin, fresh.threshold_bin)
             np.testing.assert_allclose(cached.leaf_values.numpy(), fresh.leaf_values.numpy())
-        Xb[:, 1] = 0  # in place: the cached index must not be reused
+        Xb[:, 1] = 0  # in place: the cached counts must not be reused
         g = torch.as_tensor(rng.randn(len(y)))
         cached = HistTree(max_depth=3).fit(Xb, g, torch.ones_like(g))
         assert 1 not in cached.feature
-        assert _hist._root_index_cache.get(Xb) is not None
+        assert _hist._root_counts_cache.get(Xb) is not None
         del Xb
         gc.collect()
-        assert _hist._root_index_cache._entry is None  # released with the matrix
+        assert _hist._root_counts_cache._entry is None  # released with the matrix
 
     @pytest.mark.parametrize("nan", [False, True])
     def test_memory_bounded_paths_grow_the_same_tree(self, monkeypatch, nan):
@@ -455,12 +455,32 @@ class TestHistTree:
         from residuals.boosting._hist import _nonzero, _scatter_hist
 
         rng = np.random.RandomState(20)
-        index = torch.as_tensor(rng.randint(0, 64, size=(5, 3000)))
+        XT = torch.as_tensor(rng.randint(0, 16, size=(5, 3000)), dtype=torch.uint8)
         values = torch.complex(torch.as_tensor(rng.randn(3000)), torch.as_tensor(rng.rand(3000)))
-        fused = _scatter_hist(index, values, 64, fused=True)
-        torch.testing.assert_close(_scatter_hist(index, values, 64, fused=False), fused)
+        rows = torch.as_tensor(np.flatnonzero(rng.rand(3000) < 0.4))
+        slots = torch.as_tensor(rng.randint(0, 4, size=len(rows)))
+        fused = _scatter_hist(XT, values, 64, 16, rows, slots, fused=True)
+        torch.testing.assert_close(_scatter_hist(XT, values, 64, 16, rows, slots, fused=False), fused)
         mask = torch.as_tensor(rng.rand(3000) < 0.3)
         assert torch.equal(_nonzero(mask, use_numpy=False), _nonzero(mask, use_numpy=True))
+
+    def test_histograms_in_chunks_equal_one_pass(self, monkeypatch):
+        """The int64 index is built chunk by chunk: any chunk size gives the same sums."""
+        from residuals.boosting import _hist
+
+        rng = np.random.RandomState(21)
+        XT = torch.as_tensor(rng.randint(0, 16, size=(5, 3001)), dtype=torch.uint8)
+        values = torch.complex(torch.as_tensor(rng.randn(3001)), torch.as_tensor(rng.rand(3001)))
+        rows = torch.as_tensor(np.flatnonzero(rng.rand(3001) < 0.4))
+        slots = torch.as_tensor(rng.randint(0, 4, size=len(rows)))
+        whole = torch.zeros((5, 64), dtype=torch.complex128)
+        whole.scatter_add_(1, torch.add(XT[:, rows], slots, alpha=16), values[rows].expand(5, -1))
+        root = torch.zeros((5, 16), dtype=torch.complex128).scatter_add_(1, XT.long(), values.expand(5, -1))
+        for elements in (5, 7 * 5, 1 << 20):  # one row, 7 rows, every row per chunk
+            for name in ("_SLICE_INDEX_ELEMENTS", "_GATHER_INDEX_ELEMENTS"):
+                monkeypatch.setattr(_hist, name, elements)
+            torch.testing.assert_close(_hist._scatter_hist(XT, values, 64, 16, rows, slots), whole)
+            torch.testing.assert_close(_hist._scatter_hist(XT, values, 16, 16), root)
 
     def test_leaf_values_can_be_overwritten(self):
         X, y = integer_data()
@@ -499,6 +519,82 @@ class TestHistTree:
         ref = GradientBoostingRegressor(n_estimators=50, max_depth=3, learning_rate=0.1, random_state=0).fit(X, y)
         theirs = float(((ref.predict(X_test) - y_test) ** 2).mean())
         assert ours < 1.02 * theirs
+
+    def test_ties_go_to_a_seeded_random_feature_order(self):
+        # Four copies of one column: every feature splits the rows alike.
+        x = np.arange(200.0) % 20
+        X = np.repeat(x[:, None], 4, axis=1)
+        y = np.where(x >= 7, 1.0, 0.0)
+        Xb = BinMapper().fit_transform(X)
+        g, h = squared_error_grads(y)
+        assert HistTree(max_depth=1).fit(Xb, g, h).feature[0] == 0  # None: the lowest feature
+        trees = [HistTree(max_depth=1, random_state=s).fit(Xb, g, h) for s in range(20)]
+        assert {t.feature[0] for t in trees} == {0, 1, 2, 3}
+        for t in trees:  # every tie-break picks an optimal split: the step between 6 and 7
+            assert t.threshold_bin[0] == 6
+            np.testing.assert_allclose(t.predict(Xb).numpy(), y)
+        again = [HistTree(max_depth=1, random_state=3).fit(Xb, g, h).feature[0] for _ in range(3)]
+        assert len(set(again)) == 1
+        # Rounding noise is a tie too: a gain that differs in the last bits.
+        g_noisy = g.clone()
+        g_noisy[0] *= 1 + 1e-15
+        assert HistTree(max_depth=1).fit(Xb, g_noisy, h).feature[0] == 0
+
+    @pytest.mark.parametrize("use_numpy", [True, False])  # False: the accelerator kernel
+    def test_first_best_against_brute_force(self, use_numpy):
+        from residuals.boosting._hist import _first_best
+
+        rng = np.random.RandomState(8)
+        K, D, F, c = 5, 2, 6, 7
+        score = torch.as_tensor(rng.randint(0, 4, size=(K, D, F, c)).astype(np.float64))  # many ties
+        score[1] = -np.inf  # a node with no valid split
+        order = torch.as_tensor(rng.permutation(F))
+        flat_order = ((torch.arange(D).view(D, 1, 1) * F + order.view(1, F, 1)) * c
+                      + torch.arange(c).view(1, 1, c)).view(-1)
+        best, arg = _first_best(score, flat_order, use_numpy)
+        for k in range(K):
+            s = score[k].numpy()
+            assert best[k] == s.max()
+            d, f, b = np.unravel_index(int(arg[k]), s.shape)
+            assert s[d, f, b] == s.max()
+            # first in tie-break order: direction, then the feature's rank, then the cut
+            rank = {int(x): i for i, x in enumerate(order)}
+            tied = [(dd, rank[ff], bb) for dd, ff, bb in zip(*np.nonzero(s == s.max()))]
+            assert (d, rank[f], b) == min(tied)
+        best0, arg0 = _first_best(score, None, use_numpy)  # no order: the lowest flat index
+        for k in range(K):
+            assert int(arg0[k]) == int(np.flatnonzero(score[k].numpy().ravel() == best0[k].item())[0])
+
+    def test_cut_is_centred_between_the_node_values(self):
+        # Bins 1 .. 8 are empty: every cut between bin 0 and bin 9 splits alike.
+        values = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 100.0])
+        Xb = torch.tensor([[0] * 30 + [9] * 30], dtype=torch.uint8).T
+        y = np.r_[np.zeros(30), np.ones(30)]
+        g, h = squared_error_grads(y)
+        middle = HistTree(max_depth=1, n_bins=11).fit(Xb, g, h)
+        assert middle.threshold_bin[0] == 4  # (0 + 9 - 1) // 2, the middle of the run
+        table = np.r_[values][None, :]
+        tree = HistTree(max_depth=1, n_bins=11).fit(Xb, g, h, bin_values=table)
+        # an exact tree cuts at (0 + 100) / 2 = 50; the nearest cut is (8 + 100) / 2 = 54
+        assert tree.threshold_bin[0] == 8
+        exact = DecisionTreeRegressor(max_depth=1).fit(values[Xb.numpy()], y)
+        cuts = 0.5 * (values[:-1] + values[1:])
+        assert tree.threshold_bin[0] == np.argmin(np.abs(cuts - exact.tree_.threshold[0]))
+        np.testing.assert_array_equal(tree.apply(Xb).numpy(), middle.apply(Xb).numpy())
+        with pytest.raises(ValueError, match="bin_values has shape"):
+            HistTree(max_depth=1, n_bins=11).fit(Xb, g, h, bin_values=table[:, :5])
+
+    def test_bin_values(self):
+        X = np.c_[np.r_[0.0, 0.0, 1.0, 3.0, np.nan], np.arange(5.0)]
+        mapper = BinMapper(max_bins=4).fit(X)
+        np.testing.assert_array_equal(mapper.bin_values_[0], [0.0, 1.0, 3.0])
+        table = mapper.bin_value_table().numpy()
+        assert table.shape == (2, 4)
+        np.testing.assert_array_equal(table[0], [0.0, 1.0, 3.0, 3.0])  # unused bins repeat the last
+        wide = BinMapper(max_bins=4).fit(np.arange(100.0)[:, None])
+        cuts, values = wide.bin_thresholds_[0], wide.bin_values_[0]
+        edges = np.r_[0.0, cuts, 99.0]
+        np.testing.assert_allclose(values, 0.5 * (edges[:-1] + edges[1:]))
 
     def test_input_errors(self):
         X, y = integer_data(n=50)

@@ -28,7 +28,11 @@ Everything reported is measured here and saved as tidy tables in the run folder
     classifiers, so differences are not squashed by a sigmoid);
 ``contributions.csv``
     our boosters' per-stage correction sizes ``||lr * h_m(X)||`` and
-    ``||F_{m-1}(X)||`` on the training set (:func:`residuals.core.contribution_table`).
+    ``||F_{m-1}(X)||`` on the training set (:func:`residuals.core.contribution_table`);
+``hist_gap.csv``
+    one row per case: our hist mode's final test loss against exact mode's,
+    the gap (absolute and relative) and its paired standard error over the
+    test rows (:func:`paired_gap`), the yardstick for "hist is within x% of exact".
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import pandas as pd
 __all__ = [
     "BoostingBenchConfig", "Case", "Split", "DATASETS", "METHODS", "PARITY_PAIRS",
     "LOSSES", "HIST_LOSSES", "load_dataset", "iter_cases", "make_estimator",
-    "stage_metrics", "run_benchmark", "BenchTables",
+    "stage_metrics", "pointwise_metric", "paired_gap", "run_benchmark", "BenchTables",
 ]
 
 # ---------------------------------------------------------------------------- datasets
@@ -333,6 +337,39 @@ def _expit(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for large |z|
 
 
+def _pointwise(y: np.ndarray, raw: np.ndarray, loss: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row loss (named by :data:`METRIC_NAMES`) and squared residual, both (n,)."""
+    if task == "regression":
+        r = y - raw
+        if loss in ("squared_error", "huber"):
+            value = r * r
+        elif loss == "absolute_error":
+            value = np.abs(r)
+        elif loss == "quantile":
+            value = np.maximum(ALPHA * r, (ALPHA - 1) * r)
+        else:
+            raise ValueError(f"no regression metric for loss {loss!r}")
+        return value, r * r
+    eps = 1e-15
+    if task == "binary":
+        yy = y.astype(np.float64)
+        if loss == "exponential":
+            return np.exp(-(2 * yy - 1) * raw), (yy - _expit(2 * raw)) ** 2
+        p = _expit(raw)
+        pc = np.clip(p, eps, 1 - eps)
+        return -(yy * np.log(pc) + (1 - yy) * np.log(1 - pc)), (yy - p) ** 2
+    P = _softmax(raw)
+    onehot = np.zeros_like(P)
+    onehot[np.arange(len(y)), y.astype(int)] = 1.0
+    value = -np.log(np.clip(P[np.arange(len(y)), y.astype(int)], eps, None))
+    return value, np.sum((onehot - P) ** 2, axis=1)
+
+
+def pointwise_metric(y: np.ndarray, raw: np.ndarray, loss: str, task: str) -> np.ndarray:
+    """The loss of every row, shape (n,): :func:`stage_metrics`' loss is its mean."""
+    return _pointwise(y, raw, loss, task)[0]
+
+
 def stage_metrics(y: np.ndarray, raw: np.ndarray, loss: str, task: str) -> tuple[float, float]:
     """The loss of ``raw`` and the RMS residual ``y - prediction``.
 
@@ -349,33 +386,21 @@ def stage_metrics(y: np.ndarray, raw: np.ndarray, loss: str, task: str) -> tuple
     ``sqrt(mean((y - p)^2))`` with ``p`` the prediction (regression) or the
     predicted probabilities against one-hot ``y`` (classification).
     """
-    if task == "regression":
-        r = y - raw
-        if loss in ("squared_error", "huber"):
-            value = float(np.mean(r * r))
-        elif loss == "absolute_error":
-            value = float(np.mean(np.abs(r)))
-        elif loss == "quantile":
-            value = float(np.mean(np.maximum(ALPHA * r, (ALPHA - 1) * r)))
-        else:
-            raise ValueError(f"no regression metric for loss {loss!r}")
-        return value, float(np.sqrt(np.mean(r * r)))
-    eps = 1e-15
-    if task == "binary":
-        yy = y.astype(np.float64)
-        if loss == "exponential":
-            value = float(np.mean(np.exp(-(2 * yy - 1) * raw)))
-            p = _expit(2 * raw)
-        else:
-            p = _expit(raw)
-            pc = np.clip(p, eps, 1 - eps)
-            value = float(-np.mean(yy * np.log(pc) + (1 - yy) * np.log(1 - pc)))
-        return value, float(np.sqrt(np.mean((yy - p) ** 2)))
-    P = _softmax(raw)
-    onehot = np.zeros_like(P)
-    onehot[np.arange(len(y)), y.astype(int)] = 1.0
-    value = float(-np.mean(np.log(np.clip(P[np.arange(len(y)), y.astype(int)], eps, None))))
-    return value, float(np.sqrt(np.mean(np.sum((onehot - P) ** 2, axis=1))))
+    value, squared = _pointwise(y, raw, loss, task)
+    return float(np.mean(value)), float(np.sqrt(np.mean(squared)))
+
+
+def paired_gap(ours: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """``(gap, standard_error)`` of two models' per-row losses on the same rows.
+
+    ``gap = mean(ours - reference)``, the difference of the test losses; its
+    standard error ``std(ours - reference) / sqrt(n)`` (paired, ddof=1) is how
+    much the gap would move with another test set of the same size: a gap
+    within about 2 standard errors is one the test set cannot tell from 0.
+    """
+    d = np.asarray(ours, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return float(np.mean(d)), se
 
 
 def max_abs_diff(a: Iterator[np.ndarray], b: Iterator[np.ndarray]) -> tuple[float, int, int | None]:
@@ -412,11 +437,13 @@ class BenchTables:
     staged: list[dict] = field(default_factory=list)
     parity: list[dict] = field(default_factory=list)
     contributions: list[dict] = field(default_factory=list)
+    hist_gap: list[dict] = field(default_factory=list)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         cols = {
             "results": RESULT_COLUMNS, "staged": STAGED_COLUMNS,
             "parity": PARITY_COLUMNS, "contributions": CONTRIBUTION_COLUMNS,
+            "hist_gap": HIST_GAP_COLUMNS,
         }
         return {name: pd.DataFrame(getattr(self, name), columns=c) for name, c in cols.items()}
 
@@ -432,6 +459,8 @@ RESULT_COLUMNS = [*CASE_COLUMNS, "method", "status", "message", "n_train", "n_te
 STAGED_COLUMNS = [*CASE_COLUMNS, "method", "split", "stage", "loss_value", "residual_rms"]
 PARITY_COLUMNS = [*CASE_COLUMNS, "method", "reference", "n_stages", "max_abs_diff",
                   "first_diff_stage", "test_loss", "reference_test_loss"]
+HIST_GAP_COLUMNS = [*CASE_COLUMNS, "n_test", "metric", "exact_test_loss", "hist_test_loss", "gap",
+                    "rel_gap", "gap_se"]
 CONTRIBUTION_COLUMNS = [*CASE_COLUMNS, "method", "stage", "correction_norm", "base_norm", "ratio",
                         "correction_rms"]
 
@@ -456,6 +485,7 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
                 "threads": cfg.threads, "metric": METRIC_NAMES[case.loss]}
     fitted: dict[str, Any] = {}
     final_test: dict[str, float] = {}
+    test_rows: dict[str, np.ndarray] = {}  # per-row final test loss
     for method in cfg.methods:
         device = cfg.device if method == "ours-hist" else "cpu"
         row = {**base_row, "method": method, "device": device, "status": "ok", "message": ""}
@@ -474,6 +504,8 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
                     tables.staged.append({**key, "method": method, "split": split, "stage": m,
                                           "loss_value": value, "residual_rms": rms})
                     finals[split] = value
+                if split == "test":
+                    test_rows[method] = pointwise_metric(y, raw, case.loss, case.task)
         except Exception as e:  # recorded, shown, and counted in the headline
             msg = f"{type(e).__name__}: {e}"
             tables.results.append({**row, "status": "error", "message": msg})
@@ -486,6 +518,12 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
         progress("fit", f"  {method:<13} fit {row['fit_s']:8.3f} s   test {row['metric']} "
                         f"{row['test_loss']:.6g}")
         _record_contributions(method, est, data, key, tables)
+    if "ours-hist" in test_rows and "ours-exact" in test_rows:
+        exact, hist = final_test["ours-exact"], final_test["ours-hist"]
+        gap, se = paired_gap(test_rows["ours-hist"], test_rows["ours-exact"])
+        tables.hist_gap.append({**key, "n_test": base_row["n_test"], "metric": base_row["metric"],
+                                "exact_test_loss": exact, "hist_test_loss": hist, "gap": gap,
+                                "rel_gap": gap / abs(exact) if exact else float("nan"), "gap_se": se})
     for ours, ref in PARITY_PAIRS:
         if ours in fitted and ref in fitted:
             worst, n_st, first = 0.0, 0, None

@@ -44,19 +44,26 @@ _TRANSFORM_CHUNK_ELEMENTS = 1 << 22
 _CPU_CHUNK_ELEMENTS = 1 << 16
 
 
-def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
-    """Cut points of one feature, shape ``(n_bins - 1,)``, strictly increasing.
+def _quantile_thresholds(column: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut points of one feature and a representative value of each bin.
 
     Parameters
     ----------
     column : ndarray of shape (n_samples,), float32 or float64 (any stride), may contain NaN.
     max_bins : int, the most bins the non-missing values may use.
+
+    Returns
+    -------
+    cuts : ndarray of shape (n_bins - 1,), strictly increasing.
+    values : ndarray of shape (n_bins,), nondecreasing: the bin's value when each
+        distinct value has its own bin, else the middle of the bin's range of
+        training values (between the cuts, or the extreme value, around it).
     """
-    values = np.array(column, dtype=np.float64)  # one contiguous float64 copy ...
+    values = np.array(column, dtype=np.float64)  # contiguous float64 (a copy of a view) ...
     values.sort()  # ... sorted in place, once for both branches
     values = values[: values.size - int(np.isnan(values).sum())]  # NaNs sort last
     if values.size == 0:
-        return np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=np.float64), np.zeros(1, dtype=np.float64)
     if np.isinf(values[0]) or np.isinf(values[-1]):
         # +-inf as +-_ALMOST_INF: a cut between two infinities would be NaN
         values = np.clip(values, -_ALMOST_INF, _ALMOST_INF)
@@ -65,14 +72,16 @@ def _quantile_thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
     np.not_equal(values[1:], values[:-1], out=new_value[1:])
     n_distinct = int(new_value.sum())
     if n_distinct <= 1:
-        return np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=np.float64), values[:1].copy()
     if n_distinct <= max_bins:
         distinct = values[new_value]
-        cuts = 0.5 * (distinct[:-1] + distinct[1:])
-    else:
-        percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
-        cuts = np.unique(np.percentile(values, percentiles, method="averaged_inverted_cdf"))
-    return np.minimum(cuts, _ALMOST_INF).astype(np.float64)
+        cuts = np.minimum(0.5 * (distinct[:-1] + distinct[1:]), _ALMOST_INF)
+        return cuts, distinct
+    percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
+    cuts = np.unique(np.percentile(values, percentiles, method="averaged_inverted_cdf"))
+    cuts = np.minimum(cuts, _ALMOST_INF)
+    edges = np.concatenate(([values[0]], cuts, [values[-1]]))
+    return cuts, 0.5 * edges[:-1] + 0.5 * edges[1:]
 
 
 def _count_cuts_below(cuts: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
@@ -115,12 +124,22 @@ class BinMapper:
         uses every row.
     random_state : int, numpy.random.RandomState or None
         Seeds the row subsample.
+    round_to_float32 : bool, default=False
+        Bin ``float32(x)`` rather than ``x``: a float64 ``X`` then bins exactly
+        as its float32 copy would, without that copy (the booster validates
+        ``X`` as float32 values, as scikit-learn's trees). A finite value too
+        large for float32 is an error, as in scikit-learn's validation.
 
     Attributes
     ----------
     bin_thresholds_ : list of ndarray
         ``bin_thresholds_[j]`` has shape ``(n_bins_[j] - 1,)``: the cut points
         of feature ``j``; bin ``i`` holds ``thresholds[i-1] < x <= thresholds[i]``.
+    bin_values_ : list of ndarray
+        ``bin_values_[j]`` has shape ``(n_bins_[j],)``: a representative value of
+        each bin -- the value itself when every distinct value has its own bin,
+        else the middle of the bin's range of training values. The tree uses them
+        to centre a cut between the values a node holds (:meth:`bin_value_table`).
     n_bins_ : ndarray of shape (n_features,), int
         Number of non-missing bins per feature, ``1 <= n_bins_[j] <= max_bins``.
     n_features_in_ : int
@@ -128,10 +147,24 @@ class BinMapper:
         ``== max_bins``: the bin of missing values (NaN) in every feature.
     """
 
-    def __init__(self, max_bins: int = 255, subsample: int | None = 200_000, random_state=None):
+    def __init__(self, max_bins: int = 255, subsample: int | None = 200_000, random_state=None,
+                 round_to_float32: bool = False):
         self.max_bins = max_bins
         self.subsample = subsample
         self.random_state = random_state
+        self.round_to_float32 = round_to_float32
+
+    def _values(self, block: np.ndarray) -> np.ndarray:
+        """``block`` as float64 values, C-ordered (a copy), rounded to float32 if asked."""
+        if not getattr(self, "round_to_float32", False):
+            return np.array(block, dtype=np.float64, order="C")
+        with np.errstate(over="ignore"):  # too large for float32: inf, an error below
+            rounded = np.array(block, dtype=np.float32, order="C")
+        if block.dtype != np.float32 and np.isinf(rounded).any():
+            if np.isinf(rounded[np.isfinite(block)]).any():
+                raise ValueError(
+                    "Input X contains infinity or a value too large for dtype('float32').")
+        return rounded.astype(np.float64)
 
     @property
     def missing_bin(self) -> int:
@@ -192,11 +225,14 @@ class BinMapper:
                 else np.random.RandomState(self.random_state)
             )
             rows = np.sort(rng.choice(n_samples, self.subsample, replace=False))
-            X = X[rows]
-        self.bin_thresholds_ = [
-            _quantile_thresholds(X[:, j], self.max_bins)
-            for j in range(n_features)
+        else:
+            rows = slice(None)
+        # column by column: no copy of the (subsampled) matrix
+        cuts_and_values = [
+            _quantile_thresholds(self._values(X[rows, j]), self.max_bins) for j in range(n_features)
         ]
+        self.bin_thresholds_ = [cuts for cuts, _ in cuts_and_values]
+        self.bin_values_ = [values for _, values in cuts_and_values]
         self.n_bins_ = np.array([len(t) + 1 for t in self.bin_thresholds_], dtype=np.int64)
         self.n_features_in_ = n_features
         return self
@@ -211,6 +247,19 @@ class BinMapper:
         for j, cuts in enumerate(self.bin_thresholds_):
             table[j, : len(cuts)] = cuts
         return torch.as_tensor(table, dtype=torch.float64, device=device)
+
+    def bin_value_table(self, device="cpu") -> torch.Tensor:
+        """:attr:`bin_values_` as one ``(n_features, max_bins)`` float64 tensor.
+
+        Bins a feature does not use repeat its last value (no row is ever in them).
+        """
+        if not hasattr(self, "n_bins_"):
+            raise RuntimeError("This BinMapper is not fitted yet: call fit(X) first.")
+        table = np.empty((self.n_features_in_, self.max_bins))
+        for j, values in enumerate(self.bin_values_):
+            table[j, : len(values)] = values
+            table[j, len(values) :] = values[-1]
+        return torch.as_tensor(np.clip(table, -_ALMOST_INF, _ALMOST_INF), device=device)
 
     def transform(self, X: np.ndarray, device="cpu") -> torch.Tensor:
         """Bin ``X``; the search runs on ``device`` (a GPU bins large data fast).
@@ -244,7 +293,7 @@ class BinMapper:
         chunk_elements = _CPU_CHUNK_ELEMENTS if on_cpu else _TRANSFORM_CHUNK_ELEMENTS
         chunk = max(1, chunk_elements // max(n_features, 1))
         for start in range(0, n_samples, chunk):
-            block = np.array(X[start : start + chunk].T, dtype=np.float64, order="C")
+            block = self._values(X[start : start + chunk].T)
             block = torch.as_tensor(block, device=device)
             if on_cpu:
                 bins = _count_cuts_below(cuts, block)
@@ -267,5 +316,6 @@ class BinMapper:
     def __repr__(self) -> str:
         return (
             f"BinMapper(max_bins={self.max_bins!r}, subsample={self.subsample!r}, "
-            f"random_state={self.random_state!r})"
+            f"random_state={self.random_state!r}, "
+            f"round_to_float32={getattr(self, 'round_to_float32', False)!r})"
         )

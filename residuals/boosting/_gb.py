@@ -163,9 +163,16 @@ class _BaseBoosting(Stagewise, BaseEstimator):
 
     def _validate_X_predict(self, X) -> np.ndarray:
         check_is_fitted(self)
-        return validate_data(self, X, dtype=np.float32, order="C", reset=False,
+        return validate_data(self, X, dtype=self._X_dtype(), reset=False,
+                             order="C" if self.tree_method == "exact" else None,
                              accept_sparse=self._sparse_formats("csr"),
                              ensure_all_finite=self._finite_X())
+
+    def _X_dtype(self):
+        """float32, as scikit-learn's trees. Hist mode keeps a float64 ``X`` as it
+        is (no copy; its bins are those of the float32 values, see
+        ``BinMapper(round_to_float32=True)``) and converts anything else."""
+        return np.float32 if self.tree_method == "exact" else [np.float32, np.float64]
 
     def _finite_X(self):
         return "allow-nan" if self.tree_method == "hist" else True
@@ -236,7 +243,8 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training inputs; converted to float32 (as scikit-learn's trees do).
+            Training inputs; converted to float32 (as scikit-learn's trees do;
+            hist mode bins the float32 values of a float64 ``X`` without a copy).
             Must be finite with ``tree_method="exact"``; NaN is allowed (own
             bin) with ``tree_method="hist"``.
         y : array-like of shape (n_samples,)
@@ -259,7 +267,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                           "warning.", FutureWarning)
         device = resolve_device(self.device) if self.tree_method == "hist" else "cpu"
 
-        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True,
+        X, y = validate_data(self, X, y, dtype=self._X_dtype(), multi_output=True,
                              accept_sparse=self._sparse_formats(["csr", "csc", "coo"]),
                              ensure_all_finite=self._finite_X())
         sample_weight_is_none = sample_weight is None
@@ -310,7 +318,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                     f"warm_start=True cannot switch tree_method from {self._learner.kind!r} "
                     f"to {self.tree_method!r}; fit with warm_start=False to start over.")
             begin_at_stage = self.estimators_.shape[0]
-            X_train = check_array(X_train, dtype=np.float32, order="C",
+            X_train = check_array(X_train, dtype=self._X_dtype(),
                                   accept_sparse=self._sparse_formats("csr"),
                                   ensure_all_finite=False)
             raw = self._raw_predict(_Prepared(X_train, self._learner.prepare(X_train)))
@@ -346,6 +354,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                 y, None if sample_weight_is_none else sample_weight)
             return self._loss.init_raw(self.init_prediction_, n)
         self.init_ = clone(self.init)
+        X = X.astype(np.float32, copy=False)  # the float32 X of exact mode, in either mode
         if sample_weight_is_none:
             self.init_.fit(X, y)
         else:
@@ -367,6 +376,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         sample_mask = np.ones(n_samples, dtype=bool)
         n_inbag = max(1, int(self.subsample * n_samples))
         Xt = self._learner.prepare(X)
+        step = np.empty(n_samples)  # lr * h_m(x) of each tree, one buffer for the fit
         # Hist mode need not match scikit-learn bit for bit: unit weights score as
         # a plain mean (one pass over the rows instead of three, every stage).
         unit = self._learner.kind == "hist" and bool(np.all(sample_weight == 1.0))
@@ -386,7 +396,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                 if i == 0:
                     initial_loss = loss.score(y_oob, raw[~sample_mask], sw_oob)
 
-            raw = self._fit_stage(i, Xt, y, raw, sample_weight, sample_mask, rng)
+            raw = self._fit_stage(i, Xt, y, raw, sample_weight, sample_mask, rng, step)
 
             if do_oob:
                 self.train_score_[i] = loss.score(y[sample_mask], raw[sample_mask],
@@ -411,8 +421,14 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                     break
         return i + 1
 
-    def _fit_stage(self, i, Xt, y, raw, sample_weight, sample_mask, rng) -> np.ndarray:
-        """Fit the ``K`` trees of stage ``i`` and add them to ``raw`` in place."""
+    def _fit_stage(self, i, Xt, y, raw, sample_weight, sample_mask, rng, step=None) -> np.ndarray:
+        """Fit the ``K`` trees of stage ``i`` and add them to ``raw`` in place.
+
+        ``step``: an ``(n_samples,)`` float64 buffer for ``lr * h(x)`` (a fresh
+        row-sized vector per tree fragments the heap; same floats either way).
+        """
+        if step is None:
+            step = np.empty(raw.shape[0])
         loss, learner = self._loss, self._learner
         loss.begin_stage(y, raw, sample_weight)
         neg_gradient = loss.negative_gradient(y, raw)
@@ -428,7 +444,8 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                 update_terminal_regions(loss, leaf_ids, learner.leaves(tree), values, target,
                                         neg_gradient[:, k], raw[:, k], sw, mask)
                 learner.commit_leaf_values(tree, values)
-            raw[:, k] += self.learning_rate * values.take(leaf_ids, axis=0)
+            np.take(values, leaf_ids, axis=0, out=step, mode="clip")  # "raise" would buffer
+            raw[:, k] += np.multiply(self.learning_rate, step, out=step)
             self.estimators_[i, k] = tree
         return raw
 
@@ -439,7 +456,8 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             return np.zeros((n, K), dtype=np.float64)
         if self.init_ is None:
             return self._loss.init_raw(self.init_prediction_, n)
-        return self._loss.raw_from_prediction(self._init_prediction_from_estimator(P.X))
+        X = P.X.astype(np.float32, copy=False)  # as in _fit_init
+        return self._loss.raw_from_prediction(self._init_prediction_from_estimator(X))
 
     def _add_stage(self, m: int, P: _Prepared, raw: np.ndarray) -> None:
         for k in range(self.estimators_.shape[1]):

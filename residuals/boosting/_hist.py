@@ -29,10 +29,13 @@ Implementation (everything stays on the device of the binned data):
 * ``(w*g, w*h)`` travel together as one complex128 number per row, so a
   single ``scatter_add_`` over flat ``(node, bin)`` indices builds both
   histograms (on CUDA, two float64 scatters); the rows of a small child are
-  gathered as uint8 bins, then widened to the int64 index ``scatter_add_`` needs;
+  gathered as uint8 bins, then widened to the int64 index ``scatter_add_`` needs,
+  a chunk of rows at a time;
 * the split search is vectorised over nodes, features, cut points and (only
   when the data has NaNs) the two sides a missing value can take, then an
-  ``argmax`` per node;
+  ``argmax`` per node; ties go to a seeded random feature order, as in
+  ``DecisionTreeRegressor``, and the winning cut is centred between the
+  node's values next to it, as an exact tree's threshold;
 * depth-wise growth (``max_leaf_nodes=None``) copies one small table of
   winning splits to the host per level (plus the row counts ``nonzero`` needs
   on an accelerator); best-first growth (``max_leaf_nodes`` set, as
@@ -46,13 +49,15 @@ Row counts per node (for ``min_samples_leaf``) are read off the hessian
 histogram when ``w*h`` is the same for every row (squared error, unit or 0/1
 weights); otherwise a second histogram of ``(1, w)`` is built.
 
-Memory: beyond the binned matrix (1 byte per value), the histogram of a set of
-rows needs an int64 index per value (8 bytes; all rows at the root, at most
-half of them below it; on the CPU the root's is kept between the trees fitted
-on one matrix), and ``n_nodes * n_features * n_bins`` complex sums: a level
-keeps those for the subtraction trick up to ``_HIST_BYTES``; wider levels are
-histogrammed directly, group by group. So the peak is about 13 bytes per
-binned value (1 + 8 + 4) plus 16-40 bytes per row, whatever the depth.
+Memory: beyond the binned matrix (1 byte per value), a fit keeps 33 bytes per
+row (:class:`_Workspace`: node of each row, routing temporaries, ``w*g +
+1j*w*h``, leaves), reused from tree to tree; the int64 index ``scatter_add_``
+needs is built a chunk of rows at a time (a few MiB, whatever n), and a
+level's rows are selected range by range; ``n_nodes * n_features * n_bins``
+complex sums: a level keeps those for the subtraction trick up to
+``_HIST_BYTES``; wider levels are histogrammed directly, group by group. Fresh
+row-sized temporaries at every level are avoided on purpose: besides their
+size, they fragment the C heap (see :class:`_Workspace`).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ import heapq
 import math
 import numbers
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -71,6 +76,9 @@ __all__ = ["HistTree"]
 # A split must improve on the parent by more than this fraction of its score,
 # so rounding noise never splits a node whose gradients are all equal.
 _REL_GAIN_TOL = 1e-10
+# Split scores within this fraction of the best are ties (rounding noise): the
+# first of them in the tree's feature order wins.
+_TIE_TOL = 1e-13
 # Columns of the per-node statistics: sum w*g, sum w*h, row count, sum w.
 _G, _H, _C, _W = range(4)
 # Columns of a split's host row (see HistTree._find_splits).
@@ -91,26 +99,116 @@ class _Data:
     all_rows: bool  # True if no row was dropped (weights all positive)
     source: torch.Tensor | None  # the caller's Xb when XT is exactly Xb.T (for the index cache)
     has_missing: bool = True  # any row in the missing bin of an allowed feature
+    bin_values: np.ndarray | None = None  # (F, n_bins - 1) host values of the value bins
+    work: "_Workspace | None" = None  # per-row scratch of this fit
+    order: torch.Tensor | None = None  # (F,) int64 feature order of the tie-break, on the device
+    order_flat: dict = field(default_factory=dict)  # D -> _order_flat's index
 
 
-def _scatter_hist(index: torch.Tensor, values: torch.Tensor, n_cols: int, fused: bool | None = None) -> torch.Tensor:
-    """``out[f, index[f, i]] += values[i]``: complex (F, n_cols) histogram.
+def _chunk_rows(F: int, device: torch.device, gathered: bool) -> int:
+    """Rows per chunk of a histogram: bounds its int64 index to a few MiB."""
+    if device.type != "cpu":
+        return max(1, _ACCEL_INDEX_ELEMENTS // max(F, 1))
+    return max(1, (_GATHER_INDEX_ELEMENTS if gathered else _SLICE_INDEX_ELEMENTS) // max(F, 1))
 
-    index : (F, m) int64, C-contiguous; values : (m,) complex128. ``fused``: one
-    complex pass (default on the CPU) or two real ones (default elsewhere).
+
+def _scatter_hist(XT: torch.Tensor, values: torch.Tensor, n_cols: int, nb: int, rows=None, slots=None,
+                  fused: bool | None = None, work: "_Workspace | None" = None,
+                  select: tuple | None = None) -> torch.Tensor:
+    """``out[f, slots[i] * nb + XT[f, rows[i]]] += values[rows[i]]``: (F, n_cols) histogram.
+
+    XT : (F, n) uint8 bins; values : (n,) float64 or complex128, one per row of
+    XT; rows : (m,) int64 rows to count, or None for all; slots : (m,) int64 node
+    of each counted row, or None for one node. Or ``select=(slot, lo, hi)``: the
+    rows with ``lo <= slot < hi`` (slot: (n,) int tensor), in node ``slot - lo``.
+
+    ``scatter_add_`` needs an int64 index, 8 bytes per value: it is built chunk
+    by chunk (:func:`_chunk_rows`), in ``work``'s buffer when given, so it never
+    costs more than a few MiB whatever n. ``select`` finds its rows range by
+    range (:func:`_selected`), so no row-sized index is made either: fresh
+    row-sized temporaries fragment the heap, and fresh chunk buffers cost page
+    faults when the heap gives freed memory back (both measured). ``fused``:
+    complex values in one complex pass (default on the CPU) or two real ones
+    (default elsewhere: complex atomics are not available on every accelerator).
     """
-    F, m = index.shape
+    F, device = XT.shape[0], values.device
     if fused is None:
-        fused = values.device.type == "cpu"
-    if fused:  # one pass for both channels
-        out = torch.zeros((F, n_cols), dtype=torch.complex128, device=values.device)
-        return out.scatter_add_(1, index, values.unsqueeze(0).expand(F, m))
-    # Complex atomics are not available on every accelerator: two real passes.
-    parts = []
-    for part in (values.real, values.imag):
-        out = torch.zeros((F, n_cols), dtype=torch.float64, device=values.device)
-        parts.append(out.scatter_add_(1, index, part.unsqueeze(0).expand(F, m)))
-    return torch.complex(*parts)
+        fused = device.type == "cpu"
+    split = values.is_complex() and not fused
+    dtype = torch.float64 if split else values.dtype
+    outs = [torch.zeros((F, n_cols), dtype=dtype, device=device) for _ in range(2 if split else 1)]
+    gathered = rows is not None or select is not None
+    step = _chunk_rows(F, device, gathered)
+    buffer = None if work is None else work.chunk_index(F * step)
+    groups = [(rows, slots)] if select is None else _selected(*select)
+    for rows, slots in groups:
+        m = XT.shape[1] if rows is None else rows.shape[0]
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            if rows is None:
+                bins, part = XT[:, a:b], values[a:b]
+            else:  # gathering uint8 bins is 4x faster than gathering an int64 index (measured)
+                r = rows[a:b]
+                bins, part = XT.gather(1, r.expand(F, -1)), values.index_select(0, r)
+            out_index = None if buffer is None else buffer[: F * (b - a)].view(F, b - a)
+            if slots is None:
+                index = bins.long() if out_index is None else out_index.copy_(bins)
+            else:
+                index = torch.add(bins, slots[a:b], alpha=nb, out=out_index)
+            parts = (part.real, part.imag) if split else (part,)
+            for out, p in zip(outs, parts):
+                out.scatter_add_(1, index, p.unsqueeze(0).expand(F, -1))
+    return torch.complex(*outs) if split else outs[0]
+
+
+def _selected(slot: torch.Tensor, lo: int, hi: int):
+    """Yield ``(rows, nodes)``: the rows with ``lo <= slot < hi`` and their node
+    ``slot - lo`` (None when ``hi == lo + 1``), int64, range by range.
+
+    On the CPU the ranges are of ``max(_SELECT_ROWS, n / 8)`` rows, so each index
+    is small; on an accelerator one range (one host sync for ``nonzero``).
+    """
+    n = slot.shape[0]
+    size = max(_SELECT_ROWS, -(-n // 8)) if slot.device.type == "cpu" else max(n, 1)
+    for a in range(0, n, size):
+        s = slot[a : a + size]
+        rows = _nonzero(s == lo if hi == lo + 1 else (s >= lo) & (s < hi))
+        nodes = None if hi == lo + 1 else s.index_select(0, rows).long().sub_(lo)
+        yield (rows.add_(a) if a else rows), nodes
+
+
+def _first_best(score: torch.Tensor, order_flat: torch.Tensor | None,
+                use_numpy: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best score per node and the flat index of the first split that ties it.
+
+    score : (K, D, F, c) split scores, >= 0, or -inf where invalid; order_flat
+    : (D * F * c,) the flat indices in tie-break order (:meth:`HistTree._order_flat`),
+    or None for 0, 1, ... Ties (within ``_TIE_TOL`` of the best) go to NaN
+    going right (``D`` index 0), then the first feature in the tree's order,
+    then the lowest cut. Returns (best, arg): (K,) float64 and (K,) int64
+    indices into ``score.view(K, -1)``. ``use_numpy``: default on the CPU.
+    """
+    flat = score.view(score.shape[0], -1)
+    if use_numpy is None:
+        use_numpy = flat.device.type == "cpu"
+    if use_numpy:  # in numpy: ~16 us a call against ~190 (measured, 2 nodes)
+        f = flat.numpy()
+        best = f.max(1)
+        tie = f >= (best * (1 - _TIE_TOL))[:, None]  # all True when best is -inf
+        if order_flat is None or (np.count_nonzero(tie, axis=1) == 1).all():
+            arg = tie.argmax(1)  # the first True
+        else:  # the tied candidate that comes first in the order
+            order = order_flat.numpy()
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            arg = np.where(tie, rank, order.size).argmin(1)  # an index of the flat scores
+        return torch.from_numpy(best), torch.from_numpy(arg)
+    if order_flat is not None:
+        flat = flat.index_select(1, order_flat)
+    best = flat.amax(1)
+    tie = flat >= (best * (1 - _TIE_TOL)).unsqueeze(1)  # all True when best is -inf
+    arg = tie.view(torch.uint8).argmax(1)  # argmax: the first of equal maxima
+    return best, arg if order_flat is None else order_flat.index_select(0, arg)
 
 
 def _nonzero(mask: torch.Tensor, use_numpy: bool | None = None) -> torch.Tensor:
@@ -126,19 +224,72 @@ def _nonzero(mask: torch.Tensor, use_numpy: bool | None = None) -> torch.Tensor:
     return torch.nonzero(mask).squeeze(1)
 
 
-def _route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: torch.Tensor, n_bins: int) -> torch.Tensor:
+def _route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: torch.Tensor, n_bins: int,
+           work: "_Workspace | None" = None) -> torch.Tensor:
     """Send every row one level down: ``table[slot, XT[column[slot], row]]``.
 
     XT : (F, n) uint8, C-contiguous; slot : (n,) node of each row; column :
     (n_slots,) split feature of each node; table : (n_slots * n_bins,), the node
     a bin leads to; all three of :func:`_slot_dtype`. ``index_select`` on flat
     views: 3x faster on the CPU than advanced indexing or ``gather``, and int32
-    1.6x faster than int64 (measured).
+    1.6x faster than int64 (measured). With a workspace, the temporaries live in
+    it and the result overwrites ``slot`` (no allocation).
     """
     n = XT.shape[1]
-    flat = (column * n).index_select(0, slot).add_(_arange(n, XT.device, slot.dtype))
-    b = XT.view(-1).index_select(0, flat)
-    return table.index_select(0, torch.add(b, slot, alpha=n_bins))
+    flat = torch.index_select(column * n, 0, slot, out=None if work is None else work.index)
+    flat.add_(_arange(n, XT.device, slot.dtype))
+    b = torch.index_select(XT.view(-1), 0, flat, out=None if work is None else work.bins)
+    index = torch.add(b, slot, alpha=n_bins, out=None if work is None else flat)
+    return torch.index_select(table, 0, index, out=None if work is None else slot)
+
+
+class _Workspace:
+    """Per-row scratch of a fit, reused from level to level and from tree to tree.
+
+    Fresh row-sized temporaries at every level fragment the C heap: fitting on
+    1M x 20 (glibc malloc), its free-but-resident memory grew by ~4 MB per
+    tree, to 25x the binned data after 100 trees (measured). In here: ``slot``
+    (the node of each row), ``index``/``bins`` (the routing's temporaries),
+    ``gh`` (``w*g + 1j*w*h``) and the training rows' leaves: 33 bytes per row
+    with int32 slots; and the int64 index of one histogram chunk
+    (:func:`_scatter_hist`).
+    """
+
+    def __init__(self, n: int, device, dtype: torch.dtype):
+        self.slot = torch.empty(n, dtype=dtype, device=device)
+        self.index = torch.empty(n, dtype=dtype, device=device)
+        self.bins = torch.empty(n, dtype=torch.uint8, device=device)
+        self.gh = torch.empty(n, dtype=torch.complex128, device=device)
+        self._chunk = torch.empty(0, dtype=torch.int64, device=device)
+        self._leaves = None
+
+    def leaves(self) -> torch.Tensor:
+        """(n,) int64 for the training rows' leaves, kept after the fit for
+        ``apply`` (a fresh vector per tree, alive across the stage, was what
+        fragmented the heap most, measured); overwritten by the next fit."""
+        if self._leaves is None:
+            self._leaves = torch.empty(self.slot.shape[0], dtype=torch.int64, device=self.slot.device)
+        return self._leaves
+
+    def chunk_index(self, size: int) -> torch.Tensor:
+        """An int64 buffer of at least ``size`` elements for one histogram chunk."""
+        if self._chunk.numel() < size:
+            self._chunk = torch.empty(size, dtype=torch.int64, device=self._chunk.device)
+        return self._chunk
+
+    def fits(self, n: int, device, dtype: torch.dtype) -> bool:
+        s = self.slot
+        return s.shape[0] == n and s.device == torch.device(device) and s.dtype == dtype
+
+
+def _checkout_workspace(Xb: torch.Tensor, n: int, dtype: torch.dtype) -> _Workspace:
+    """The workspace kept for ``Xb``, taken out of the cache while a fit uses it
+    (so two concurrent fits never share one), or a new one."""
+    work = _workspaces.get(Xb)
+    if work is not None and work.fits(n, Xb.device, dtype):
+        _workspaces.clear()
+        return work
+    return _Workspace(n, Xb.device, dtype)
 
 
 _arange_last: list = [None]
@@ -203,12 +354,22 @@ class _OneSlotCache:
 # at most): the booster's next call is nearly always apply/predict on the very
 # matrix it just fitted on, which then costs nothing.
 _train_leaves = _OneSlotCache()
-# The int64 root index (XT.long()) of the most recently fitted bins on the CPU,
-# reused by the next tree fitted on the same matrix: saves an 8-byte-per-value
-# conversion per tree (~8% of a depth-3 tree on 100k x 20, measured), at the
-# cost of keeping that index (8x the binned matrix) while the matrix lives. On
-# an accelerator the conversion is nearly free and memory scarcer: not cached.
-_root_index_cache = _OneSlotCache()
+# The per-row scratch of the most recent fit (see _Workspace), for the next tree
+# fitted on the same matrix; released with the matrix.
+_workspaces = _OneSlotCache()
+# The root's row counts per bin (F, n_bins) and whether any row is missing, of
+# the most recently fitted bins: the same for every tree fitted on one matrix.
+_root_counts_cache = _OneSlotCache()
+# Rows per histogram chunk, as int64 index elements (8 bytes each): at 100k x 20,
+# one thread, a root histogram in chunks of 1 << 18 took 1.26 ms against 1.09 ms
+# with an int64 index of all rows kept (8x the binned matrix, no longer kept),
+# and a gathered child's in chunks of 1 << 16 took 1.22 ms against 1.41 ms in
+# one piece (measured). Accelerators take large chunks (fewer launches).
+_SLICE_INDEX_ELEMENTS = 1 << 18
+_GATHER_INDEX_ELEMENTS = 1 << 16
+_ACCEL_INDEX_ELEMENTS = 1 << 24
+# Rows per range when a level's rows are selected by node (see _selected).
+_SELECT_ROWS = 1 << 16
 # Up to this many smaller children are histogrammed one by one, which needs no
 # per-value node offset (cheaper than one scatter with offsets, measured).
 _PER_CHILD_SCATTER = 4
@@ -220,26 +381,6 @@ _PER_CHILD_SCATTER = 4
 # nodes x 20 features 1.5x faster than one pass over all of them, measured).
 _HIST_BYTES = 256 * 2**20
 _SEARCH_ELEMENTS = 1 << 17
-
-
-def _root_entry(data: "_Data") -> list | None:
-    """``[index, counts, has_missing]`` cached for the caller's matrix: the (F,
-    n) int64 bin index of all rows and, once asked for, the (F, n_bins) row
-    count histogram and whether any row is in a missing bin (neither changes
-    from tree to tree). None when not cacheable."""
-    if data.source is None or data.XT.device.type != "cpu":
-        return None
-    entry = _root_index_cache.get(data.source)
-    if entry is None:
-        entry = [data.XT.long(), None, None]
-        _root_index_cache.put(data.source, entry)
-    return entry
-
-
-def _root_index(data: "_Data") -> torch.Tensor:
-    """(F, n) int64 bin index of all rows."""
-    entry = _root_entry(data)
-    return data.XT.long() if entry is None else entry[0]
 
 
 class HistTree:
@@ -264,6 +405,17 @@ class HistTree:
     n_bins : int, default=256
         Number of bin indices, missing bin included: ``BinMapper.missing_bin + 1``.
         The last index, ``n_bins - 1``, is the missing-value bin.
+    random_state : int or None, default=None
+        Seeds the order in which features win ties. Splits whose scores agree
+        to ``_TIE_TOL`` (relative) are ties; the first feature in a random
+        permutation drawn at each fit wins, as in ``DecisionTreeRegressor``,
+        which visits the features in a random order and keeps the first best.
+        None: the lowest feature index wins (deterministic, as HistGradientBoosting).
+
+    Cut placement: cuts ``t .. u`` with the bins between them empty in a node
+    split its rows alike. The tree takes the cut nearest the midpoint of the
+    node's neighbouring values, as an exact tree's threshold, when ``fit`` gets
+    ``bin_values``; else the middle of the run of cuts.
 
     Attributes (after fit)
     ----------------------
@@ -290,6 +442,7 @@ class HistTree:
         min_weight_leaf: float = 0.0,
         min_impurity_decrease: float = 0.0,
         n_bins: int = 256,
+        random_state: int | None = None,
     ):
         self.max_depth = max_depth
         self.max_leaf_nodes = max_leaf_nodes
@@ -297,6 +450,7 @@ class HistTree:
         self.min_weight_leaf = min_weight_leaf
         self.min_impurity_decrease = min_impurity_decrease
         self.n_bins = n_bins
+        self.random_state = random_state
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self) -> None:
@@ -327,6 +481,8 @@ class HistTree:
                 f"n_bins must be an integer in [2, 256] (BinMapper.missing_bin + 1), "
                 f"got {self.n_bins!r}."
             )
+        if self.random_state is not None and not is_int(self.random_state):
+            raise ValueError(f"random_state must be an integer or None, got {self.random_state!r}.")
 
     @staticmethod
     def _columns(features, n_features: int) -> np.ndarray:
@@ -410,9 +566,14 @@ class HistTree:
         cw = None
         if count_unit == 0.0 or (weight_unit == 0.0 and hess_unit == 0.0):
             cw = torch.complex(torch.ones_like(hw), torch.ones_like(hw) if w is None else w)
+        work = _checkout_workspace(Xb, n_rows, _slot_dtype(XT))
+        pair = torch.view_as_real(work.gh)
+        pair[:, 0].copy_(gw)
+        pair[:, 1].copy_(hw)
         data = _Data(
             XT=XT,
-            gh=torch.complex(gw, hw),
+            gh=work.gh,
+            work=work,
             g=gw.contiguous(),
             cw=cw,
             count_unit=count_unit,
@@ -424,36 +585,28 @@ class HistTree:
         return data, columns, total_weight
 
     # -------------------------------------------------------------- histograms
-    def _histograms(self, data: _Data, rows, slots, n_slots: int):
+    def _histograms(self, data: _Data, rows, slots, n_slots: int, select: tuple | None = None):
         """Histograms of the rows ``rows`` (all if None) into ``n_slots`` nodes.
 
         rows : (m,) int64 or None; slots : (m,) int64 node of each row, or None
-        for one node. Returns ``(gh, cw)``: complex tensors of shape
+        for one node; or ``select``, as in :func:`_scatter_hist`. Returns
+        ``(gh, cw)``: complex tensors of shape
         (n_slots, F, n_bins), ``cw`` None when counts are read off ``gh``.
         """
-        nb = self.n_bins
-        F = data.XT.shape[0]
-        if rows is None:
-            index, gh, cw = _root_index(data), data.gh, data.cw
-            if slots is not None:
-                index = torch.add(index, slots, alpha=nb)
-        else:  # gathering uint8 bins is 4x faster than gathering an int64 index (measured)
-            bins = data.XT.gather(1, rows.expand(F, -1))
-            gh = data.gh.index_select(0, rows)
-            cw = None if data.cw is None else data.cw.index_select(0, rows)
-            index = bins.long() if slots is None else torch.add(bins, slots, alpha=nb)
+        nb, F = self.n_bins, data.XT.shape[0]
 
         def hist_of(values):
-            return _scatter_hist(index, values, n_slots * nb).view(F, n_slots, nb).transpose(0, 1)
+            out = _scatter_hist(data.XT, values, n_slots * nb, nb, rows, slots, work=data.work,
+                                select=select)
+            return out.view(F, n_slots, nb).transpose(0, 1)
 
-        return hist_of(gh), None if cw is None else hist_of(cw)
+        return hist_of(data.gh), None if data.cw is None else hist_of(data.cw)
 
     def _small_histograms(self, data: _Data, slot: torch.Tensor, k: int):
         """Histograms of the k smaller children of a level: the rows with slot < k."""
         if k > _PER_CHILD_SCATTER:
-            rows = _nonzero(slot < k)
-            return self._histograms(data, rows, slot.index_select(0, rows).long(), k)
-        parts = [self._histograms(data, _nonzero(slot == j), None, 1) for j in range(k)]
+            return self._histograms(data, None, None, k, select=(slot, 0, k))
+        parts = [self._histograms(data, None, None, 1, select=(slot, j, j + 1)) for j in range(k)]
         hist = torch.cat([p[0] for p in parts])
         return hist, None if data.cw is None else torch.cat([p[1] for p in parts])
 
@@ -467,31 +620,29 @@ class HistTree:
         hosts = []
         for a in range(0, K, group):
             b = min(K, a + group)
-            rows = _nonzero((slot >= a) & (slot < b))
-            hist, cw = self._histograms(data, rows, (slot.index_select(0, rows) - a).long(), b - a)
+            hist, cw = self._histograms(data, None, None, b - a, select=(slot, a, b))
             hosts.append(self._find_splits(data, hist, cw, totals[a:b], total_weight))
         return np.concatenate(hosts)
 
     def _root_histograms(self, data: _Data):
         """Root histograms; also records whether any row is in a missing bin (one sync).
 
-        When ``w*h`` is one constant and the matrix is cached, the hessian
-        histogram is that constant times the cached row counts, and only the
-        gradients are scattered (a real scatter, ~20% cheaper than a complex one).
+        When ``w*h`` is one constant, the hessian histogram is that constant
+        times the row counts (computed once per matrix, then cached), and only
+        the gradients are scattered (a real scatter, ~20% cheaper than a complex one).
         """
-        entry = _root_entry(data) if data.cw is None else None
-        if entry is not None:
-            index, (F, nb) = entry[0], (data.XT.shape[0], self.n_bins)
-            if entry[1] is None or entry[1].shape != (F, nb):
-                ones = torch.ones((), dtype=torch.float64).expand(index.shape)
-                counts = torch.zeros((F, nb), dtype=torch.float64).scatter_add_(1, index, ones)
+        if data.cw is None and data.source is not None:
+            XT, nb = data.XT, self.n_bins
+            entry = _root_counts_cache.get(data.source)
+            if entry is None or entry[0].shape != (XT.shape[0], nb):
+                ones = torch.ones((), dtype=torch.float64, device=XT.device).expand(XT.shape[1])
+                counts = _scatter_hist(XT, ones, nb, nb, work=data.work)
                 # every row weighs count_unit > 0: a missing value is a row in the missing bin
-                entry[1], entry[2] = counts, bool((counts[:, -1] != 0).any())
-            grad = torch.zeros((F, nb), dtype=torch.float64)
-            grad.scatter_add_(1, index, data.g.unsqueeze(0).expand(F, -1))
-            hist, cw = torch.complex(grad, entry[1] * data.count_unit).unsqueeze(0), None
-            data.has_missing = entry[2]
-            return hist, cw
+                entry = (counts, bool((counts[:, -1] != 0).any()))
+                _root_counts_cache.put(data.source, entry)
+            grad = _scatter_hist(XT, data.g, nb, nb, work=data.work)
+            data.has_missing = entry[1]
+            return torch.complex(grad, entry[0] * data.count_unit).unsqueeze(0), None
         hist, cw = self._histograms(data, None, None, 1)
         missing = hist[0, :, -1].imag if cw is None else cw[0, :, -1].real  # hessians or counts
         data.has_missing = bool((missing != 0).any())
@@ -521,8 +672,8 @@ class HistTree:
         hist, cw : (K, F, n_bins) complex histograms on the device; totals : (K, 4)
         host stats (G, H, count, weight) of the nodes. The search runs on the
         device; its K winners come to the host in one copy, where the rest is
-        cheap numpy. Ties go to the lowest feature, then the lowest cut, then
-        NaN going right.
+        cheap numpy. Ties: see :func:`_first_best`; the winning cut is then
+        centred in its run of equal cuts (:meth:`_centred_cuts`).
 
         Returns (K, 13) float64 host rows: accept, gain, feature, bin,
         missing_left, left stats (4), right stats (4).
@@ -564,16 +715,43 @@ class HistTree:
                 valid &= torch.minimum(left[_W], right[_W]) >= self.min_weight_leaf
         score = GL.square().div_(HL).addcdiv_(GR.square(), HR)  # in place: fewer passes
         score.masked_fill_(valid.logical_not_(), -math.inf)
-        best, arg = score.view(K, -1).max(1)
+        best, arg = _first_best(score, self._order_flat(data, left.shape[2], F))
         picked = left.view(nc, K, -1).gather(2, arg.view(1, K, 1).expand(nc, K, 1)).squeeze(2).T
         parts = [best.unsqueeze(1), arg.unsqueeze(1).double(), picked]
+        # rows (hessian or count) per bin of each node's winning feature, to centre its cut:
+        # read in place on the CPU; gathered before the copy to the host elsewhere
+        mass = ch[_H if cw is None else _C]  # (K, F, nb)
+        if mass.device.type == "cpu":
+            mass_host = mass.numpy()
+        else:
+            mass_host = None
+            feature = arg.div(nb - 1, rounding_mode="floor").remainder_(F)
+            parts.append(mass.gather(1, feature.view(K, 1, 1).expand(K, 1, nb)).squeeze(1))
         if data.has_missing:  # NaN mass per feature (hessian or count)
-            parts.append(ch[_H if cw is None else _C, :, :, -1])
+            parts.append(mass[:, :, -1])
         host = torch.cat(parts, 1).cpu().numpy()
-        return self._split_rows(data, host, totals, F, total_weight)
+        return self._split_rows(data, host, totals, F, total_weight, mass_host)
 
-    def _split_rows(self, data: _Data, host: np.ndarray, totals: np.ndarray, F: int, total_weight: float) -> np.ndarray:
-        """The host half of the split search: decode the argmax, derive the stats."""
+    def _order_flat(self, data: _Data, D: int, F: int) -> torch.Tensor | None:
+        """The tie-break order of the split search's flat (D, F, n_bins - 1)
+        candidates: (D * F * (n_bins - 1),) int64, features in ``data.order``."""
+        if data.order is None:
+            return None
+        flat = data.order_flat.get(D)
+        if flat is None:
+            c, device = self.n_bins - 1, data.order.device
+            d = torch.arange(D, device=device).view(D, 1, 1)
+            b = torch.arange(c, device=device).view(1, 1, c)
+            flat = data.order_flat[D] = ((d * F + data.order.view(1, F, 1)) * c + b).view(-1)
+        return flat
+
+    def _split_rows(self, data: _Data, host: np.ndarray, totals: np.ndarray, F: int, total_weight: float,
+                    mass: np.ndarray | None = None) -> np.ndarray:
+        """The host half of the split search: decode the argmax, derive the stats.
+
+        host : (K, 2 + nc [+ n_bins] [+ F]) from :meth:`_find_splits`; mass : (K, F,
+        n_bins) per-bin mass of every feature (CPU), else its winning rows are in host.
+        """
         K, nb = host.shape[0], self.n_bins
         nc = 2 if data.cw is None else 4
         out = np.empty((K, 13))
@@ -582,6 +760,12 @@ class HistTree:
         direction, out[:, _FEATURE] = np.divmod(arg, F)
         left, right = out[:, _LEFT : _LEFT + 4], out[:, _RIGHT : _RIGHT + 4]
         left[:, :nc] = host[:, 2 : 2 + nc]
+        feature, col = out[:, _FEATURE].astype(np.int64), 2 + nc
+        if mass is not None:
+            winners = mass[np.arange(K), feature]
+        else:
+            winners, col = host[:, col : col + nb], col + nb
+        out[:, _BIN] = self._centred_cuts(data, out, winners[:, :-1])
         if nc == 2:  # counts and weights read off the hessian sums
             left[:, _C] = np.round(left[:, _H] / data.count_unit)
             if data.weight_unit > 0:
@@ -600,10 +784,41 @@ class HistTree:
         # With no NaN in the node, unseen NaNs follow the larger child (as HistGradientBoosting).
         missing_left = left[:, _C] >= right[:, _C]
         if data.has_missing:
-            missing = host[np.arange(K), 2 + nc + out[:, _FEATURE].astype(np.int64)]
+            missing = host[np.arange(K), col + feature]
             missing_left = np.where(missing > 0, direction == 1, missing_left)
         out[:, _MISSING_LEFT] = missing_left
         return out
+
+    def _centred_cuts(self, data: _Data, out: np.ndarray, mass: np.ndarray) -> np.ndarray:
+        """The cut of each winning split, moved to the middle of its run of equal cuts.
+
+        The search finds the lowest cut ``t`` of the best partition; every cut
+        ``t .. j-1`` makes the same partition of the node's rows when the bins
+        ``t+1 .. j-1`` hold none of them (``j`` the next bin that does). With
+        ``bin_values`` ``v``, the cut ``c`` in that run whose midpoint
+        ``(v[c] + v[c+1]) / 2`` is nearest ``(v[t] + v[j]) / 2`` (an exact tree's
+        threshold between the node's neighbouring values); else ``(t + j - 1) // 2``.
+
+        out : (K, 13) rows with the feature and lowest cut; mass : (K, n_bins - 1)
+        rows per value bin of that feature. Returns (K,) cuts.
+        """
+        t = out[:, _BIN].astype(np.int64)
+        K, n_cuts = mass.shape[0], mass.shape[1] - 1  # value bins 0 .. n_cuts; cuts 0 .. n_cuts - 1
+        if (mass[np.arange(K), np.minimum(t + 1, n_cuts)] > 0).all():
+            return t  # no empty bin after any cut: the usual case on large data
+        after = (mass > 0) & (np.arange(n_cuts + 1) > t[:, None])
+        j = np.where(after.any(1), after.argmax(1), t + 1)  # next occupied bin (t + 1: no run)
+        if not (j > t + 1).any():
+            return t
+        if data.bin_values is None:
+            return (t + j - 1) // 2
+        v = data.bin_values[out[:, _FEATURE].astype(np.int64)]  # (K, n_cuts + 1)
+        rows = np.arange(K)
+        target = v[rows, t] + v[rows, np.minimum(j, n_cuts)]
+        distance = np.abs(v[:, :-1] + v[:, 1:] - target[:, None])  # (K, n_cuts): twice the offset
+        cuts = np.arange(n_cuts)
+        distance[(cuts < t[:, None]) | (cuts >= j[:, None])] = np.inf
+        return np.where(j > t + 1, distance.argmin(1), t)
 
     # ------------------------------------------------------------ tree record
     def _new_node(self, stats, depth: int) -> int:
@@ -670,7 +885,8 @@ class HistTree:
         open_nodes, done_nodes = [0], []
         dtype = _slot_dtype(data.XT)
         np_dtype = np.int32 if dtype == torch.int32 else np.int64
-        slot = torch.zeros(data.XT.shape[1], dtype=dtype, device=device)
+        work = data.work
+        slot = work.slot.zero_()
         depth = 0
         while open_nodes and (self.max_depth is None or depth < self.max_depth):
             K = len(open_nodes)
@@ -692,9 +908,10 @@ class HistTree:
                 return None
             table_t = torch.as_tensor(table.reshape(-1), device=device)
             if len(table) == 1:  # the root: every row reads the same column
-                slot = table_t.index_select(0, data.XT[int(column[0])].to(dtype))
+                work.index.copy_(data.XT[int(column[0])])
+                torch.index_select(table_t, 0, work.index, out=slot)
             else:
-                slot = _route(data.XT, slot, torch.as_tensor(column, device=device), table_t, nb)
+                _route(data.XT, slot, torch.as_tensor(column, device=device), table_t, nb, work)
             if last:
                 break
             lefts, rights = host[taken, _LEFT : _LEFT + 4], host[taken, _RIGHT : _RIGHT + 4]
@@ -760,7 +977,7 @@ class HistTree:
                 consider([left, right], [left_rows, right_rows], hists, cws, stats)
 
     # ------------------------------------------------------------------- API
-    def fit(self, Xb: torch.Tensor, gradient: torch.Tensor, hessian: torch.Tensor, *, sample_weight=None, features=None) -> "HistTree":
+    def fit(self, Xb: torch.Tensor, gradient: torch.Tensor, hessian: torch.Tensor, *, sample_weight=None, features=None, bin_values=None) -> "HistTree":
         """Grow the tree on the gradients of one boosting stage.
 
         Parameters
@@ -772,10 +989,27 @@ class HistTree:
             entirely (the booster's row subsampling).
         features : sequence of int or None. Columns this tree may split on
             (``max_features``); the others are not even histogrammed.
+        bin_values : array (n_features, n_bins - 1) or None. A value of every
+            value bin (``BinMapper.bin_value_table``), nondecreasing along each
+            row; places each cut midway between the values of a node's rows
+            next to it, as an exact tree does (see the class docstring).
         """
         self._validate_params()
         _train_leaves.clear()
         data, columns, total_weight = self._prepare(Xb, gradient, hessian, sample_weight, features)
+        if bin_values is not None:
+            if isinstance(bin_values, torch.Tensor):
+                bin_values = bin_values.detach().cpu().numpy()
+            bin_values = np.asarray(bin_values, dtype=np.float64)
+            if bin_values.shape != (Xb.shape[1], self.n_bins - 1):
+                raise ValueError(
+                    f"bin_values has shape {bin_values.shape}, expected "
+                    f"{(Xb.shape[1], self.n_bins - 1)} (n_features, n_bins - 1)."
+                )
+            data.bin_values = bin_values[columns]
+        if self.random_state is not None:
+            generator = torch.Generator().manual_seed(int(self.random_state))
+            data.order = torch.randperm(len(columns), generator=generator).to(device=Xb.device)
         device = Xb.device
         n_rows = data.XT.shape[1]
         s = complex(data.gh.sum()) if n_rows else 0j
@@ -796,7 +1030,9 @@ class HistTree:
         if routed is not None:
             slot, node_of_slot = routed
             leaf_of_slot = torch.as_tensor(self.leaf_index[node_of_slot], device=device)
-            _train_leaves.put(Xb, leaf_of_slot.index_select(0, slot), owner=self)
+            leaves = torch.index_select(leaf_of_slot, 0, slot, out=data.work.leaves())
+            _train_leaves.put(Xb, leaves, owner=self)
+        _workspaces.put(Xb, data.work)
         return self
 
     def _finalize(self, device, total_weight: float) -> None:
@@ -842,8 +1078,12 @@ class HistTree:
             )
         return self._routing
 
-    def apply(self, Xb: torch.Tensor) -> torch.Tensor:
-        """Leaf index of every row: int64 tensor (n_samples,) in ``[0, n_leaves)``, on Xb's device."""
+    def apply(self, Xb: torch.Tensor, *, copy: bool = True) -> torch.Tensor:
+        """Leaf index of every row: int64 tensor (n_samples,) in ``[0, n_leaves)``, on Xb's device.
+
+        ``copy=False`` may return the leaves kept from the fit on this very ``Xb``:
+        read-only, and valid until the next fit on ``Xb`` (which reuses them).
+        """
         if not hasattr(self, "_routing"):
             raise RuntimeError("This HistTree is not fitted yet: call fit first.")
         if not isinstance(Xb, torch.Tensor) or Xb.dtype != torch.uint8 or Xb.dim() != 2:
@@ -852,7 +1092,7 @@ class HistTree:
             raise ValueError(f"Xb is on {Xb.device}, but the tree was fitted on {self._device}.")
         cached = _train_leaves.get(Xb, owner=self)
         if cached is not None:
-            return cached.clone()
+            return cached.clone() if copy else cached
         XT = _feature_major(Xb)
         dtype = _slot_dtype(XT)
         table, node_feature, leaf_of_node = self._routing_tables(dtype)

@@ -151,21 +151,23 @@ class HistLearner:
         self.max_bins = max_bins
         self.device = device
         self.bin_mapper = bin_mapper
-        self._hessian = None  # device tensors reused across stages (not pickled)
+        self._gradient = None  # device tensors reused across stages (not pickled)
         self._weight = None
+        self._bin_values = None  # BinMapper.bin_value_table(), host, per fit
 
     def __getstate__(self):
-        return {**self.__dict__, "_hessian": None, "_weight": None}
+        return {**self.__dict__, "_gradient": None, "_weight": None, "_bin_values": None}
 
     def end_fit(self) -> None:
-        """Drop the per-fit device buffers."""
-        self._hessian = self._weight = None
+        """Drop the per-fit buffers."""
+        self._gradient = self._weight = self._bin_values = None
 
     def fit_binning(self, X: np.ndarray, rng: np.random.RandomState) -> None:
         from residuals.boosting._binning import BinMapper
 
         seed = rng.randint(np.iinfo(np.int32).max)
-        self.bin_mapper = BinMapper(max_bins=self.max_bins, random_state=seed).fit(X)
+        self.bin_mapper = BinMapper(max_bins=self.max_bins, random_state=seed,
+                                    round_to_float32=True).fit(X)
 
     def prepare(self, X: np.ndarray):
         return self.bin_mapper.transform(X, device=self.device)
@@ -202,10 +204,13 @@ class HistLearner:
             chosen = np.sort(rng.choice(self.n_features, size=k, replace=False))
             features = torch.as_tensor(chosen, dtype=torch.int64, device=self.device)
         dev = self.device
-        # least squares on the pseudo-residuals: gradient = -r, hessian = 1
-        gradient = torch.as_tensor(-target, dtype=torch.float64, device=dev)
-        if self._hessian is None or self._hessian.shape[0] != n:
-            self._hessian = torch.ones(n, dtype=torch.float64, device=dev)
+        # least squares on the pseudo-residuals: gradient = -r, hessian = 1, in
+        # buffers kept for the fit (a fresh vector per stage fragments the heap)
+        if self._gradient is None or self._gradient.shape[0] != n:
+            self._gradient = torch.empty(n, dtype=torch.float64, device=dev)
+        gradient = torch.neg(torch.as_tensor(target, dtype=torch.float64, device=dev),
+                             out=self._gradient)
+        hessian = torch.ones((), dtype=torch.float64, device=dev).expand(n)  # no memory
         if self._weight is None or self._weight[0] is not sample_weight:
             # The same weights array every stage unless rows are subsampled: copy
             # once. Unit weights are passed as None, which spares the tree its
@@ -213,12 +218,17 @@ class HistLearner:
             sw = np.asarray(sample_weight, dtype=np.float64)
             unit = bool(np.all(sw == 1.0))
             self._weight = (sample_weight, None if unit else torch.as_tensor(sw, device=dev))
-        return tree.fit(Xp, gradient, self._hessian, sample_weight=self._weight[1],
-                        features=features)
+        if self._bin_values is None:
+            self._bin_values = self.bin_mapper.bin_value_table().numpy()
+        # ties between splits go to a random feature order, as DecisionTreeRegressor's
+        tree.random_state = int(rng.randint(np.iinfo(np.int32).max))
+        return tree.fit(Xp, gradient, hessian, sample_weight=self._weight[1],
+                        features=features, bin_values=self._bin_values)
 
     @staticmethod
     def leaf_ids(tree, Xp) -> np.ndarray:
-        return tree.apply(Xp).cpu().numpy()
+        """Read-only: on the CPU, a view of the leaves the tree kept from its fit."""
+        return tree.apply(Xp, copy=False).cpu().numpy()
 
     @staticmethod
     def leaves(tree) -> np.ndarray:
