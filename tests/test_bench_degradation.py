@@ -637,11 +637,12 @@ def test_progress_eta_from_measured_speed(monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_sweep_runs_in_process(tmp_path):
+def test_cuda_sweep_runs_in_worker_processes(tmp_path):
+    # the default on CUDA: several runs at a time (CUDA_JOBS), each in its own process
     result = invoke("--depths", "8", "--epochs", "2", "--seeds", "1", "--device", "cuda",
                     "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "on cuda, 1 at a time" in result.output
+    assert "on cuda, 2 at a time" in result.output
     runs = only_run(tmp_path).read_table("runs")
     assert (runs["device"] == "cuda").all() and (runs["images_per_s"] > 0).all()
 
