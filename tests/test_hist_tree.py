@@ -551,7 +551,7 @@ class TestHistTree:
         order = torch.as_tensor(rng.permutation(F))
         flat_order = ((torch.arange(D).view(D, 1, 1) * F + order.view(1, F, 1)) * c
                       + torch.arange(c).view(1, 1, c)).view(-1)
-        best, arg = _first_best(score, flat_order, use_numpy)
+        best, arg = _first_best(score, flat_order, use_numpy=use_numpy)
         for k in range(K):
             s = score[k].numpy()
             assert best[k] == s.max()
@@ -561,7 +561,7 @@ class TestHistTree:
             rank = {int(x): i for i, x in enumerate(order)}
             tied = [(dd, rank[ff], bb) for dd, ff, bb in zip(*np.nonzero(s == s.max()))]
             assert (d, rank[f], b) == min(tied)
-        best0, arg0 = _first_best(score, None, use_numpy)  # no order: the lowest flat index
+        best0, arg0 = _first_best(score, None, use_numpy=use_numpy)  # no order: the lowest flat index
         for k in range(K):
             assert int(arg0[k]) == int(np.flatnonzero(score[k].numpy().ravel() == best0[k].item())[0])
 
@@ -636,8 +636,10 @@ def test_cpu_and_cuda_trees_agree(max_leaf_nodes):
     trees = {}
     for device in ("cpu", "cuda"):
         Xb = mapper.transform(X, device=device)
-        tree = HistTree(max_depth=4, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=20)
-        tree.fit(Xb, g.to(device), h.to(device), sample_weight=w.to(device))
+        tree = HistTree(max_depth=4, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=20, random_state=3)
+        for _ in range(2):  # the second fit reuses the first one's workspace
+            tree.fit(Xb, g.to(device), h.to(device), sample_weight=w.to(device),
+                     bin_values=mapper.bin_value_table(device))
         assert tree.leaf_values.device.type == device
         trees[device] = (tree, tree.predict(Xb).cpu())
     (cpu, p_cpu), (gpu, p_gpu) = trees["cpu"], trees["cuda"]

@@ -177,13 +177,14 @@ def _selected(slot: torch.Tensor, lo: int, hi: int):
         yield (rows.add_(a) if a else rows), nodes
 
 
-def _first_best(score: torch.Tensor, order_flat: torch.Tensor | None,
+def _first_best(score: torch.Tensor, order_flat: torch.Tensor | None, rank: np.ndarray | None = None,
                 use_numpy: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score per node and the flat index of the first split that ties it.
 
     score : (K, D, F, c) split scores, >= 0, or -inf where invalid; order_flat
     : (D * F * c,) the flat indices in tie-break order (:meth:`HistTree._order_flat`),
-    or None for 0, 1, ... Ties (within ``_TIE_TOL`` of the best) go to NaN
+    or None for 0, 1, ...; rank: the position of each flat index in that order
+    (computed if None). Ties (within ``_TIE_TOL`` of the best) go to NaN
     going right (``D`` index 0), then the first feature in the tree's order,
     then the lowest cut. Returns (best, arg): (K,) float64 and (K,) int64
     indices into ``score.view(K, -1)``. ``use_numpy``: default on the CPU.
@@ -198,10 +199,11 @@ def _first_best(score: torch.Tensor, order_flat: torch.Tensor | None,
         if order_flat is None or (np.count_nonzero(tie, axis=1) == 1).all():
             arg = tie.argmax(1)  # the first True
         else:  # the tied candidate that comes first in the order
-            order = order_flat.numpy()
-            rank = np.empty_like(order)
-            rank[order] = np.arange(order.size)
-            arg = np.where(tie, rank, order.size).argmin(1)  # an index of the flat scores
+            if rank is None:
+                order = order_flat.numpy()
+                rank = np.empty_like(order)
+                rank[order] = np.arange(order.size)
+            arg = np.where(tie, rank, rank.size).argmin(1)  # an index of the flat scores
         return torch.from_numpy(best), torch.from_numpy(arg)
     if order_flat is not None:
         flat = flat.index_select(1, order_flat)
@@ -715,7 +717,8 @@ class HistTree:
                 valid &= torch.minimum(left[_W], right[_W]) >= self.min_weight_leaf
         score = GL.square().div_(HL).addcdiv_(GR.square(), HR)  # in place: fewer passes
         score.masked_fill_(valid.logical_not_(), -math.inf)
-        best, arg = _first_best(score, self._order_flat(data, left.shape[2], F))
+        order = self._order_flat(data, left.shape[2], F)
+        best, arg = _first_best(score, *(order or (None, None)))
         picked = left.view(nc, K, -1).gather(2, arg.view(1, K, 1).expand(nc, K, 1)).squeeze(2).T
         parts = [best.unsqueeze(1), arg.unsqueeze(1).double(), picked]
         # rows (hessian or count) per bin of each node's winning feature, to centre its cut:
@@ -732,18 +735,22 @@ class HistTree:
         host = torch.cat(parts, 1).cpu().numpy()
         return self._split_rows(data, host, totals, F, total_weight, mass_host)
 
-    def _order_flat(self, data: _Data, D: int, F: int) -> torch.Tensor | None:
+    def _order_flat(self, data: _Data, D: int, F: int) -> tuple | None:
         """The tie-break order of the split search's flat (D, F, n_bins - 1)
-        candidates: (D * F * (n_bins - 1),) int64, features in ``data.order``."""
+        candidates, features in ``data.order``: ``(order, rank)``, the (D * F *
+        (n_bins - 1),) int64 tensor of flat indices in that order, and (numpy)
+        each flat index's position in it. Built once per tree, in numpy."""
         if data.order is None:
             return None
-        flat = data.order_flat.get(D)
-        if flat is None:
-            c, device = self.n_bins - 1, data.order.device
-            d = torch.arange(D, device=device).view(D, 1, 1)
-            b = torch.arange(c, device=device).view(1, 1, c)
-            flat = data.order_flat[D] = ((d * F + data.order.view(1, F, 1)) * c + b).view(-1)
-        return flat
+        cached = data.order_flat.get(D)
+        if cached is None:
+            c = self.n_bins - 1
+            order = data.order.cpu().numpy()
+            flat = ((np.arange(D)[:, None, None] * F + order[None, :, None]) * c + np.arange(c)).reshape(-1)
+            rank = np.empty_like(flat)
+            rank[flat] = np.arange(flat.size)
+            cached = data.order_flat[D] = (torch.from_numpy(flat).to(data.order.device), rank)
+        return cached
 
     def _split_rows(self, data: _Data, host: np.ndarray, totals: np.ndarray, F: int, total_weight: float,
                     mass: np.ndarray | None = None) -> np.ndarray:
