@@ -273,10 +273,10 @@ def resolve_amp(amp: bool | None, device: str, threads: int | None = None) -> bo
 
     Measured on a shared 2-core AMD EPYC with AVX512-BF16 (benchmarks/README.md, "Nets"):
     with one thread, bf16 autocast trained ResNet-20/56 1.5-1.6x faster than fp32, steadily.
-    With two threads it was faster only while the other core was free: when another
+    With two threads it was 1.4-1.6x faster while the other core was free, but when another
     process held it, oneDNN's bf16 backward convolution waited for the descheduled thread
     (76.8 ms a call against 14.7 ms in fp32, ResNet-20) and bf16 trained 1.2-3.9x slower
-    than fp32. The degradation sweep's workers run one thread each.
+    than fp32. The degradation sweep's CPU workers run one thread each.
     """
     if amp is not None:
         return amp
