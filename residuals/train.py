@@ -55,8 +55,8 @@ __all__ = [
     "TrainConfig",
     "TrainError",
     "TrainResult",
-    "evaluate",
     "cpu_has_native_bf16",
+    "evaluate",
     "load_checkpoint",
     "resolve_amp",
     "resolve_device",
@@ -92,8 +92,8 @@ class TrainConfig:
     augment: bool | str | None = None  # None: the dataset's default (crop-flip on CIFAR-10);
     #                                    True / "crop-flip": pad-crop-flip; False / "none": off
     eval_batch_size: int = 1024  # images per evaluation batch
-    amp: bool | None = None  # bf16 autocast; None: on for CUDA and CPUs with native bf16
-    #                          (see resolve_amp), fp32 elsewhere; False: always fp32
+    amp: bool | None = None  # bf16 autocast; None: on for CUDA, and for 1-thread training on
+    #                          CPUs with native bf16 (see resolve_amp); False: always fp32
     channels_last: bool = True  # NHWC memory format for model and batches
     compile: bool = False  # torch.compile (measured here: costs more than a whole run on the CPU)
     cuda_graph: bool | None = None  # capture the training step as one CUDA graph; None: on for
@@ -278,16 +278,25 @@ def cpu_has_native_bf16() -> bool:
     return any(f in flags for f in CPU_BF16_FEATURES)
 
 
-def resolve_amp(amp: bool | None, device: str) -> bool:
-    """Whether training on ``device`` runs in bf16 autocast: ``amp``, or by default (None) on
-    CUDA and on a CPU with native bf16 (:func:`cpu_has_native_bf16`), fp32 elsewhere.
+def resolve_amp(amp: bool | None, device: str, threads: int | None = None) -> bool:
+    """Whether training on ``device`` runs in bf16 autocast: ``amp`` if given; by default
+    (None) on CUDA, and on a CPU with native bf16 (:func:`cpu_has_native_bf16`) when torch
+    runs one thread (``threads``; default ``torch.get_num_threads()``); fp32 elsewhere.
 
-    Measured on a 2-core AMD EPYC with AVX512-BF16 (benchmarks/README.md, "Nets").
+    Measured on a shared 2-core AMD EPYC with AVX512-BF16 (benchmarks/README.md, "Nets"):
+    with one thread, bf16 autocast trained ResNet-20/56 1.5-1.6x faster than fp32, steadily.
+    With two threads it was 1.4-1.6x faster while the other core was free, but when another
+    process held it, oneDNN's bf16 backward convolution waited for the descheduled thread
+    (76.8 ms a call against 14.7 ms in fp32, ResNet-20) and bf16 trained 1.2-3.9x slower
+    than fp32. The degradation sweep's CPU workers run one thread each.
     """
     if amp is not None:
         return amp
     kind = torch.device(device).type
-    return kind == "cuda" or (kind == "cpu" and cpu_has_native_bf16())
+    if kind == "cuda":
+        return True
+    threads = torch.get_num_threads() if threads is None else threads
+    return kind == "cpu" and cpu_has_native_bf16() and threads == 1
 
 
 def _autocast(device: str, amp: bool) -> contextlib.AbstractContextManager:

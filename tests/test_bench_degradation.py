@@ -293,7 +293,7 @@ def test_cli_writes_a_complete_run_folder(tiny_run):
     assert meta["headline"] in output and f"run folder: {run.path}" in output
     from residuals.train import resolve_amp
 
-    precision = "bf16 autocast" if resolve_amp(None, "cpu") else "fp32"
+    precision = "bf16 autocast" if resolve_amp(None, "cpu", threads=1) else "fp32"   # 2 workers
     assert f"on cpu ({precision}), 2 at a time" in output and meta["precision"] == precision
     assert output.count("epoch   2/2") == 4 and "ETA" in output      # progress relayed per epoch
 
@@ -310,6 +310,9 @@ def test_cli_writes_a_complete_run_folder(tiny_run):
     for col in ("final_train_error", "final_test_error", "images_per_s", "train_s", "wall_s", "status"):
         assert runs[col].notna().all(), col
     assert (runs["threads"] == 1).all() and (runs["device"] == "cpu").all()
+    from residuals.train import cpu_has_native_bf16   # 1-thread workers: bf16 where native
+
+    assert (runs["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")).all()
     last = results[results["epoch"] == 2].set_index("model")["train_error"]
     assert runs.set_index("model")["final_train_error"].to_dict() == pytest.approx(last.to_dict())
 
@@ -467,6 +470,7 @@ def test_precision_option_reaches_the_trainer_and_is_kept_for_resume(tmp_path, m
     assert result.exit_code == 0, result.output
     run = only_run(tmp_path)
     assert [c.amp for c in configs] == [False] and run.meta["config"]["amp"] is False
+    assert run.read_table("runs")["precision"].tolist() == ["fp32"]
     assert run.meta["precision"] == "fp32" and "on cpu (fp32)" in result.output
     result = invoke("--resume", run.path, "--precision", "bf16")
     assert result.exit_code != 0 and "drop --precision" in result.output

@@ -216,9 +216,13 @@ def test_same_seed_same_history_bitwise(digits, amp):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_default_precision_is_bf16_only_on_cpus_with_native_bf16(digits, monkeypatch, native):
-    """amp=None trains exactly as amp=True where the CPU computes bf16 natively, as amp=False elsewhere."""
+    """amp=None trains exactly as amp=True where the CPU computes bf16 natively (and torch runs
+    one thread, as here), as amp=False elsewhere."""
     monkeypatch.setattr(rtrain, "cpu_has_native_bf16", lambda: native)
     assert rtrain.resolve_amp(None, "cpu") is native
+    torch.set_num_threads(2)   # oneDNN's multi-threaded bf16 backward stalls on a busy machine
+    assert rtrain.resolve_amp(None, "cpu") is False
+    torch.set_num_threads(1)
     assert rtrain.resolve_amp(None, "cuda") is True
     assert rtrain.resolve_amp(False, "cuda") is False and rtrain.resolve_amp(True, "cpu") is True
     cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, seed=3)

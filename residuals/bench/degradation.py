@@ -66,7 +66,7 @@ from residuals.report.runs import RunDir
 __all__ = [
     "VARIANTS", "PRESETS", "DEGRADATION_MARGIN", "RESIDUAL_TOLERANCE", "SIGNIFICANCE",
     "DegradationConfig", "RunSpec", "RunOutcome", "Verdict",
-    "plan_runs", "finished_runs", "load_data", "train_run", "run_sweep", "default_jobs",
+    "plan_runs", "finished_runs", "load_data", "train_run", "run_sweep", "default_jobs", "worker_threads",
     "degradation_verdict", "final_errors", "Progress",
 ]
 
@@ -109,8 +109,8 @@ class DegradationConfig:
     augment: bool | None = None                  # pad + random crop + flip; None: the dataset's default
     val_size: int | None = None                  # training images held out (paper: 5000 of 50000)
     eval_batch_size: int = 1024
-    amp: bool | None = None                      # bf16 autocast; None: on for CUDA and CPUs with
-    #                                              native bf16 (residuals.train.resolve_amp), else fp32
+    amp: bool | None = None                      # bf16 autocast; None: residuals.train.resolve_amp
+    #                                              (CUDA; 1-thread CPU workers with native bf16)
     channels_last: bool = True
     probe_batch: int = 256                       # test images the probes are measured on
 
@@ -280,7 +280,7 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
     import torch
 
     from residuals.nets import cifar_resnet
-    from residuals.train import train
+    from residuals.train import resolve_amp, train
 
     start = time.perf_counter()
     data = load_data(cfg, device, data_dir)
@@ -315,6 +315,7 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
         "wall_s": round(wall, 3),   # this session: data, training (after any resume) and probes
         "device": device,
         "threads": torch.get_num_threads(),
+        "precision": "bf16" if resolve_amp(cfg.amp, device) else "fp32",
     }
     return RunOutcome(spec, history, probes, summary)
 
@@ -367,6 +368,11 @@ def default_jobs(device: str) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+def worker_threads(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` worker processes: the cores shared out, at least 1."""
+    return max(1, default_jobs("cpu") // jobs)
 
 
 class Progress:
@@ -537,10 +543,8 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
 def _run_parallel(todo, cfg, run, *, device, jobs, data_dir, tables, progress) -> None:
     ctx = mp.get_context("spawn")   # fork after torch has started threads is unsafe
     queue = ctx.Queue()
-    cores = default_jobs("cpu")
-    threads = max(1, cores // jobs)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(queue, threads))
+                               initargs=(queue, worker_threads(jobs)))
     try:
         pending = {pool.submit(_worker_run, s, cfg, device, str(run.path), data_dir) for s in todo}
         while pending:

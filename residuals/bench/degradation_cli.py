@@ -101,7 +101,8 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
                    "(lr/10 until training error < 80%, He et al.'s ResNet-110 recipe) or none.")
 @click.option("--precision", type=click.Choice(tuple(PRECISIONS)), default=None,
               help="Arithmetic of training: bf16 autocast, fp32, or auto (the default): bf16 on "
-                   "CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), fp32 elsewhere.")
+                   "CUDA and, for 1-thread workers, on CPUs with native bf16 (AVX512-BF16, AMX); "
+                   "fp32 elsewhere.")
 @click.option("--device", type=click.Choice(DEVICES), default=None,
               help="Where to train: auto (the default) picks cuda when available.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
@@ -171,7 +172,8 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
         run.update_meta(status="running", resumed_command=_command_line())
     from residuals.train import resolve_amp
 
-    precision = "bf16 autocast" if resolve_amp(cfg.amp, device) else "fp32"
+    threads = deg.worker_threads(n_jobs) if n_jobs > 1 else None   # None: this process's
+    precision = "bf16 autocast" if resolve_amp(cfg.amp, device, threads) else "fp32"
     run.update_meta(precision=precision)
     click.echo(f"run folder: {run.path}")
     n_runs = len(deg.plan_runs(cfg))
