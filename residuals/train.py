@@ -166,6 +166,7 @@ class TrainResult:
     iterations: int = 0  # optimiser steps taken
     warmup_end_iteration: int | None = None  # paper warm-up: first iteration at the full lr
     resumed_from_epoch: int = 0  # epochs already in the checkpoint when this call started
+    amp: bool = False  # whether it trained in bf16 autocast (cfg.amp as resolved, or as resumed)
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -585,6 +586,7 @@ class _Loop:
             "history": [asdict(r) for r in history],
             "finished": finished,
             "diverged": diverged,
+            "amp": self.amp,  # the precision resolved from cfg.amp (None resolves by threads)
             "torch": str(torch.__version__),
         }
 
@@ -631,6 +633,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
 
     history: list[EpochRecord] = []
     diverged = False
+    amp = resolve_amp(cfg.amp, device)
     if resume and path is not None and path.exists():
         state = load_checkpoint(path)
         _check_compatible(state, cfg, data, path)
@@ -640,8 +643,12 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         _set_rng_state(state["rng"], device, generator)
         history = [EpochRecord(**r) for r in state["history"]]
         diverged = bool(state["diverged"])
+        if cfg.amp is None and "amp" in state:
+            # the default precision depends on the thread count; keep the run's own, so a
+            # resume under another thread count goes on exactly as it started
+            amp = bool(state["amp"])
         if state["finished"]:
-            return _result(history, diverged, model, schedule, len(history) * spe, len(history))
+            return _result(history, diverged, model, schedule, len(history) * spe, len(history), amp)
     resumed_from = len(history)
     for group in optimizer.param_groups:
         group["lr"] = schedule.lr  # the optimiser reads the device tensor the schedule writes
@@ -651,7 +658,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                          "leave cuda_graph unset (None) to use graphs wherever CUDA is used")
     loop = _Loop(net=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
                  schedule=schedule, data=data, cfg=cfg, steps=spe, augment=augment,
-                 amp=resolve_amp(cfg.amp, device), generator=generator,
+                 amp=amp, generator=generator,
                  cuda_graph=cuda and not cfg.compile if cfg.cuda_graph is None else cfg.cuda_graph)
     clock = _EpochClock(device)
     oom: TrainError | None = None
@@ -686,12 +693,12 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         if cuda:
             torch.cuda.empty_cache()  # so a sweep can go on with the next run
         raise oom
-    return _result(history, diverged, model, schedule, len(history) * spe, resumed_from)
+    return _result(history, diverged, model, schedule, len(history) * spe, resumed_from, amp)
 
 
 def _result(history: list[EpochRecord], diverged: bool, model: nn.Module, schedule: LRSchedule,
-            iterations: int, resumed_from: int) -> TrainResult:
+            iterations: int, resumed_from: int, amp: bool) -> TrainResult:
     switch = int(schedule.switch_iteration) if schedule.paper else None
     return TrainResult(history=history, diverged=diverged, model=model, iterations=iterations,
                        warmup_end_iteration=switch if switch is not None and switch >= 0 else None,
-                       resumed_from_epoch=resumed_from)
+                       resumed_from_epoch=resumed_from, amp=amp)

@@ -501,3 +501,27 @@ def test_cuda_graph_resume_continues_the_run(digits, tmp_path):
     resumed = train(small_cnn(), data, cfg, checkpoint_path=path, resume=True)
     assert resumed.resumed_from_epoch == 2
     assert resumed.history[-1].train_loss == pytest.approx(full.history[-1].train_loss, rel=2e-2)
+
+
+def test_resume_keeps_the_precision_the_run_started_with(digits, tmp_path, monkeypatch):
+    """amp=None resolves by thread count on the CPU; a resume under another count keeps the
+    checkpoint's precision, so it goes on exactly as an unbroken run."""
+    cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, seed=2)  # amp=None
+    monkeypatch.setattr(rtrain, "cpu_has_native_bf16", lambda: True)
+    full = train(small_cnn(), digits, cfg)   # one thread (the autouse fixture): bf16
+    assert full.amp is True
+
+    def stop_after_first(record: EpochRecord) -> None:
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cnn(), digits, cfg, checkpoint_path=path, on_epoch=stop_after_first)
+    assert load_checkpoint(path)["amp"] is True
+    torch.set_num_threads(2)                 # would resolve to fp32 on a fresh start
+    assert rtrain.resolve_amp(None, "cpu") is False
+    resumed = train(small_cnn(), digits, cfg, checkpoint_path=path, resume=True)
+    torch.set_num_threads(1)
+    assert resumed.amp is True
+    assert resumed.history[-1].train_loss == pytest.approx(full.history[-1].train_loss, rel=1e-4)

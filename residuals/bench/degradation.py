@@ -280,7 +280,7 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
     import torch
 
     from residuals.nets import cifar_resnet
-    from residuals.train import resolve_amp, train
+    from residuals.train import train
 
     start = time.perf_counter()
     data = load_data(cfg, device, data_dir)
@@ -315,7 +315,7 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
         "wall_s": round(wall, 3),   # this session: data, training (after any resume) and probes
         "device": device,
         "threads": torch.get_num_threads(),
-        "precision": "bf16" if resolve_amp(cfg.amp, device) else "fp32",
+        "precision": "bf16" if result.amp else "fp32",
     }
     return RunOutcome(spec, history, probes, summary)
 
