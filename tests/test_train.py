@@ -47,6 +47,14 @@ def linear_model(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
 
 
+def stop_after(epoch: int):
+    """An ``on_epoch`` that interrupts training (as Ctrl-C does) once ``epoch`` is recorded."""
+    def on_epoch(record: EpochRecord) -> None:
+        if record.epoch == epoch:
+            raise KeyboardInterrupt
+    return on_epoch
+
+
 def untimed(history: list[EpochRecord]) -> list[dict]:
     return [{k: v for k, v in asdict(r).items() if k not in TIMING} for r in history]
 
@@ -491,13 +499,8 @@ def test_cuda_graph_resume_continues_the_run(digits, tmp_path):
     cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, warmup_epochs=1, device="cuda")
     full = train(small_cnn(), data, cfg)
     path = tmp_path / "ck.pt"
-
-    def stop_after_second(record: EpochRecord) -> None:
-        if record.epoch == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(small_cnn(), data, cfg, checkpoint_path=path, on_epoch=stop_after_second)
+        train(small_cnn(), data, cfg, checkpoint_path=path, on_epoch=stop_after(2))
     resumed = train(small_cnn(), data, cfg, checkpoint_path=path, resume=True)
     assert resumed.resumed_from_epoch == 2
     assert resumed.history[-1].train_loss == pytest.approx(full.history[-1].train_loss, rel=2e-2)
@@ -511,13 +514,9 @@ def test_resume_keeps_the_precision_the_run_started_with(digits, tmp_path, monke
     full = train(small_cnn(), digits, cfg)   # one thread (the autouse fixture): bf16
     assert full.amp is True
 
-    def stop_after_first(record: EpochRecord) -> None:
-        if record.epoch == 1:
-            raise KeyboardInterrupt
-
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        train(small_cnn(), digits, cfg, checkpoint_path=path, on_epoch=stop_after_first)
+        train(small_cnn(), digits, cfg, checkpoint_path=path, on_epoch=stop_after(1))
     assert load_checkpoint(path)["amp"] is True
     torch.set_num_threads(2)                 # would resolve to fp32 on a fresh start
     assert rtrain.resolve_amp(None, "cpu") is False
