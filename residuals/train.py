@@ -300,9 +300,11 @@ def resolve_amp(amp: bool | None, device: str, threads: int | None = None) -> bo
     return kind == "cpu" and cpu_has_native_bf16() and threads == 1
 
 
-def _autocast(device: str, amp: bool) -> contextlib.AbstractContextManager:
+def _autocast(device: str, amp: bool, *, cache: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device``'s type when ``amp``; ``cache=False`` inside a CUDA-graph
+    capture (autocast's weight-cast cache cannot outlive it)."""
     kind = torch.device(device).type
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=amp)
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=amp, cache_enabled=cache)
 
 
 @torch.inference_mode()
@@ -490,9 +492,7 @@ class _Loop:
         """
         if not capturing:
             self.optimizer.zero_grad(set_to_none=True)
-        # autocast's weight-cast cache cannot live across a graph capture
-        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=self.amp,
-                            cache_enabled=not capturing):
+        with _autocast(str(xb.device), self.amp, cache=not capturing):
             logits = self.net(xb)
         if logits.shape != (len(yb), self.data.num_classes):  # metadata only: no sync
             raise TrainError(f"the model returns logits of shape {tuple(logits.shape)} for a "
@@ -533,7 +533,8 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         try:
-            # thread_local: other threads (runs trained side by side) may keep launching work
+            # thread_local: the capture checks this thread's CUDA calls only (the mode the
+            # GPU tests ran with); the trainer itself never runs on several threads
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.step(*self.static, capturing=True)
         except TrainError:

@@ -358,9 +358,10 @@ def default_jobs(device: str) -> int:
     step replayed as one CUDA graph. Measured on one H100: the fashion-mnist
     preset (24 runs) took 5.8 min with 4 processes and NVIDIA's MPS daemon
     running (kernels of the 4 run concurrently), where its measured per-step
-    times add up to 10.7 min for one run at a time. A short probe (ResNet-56,
-    4 processes against 1, no MPS) also gained, by less. Threads in one process
-    failed to capture their graphs and ran slower than one process.
+    times add up to 10.7 min for one run at a time; with 8 processes it took
+    5.5 min. Without MPS the processes are time-sliced; a whole sweep was not
+    measured that way. Threads in one process failed to capture their graphs
+    and ran slower than one process.
     """
     if str(device).startswith("cuda"):
         return CUDA_JOBS

@@ -177,6 +177,13 @@ def _selected(slot: torch.Tensor, lo: int, hi: int):
         yield (rows.add_(a) if a else rows), nodes
 
 
+def _inverse_permutation(order: np.ndarray) -> np.ndarray:
+    """``rank`` with ``rank[order[i]] == i``: each index's position in ``order``."""
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank
+
+
 def _first_best(score: torch.Tensor, order_flat: torch.Tensor | None, rank: np.ndarray | None = None,
                 use_numpy: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Best score per node and the flat index of the first split that ties it.
@@ -200,9 +207,7 @@ def _first_best(score: torch.Tensor, order_flat: torch.Tensor | None, rank: np.n
             arg = tie.argmax(1)  # the first True
         else:  # the tied candidate that comes first in the order
             if rank is None:
-                order = order_flat.numpy()
-                rank = np.empty_like(order)
-                rank[order] = np.arange(order.size)
+                rank = _inverse_permutation(order_flat.numpy())
             arg = np.where(tie, rank, rank.size).argmin(1)  # an index of the flat scores
         return torch.from_numpy(best), torch.from_numpy(arg)
     if order_flat is not None:
@@ -747,9 +752,8 @@ class HistTree:
             c = self.n_bins - 1
             order = data.order.cpu().numpy()
             flat = ((np.arange(D)[:, None, None] * F + order[None, :, None]) * c + np.arange(c)).reshape(-1)
-            rank = np.empty_like(flat)
-            rank[flat] = np.arange(flat.size)
-            cached = data.order_flat[D] = (torch.from_numpy(flat).to(data.order.device), rank)
+            cached = data.order_flat[D] = (torch.from_numpy(flat).to(data.order.device),
+                                           _inverse_permutation(flat))
         return cached
 
     def _split_rows(self, data: _Data, host: np.ndarray, totals: np.ndarray, F: int, total_weight: float,
