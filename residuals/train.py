@@ -117,7 +117,8 @@ class TrainConfig:
 
         def choice(name: str, options: tuple) -> None:
             v = getattr(self, name)
-            if v not in options:
+            # `1 in (True,)` holds in Python: a number is not a switch
+            if v not in options or (isinstance(v, (int, float)) and not isinstance(v, bool)):
                 raise ValueError(f"TrainConfig.{name} must be one of {options}, got {v!r}")
 
         integer("epochs", 1)

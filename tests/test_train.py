@@ -454,8 +454,9 @@ def test_cuda_step_loop_does_not_synchronise(digits):
 
 
 def test_cuda_graph_needs_a_cuda_device(digits):
-    with pytest.raises(ValueError, match="cuda_graph"):
-        TrainConfig(cuda_graph="yes")
+    for bad in ("yes", 1):
+        with pytest.raises(ValueError, match="cuda_graph"):
+            TrainConfig(cuda_graph=bad)
     with pytest.raises(TrainError, match="cuda_graph=True needs a CUDA device"):
         train(linear_model(), digits, TrainConfig(epochs=1, warmup="none", cuda_graph=True))
 
