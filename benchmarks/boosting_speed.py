@@ -4,6 +4,9 @@ Methods (``--methods``; short aliases in brackets):
 
 ``ours-exact`` [exact]     :class:`residuals.boosting.BoostingRegressor`, ``tree_method="exact"``
 ``ours-hist`` [hist]       the same, ``tree_method="hist"``, on each ``--device``
+``ours-hist-torch``        hist on the CPU with its C loops switched off
+  [hist-torch]             (``RESIDUALS_C_KERNELS=0``): torch's loops, the
+                           fallback where the optional C extension is not built
 ``sklearn-gbrt`` [gbrt]    :class:`sklearn.ensemble.GradientBoostingRegressor`
 ``sklearn-hist`` [hgb]     :class:`sklearn.ensemble.HistGradientBoostingRegressor`
 ``lightgbm``               :class:`lightgbm.LGBMRegressor`, when it is installed
@@ -76,10 +79,11 @@ from pathlib import Path
 
 import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
-METHODS = ("ours-exact", "ours-hist", "sklearn-gbrt", "sklearn-hist", "lightgbm")
-ALIASES = {"exact": "ours-exact", "hist": "ours-hist", "gbrt": "sklearn-gbrt", "hgb": "sklearn-hist",
+METHODS = ("ours-exact", "ours-hist", "ours-hist-torch", "sklearn-gbrt", "sklearn-hist", "lightgbm")
+ALIASES = {"exact": "ours-exact", "hist": "ours-hist", "hist-torch": "ours-hist-torch", "gbrt": "sklearn-gbrt",
+           "hgb": "sklearn-hist",
            "sklearn-hgb": "sklearn-hist", "lgbm": "lightgbm"}
-HIST_METHODS = ("ours-hist", "sklearn-hist", "lightgbm")
+HIST_METHODS = ("ours-hist", "ours-hist-torch", "sklearn-hist", "lightgbm")
 LEARNING_RATE = 0.1
 NOISE = 1.0                      # friedman1 noise std: the best achievable test MSE is 1.0
 TEST_FRACTION, TEST_MAX = 0.2, 100_000
@@ -88,7 +92,7 @@ MEMORY_GOAL_MIN_MB = 16.0        # ... checked where the binned data is at least
 
 COLUMNS = ["n_train", "n_features", "depth", "n_estimators", "method", "device", "threads", "status",
            "repeats", "fit_s_median", "fit_s_min", "fit_s_max", "fit_s_all", "test_mse", "base_rss_mb",
-           "peak_rss_mb", "fit_extra_mb", "binned_mb", "gpu_peak_mb", "peak_scope", "message"]
+           "peak_rss_mb", "fit_extra_mb", "binned_mb", "gpu_peak_mb", "peak_scope", "kernels", "message"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def _maxrss_kib() -> int:
 
 def make_estimator(case: Case):
     common = dict(learning_rate=LEARNING_RATE, max_depth=case.depth, random_state=case.seed)
-    if case.method in ("ours-exact", "ours-hist"):
+    if case.method in ("ours-exact", "ours-hist", "ours-hist-torch"):
         from residuals.boosting import BoostingRegressor
 
         if case.method == "ours-exact":
@@ -210,7 +214,12 @@ def worker(case: Case) -> dict:
         peak = _rss_kib("VmHWM") if scope == "fit" else _maxrss_kib()
         gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
         pred = np.asarray(est.predict(X_test), dtype=np.float64)
+    kernels = None
+    if case.method.startswith("ours-hist"):
+        from residuals.boosting import _kernels
+        kernels = "c" if _kernels.available() and not cuda else "torch"
     return {"fit_s": seconds, "test_mse": float(np.mean((y_test - pred) ** 2)), "base_rss_mb": base / 1024,
+            "kernels": kernels,
             "peak_rss_mb": peak / 1024, "fit_extra_mb": (peak - base) / 1024, "gpu_peak_mb": gpu_peak,
             "peak_scope": scope}
 
@@ -222,6 +231,8 @@ def run_fit(case: Case, timeout: float) -> dict:
     """Fit ``case`` once in a fresh subprocess: the worker's measurements, or
     ``{"status": "timeout" | "error", "message": ...}``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(case.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    if case.method == "ours-hist-torch":
+        env["RESIDUALS_C_KERNELS"] = "0"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(case))]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -250,7 +261,7 @@ def summarize(case: Case, fits: list[dict]) -> dict:
             "fit_s_max": max(t), "fit_s_all": ";".join(f"{x:.4f}" for x in t),
             "test_mse": statistics.median(f["test_mse"] for f in fits),
             "base_rss_mb": statistics.median(f["base_rss_mb"] for f in fits),
-            "peak_rss_mb": max(f["peak_rss_mb"] for f in fits),
+            "peak_rss_mb": max(f["peak_rss_mb"] for f in fits), "kernels": fits[0].get("kernels"),
             "fit_extra_mb": max(f["fit_extra_mb"] for f in fits),
             "gpu_peak_mb": max(gpu) if gpu else None, "peak_scope": fits[0]["peak_scope"]}
 
@@ -279,6 +290,7 @@ def check_goals(rows: list[dict]) -> list[dict]:
         ("hist (cpu) >= 20x faster than GBRT", ("sklearn-gbrt", "cpu"), ("ours-hist", "cpu"), ">=", 20.0, None),
         ("hist (cpu) <= 1.5x HistGradientBoosting's time", ("ours-hist", "cpu"), ("sklearn-hist", "cpu"),
          "<=", 1.5, None),
+        ("hist (cpu): C loops faster than torch loops", ("ours-hist-torch", "cpu"), ("ours-hist", "cpu"), ">", 1.0, None),
         ("exact <= 1.1x GBRT's time", ("ours-exact", "cpu"), ("sklearn-gbrt", "cpu"), "<=", 1.10, None),
         ("hist (cuda) faster than HistGradientBoosting at 1M x 50", ("sklearn-hist", "cpu"), ("ours-hist", "cuda"),
          ">", 1.0, (1_000_000, 50)),
@@ -307,7 +319,8 @@ def check_goals(rows: list[dict]) -> list[dict]:
     return goals
 
 
-LABELS = {"ours-exact": "ours exact", "ours-hist": "ours hist", "sklearn-gbrt": "sklearn GBRT",
+LABELS = {"ours-exact": "ours exact", "ours-hist": "ours hist", "ours-hist-torch": "ours hist, torch loops",
+          "sklearn-gbrt": "sklearn GBRT",
           "sklearn-hist": "sklearn HistGB", "lightgbm": "LightGBM"}
 
 

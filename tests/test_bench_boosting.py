@@ -337,7 +337,7 @@ def test_hist_mode_on_cuda(tmp_path):
 def test_speed_benchmark_smoke(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, str(SPEED), "--sizes", "2000", "--depths", "3", "--repeats", "1",
-                          "--methods", "hist,sklearn-hist", "--device", "cpu", "--out", str(tmp_path)],
+                          "--methods", "hist,hist-torch,sklearn-hist", "--device", "cpu", "--out", str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     df = pd.read_csv(tmp_path / "boosting_speed.csv")
@@ -347,7 +347,12 @@ def test_speed_benchmark_smoke(tmp_path):
     finally:
         sys.path.remove(str(SPEED.parent))
     assert list(df.columns) == boosting_speed.COLUMNS
-    assert list(df["method"]) == ["ours-hist", "sklearn-hist"]
+    assert list(df["method"]) == ["ours-hist", "ours-hist-torch", "sklearn-hist"]
+    from residuals.boosting import _kernels
+
+    assert list(df["kernels"].fillna("")) == ["c" if _kernels.available() else "torch", "torch", ""]
+    ours, torch_loops = df["test_mse"].iloc[0], df["test_mse"].iloc[1]
+    assert ours == torch_loops  # the same model, whichever loops built it
     assert (df["status"] == "ok").all() and (df["fit_s_median"] > 0).all()
     assert (df["test_mse"] > 0.9).all() and (df["test_mse"] < 10).all()  # friedman1's noise floor is 1
     assert (df["binned_mb"] == 2000 * 20 / 2**20).all()

@@ -71,6 +71,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import _kernels
+
 __all__ = ["HistTree"]
 
 # A split must improve on the parent by more than this fraction of its score,
@@ -132,6 +134,8 @@ def _scatter_hist(XT: torch.Tensor, values: torch.Tensor, n_cols: int, nb: int, 
     (default elsewhere: complex atomics are not available on every accelerator).
     """
     F, device = XT.shape[0], values.device
+    if device.type == "cpu" and _kernels.available() and fused is not False:
+        return _scatter_hist_c(XT, values, n_cols, nb, rows, slots, select)
     if fused is None:
         fused = device.type == "cpu"
     split = values.is_complex() and not fused
@@ -159,6 +163,19 @@ def _scatter_hist(XT: torch.Tensor, values: torch.Tensor, n_cols: int, nb: int, 
             for out, p in zip(outs, parts):
                 out.scatter_add_(1, index, p.unsqueeze(0).expand(F, -1))
     return torch.complex(*outs) if split else outs[0]
+
+
+def _scatter_hist_c(XT: torch.Tensor, values: torch.Tensor, n_cols: int, nb: int, rows, slots,
+                    select: tuple | None) -> torch.Tensor:
+    """:func:`_scatter_hist` by the C loop (:mod:`._kernels`): no int64 index,
+    no gathered copy of the bins; the same sums, added in the same order."""
+    out = torch.zeros((XT.shape[0], n_cols), dtype=values.dtype)
+    values = values.contiguous()
+    if values.stride(0) == 0:  # an expanded scalar (the root's row counts)
+        values = values.clone()
+    for rows, slots in [(rows, slots)] if select is None else _selected(*select):
+        _kernels.hist(XT, values, out, nb, rows, slots)
+    return out
 
 
 def _selected(slot: torch.Tensor, lo: int, hi: int):
@@ -243,6 +260,11 @@ def _route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: to
     it and the result overwrites ``slot`` (no allocation).
     """
     n = XT.shape[1]
+    if XT.device.type == "cpu" and _kernels.available():
+        if work is None:
+            slot = slot.clone()
+        _kernels.route(XT, slot, column.contiguous(), table.contiguous(), n_bins)
+        return slot
     flat = torch.index_select(column * n, 0, slot, out=None if work is None else work.index)
     flat.add_(_arange(n, XT.device, slot.dtype))
     b = torch.index_select(XT.view(-1), 0, flat, out=None if work is None else work.bins)

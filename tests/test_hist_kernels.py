@@ -1,0 +1,162 @@
+"""Hist mode's C loops (residuals/boosting/_kernels.c) against torch's.
+
+The C loops are an optional build: where they are missing, the tests that
+need them skip, except under CI (``CI`` set), where the build must have worked.
+Everything hist mode computes must be bit-identical either way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from residuals.boosting import BoostingClassifier, BoostingRegressor, _kernels
+from residuals.boosting._hist import _route, _scatter_hist, _selected
+
+requires_c = pytest.mark.skipif(not _kernels.available(), reason="the C loops of hist mode are not built")
+
+
+def test_built_under_ci():
+    """CI installs from a clean clone with a C compiler: the extension must be there."""
+    if not os.environ.get("CI"):
+        pytest.skip("only checked under CI")
+    assert _kernels.available(), "the optional C extension residuals.boosting._kernels_c did not build"
+
+
+def test_switched_off_by_the_environment():
+    code = "from residuals.boosting import _kernels; print(_kernels.available())"
+    env = {**os.environ, "RESIDUALS_C_KERNELS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_disabled_restores_the_state():
+    before = _kernels.available()
+    with _kernels.disabled():
+        assert not _kernels.available()
+    assert _kernels.available() == before
+
+
+def _data(F=7, n=5003, nb=32, seed=0):
+    rng = np.random.RandomState(seed)
+    XT = torch.as_tensor(rng.randint(0, nb, size=(F, n)), dtype=torch.uint8)
+    g = torch.as_tensor(rng.randn(n))
+    gh = torch.complex(g, torch.as_tensor(rng.rand(n)))
+    return rng, XT, g, gh
+
+
+@requires_c
+@pytest.mark.parametrize("complex_values", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_histograms_equal_torch_bit_for_bit(monkeypatch, complex_values, threads):
+    rng, XT, g, gh = _data()
+    values = gh if complex_values else g
+    rows = torch.as_tensor(np.flatnonzero(rng.rand(XT.shape[1]) < 0.37))
+    nodes = torch.as_tensor(rng.randint(0, 5, size=len(rows)))
+    slot = torch.as_tensor(rng.randint(0, 6, size=XT.shape[1]), dtype=torch.int32)
+    ones = torch.ones((), dtype=torch.float64).expand(XT.shape[1])  # an expanded scalar, as the root counts
+    cases = [
+        dict(n_cols=32),
+        dict(n_cols=32, rows=rows),
+        dict(n_cols=5 * 32, rows=rows, slots=nodes),
+        dict(n_cols=4 * 32, select=(slot, 1, 5)),
+        dict(n_cols=32, select=(slot, 2, 3)),
+    ]
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)  # split even these small calls between threads
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for case in cases:
+            n_cols = case.pop("n_cols")
+            c = _scatter_hist(XT, values, n_cols, 32, **case)
+            with _kernels.disabled():
+                t = _scatter_hist(XT, values, n_cols, 32, **case)
+            assert c.dtype == t.dtype and c.shape == t.shape == (XT.shape[0], n_cols)
+            assert torch.equal(c, t), f"C and torch histograms differ for {sorted(case)}"
+        c = _scatter_hist(XT, ones, 32, 32)
+        with _kernels.disabled():
+            assert torch.equal(c, _scatter_hist(XT, ones, 32, 32))
+        assert torch.equal(c.sum(1), torch.full((XT.shape[0],), float(XT.shape[1]), dtype=torch.float64))
+    finally:
+        torch.set_num_threads(before)
+
+
+@requires_c
+def test_selected_rows_cover_the_range():
+    rng, XT, g, gh = _data()
+    slot = torch.as_tensor(rng.randint(0, 6, size=XT.shape[1]), dtype=torch.int32)
+    rows = torch.cat([r for r, _ in _selected(slot, 1, 4)])
+    assert torch.equal(rows, torch.as_tensor(np.flatnonzero((slot.numpy() >= 1) & (slot.numpy() < 4))))
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_routing_equals_torch(monkeypatch, dtype, threads):
+    rng, XT, _, _ = _data()
+    n_slots, nb = 6, 32
+    slot = torch.as_tensor(rng.randint(0, n_slots, size=XT.shape[1]), dtype=dtype)
+    column = torch.as_tensor(rng.randint(0, XT.shape[0], size=n_slots), dtype=dtype)
+    table = torch.as_tensor(rng.randint(0, 2 * n_slots, size=n_slots * nb), dtype=dtype)
+    expected = table[slot.long() * nb + XT[column[slot.long()].long(), torch.arange(XT.shape[1])].long()]
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        kept = slot.clone()
+        out = _route(XT, slot, column, table, nb)  # no workspace: a new tensor, slot untouched
+        assert torch.equal(slot, kept) and torch.equal(out, expected)
+        with _kernels.disabled():
+            assert torch.equal(_route(XT, slot, column, table, nb), expected)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fits(make, X, y, **fit):
+    model = make().fit(X, y, **fit)
+    with _kernels.disabled():
+        reference = make().fit(X, y, **fit)
+    return model, reference
+
+
+@requires_c
+@pytest.mark.parametrize("params", [
+    dict(loss="squared_error"),
+    dict(loss="absolute_error", subsample=0.7),
+    dict(loss="huber", max_leaf_nodes=9, max_depth=None),
+    dict(loss="quantile", alpha=0.8, max_features=0.5),
+], ids=["squared_error", "absolute_error-subsample", "huber-best_first", "quantile-max_features"])
+def test_boosting_regressor_is_bit_identical_with_torch_loops(params):
+    rng = np.random.RandomState(3)
+    X = rng.randn(3000, 8)
+    X[rng.rand(3000) < 0.05, 2] = np.nan
+    y = X[:, 0] * 2 + np.sin(3 * X[:, 1]) + np.nan_to_num(X[:, 2]) + 0.3 * rng.randn(3000)
+    w = rng.uniform(0.5, 2.0, size=3000)
+
+    def make():
+        return BoostingRegressor(tree_method="hist", n_estimators=25, random_state=0, **params)
+
+    model, reference = _fits(make, X, y, sample_weight=w)
+    for a, b in zip(model.staged_predict(X), reference.staged_predict(X)):
+        assert np.array_equal(a, b)
+    assert np.array_equal(model.train_score_, reference.train_score_)
+    assert np.array_equal(model.feature_importances_, reference.feature_importances_)
+
+
+@requires_c
+def test_boosting_classifier_is_bit_identical_with_torch_loops():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+
+    def make():
+        return BoostingClassifier(tree_method="hist", n_estimators=10, max_depth=4, random_state=0)
+
+    model, reference = _fits(make, X, y)
+    assert np.array_equal(model.predict_proba(X), reference.predict_proba(X))
+    assert np.array_equal(model.train_score_, reference.train_score_)
