@@ -18,11 +18,19 @@ cannot tell, per case of the quick bench:
 * ``binned_exact``: exact mode fitted on the binned data (each value replaced
   by its bin's value, ``BinMapper.bin_values_``), with the model seed 0, against
   hist mode with seed 0. When the two agree, hist mode differs from exact mode
-  by the binning of the features alone, not by its tree algorithm.
+  by the binning of the features alone, not by its tree algorithm;
+* ``gap_of_means``: ``(mean hist - mean exact) / mean exact`` over every split
+  and seed, the estimate of the difference in *expected* test loss, and its
+  ``verdict``: ``within 2%``, ``hist better`` (by more than 2%) or ``hist worse``;
+* ``friedman1-noiseless`` (``--noiseless``, on by default): friedman1 with its
+  noiseless target, train and test. The only difference from friedman1 is the
+  label noise, so if hist's edge over exact on friedman1 comes from exact mode
+  fitting noise with its finer cuts (tens of thousands of candidate thresholds
+  per feature against 255), it disappears here.
 
 Run::
 
-    python benchmarks/hist_gap.py                       # the quick bench's cases, about 5 minutes
+    python benchmarks/hist_gap.py                       # the quick bench's cases, about 10 minutes
     python benchmarks/hist_gap.py --datasets wine,breast_cancer --splits 10
 
 Results: the printed summary, ``<out>/hist_gap.csv`` (one row per case, split
@@ -52,7 +60,8 @@ from residuals.bench.boosting import (  # noqa: E402
 @dataclass
 class Config:
     datasets: tuple[str, ...] = ("diabetes", "breast_cancer", "wine", "digits", "friedman1", "classification")
-    size: int = 4000        # training rows of the generated datasets
+    sizes: tuple[int, ...] = (1000, 4000, 16000)  # training rows of the generated datasets (the quick bench's)
+    noiseless: bool = True  # add friedman1 with its noiseless target (the label-noise control)
     splits: int = 5         # data seeds 0 .. splits-1
     seeds: int = 3          # model seeds 0 .. seeds-1
     n_estimators: int = 100
@@ -72,38 +81,65 @@ def _binned(mapper, X: np.ndarray) -> np.ndarray:
     return mapper.bin_value_table().numpy()[np.arange(X.shape[1]), bins]
 
 
+GAP_GOAL = 0.02  # hist's expected test loss within 2% of exact's
+
+
+def _friedman1_target(X: np.ndarray) -> np.ndarray:
+    """Friedman (1991) #1 without its noise: what ``make_friedman1`` adds noise to."""
+    return (10 * np.sin(np.pi * X[:, 0] * X[:, 1]) + 20 * (X[:, 2] - 0.5) ** 2 + 10 * X[:, 3] + 5 * X[:, 4])
+
+
+def _cases(cfg: Config):
+    """(label, dataset, Case, size, noiseless) in run order."""
+    out = []
+    for name in cfg.datasets:
+        spec = DATASETS[name]
+        for size in (cfg.sizes if spec.sized else [None]):
+            for loss in QUICK_LOSSES[spec.task]:
+                out.append((name, name, Case(name, size, spec.task, loss), size, False))
+                if name == "friedman1" and cfg.noiseless:
+                    out.append(("friedman1-noiseless", name, Case(name, size, spec.task, loss), size, True))
+    return out
+
+
 def measure(cfg: Config) -> dict:
     import pandas as pd
 
     torch.set_num_threads(1)
     rows = []
-    for name in cfg.datasets:
-        spec = DATASETS[name]
-        for loss in QUICK_LOSSES[spec.task]:
-            size = cfg.size if spec.sized else None
-            case = Case(name, size, spec.task, loss)
-            for split in range(cfg.splits):
-                data = load_dataset(name, size, seed=split)
-                classes = np.unique(data.y_train)
-                y_test = np.searchsorted(classes, data.y_test) if spec.task != "regression" else data.y_test
-                for seed in range(cfg.seeds):
-                    bench = BoostingBenchConfig.quick(seed=seed, n_estimators=cfg.n_estimators,
-                                                      max_depth=cfg.max_depth)
-                    exact = make_estimator("ours-exact", case, bench).fit(data.X_train, data.y_train)
-                    hist = make_estimator("ours-hist", case, bench).fit(data.X_train, data.y_train)
-                    row = {"dataset": name, "size": size, "loss": loss, "n_test": len(y_test), "split": split,
-                           "seed": seed, "exact": _test_loss(exact, case, data.X_test, y_test),
-                           "hist": _test_loss(hist, case, data.X_test, y_test), "binned_exact": np.nan}
-                    if seed == 0:
-                        mapper = hist._learner.bin_mapper
-                        on_bins = make_estimator("ours-exact", case, bench).fit(
-                            _binned(mapper, data.X_train), data.y_train)
-                        row["binned_exact"] = _test_loss(on_bins, case, _binned(mapper, data.X_test), y_test)
-                    rows.append(row)
-                    print(f"{case.label} split {split} seed {seed}: exact {row['exact']:.5g}  "
-                          f"hist {row['hist']:.5g}", flush=True)
+    for label, name, case, size, noiseless in _cases(cfg):
+        for split in range(cfg.splits):
+            data = load_dataset(name, size, seed=split)
+            y_train, y_test = data.y_train, data.y_test
+            if noiseless:
+                y_train, y_test = _friedman1_target(data.X_train), _friedman1_target(data.X_test)
+            if case.task != "regression":
+                y_test = np.searchsorted(np.unique(y_train), y_test)
+            for seed in range(cfg.seeds):
+                bench = BoostingBenchConfig.quick(seed=seed, n_estimators=cfg.n_estimators,
+                                                  max_depth=cfg.max_depth)
+                exact = make_estimator("ours-exact", case, bench).fit(data.X_train, y_train)
+                hist = make_estimator("ours-hist", case, bench).fit(data.X_train, y_train)
+                row = {"dataset": label, "size": size, "loss": case.loss, "n_test": len(y_test), "split": split,
+                       "seed": seed, "exact": _test_loss(exact, case, data.X_test, y_test),
+                       "hist": _test_loss(hist, case, data.X_test, y_test), "binned_exact": np.nan}
+                if seed == 0:
+                    mapper = hist._learner.bin_mapper
+                    on_bins = make_estimator("ours-exact", case, bench).fit(_binned(mapper, data.X_train), y_train)
+                    row["binned_exact"] = _test_loss(on_bins, case, _binned(mapper, data.X_test), y_test)
+                rows.append(row)
+                where = label if size is None else f"{label} n={size}"
+                print(f"{where} / {case.loss} split {split} seed {seed}: exact {row['exact']:.5g}  "
+                      f"hist {row['hist']:.5g}", flush=True)
     runs = pd.DataFrame(rows)
     return {"results": runs, "summary": summarize(runs)}
+
+
+def verdict(gap: float) -> str:
+    """``within 2%``, ``hist better`` or ``hist worse`` for a relative gap (hist - exact) / exact."""
+    if abs(gap) <= GAP_GOAL:
+        return f"within {100 * GAP_GOAL:g}%"
+    return "hist better" if gap < 0 else "hist worse"
 
 
 def summarize(runs):
@@ -123,6 +159,8 @@ def summarize(runs):
         out.append({"dataset": name, "size": size, "loss": loss, "n_test": int(g["n_test"].iloc[0]),
                     "splits": len(mean), "seeds": int(g["seed"].nunique()),
                     "exact_mean": float(mean["exact"].mean()), "hist_mean": float(mean["hist"].mean()),
+                    "gap_of_means": float((mean["hist"].mean() - mean["exact"].mean()) / abs(mean["exact"].mean())),
+                    "verdict": verdict((mean["hist"].mean() - mean["exact"].mean()) / abs(mean["exact"].mean())),
                     "gap_median": float(np.median(gap)), "gap_mean": float(np.mean(gap)),
                     "gap_min": float(gap.min()), "gap_max": float(gap.max()),
                     "gap_seed0_median": float(np.median(gap_seed0)),
@@ -136,11 +174,12 @@ def show(tables: dict, info: dict) -> None:
     pct = lambda v: f"{100 * v:+.1f}%"  # noqa: E731
     print(f"\nhist vs exact test loss, {int(s['splits'].max())} splits x {int(s['seeds'].max())} seeds "
           f"({info['machine']['cpu_model']}):")
-    print("case | test rows | gap: median over splits [min, max] | exact seed spread: median [max] | "
-          "binned exact vs hist: max")
+    print("case | test rows | gap of the means | verdict | gap: median over splits [min, max] | "
+          "exact seed spread: median [max] | binned exact vs hist: max")
     for r in s.itertuples():
         label = r.dataset if not isinstance(r.size, (int, float)) or np.isnan(r.size) else f"{r.dataset} n={int(r.size)}"
-        print(f"{label} / {r.loss} | {r.n_test} | {pct(r.gap_median)} [{pct(r.gap_min)}, {pct(r.gap_max)}] | "
+        print(f"{label} / {r.loss} | {r.n_test} | {pct(r.gap_of_means)} | {r.verdict} | "
+              f"{pct(r.gap_median)} [{pct(r.gap_min)}, {pct(r.gap_max)}] | "
               f"{100 * r.exact_seed_spread_median:.1f}% [{100 * r.exact_seed_spread_max:.1f}%] | "
               f"{100 * r.binned_exact_vs_hist_max:.2f}%")
 
@@ -150,7 +189,10 @@ def parse_args(argv=None) -> Config:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     d = Config()
     p.add_argument("--datasets", default=",".join(d.datasets), help="comma-separated (default: %(default)s)")
-    p.add_argument("--size", type=int, default=d.size, help="training rows of generated data (default: %(default)s)")
+    p.add_argument("--sizes", default=",".join(map(str, d.sizes)),
+                   help="training rows of the generated datasets, comma-separated (default: %(default)s)")
+    p.add_argument("--no-noiseless", dest="noiseless", action="store_false",
+                   help="leave out the friedman1-noiseless control case")
     p.add_argument("--splits", type=int, default=d.splits, help="train/test splits (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=d.seeds, help="model seeds per split (default: %(default)s)")
     p.add_argument("--n-estimators", type=int, default=d.n_estimators, help="default: %(default)s")
@@ -163,7 +205,13 @@ def parse_args(argv=None) -> Config:
             p.error(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
     if a.splits < 1 or a.seeds < 1:
         p.error("--splits and --seeds must be >= 1")
-    return Config(datasets=datasets, size=a.size, splits=a.splits, seeds=a.seeds,
+    try:
+        sizes = tuple(int(x) for x in a.sizes.split(",") if x)
+    except ValueError:
+        p.error(f"--sizes: expected comma-separated integers, got {a.sizes!r}")
+    if not sizes or min(sizes) < 20:
+        p.error("--sizes: give at least one size, each >= 20 training rows")
+    return Config(datasets=datasets, sizes=sizes, noiseless=a.noiseless, splits=a.splits, seeds=a.seeds,
                   n_estimators=a.n_estimators, max_depth=a.max_depth, out=a.out)
 
 

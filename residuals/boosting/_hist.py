@@ -170,9 +170,6 @@ def _scatter_hist_c(XT: torch.Tensor, values: torch.Tensor, n_cols: int, nb: int
     """:func:`_scatter_hist` by the C loop (:mod:`._kernels`): no int64 index,
     no gathered copy of the bins; the same sums, added in the same order."""
     out = torch.zeros((XT.shape[0], n_cols), dtype=values.dtype)
-    values = values.contiguous()
-    if values.stride(0) == 0:  # an expanded scalar (the root's row counts)
-        values = values.clone()
     for rows, slots in [(rows, slots)] if select is None else _selected(*select):
         _kernels.hist(XT, values, out, nb, rows, slots)
     return out
@@ -290,6 +287,7 @@ class _Workspace:
         self.bins = torch.empty(n, dtype=torch.uint8, device=device)
         self.gh = torch.empty(n, dtype=torch.complex128, device=device)
         self._chunk = torch.empty(0, dtype=torch.int64, device=device)
+        self._levels: dict[int, list[torch.Tensor]] = {}
         self._leaves = None
 
     def leaves(self) -> torch.Tensor:
@@ -299,6 +297,22 @@ class _Workspace:
         if self._leaves is None:
             self._leaves = torch.empty(self.slot.shape[0], dtype=torch.int64, device=self.slot.device)
         return self._leaves
+
+    def level_histograms(self, channel: int, shape: tuple, current: torch.Tensor) -> torch.Tensor:
+        """An uninitialised contiguous tensor of ``shape`` for the next level's
+        histograms of ``channel`` (0: ``gh``, 1: ``cw``), never sharing memory
+        with ``current`` (the level they are computed from): two buffers per
+        channel, used in turn and kept from tree to tree (fresh multi-MB
+        tensors at every level cost page faults, measured)."""
+        numel = math.prod(shape)
+        pair = self._levels.setdefault(channel, [torch.empty(0, dtype=current.dtype)] * 2)
+        for i, buf in enumerate(pair):
+            if buf.numel() and buf.data_ptr() == current.data_ptr():
+                continue  # the level being read
+            if buf.numel() < numel or buf.dtype != current.dtype:
+                buf = pair[i] = torch.empty(numel, dtype=current.dtype, device=current.device)
+            return buf[:numel].view(shape)
+        raise AssertionError("unreachable: two buffers, at most one in use")
 
     def chunk_index(self, size: int) -> torch.Tensor:
         """An int64 buffer of at least ``size`` elements for one histogram chunk."""
@@ -623,6 +637,8 @@ class HistTree:
         (n_slots, F, n_bins), ``cw`` None when counts are read off ``gh``.
         """
         nb, F = self.n_bins, data.XT.shape[0]
+        if data.XT.device.type == "cpu" and _kernels.available():
+            return self._histograms_c(data, rows, slots, n_slots, select)
 
         def hist_of(values):
             out = _scatter_hist(data.XT, values, n_slots * nb, nb, rows, slots, work=data.work,
@@ -630,6 +646,39 @@ class HistTree:
             return out.view(F, n_slots, nb).transpose(0, 1)
 
         return hist_of(data.gh), None if data.cw is None else hist_of(data.cw)
+
+    def _histograms_c(self, data: _Data, rows, slots, n_slots: int, select: tuple | None, out: tuple | None = None):
+        """:meth:`_histograms` by the C loop, written straight in the split search's
+        (n_slots, F, n_bins) layout, into ``out = (gh, cw)`` when given (contiguous)."""
+        groups = [(rows, slots)] if select is None else list(_selected(*select))
+        shape = (n_slots, data.XT.shape[0], self.n_bins)
+        result = []
+        for i, values in enumerate((data.gh, data.cw)):
+            if values is None:
+                result.append(None)
+                continue
+            hist = torch.zeros(shape, dtype=values.dtype) if out is None else out[i]
+            for r, s in groups:
+                _kernels.hist(data.XT, values, hist, self.n_bins, r, s, node_major=True)
+            result.append(hist)
+        return tuple(result)
+
+    def _next_histograms_c(self, data: _Data, slot: torch.Tensor, k: int, hist, cw, parents):
+        """The next level's histograms on the CPU with the C loops: the k smaller
+        children's from their rows (slots [0, k)), the larger ones' as parent
+        minus sibling, written into one fresh (2k, F, n_bins) tensor (no concatenation)."""
+        shape = (2 * k, *hist.shape[1:])
+        new = data.work.level_histograms(0, shape, hist)
+        new_cw = None if cw is None else data.work.level_histograms(1, shape, cw)
+        for fresh in (new, new_cw):
+            if fresh is not None:
+                fresh[:k].zero_()  # the larger children's half is overwritten below
+        self._histograms_c(data, None, None, k, (slot, 0, k), out=(new[:k], None if cw is None else new_cw[:k]))
+        for old, fresh in ((hist, new), (cw, new_cw)):
+            if old is not None:
+                parent = old if parents is None else old.index_select(0, parents)
+                torch.sub(parent, fresh[:k], out=fresh[k:])
+        return new, new_cw
 
     def _small_histograms(self, data: _Data, slot: torch.Tensor, k: int):
         """Histograms of the k smaller children of a level: the rows with slot < k."""
@@ -707,6 +756,8 @@ class HistTree:
         Returns (K, 13) float64 host rows: accept, gain, feature, bin,
         missing_left, left stats (4), right stats (4).
         """
+        if hist.device.type == "cpu" and _kernels.available():
+            return self._find_splits_c(data, hist, cw, totals, total_weight)
         K, F, nb = hist.shape
         per_node = (2 if data.has_missing else 1) * F * (nb - 1)
         group = max(1, _SEARCH_ELEMENTS // per_node)
@@ -761,6 +812,20 @@ class HistTree:
             parts.append(mass[:, :, -1])
         host = torch.cat(parts, 1).cpu().numpy()
         return self._split_rows(data, host, totals, F, total_weight, mass_host)
+
+    def _find_splits_c(self, data: _Data, hist, cw, totals: np.ndarray, total_weight: float) -> np.ndarray:
+        """:meth:`_find_splits` by the C loop (:func:`._kernels.best_splits`): the
+        same scores, the same tie-break, no temporaries but one node's scores."""
+        K, F, nb = hist.shape
+        D = 2 if data.has_missing else 1
+        floor = self._hessian_floor(data) if cw is None else 0.0
+        best, arg, picked = _kernels.best_splits(
+            hist, cw, D, data.order, floor, float(self.min_samples_leaf), float(self.min_weight_leaf), _TIE_TOL)
+        mass = torch.view_as_real(hist if cw is None else cw)[..., 1 if cw is None else 0].numpy()  # (K, F, nb)
+        parts = [best[:, None], arg[:, None].astype(np.float64), picked]
+        if data.has_missing:
+            parts.append(mass[:, :, -1])
+        return self._split_rows(data, np.concatenate(parts, 1), totals, F, total_weight, mass)
 
     def _order_flat(self, data: _Data, D: int, F: int) -> tuple | None:
         """The tie-break order of the split search's flat (D, F, n_bins - 1)
@@ -952,6 +1017,10 @@ class HistTree:
             totals = np.concatenate((np.where(is_right, rights, lefts), np.where(is_right, lefts, rights)))
             if hist is None or self._hist_bytes(data, 2 * k) > _HIST_BYTES:
                 hist = cw = None  # too wide to keep: the next level is histogrammed directly
+                continue
+            if device.type == "cpu" and _kernels.available():
+                parents = torch.as_tensor(taken) if k < K else None
+                hist, cw = self._next_histograms_c(data, slot, k, hist, cw, parents)
                 continue
             small, small_cw = self._small_histograms(data, slot, k)
             if k < K:

@@ -15,30 +15,41 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 
 #if defined(_WIN32)
 #define RESIDUALS_EXPORT __declspec(dllexport)
+#define RESTRICT __restrict
 #else
 #define RESIDUALS_EXPORT __attribute__((visibility("default")))
+#define RESTRICT __restrict__
 #endif
 
+/* Bumped whenever a signature or a semantic here changes: the Python side
+ * refuses a library built from another version (a stale build after an update). */
+#define RESIDUALS_KERNELS_VERSION 3
+RESIDUALS_EXPORT int64_t residuals_kernels_version(void) { return RESIDUALS_KERNELS_VERSION; }
+
 /*
- * out[f, (node_i * nb + XT[f, r_i]) * k + c] += v[i * k + c]
+ * out[(node_i * node_stride + f * feature_stride + XT[f, r_i]) * k + c] += v[i * k + c]
  *
  * for f in [f0, f1), i in [0, m), c in [0, k): r_i = rows[i] (or i when rows
  * is NULL), node_i = nodes[i] (or 0 when nodes is NULL). v holds the m rows'
  * values in that order (gathered by the caller: once per call, not once per
- * feature). out is (F, n_cols * k) doubles. The caller splits [0, F) between
- * threads: features write disjoint parts of out.
+ * feature). The strides (in values) lay the histograms out as (F, n_nodes,
+ * nb) (feature_stride = n_nodes * nb, node_stride = nb) or (n_nodes, F, nb)
+ * (node_stride = F * nb, feature_stride = nb). The caller splits [0, F)
+ * between threads: features write disjoint cells of out.
  */
 RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double *v, int64_t k,
                                      const int64_t *rows, const int64_t *nodes, int64_t m,
-                                     int64_t nb, int64_t n_cols, double *out, int64_t f0, int64_t f1)
+                                     int64_t node_stride, int64_t feature_stride, double *out,
+                                     int64_t f0, int64_t f1)
 {
     for (int64_t f = f0; f < f1; ++f) {
         const uint8_t *x = XT + f * n;
-        double *o = out + f * n_cols * k;
+        double *o = out + f * feature_stride * k;
         if (k == 2) {
             if (!rows) {
                 for (int64_t i = 0; i < m; ++i) {
@@ -54,7 +65,7 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
                 }
             } else {
                 for (int64_t i = 0; i < m; ++i) {
-                    const int64_t b = 2 * (nodes[i] * nb + (int64_t)x[rows[i]]);
+                    const int64_t b = 2 * (nodes[i] * node_stride + (int64_t)x[rows[i]]);
                     o[b] += v[2 * i];
                     o[b + 1] += v[2 * i + 1];
                 }
@@ -65,7 +76,7 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
             } else if (!nodes) {
                 for (int64_t i = 0; i < m; ++i) o[x[rows[i]]] += v[i];
             } else {
-                for (int64_t i = 0; i < m; ++i) o[nodes[i] * nb + (int64_t)x[rows[i]]] += v[i];
+                for (int64_t i = 0; i < m; ++i) o[nodes[i] * node_stride + (int64_t)x[rows[i]]] += v[i];
             }
         }
     }
@@ -86,6 +97,144 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
     }
 RESIDUALS_ROUTE(residuals_route32, int32_t)
 RESIDUALS_ROUTE(residuals_route64, int64_t)
+
+/* The scores of one feature's c cuts (see residuals_best_splits), in loops
+ * without branches that the compiler vectorises. */
+static void score_hessian_floor(const double *RESTRICT cg, const double *RESTRICT ch, double ag, double ah,
+                                double G, double H, double h_floor, double *RESTRICT out, int64_t c)
+{
+    for (int64_t t = 0; t < c; ++t) {
+        const double GL = cg[t] + ag, HL = ch[t] + ah, GR = G - GL, HR = H - HL;
+        const double score = (GL * GL) / HL + (GR * GR) / HR;
+        out[t] = ((HL >= h_floor) & (HR >= h_floor)) ? score : -INFINITY;
+    }
+}
+
+static void score_counts(const double *RESTRICT cg, const double *RESTRICT ch, const double *RESTRICT cc,
+                         const double *RESTRICT cv, double ag, double ah, double ac, double aw, double G, double H,
+                         double C, double W, double min_count, double min_weight, double *RESTRICT out, int64_t c)
+{
+    const double wmin = min_weight > 0 ? min_weight : -INFINITY;
+    for (int64_t t = 0; t < c; ++t) {
+        const double GL = cg[t] + ag, HL = ch[t] + ah, CL = cc[t] + ac, WL = cv[t] + aw;
+        const double GR = G - GL, HR = H - HL, CR = C - CL, WR = W - WL;
+        const double score = (GL * GL) / HL + (GR * GR) / HR;
+        const int ok = (CL >= min_count) & (CR >= min_count) & (HL > 0) & (HR > 0) & (WL >= wmin) & (WR >= wmin);
+        out[t] = ok ? score : -INFINITY;
+    }
+}
+
+/*
+ * The split search of a level (what HistTree._find_splits does in torch, for
+ * K nodes at once): for each node, every candidate split (direction d of the
+ * missing bin, feature f, cut t: bins <= t go left) is scored
+ *
+ *     score = GL*GL/HL + GR*GR/HR      (-inf when the split is not allowed)
+ *
+ * with GL, HL the cumulative sums of the node's histogram up to bin t (plus
+ * the missing bin when d == 1, NaN going left) and GR = G - GL, HR = H - HL,
+ * G and H the node's sums as the feature sees them (value bins, then the
+ * missing bin). The sums are accumulated bin by bin, in order, as torch's
+ * cumsum does, so the scores are bit-identical to torch's.
+ *
+ * Allowed: min(HL, HR) >= h_floor when cw is NULL; else min(count_L,
+ * count_R) >= min_count, min(HL, HR) > 0 and, if min_weight > 0,
+ * min(weight_L, weight_R) >= min_weight.
+ *
+ * The winner is the best score, ties (scores >= best * (1 - tie_tol)) going
+ * to the first candidate in the tie-break order: d ascending, then the
+ * features in `order` (or 0, 1, ... when NULL), then t ascending. Output per
+ * node: best[k], arg[k] = (d * F + f) * (nb - 1) + t, and picked[k, :] the
+ * left sums (G, H[, count, weight]) of the winner.
+ *
+ * gh, cw: (K, F, nb) complex128 histograms as doubles (real, imag) pairs, cw
+ * NULL when counts are read off H; scratch: (D * F + 4) * (nb - 1) doubles.
+ */
+RESIDUALS_EXPORT void residuals_best_splits(const double *gh, const double *cw, int64_t K, int64_t F,
+                                            int64_t nb, int64_t D, const int64_t *order, double h_floor,
+                                            double min_count, double min_weight, double tie_tol,
+                                            double *scratch, double *best, int64_t *arg, double *picked)
+{
+    const int64_t c = nb - 1, nc = cw ? 4 : 2;
+    /* the cumulative sums of one feature: after the D * F * c scores in scratch */
+    double *const cum = scratch + D * F * c;
+    double *const cg = cum, *const ch = cum + c, *const cc = cum + 2 * c, *const cv = cum + 3 * c;
+    for (int64_t k = 0; k < K; ++k) {
+        for (int64_t f = 0; f < F; ++f) {
+            const double *h = gh + ((k * F + f) * nb) * 2;
+            const double *w = cw ? cw + ((k * F + f) * nb) * 2 : NULL;
+            /* sums over the value bins 0..t, bin by bin (torch's cumsum order) */
+            double sg = 0.0, sh = 0.0, sc = 0.0, sw = 0.0;
+            for (int64_t t = 0; t < c; ++t) {
+                cg[t] = sg += h[2 * t];
+                ch[t] = sh += h[2 * t + 1];
+            }
+            if (w) {
+                for (int64_t t = 0; t < c; ++t) {
+                    cc[t] = sc += w[2 * t];
+                    cv[t] = sw += w[2 * t + 1];
+                }
+            }
+            /* the node's sums as this feature sees them: value bins, then the missing bin */
+            const double mg = h[2 * c], mh = h[2 * c + 1], mc = w ? w[2 * c] : 0.0, mw = w ? w[2 * c + 1] : 0.0;
+            const double G = sg + mg, H = sh + mh, C = sc + mc, W = sw + mw;
+            for (int64_t d = 0; d < D; ++d) {
+                double *const out = scratch + (d * F + f) * c;
+                /* d == 1: the missing bin goes left (adding 0.0 for d == 0 can only turn a -0.0
+                 * into +0.0, which squaring erases: the scores are the same bits) */
+                const double ag = d ? mg : 0.0, ah = d ? mh : 0.0, ac = d ? mc : 0.0, aw = d ? mw : 0.0;
+                if (!w)
+                    score_hessian_floor(cg, ch, ag, ah, G, H, h_floor, out, c);
+                else
+                    score_counts(cg, ch, cc, cv, ag, ah, ac, aw, G, H, C, W, min_count, min_weight, out, c);
+            }
+        }
+        double top = -INFINITY;
+        for (int64_t i = 0; i < D * F * c; ++i)
+            if (scratch[i] > top) top = scratch[i];
+        /* the first candidate in the tie-break order within tie_tol of the best */
+        const double threshold = top * (1 - tie_tol);
+        int64_t win = -1, wd = 0, wf = 0, wt = 0;
+        for (int64_t d = 0; d < D && win < 0; ++d) {
+            for (int64_t j = 0; j < F && win < 0; ++j) {
+                const int64_t f = order ? order[j] : j;
+                const double *row = scratch + (d * F + f) * c;
+                for (int64_t t = 0; t < c; ++t) {
+                    if (row[t] >= threshold) {
+                        win = (d * F + f) * c + t;
+                        wd = d;
+                        wf = f;
+                        wt = t;
+                        break;
+                    }
+                }
+            }
+        }
+        best[k] = top;
+        arg[k] = win;
+        /* the winner's left sums, accumulated as above */
+        const double *h = gh + ((k * F + wf) * nb) * 2;
+        const double *w = cw ? cw + ((k * F + wf) * nb) * 2 : NULL;
+        double sums[4] = {0.0, 0.0, 0.0, 0.0};
+        for (int64_t t = 0; t <= wt; ++t) {
+            sums[0] += h[2 * t];
+            sums[1] += h[2 * t + 1];
+            if (w) {
+                sums[2] += w[2 * t];
+                sums[3] += w[2 * t + 1];
+            }
+        }
+        if (wd == 1) {
+            sums[0] += h[2 * c];
+            sums[1] += h[2 * c + 1];
+            if (w) {
+                sums[2] += w[2 * c];
+                sums[3] += w[2 * c + 1];
+            }
+        }
+        for (int64_t i = 0; i < nc; ++i) picked[k * nc + i] = sums[i];
+    }
+}
 
 /* A real (empty) module, so that setuptools can build this file as an
  * extension and Python could import it; the functions are called via ctypes. */
