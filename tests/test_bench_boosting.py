@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from residuals.bench import boosting as B
 from residuals.bench import boosting_cli
-from residuals.bench.boosting_report import headline_facts, render
+from residuals.bench.boosting_report import gap_class, headline_facts, render
 from residuals.cli import main
 from residuals.report.runs import RunDir
 
@@ -176,19 +176,23 @@ def test_hist_gap_table_and_headline(tiny_run, tmp_path):
     assert len(gaps) == int(ok[["ours-exact", "ours-hist"]].notna().all(axis=1).sum())
     np.testing.assert_allclose(gaps["gap"], gaps["hist_test_loss"] - gaps["exact_test_loss"], atol=1e-12)
     assert (gaps["gap_se"] >= 0).all()  # 0 where hist and exact agree on every test row
-    # hand-made gaps: 1 case within 2%, 1 beyond it but within 2 SE, 1 beyond both
-    hand = pd.DataFrame({"dataset": ["a", "b", "c"], "size": [None] * 3, "loss": ["log_loss"] * 3,
-                         "task": ["binary"] * 3, "n_test": [50] * 3, "metric": ["log loss"] * 3,
-                         "exact_test_loss": [1.0, 1.0, 1.0], "hist_test_loss": [1.01, 1.1, 1.1],
-                         "gap": [0.01, 0.1, 0.1], "rel_gap": [0.01, 0.1, 0.1], "gap_se": [0.1, 0.06, 0.01]})
+    # hand-made gaps: within 2%, worse beyond it but within 2 SE, worse beyond both, better by 10%
+    hand = pd.DataFrame({"dataset": ["a", "b", "c", "d"], "size": [None] * 4, "loss": ["log_loss"] * 4,
+                         "task": ["binary"] * 4, "n_test": [50] * 4, "metric": ["log loss"] * 4,
+                         "exact_test_loss": [1.0, 1.0, 1.0, 1.0], "hist_test_loss": [1.01, 1.1, 1.1, 0.9],
+                         "gap": [0.01, 0.1, 0.1, -0.1], "rel_gap": [0.01, 0.1, 0.1, -0.1],
+                         "gap_se": [0.1, 0.06, 0.01, 0.01]})
+    assert list(gap_class(hand)) == ["met", "noise", "worse", "better"]
     facts = headline_facts(results, run.read_table("parity"), hand)
-    assert (facts["gap_cases"], facts["gap_met"], facts["gap_noise"]) == (3, 1, 1)
+    assert (facts["gap_cases"], facts["gap_met"], facts["gap_better"], facts["gap_noise"],
+            facts["gap_worse"]) == (4, 1, 1, 1, 1)
     copy = RunDir.create(tmp_path, "boosting", "gaps", {})
     for name in ("results", "parity"):
         copy.write_table(run.read_table(name), name)
     copy.write_table(hand, "hist_gap")
     content = render(copy)
-    assert "within 2% in 1/3 cases, and 1 of the other 2 within 2 standard errors" in content.headline
+    assert ("within 2% in 1/4 cases, hist better in 1, hist worse but within 2 standard errors of the "
+            "test-set noise in 1, hist worse in 1") in content.headline
     assert "hist_gap" in [t.key for t in content.tables]
 
 

@@ -87,11 +87,26 @@ def test_histograms_equal_torch_bit_for_bit(monkeypatch, complex_values, threads
 
 
 @requires_c
-def test_selected_rows_cover_the_range():
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("lo,hi", [(1, 4), (2, 3), (0, 6)])
+def test_selected_rows_equal_torch(monkeypatch, dtype, lo, hi):
+    """The C selection yields the same ranges, rows and nodes as numpy's."""
+    from residuals.boosting import _hist
+
     rng, XT, g, gh = _data()
-    slot = torch.as_tensor(rng.randint(0, 6, size=XT.shape[1]), dtype=torch.int32)
-    rows = torch.cat([r for r, _ in _selected(slot, 1, 4)])
-    assert torch.equal(rows, torch.as_tensor(np.flatnonzero((slot.numpy() >= 1) & (slot.numpy() < 4))))
+    slot = torch.as_tensor(rng.randint(0, 6, size=XT.shape[1]), dtype=dtype)
+    monkeypatch.setattr(_hist, "_SELECT_ROWS", 1)  # ranges of n / 8 rows: 8 of them
+    work = _hist._Workspace(XT.shape[1], "cpu", dtype)
+    expected = list(_selected(slot, lo, hi))
+    got = [(r.clone(), None if s is None else s.clone()) for r, s in _hist._selected_c(slot, lo, hi, work)]
+    assert len(got) == len(expected) == 8
+    for (r, s), (er, es) in zip(got, expected):
+        assert torch.equal(r, er)
+        assert (s is None) == (es is None) == (hi == lo + 1)
+        if s is not None:
+            assert torch.equal(s, es)
+    mask = (slot.numpy() >= lo) & (slot.numpy() < hi)
+    assert torch.equal(torch.cat([r for r, _ in got]), torch.as_tensor(np.flatnonzero(mask)))
 
 
 @requires_c

@@ -191,6 +191,20 @@ def _selected(slot: torch.Tensor, lo: int, hi: int):
         yield (rows.add_(a) if a else rows), nodes
 
 
+def _selected_c(slot: torch.Tensor, lo: int, hi: int, work: "_Workspace"):
+    """:func:`_selected` on the CPU by the C loop, into ``work``'s buffers: the
+    same ranges, rows and nodes (None when ``hi == lo + 1``). Each yielded pair
+    is valid until the next one is made."""
+    n = slot.shape[0]
+    size = max(_SELECT_ROWS, -(-n // 8))
+    rows_buf, nodes_buf = work.select_buffers(min(size, n))
+    one = hi == lo + 1
+    for a in range(0, n, size):
+        m = _kernels.select(slot, a, min(n, a + size), lo, hi, rows_buf, None if one else nodes_buf)
+        if m:
+            yield rows_buf[:m], None if one else nodes_buf[:m]
+
+
 def _inverse_permutation(order: np.ndarray) -> np.ndarray:
     """``rank`` with ``rank[order[i]] == i``: each index's position in ``order``."""
     rank = np.empty_like(order)
@@ -288,6 +302,7 @@ class _Workspace:
         self.gh = torch.empty(n, dtype=torch.complex128, device=device)
         self._chunk = torch.empty(0, dtype=torch.int64, device=device)
         self._levels: dict[int, list[torch.Tensor]] = {}
+        self._select = (torch.empty(0, dtype=torch.int64),) * 2
         self._leaves = None
 
     def leaves(self) -> torch.Tensor:
@@ -313,6 +328,12 @@ class _Workspace:
                 buf = pair[i] = torch.empty(numel, dtype=current.dtype, device=current.device)
             return buf[:numel].view(shape)
         raise AssertionError("unreachable: two buffers, at most one in use")
+
+    def select_buffers(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two int64 buffers of at least ``size`` elements: selected rows and their nodes."""
+        if self._select[0].numel() < size:
+            self._select = (torch.empty(size, dtype=torch.int64), torch.empty(size, dtype=torch.int64))
+        return self._select
 
     def chunk_index(self, size: int) -> torch.Tensor:
         """An int64 buffer of at least ``size`` elements for one histogram chunk."""
@@ -650,18 +671,18 @@ class HistTree:
     def _histograms_c(self, data: _Data, rows, slots, n_slots: int, select: tuple | None, out: tuple | None = None):
         """:meth:`_histograms` by the C loop, written straight in the split search's
         (n_slots, F, n_bins) layout, into ``out = (gh, cw)`` when given (contiguous)."""
-        groups = [(rows, slots)] if select is None else list(_selected(*select))
         shape = (n_slots, data.XT.shape[0], self.n_bins)
-        result = []
+        pairs = []
         for i, values in enumerate((data.gh, data.cw)):
-            if values is None:
-                result.append(None)
-                continue
-            hist = torch.zeros(shape, dtype=values.dtype) if out is None else out[i]
-            for r, s in groups:
+            if values is not None:
+                hist = torch.zeros(shape, dtype=values.dtype) if out is None else out[i]
+                pairs.append((values, hist))
+        # the selected rows come range by range, in reused buffers: each range goes to every channel
+        groups = [(rows, slots)] if select is None else _selected_c(*select, data.work)
+        for r, s in groups:
+            for values, hist in pairs:
                 _kernels.hist(data.XT, values, hist, self.n_bins, r, s, node_major=True)
-            result.append(hist)
-        return tuple(result)
+        return pairs[0][1], pairs[1][1] if len(pairs) > 1 else None
 
     def _next_histograms_c(self, data: _Data, slot: torch.Tensor, k: int, hist, cw, parents):
         """The next level's histograms on the CPU with the C loops: the k smaller
@@ -814,18 +835,21 @@ class HistTree:
         return self._split_rows(data, host, totals, F, total_weight, mass_host)
 
     def _find_splits_c(self, data: _Data, hist, cw, totals: np.ndarray, total_weight: float) -> np.ndarray:
-        """:meth:`_find_splits` by the C loop (:func:`._kernels.best_splits`): the
-        same scores, the same tie-break, no temporaries but one node's scores."""
+        """:meth:`_find_splits` and :meth:`_split_rows` by the C loop
+        (:func:`._kernels.best_splits`): the same scores, tie-break and host
+        rows, with no temporaries but one node's scores."""
         K, F, nb = hist.shape
-        D = 2 if data.has_missing else 1
         floor = self._hessian_floor(data) if cw is None else 0.0
-        best, arg, picked = _kernels.best_splits(
-            hist, cw, D, data.order, floor, float(self.min_samples_leaf), float(self.min_weight_leaf), _TIE_TOL)
-        mass = torch.view_as_real(hist if cw is None else cw)[..., 1 if cw is None else 0].numpy()  # (K, F, nb)
-        parts = [best[:, None], arg[:, None].astype(np.float64), picked]
-        if data.has_missing:
-            parts.append(mass[:, :, -1])
-        return self._split_rows(data, np.concatenate(parts, 1), totals, F, total_weight, mass)
+        mid = self.min_impurity_decrease
+        out, uncentred = _kernels.best_splits(
+            hist, cw, 2 if data.has_missing else 1, data.order, floor, float(self.min_samples_leaf),
+            float(self.min_weight_leaf), _TIE_TOL, totals, (data.count_unit, data.weight_unit, data.hess_unit),
+            _REL_GAIN_TOL, mid * total_weight if mid > 0 else -1.0)
+        if uncentred.any():
+            mass = torch.view_as_real(hist if cw is None else cw)[..., 1 if cw is None else 0].numpy()  # (K, F, nb)
+            winners = mass[np.arange(K), out[:, _FEATURE].astype(np.int64)]
+            out[:, _BIN] = self._centred_cuts(data, out, winners[:, :-1])
+        return out
 
     def _order_flat(self, data: _Data, D: int, F: int) -> tuple | None:
         """The tie-break order of the split search's flat (D, F, n_bins - 1)

@@ -28,7 +28,7 @@
 
 /* Bumped whenever a signature or a semantic here changes: the Python side
  * refuses a library built from another version (a stale build after an update). */
-#define RESIDUALS_KERNELS_VERSION 3
+#define RESIDUALS_KERNELS_VERSION 5
 RESIDUALS_EXPORT int64_t residuals_kernels_version(void) { return RESIDUALS_KERNELS_VERSION; }
 
 /*
@@ -81,6 +81,36 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
         }
     }
 }
+
+/*
+ * The rows i in [a, b) with lo <= slot[i] < hi, in order: rows[j] = i and (when
+ * nodes is not NULL) nodes[j] = slot[i] - lo. Returns how many (j's bound).
+ */
+#define RESIDUALS_SELECT(NAME, T)                                                                   \
+    RESIDUALS_EXPORT int64_t NAME(const T *slot, int64_t a, int64_t b, int64_t lo, int64_t hi,      \
+                                  int64_t *rows, int64_t *nodes)                                    \
+    {                                                                                               \
+        /* branch-free: every row is written at position m, kept only if selected (the */          \
+        /* buffers hold b - a entries), so random slots cost no mispredicted branches */             \
+        int64_t m = 0;                                                                              \
+        if (nodes) {                                                                                \
+            for (int64_t i = a; i < b; ++i) {                                                       \
+                const int64_t s = (int64_t)slot[i];                                                 \
+                rows[m] = i;                                                                        \
+                nodes[m] = s - lo;                                                                  \
+                m += (s >= lo) & (s < hi);                                                          \
+            }                                                                                       \
+        } else {                                                                                    \
+            for (int64_t i = a; i < b; ++i) {                                                       \
+                const int64_t s = (int64_t)slot[i];                                                 \
+                rows[m] = i;                                                                        \
+                m += (s >= lo) & (s < hi);                                                          \
+            }                                                                                       \
+        }                                                                                           \
+        return m;                                                                                   \
+    }
+RESIDUALS_SELECT(residuals_select32, int32_t)
+RESIDUALS_SELECT(residuals_select64, int64_t)
 
 /*
  * One level down for rows [i0, i1): slot[i] = table[slot[i] * nb + XT[column[slot[i]], i]].
@@ -144,8 +174,14 @@ static void score_counts(const double *RESTRICT cg, const double *RESTRICT ch, c
  * The winner is the best score, ties (scores >= best * (1 - tie_tol)) going
  * to the first candidate in the tie-break order: d ascending, then the
  * features in `order` (or 0, 1, ... when NULL), then t ascending. Output per
- * node: best[k], arg[k] = (d * F + f) * (nb - 1) + t, and picked[k, :] the
- * left sums (G, H[, count, weight]) of the winner.
+ * node, rows[k, :13], what HistTree._split_rows makes of the winner in numpy:
+ * accept, gain (best - G*G/H of the node, from totals[k, :4] = G, H, count,
+ * weight), feature, cut t, missing_left, the left sums (G, H, count,
+ * weight; counts and weights read off H via count_unit, weight_unit,
+ * hess_unit when cw is NULL) and the right ones (totals - left). Accepted:
+ * a finite gain > rel_gain_tol * |best| and, if min_gain >= 0, >= min_gain.
+ * uncentred[k] = 1 when the bin after the cut is empty, the only case where
+ * HistTree._centred_cuts moves the cut.
  *
  * gh, cw: (K, F, nb) complex128 histograms as doubles (real, imag) pairs, cw
  * NULL when counts are read off H; scratch: (D * F + 4) * (nb - 1) doubles.
@@ -153,7 +189,9 @@ static void score_counts(const double *RESTRICT cg, const double *RESTRICT ch, c
 RESIDUALS_EXPORT void residuals_best_splits(const double *gh, const double *cw, int64_t K, int64_t F,
                                             int64_t nb, int64_t D, const int64_t *order, double h_floor,
                                             double min_count, double min_weight, double tie_tol,
-                                            double *scratch, double *best, int64_t *arg, double *picked)
+                                            const double *totals, double count_unit, double weight_unit,
+                                            double hess_unit, double rel_gain_tol, double min_gain,
+                                            double *scratch, double *rows, int8_t *uncentred)
 {
     const int64_t c = nb - 1, nc = cw ? 4 : 2;
     /* the cumulative sums of one feature: after the D * F * c scores in scratch */
@@ -210,29 +248,54 @@ RESIDUALS_EXPORT void residuals_best_splits(const double *gh, const double *cw, 
                 }
             }
         }
-        best[k] = top;
-        arg[k] = win;
         /* the winner's left sums, accumulated as above */
         const double *h = gh + ((k * F + wf) * nb) * 2;
         const double *w = cw ? cw + ((k * F + wf) * nb) * 2 : NULL;
-        double sums[4] = {0.0, 0.0, 0.0, 0.0};
+        double L[4] = {0.0, 0.0, 0.0, 0.0};
         for (int64_t t = 0; t <= wt; ++t) {
-            sums[0] += h[2 * t];
-            sums[1] += h[2 * t + 1];
+            L[0] += h[2 * t];
+            L[1] += h[2 * t + 1];
             if (w) {
-                sums[2] += w[2 * t];
-                sums[3] += w[2 * t + 1];
+                L[2] += w[2 * t];
+                L[3] += w[2 * t + 1];
             }
         }
         if (wd == 1) {
-            sums[0] += h[2 * c];
-            sums[1] += h[2 * c + 1];
+            L[0] += h[2 * c];
+            L[1] += h[2 * c + 1];
             if (w) {
-                sums[2] += w[2 * c];
-                sums[3] += w[2 * c + 1];
+                L[2] += w[2 * c];
+                L[3] += w[2 * c + 1];
             }
         }
-        for (int64_t i = 0; i < nc; ++i) picked[k * nc + i] = sums[i];
+        if (!w) { /* counts and weights read off the hessian sums */
+            L[2] = rint(L[1] / count_unit);
+            L[3] = weight_unit > 0 ? L[2] * weight_unit : L[1] / hess_unit;
+        }
+        /* the host row (HistTree._split_rows): accept, gain, feature, bin, missing_left, left[4], right[4] */
+        double *out = rows + k * 13;
+        const double *tot = totals + k * 4;
+        const double parent = tot[1] > 0 ? (tot[0] * tot[0]) / tot[1] : 0.0;
+        const double gain = top - parent;
+        int accept = isfinite(gain) && gain > rel_gain_tol * fabs(top);
+        if (min_gain >= 0) accept = accept && gain >= min_gain;
+        for (int i = 0; i < 4; ++i) {
+            out[5 + i] = L[i];
+            out[9 + i] = tot[i] - L[i];
+        }
+        /* with no NaN in the node, unseen NaNs follow the larger child */
+        int missing_left = out[5 + 2] >= out[9 + 2];
+        /* the rows (hessian or count) in each bin of the winning feature */
+        const double *mass = w ? w : h + 1; /* mass[2 * b] */
+        if (D == 2 && mass[2 * c] > 0) missing_left = wd == 1;
+        out[0] = accept;
+        out[1] = gain;
+        out[2] = (double)wf;
+        out[3] = (double)wt;
+        out[4] = missing_left;
+        /* HistTree._centred_cuts has work to do only if the bin after the cut is empty */
+        const int64_t next = wt + 1 < c - 1 ? wt + 1 : c - 1;
+        uncentred[k] = !(mass[2 * next] > 0);
     }
 }
 

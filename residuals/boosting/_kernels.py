@@ -33,10 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["available", "best_splits", "disabled", "hist", "route"]
+__all__ = ["available", "best_splits", "disabled", "hist", "route", "select"]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
-KERNELS_VERSION = 3
+KERNELS_VERSION = 5
 # Below this many row-features a call runs on the calling thread alone.
 _PARALLEL_MIN = 1 << 17
 
@@ -61,8 +61,11 @@ def _load():
     P, I, D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     lib.residuals_hist.argtypes = [P, I, P, I, P, P, I, I, I, P, I, I]
     lib.residuals_hist.restype = None
-    lib.residuals_best_splits.argtypes = [P, P, I, I, I, I, P, D, D, D, D, P, P, P, P]
+    lib.residuals_best_splits.argtypes = [P, P, I, I, I, I, P, D, D, D, D, P, D, D, D, D, D, P, P, P]
     lib.residuals_best_splits.restype = None
+    for name in ("residuals_select32", "residuals_select64"):
+        getattr(lib, name).argtypes = [P, I, I, I, I, P, P]
+        getattr(lib, name).restype = I
     for name in ("residuals_route32", "residuals_route64"):
         getattr(lib, name).argtypes = [P, I, P, P, P, I, I, I]
         getattr(lib, name).restype = None
@@ -139,6 +142,16 @@ def hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int,
     _run(_lib.residuals_hist, args, _parts(F, F * m))
 
 
+def select(slot: torch.Tensor, a: int, b: int, lo: int, hi: int, rows: torch.Tensor,
+           nodes: torch.Tensor | None) -> int:
+    """The rows ``i`` in ``[a, b)`` with ``lo <= slot[i] < hi``, in order, into
+    ``rows[:m]`` (int64) and their ``slot[i] - lo`` into ``nodes[:m]`` (unless
+    None); returns ``m``. slot : (n,) int32 or int64, contiguous; the buffers
+    hold at least ``b - a`` int64. On the CPU."""
+    fn = _lib.residuals_select32 if slot.dtype == torch.int32 else _lib.residuals_select64
+    return fn(_ptr(slot), a, b, lo, hi, _ptr(rows), _ptr(nodes))
+
+
 def route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: torch.Tensor, nb: int) -> None:
     """``slot[i] = table[slot[i] * nb + XT[column[slot[i]], i]]``, in place.
 
@@ -151,24 +164,28 @@ def route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: tor
 
 
 def best_splits(hist: torch.Tensor, cw: torch.Tensor | None, D: int, order: torch.Tensor | None,
-                h_floor: float, min_count: float, min_weight: float, tie_tol: float):
-    """The best split of each of K nodes, as ``HistTree._find_splits`` finds it in torch.
+                h_floor: float, min_count: float, min_weight: float, tie_tol: float, totals: np.ndarray,
+                units: tuple[float, float, float], rel_gain_tol: float, min_gain: float):
+    """The best split of each of K nodes, as ``HistTree._find_splits`` and
+    ``_split_rows`` find it in torch and numpy.
 
     hist, cw : (K, F, n_bins) complex128 histograms (``cw`` None when counts
     are read off the hessians); D : 2 when the missing bin may go either way,
-    else 1; order : (F,) int64 tie-break order of the features, or None.
-    Returns numpy ``(best, arg, picked)``: (K,) best scores, (K,) int64 flat
-    indices into the (D, F, n_bins - 1) candidates, (K, 2 or 4) the winners'
-    left sums (G, H[, count, weight]). See ``residuals_best_splits`` in the C file.
+    else 1; order : (F,) int64 tie-break order of the features, or None;
+    totals : (K, 4) the nodes' G, H, count, weight; units : ``(count_unit,
+    weight_unit, hess_unit)``; min_gain : < 0 for none. Returns numpy ``(rows,
+    uncentred)``: (K, 13) host rows as ``_split_rows`` lays them out (cuts not
+    yet centred) and (K,) bool, True where the bin after the cut is empty (the
+    only case ``_centred_cuts`` moves a cut). See ``residuals_best_splits``.
     """
     K, F, nb = hist.shape
     hist = hist.contiguous()
     cw = None if cw is None else cw.contiguous()
     order = None if order is None else order.contiguous()
-    nc = 2 if cw is None else 4
+    totals = np.ascontiguousarray(totals, dtype=np.float64)
     scratch = np.empty((D * F + 4) * (nb - 1))
-    best, arg, picked = np.empty(K), np.empty(K, dtype=np.int64), np.empty((K, nc))
+    rows, uncentred = np.empty((K, 13)), np.empty(K, dtype=np.int8)
     _lib.residuals_best_splits(_ptr(hist), _ptr(cw), K, F, nb, D, _ptr(order), h_floor, min_count, min_weight,
-                               tie_tol, scratch.ctypes.data, best.ctypes.data, arg.ctypes.data,
-                               picked.ctypes.data)
-    return best, arg, picked
+                               tie_tol, totals.ctypes.data, *units, rel_gain_tol, min_gain, scratch.ctypes.data,
+                               rows.ctypes.data, uncentred.ctypes.data)
+    return rows, uncentred.view(bool)
