@@ -20,8 +20,11 @@ cannot tell, per case of the quick bench:
   hist mode with seed 0. When the two agree, hist mode differs from exact mode
   by the binning of the features alone, not by its tree algorithm;
 * ``gap_of_means``: ``(mean hist - mean exact) / mean exact`` over every split
-  and seed, the estimate of the difference in *expected* test loss, and its
-  ``verdict``: ``within 2%``, ``hist better`` (by more than 2%) or ``hist worse``;
+  and seed, the estimate of the difference in *expected* test loss, with its
+  standard error over the splits (``gap_of_means_se``: the std of the
+  per-split gaps / sqrt(splits)), and its ``verdict``: ``within 2%``, ``hist
+  better`` (by more than 2%), ``hist worse, within noise`` (by more, but by
+  at most 2 standard errors) or ``hist worse``;
 * ``friedman1-noiseless`` (``--noiseless``, on by default): friedman1 with its
   noiseless target, train and test. The only difference from friedman1 is the
   label noise, so if hist's edge over exact on friedman1 comes from exact mode
@@ -135,11 +138,15 @@ def measure(cfg: Config) -> dict:
     return {"results": runs, "summary": summarize(runs)}
 
 
-def verdict(gap: float) -> str:
-    """``within 2%``, ``hist better`` or ``hist worse`` for a relative gap (hist - exact) / exact."""
+def verdict(gap: float, se: float) -> str:
+    """The gap of the means ``(hist - exact) / exact`` against the 2% goal:
+    ``within 2%``, ``hist better`` (by more), ``hist worse, within noise`` (by
+    more, but by at most 2 standard errors ``se`` over the splits) or ``hist worse``."""
     if abs(gap) <= GAP_GOAL:
         return f"within {100 * GAP_GOAL:g}%"
-    return "hist better" if gap < 0 else "hist worse"
+    if gap < 0:
+        return "hist better"
+    return "hist worse, within noise" if gap <= 2 * se else "hist worse"
 
 
 def summarize(runs):
@@ -154,13 +161,16 @@ def summarize(runs):
         gap_seed0 = (g[g.seed == 0]["hist"].values - g[g.seed == 0]["exact"].values) / np.abs(
             g[g.seed == 0]["exact"].values)
         spread = per_split["exact"].agg(lambda v: (v.max() - v.min()) / abs(v.mean()))
+        gap_of_means = float((mean["hist"].mean() - mean["exact"].mean()) / abs(mean["exact"].mean()))
+        # its standard error over the splits (the splits are the independent draws)
+        gap_se = float(np.std(gap, ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan")
         first = g[g.seed == 0]
         binned = np.abs(first["binned_exact"].values - first["hist"].values) / np.abs(first["hist"].values)
         out.append({"dataset": name, "size": size, "loss": loss, "n_test": int(g["n_test"].iloc[0]),
                     "splits": len(mean), "seeds": int(g["seed"].nunique()),
                     "exact_mean": float(mean["exact"].mean()), "hist_mean": float(mean["hist"].mean()),
-                    "gap_of_means": float((mean["hist"].mean() - mean["exact"].mean()) / abs(mean["exact"].mean())),
-                    "verdict": verdict((mean["hist"].mean() - mean["exact"].mean()) / abs(mean["exact"].mean())),
+                    "gap_of_means": gap_of_means, "gap_of_means_se": gap_se,
+                    "verdict": verdict(gap_of_means, gap_se),
                     "gap_median": float(np.median(gap)), "gap_mean": float(np.mean(gap)),
                     "gap_min": float(gap.min()), "gap_max": float(gap.max()),
                     "gap_seed0_median": float(np.median(gap_seed0)),
@@ -174,11 +184,12 @@ def show(tables: dict, info: dict) -> None:
     pct = lambda v: f"{100 * v:+.1f}%"  # noqa: E731
     print(f"\nhist vs exact test loss, {int(s['splits'].max())} splits x {int(s['seeds'].max())} seeds "
           f"({info['machine']['cpu_model']}):")
-    print("case | test rows | gap of the means | verdict | gap: median over splits [min, max] | "
+    print("case | test rows | gap of the means ± SE | verdict | gap: median over splits [min, max] | "
           "exact seed spread: median [max] | binned exact vs hist: max")
     for r in s.itertuples():
         label = r.dataset if not isinstance(r.size, (int, float)) or np.isnan(r.size) else f"{r.dataset} n={int(r.size)}"
-        print(f"{label} / {r.loss} | {r.n_test} | {pct(r.gap_of_means)} | {r.verdict} | "
+        print(f"{label} / {r.loss} | {r.n_test} | {pct(r.gap_of_means)} ± {100 * r.gap_of_means_se:.1f}% | "
+              f"{r.verdict} | "
               f"{pct(r.gap_median)} [{pct(r.gap_min)}, {pct(r.gap_max)}] | "
               f"{100 * r.exact_seed_spread_median:.1f}% [{100 * r.exact_seed_spread_max:.1f}%] | "
               f"{100 * r.binned_exact_vs_hist_max:.2f}%")

@@ -45,6 +45,13 @@ Implementation (everything stays on the device of the binned data):
   with int32 indices; the training rows' leaves are kept from the fit, so the
   booster's ``apply``/``predict`` on the same matrix right after costs nothing.
 
+On the CPU, when the optional C extension is built (:mod:`._kernels`), the
+histograms, the row selection and routing, and the split search with its
+host rows run as C loops instead of the torch and numpy code below them; each
+adds in the same order, so the trees are bit-identical either way
+(``tests/test_hist_kernels.py``). The torch code is what runs on a GPU, and on
+a CPU without the extension.
+
 Row counts per node (for ``min_samples_leaf``) are read off the hessian
 histogram when ``w*h`` is the same for every row (squared error, unit or 0/1
 weights); otherwise a second histogram of ``(1, w)`` is built.
