@@ -25,11 +25,11 @@ cannot tell, per case of the quick bench:
   per-split gaps / sqrt(splits)), and its ``verdict``: ``within 2%``, ``hist
   better`` (by more than 2%), ``hist worse, within noise`` (by more, but by
   at most 2 standard errors) or ``hist worse``;
-* ``friedman1-noiseless`` (``--noiseless``, on by default): friedman1 with its
-  noiseless target, train and test. The only difference from friedman1 is the
-  label noise, so if hist's edge over exact on friedman1 comes from exact mode
-  fitting noise with its finer cuts (tens of thousands of candidate thresholds
-  per feature against 255), it disappears here.
+* ``friedman1-noiseless`` (on by default, ``--no-noiseless`` to leave it out):
+  friedman1 with its noiseless target, train and test, a control: the only
+  difference from friedman1 is the label noise, so it tells whether the gap
+  between the modes comes from exact mode's finer cuts (thousands of candidate
+  thresholds per feature against 255) fitting that noise.
 
 Run::
 

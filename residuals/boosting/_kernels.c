@@ -1,13 +1,16 @@
 /*
- * The two hot loops of hist mode on the CPU, in C: histogram building and row
- * routing. See residuals/boosting/_kernels.py, which loads this library with
- * ctypes (it is built as an optional extension module: when no C compiler is
- * at hand the package installs without it and hist mode runs the same
- * arithmetic in torch).
+ * The hot loops of hist mode on the CPU, in C: the histograms of a node's rows,
+ * the selection of a level's rows, the routing of rows one level down, and
+ * the split search of a level. See residuals/boosting/_kernels.py, which
+ * loads this library with ctypes (it is built as an optional extension
+ * module: when no C compiler is at hand the package installs without it and
+ * hist mode runs the same arithmetic in torch and numpy, in _hist.py).
  *
- * Both loops do exactly what their torch versions in _hist.py do, in the same
+ * Every loop does what its torch/numpy version in _hist.py does, in the same
  * order: every histogram cell adds its rows in row order, as torch's CPU
- * scatter_add_ does, so the two give bit-identical sums (tested).
+ * scatter_add_ does, and every cumulative sum runs bin by bin, as torch's
+ * cumsum does, so the two give bit-identical trees (tests/test_hist_kernels.py).
+ * Built without fused multiply-adds (-ffp-contract=off, setup.py).
  *
  * Layouts: XT is (F, n) uint8 bins, feature-major (row i of feature f at
  * XT[f * n + i]). Values are k doubles per row (k = 1: one real value; k = 2:
