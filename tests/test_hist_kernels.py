@@ -7,6 +7,7 @@ Everything hist mode computes must be bit-identical either way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -175,3 +176,25 @@ def test_boosting_classifier_is_bit_identical_with_torch_loops():
     model, reference = _fits(make, X, y)
     assert np.array_equal(model.predict_proba(X), reference.predict_proba(X))
     assert np.array_equal(model.train_score_, reference.train_score_)
+
+
+@pytest.mark.parametrize("c_loops", [True, False], ids=["C", "torch"])
+def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
+    """Every sum hist mode makes on the CPU has a fixed order: 1 or 3 threads, same bits."""
+    if c_loops and not _kernels.available():
+        pytest.skip("the C loops of hist mode are not built")
+    rng = np.random.RandomState(5)
+    X = rng.randn(40000, 6)
+    y = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.2 * rng.randn(40000)
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)  # the C loops split every call between threads
+    before = torch.get_num_threads()
+    preds = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            with (contextlib.nullcontext() if c_loops else _kernels.disabled()):
+                model = BoostingRegressor(tree_method="hist", n_estimators=15, max_depth=5, random_state=0).fit(X, y)
+            preds.append(model.predict(X))
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(preds[0], preds[1])

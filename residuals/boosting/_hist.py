@@ -1145,7 +1145,12 @@ class HistTree:
             data.order = torch.randperm(len(columns), generator=generator).to(device=Xb.device)
         device = Xb.device
         n_rows = data.XT.shape[1]
-        s = complex(data.gh.sum()) if n_rows else 0j
+        if not n_rows:
+            s = 0j
+        elif device.type == "cpu":  # numpy's sum: the same bits whatever torch's thread count
+            s = complex(*torch.view_as_real(data.gh).numpy().sum(axis=0))
+        else:
+            s = complex(data.gh.sum())
         if not (math.isfinite(s.real) and math.isfinite(s.imag)):
             raise ValueError("gradient has NaN or infinite values; check the loss and the raw predictions.")
         root = [s.real, s.imag, float(n_rows), total_weight]
