@@ -49,6 +49,9 @@ def test_run_writes_tables_meta_and_report(tiny_run):
     assert meta["config"]["n_estimators"] == 6 and meta["config"]["threads"] == 1
     assert meta["config"]["datasets"] == ["diabetes", "breast_cancer", "wine", "friedman1"]
     assert meta["versions"]["scikit-learn"] and meta["machine"]["cpu_count"]
+    from residuals.boosting import _kernels
+
+    assert meta["machine"]["hist_cpu_loops"] == ("C" if _kernels.available() else "torch (C extension not built)")
     assert meta["headline"] and meta["wall_s"] > 0
     for name in ("results", "staged", "parity", "contributions", "hist_gap"):
         assert run.has_table(name), name

@@ -139,6 +139,8 @@ def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, l
                                "(regression: squared_error, absolute_error, huber, quantile; "
                                "binary: log_loss, exponential; multiclass: log_loss)")
     label = "custom" if datasets or sizes or losses or methods else ("quick" if quick else "full")
+    import residuals.boosting._kernels  # noqa: F401  (so the run's record says which loops hist mode runs)
+
     run = RunDir.create(out, bench="boosting", dataset=label, config=cfg.as_dict(), device=device, name=name)
     click.echo(f"run folder: {run.path}")
     click.echo(f"{len(cases)} cases x {len(cfg.methods)} methods, {cfg.n_estimators} trees of depth "

@@ -80,6 +80,9 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
         machine["torch_threads"] = torch.get_num_threads()
         if device and str(device).startswith("cuda") and torch.cuda.is_available():
             machine["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    kernels = sys.modules.get("residuals.boosting._kernels")
+    if kernels is not None:  # which loops hist mode ran on the CPU (docs/boosting.md)
+        machine["hist_cpu_loops"] = "C" if kernels.available() else "torch (C extension not built)"
     return {"versions": versions, "machine": machine, "git_commit": _git_commit()}
 
 
