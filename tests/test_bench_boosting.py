@@ -52,6 +52,11 @@ def test_run_writes_tables_meta_and_report(tiny_run):
     from residuals.boosting import _kernels
 
     assert meta["machine"]["hist_cpu_loops"] == ("C" if _kernels.available() else "torch (C extension not built)")
+    results = run.read_table("results")
+    ok = results[results["status"] == "ok"]
+    fast = ok["fit_s"] < B.FAST_FIT_S
+    assert fast.any() and (ok.loc[fast, "fit_repeats"] == B.FAST_FIT_REPEATS).all()
+    assert (ok.loc[~fast, "fit_repeats"] >= 1).all()
     assert meta["headline"] and meta["wall_s"] > 0
     for name in ("results", "staged", "parity", "contributions", "hist_gap"):
         assert run.has_table(name), name

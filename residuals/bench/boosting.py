@@ -296,6 +296,14 @@ def make_estimator(method: str, case: Case, cfg: BoostingBenchConfig):
     raise ValueError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
 
 
+# A fit faster than FAST_FIT_S seconds is timed FAST_FIT_REPEATS times and its median
+# kept: one sub-second fit on a shared machine varies by +-20% from run to run
+# (measured: hist at 16k rows, 0.098 s in one run, 0.120 s in the next); slow fits
+# (exact mode, GBRT) are timed once, their noise is relatively small.
+FAST_FIT_S = 1.0
+FAST_FIT_REPEATS = 3
+
+
 def timed_fit(est, X: np.ndarray, y: np.ndarray, device: str) -> float:
     """Fit ``est`` and return the wall time in seconds (GPU work synchronized)."""
     cuda = device.startswith("cuda")
@@ -454,8 +462,8 @@ class BenchTables:
 
 CASE_COLUMNS = ["dataset", "size", "task", "loss"]
 RESULT_COLUMNS = [*CASE_COLUMNS, "method", "status", "message", "n_train", "n_test", "n_features",
-                  "n_classes", "n_estimators", "max_depth", "device", "threads", "fit_s", "metric",
-                  "train_loss", "test_loss"]
+                  "n_classes", "n_estimators", "max_depth", "device", "threads", "fit_s", "fit_repeats",
+                  "metric", "train_loss", "test_loss"]
 STAGED_COLUMNS = [*CASE_COLUMNS, "method", "split", "stage", "loss_value", "residual_rms"]
 PARITY_COLUMNS = [*CASE_COLUMNS, "method", "reference", "n_stages", "max_abs_diff",
                   "first_diff_stage", "test_loss", "reference_test_loss"]
@@ -496,7 +504,11 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
             continue
         try:
             est = make_estimator(method, case, cfg)
-            row["fit_s"] = timed_fit(est, data.X_train, data.y_train, device)
+            times = [timed_fit(est, data.X_train, data.y_train, device)]
+            while times[0] < FAST_FIT_S and len(times) < FAST_FIT_REPEATS:  # a fast fit: its median of 3
+                est = make_estimator(method, case, cfg)
+                times.append(timed_fit(est, data.X_train, data.y_train, device))
+            row["fit_s"], row["fit_repeats"] = float(np.median(times)), len(times)
             finals = {}
             for split, X, y in (("train", data.X_train, y_tr), ("test", data.X_test, y_te)):
                 for m, raw in enumerate(staged_raw(est, X, case.task), start=1):

@@ -176,7 +176,9 @@ def _fit_time_figure(results: pd.DataFrame) -> Figure | None:
     data = ok.assign(panel=[f"{d} / {l}" for d, l in zip(ok["dataset"], ok["loss"])])
     cols = ["panel", *CASE, "method", "device", "threads", "n_train", "n_features", "fit_s"]
     return Figure("fit_time", "Fit time against n_samples", fig, data[cols].reset_index(drop=True),
-                  "One fresh fit per point, wall time of fit() only (GPU work synchronized). "
+                  "Wall time of fit() only (GPU work synchronized): a fit under 1 s is the median of 3 "
+                  "fresh fits (fit_repeats in results.csv), a slower one a single fit. For ratios measured "
+                  "over several rounds in fresh processes, see benchmarks/boosting_speed.py. "
                   "Both axes are logarithmic.",
                   overlay=Overlay(x="n_train", y="fit_s", hue="method", facet="panel",
                                   xlabel="training rows n", ylabel="fit time (s)", logx=True, logy=True))
