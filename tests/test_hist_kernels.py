@@ -186,6 +186,7 @@ def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
     rng = np.random.RandomState(5)
     X = rng.randn(40000, 6)
     y = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.2 * rng.randn(40000)
+    w = rng.uniform(0.5, 2.0, size=40000)  # weights: their total is a sum over rows too
     monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)  # the C loops split every call between threads
     before = torch.get_num_threads()
     preds = []
@@ -193,8 +194,27 @@ def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
         for threads in (1, 3):
             torch.set_num_threads(threads)
             with (contextlib.nullcontext() if c_loops else _kernels.disabled()):
-                model = BoostingRegressor(tree_method="hist", n_estimators=15, max_depth=5, random_state=0).fit(X, y)
+                model = BoostingRegressor(tree_method="hist", n_estimators=15, max_depth=5, random_state=0)
+                model.fit(X, y, sample_weight=w)
             preds.append(model.predict(X))
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(preds[0], preds[1])
+
+
+@requires_c
+def test_unexpected_layouts_are_refused():
+    """The C loops read raw memory: a wrong dtype or a strided tensor is an error, not a bad read."""
+    rng, XT, g, gh = _data()
+    out = torch.zeros((XT.shape[0], 32), dtype=torch.complex128)
+    with pytest.raises(ValueError, match="unexpected dtype or layout"):
+        _kernels.hist(XT[:, ::2], gh[::2], out, 32)  # strided bins
+    with pytest.raises(ValueError, match="unexpected dtype or layout"):
+        _kernels.hist(XT, gh, out.T, 32)  # strided output
+    with pytest.raises(ValueError, match="unexpected dtype or layout"):
+        _kernels.hist(XT, g.float(), out.real.contiguous(), 32)  # float32 values
+    slot = torch.zeros(XT.shape[1], dtype=torch.int32)
+    with pytest.raises(ValueError, match="unexpected dtype or layout"):
+        _kernels.route(XT, slot, torch.zeros(1, dtype=torch.int64), torch.zeros(32, dtype=torch.int32), 32)
+    with pytest.raises(ValueError, match="unexpected dtype or layout"):
+        _kernels.select(slot, 0, XT.shape[1], 0, 1, torch.empty(10, dtype=torch.int64), None)  # buffer too small

@@ -59,12 +59,14 @@ weights); otherwise a second histogram of ``(1, w)`` is built.
 Memory: beyond the binned matrix (1 byte per value), a fit keeps 33 bytes per
 row (:class:`_Workspace`: node of each row, routing temporaries, ``w*g +
 1j*w*h``, leaves), reused from tree to tree; the int64 index ``scatter_add_``
-needs is built a chunk of rows at a time (a few MiB, whatever n), and a
-level's rows are selected range by range; ``n_nodes * n_features * n_bins``
+needs is built a chunk of rows at a time (a few MiB, whatever n; the C loops
+need none), and a level's rows are selected range by range (with the C loops,
+into two int64 buffers of one range); ``n_nodes * n_features * n_bins``
 complex sums: a level keeps those for the subtraction trick up to
-``_HIST_BYTES``; wider levels are histogrammed directly, group by group. Fresh
-row-sized temporaries at every level are avoided on purpose: besides their
-size, they fragment the C heap (see :class:`_Workspace`).
+``_HIST_BYTES`` (with the C loops, in two buffers per channel used in turn);
+wider levels are histogrammed directly, group by group. Fresh row-sized
+temporaries at every level are avoided on purpose: besides their size, they
+fragment the C heap (see :class:`_Workspace`).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class _Data:
     XT: torch.Tensor  # (F, n) uint8 bins of the allowed features, C-contiguous (feature-major)
     gh: torch.Tensor  # (n,) complex128: w*g + 1j * w*h
     g: torch.Tensor  # (n,) float64: w*g, contiguous (the root's real scatter reads it)
+    h: torch.Tensor  # (n,) float64: w*h (possibly an expanded scalar)
     cw: torch.Tensor | None  # (n,) complex128: 1 + 1j * w, when counts can't be read off H
     count_unit: float  # w*h of every row when cw is None: count = H / count_unit
     weight_unit: float  # if > 0: sum w = count * weight_unit ...
@@ -625,6 +628,8 @@ class HistTree:
             parts = [*torch.aminmax(hw)]
             parts += parts if w is None else [*torch.aminmax(h), *torch.aminmax(w), w.sum()]
             s[: len(parts)] = torch.stack(parts).tolist()
+            if w is not None and device.type == "cpu":  # numpy's sum: the same bits at any thread count
+                s[6] = float(np.sum(w.numpy()))
             if not all(map(math.isfinite, s)) or min(s[0], s[2]) < 0:
                 raise ValueError(
                     "hessian must be finite and >= 0 (a convex loss), got values in "
@@ -646,6 +651,7 @@ class HistTree:
             gh=work.gh,
             work=work,
             g=gw.contiguous(),
+            h=hw,
             cw=cw,
             count_unit=count_unit,
             weight_unit=weight_unit,
@@ -1147,8 +1153,8 @@ class HistTree:
         n_rows = data.XT.shape[1]
         if not n_rows:
             s = 0j
-        elif device.type == "cpu":  # numpy's sum: the same bits whatever torch's thread count
-            s = complex(*torch.view_as_real(data.gh).numpy().sum(axis=0))
+        elif device.type == "cpu":  # numpy's sums: the same bits whatever torch's thread count
+            s = complex(np.sum(data.g.numpy()), np.sum(data.h.numpy()))
         else:
             s = complex(data.gh.sum())
         if not (math.isfinite(s.real) and math.isfinite(s.imag)):

@@ -117,6 +117,14 @@ def _run(fn, args: tuple, parts: list[tuple[int, int]]) -> None:
         future.result()
 
 
+def _check(ok: bool) -> None:
+    """The C loops read raw memory: a layout or dtype they were not written for
+    would read or write out of bounds, so it is an error here, never a guess."""
+    if not ok:
+        raise ValueError("hist mode's C loops were handed tensors of an unexpected dtype or layout "
+                         "(an internal error of residuals; RESIDUALS_C_KERNELS=0 avoids the C loops)")
+
+
 def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
@@ -134,6 +142,9 @@ def hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int,
     """
     F, n = XT.shape
     k = 2 if values.is_complex() else 1
+    _check(XT.dtype == torch.uint8 and XT.is_contiguous() and out.is_contiguous() and out.dtype == values.dtype
+           and values.dtype in (torch.float64, torch.complex128)
+           and all(t is None or (t.dtype == torch.int64 and t.is_contiguous()) for t in (rows, nodes)))
     if rows is not None:  # read once here, not once per feature in the loop
         values = values.index_select(0, rows)
     elif values.stride(0) != 1:  # e.g. an expanded scalar (the root's row counts)
@@ -151,6 +162,9 @@ def select(slot: torch.Tensor, a: int, b: int, lo: int, hi: int, rows: torch.Ten
     ``rows[:m]`` (int64) and their ``slot[i] - lo`` into ``nodes[:m]`` (unless
     None); returns ``m``. slot : (n,) int32 or int64, contiguous; the buffers
     hold at least ``b - a`` int64. On the CPU."""
+    _check(slot.dtype in (torch.int32, torch.int64) and slot.is_contiguous() and 0 <= a <= b <= slot.shape[0]
+           and rows.dtype == torch.int64 and rows.numel() >= b - a
+           and (nodes is None or (nodes.dtype == torch.int64 and nodes.numel() >= b - a)))
     fn = _lib.residuals_select32 if slot.dtype == torch.int32 else _lib.residuals_select64
     return fn(_ptr(slot), a, b, lo, hi, _ptr(rows), _ptr(nodes))
 
@@ -162,6 +176,8 @@ def route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: tor
     and (n_slots * nb,), contiguous, all three int32 or all int64. On the CPU.
     """
     n = XT.shape[1]
+    _check(XT.dtype == torch.uint8 and XT.is_contiguous() and slot.dtype in (torch.int32, torch.int64)
+           and all(t.dtype == slot.dtype and t.is_contiguous() for t in (slot, column, table)))
     fn = _lib.residuals_route32 if slot.dtype == torch.int32 else _lib.residuals_route64
     _run(fn, (_ptr(XT), n, _ptr(slot), _ptr(column), _ptr(table), nb), _parts(n, n))
 
@@ -182,6 +198,8 @@ def best_splits(hist: torch.Tensor, cw: torch.Tensor | None, D: int, order: torc
     only case ``_centred_cuts`` moves a cut). See ``residuals_best_splits``.
     """
     K, F, nb = hist.shape
+    _check(hist.dtype == torch.complex128 and (cw is None or (cw.dtype == torch.complex128 and cw.shape == hist.shape))
+           and (order is None or (order.dtype == torch.int64 and order.shape == (F,))) and totals.shape == (K, 4))
     hist = hist.contiguous()
     cw = None if cw is None else cw.contiguous()
     order = None if order is None else order.contiguous()
