@@ -361,3 +361,6 @@ def test_weighted_lower_percentile_matches_sklearn():
         ref = _weighted_percentile(values, weights, q)
         ours = weighted_lower_percentile(values, weights, q)
         assert (np.isnan(ref) and np.isnan(ours)) or ours == ref, (values, weights, q)
+        # unit weights take a selection instead of a sort: the same value
+        ones = np.ones(n)
+        assert weighted_lower_percentile(values, ones, q) == _weighted_percentile(values, ones, q), (values, q)
