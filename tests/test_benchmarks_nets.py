@@ -236,3 +236,28 @@ def test_in_turn_interleaves_epochs_and_raises_a_jobs_error(scripts):
     with pytest.raises(RuntimeError, match="b failed"):
         nt.in_turn([job("a", 2), job("b", 2, fail_at=1)])
     assert log == [("a", 1), ("b", 1), ("a", 2)]
+
+
+def test_cpu_layout_smoke(tmp_path):
+    """benchmarks/cpu_layout.py: two one-thread trainer processes against the tutorial loop, end to end."""
+    import subprocess
+
+    import pandas as pd
+
+    script = BENCH / "cpu_layout.py"
+    out = subprocess.run([sys.executable, str(script), "--models", "resnet8", "--processes", "2",
+                          "--batch-size", "8", "--steps", "2", "--repeats", "2", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = pd.read_csv(tmp_path / "cpu_layout.csv")
+    row = res.iloc[0]
+    assert row["model"] == "resnet8" and row["processes"] == 2 and row["repeats"] == 2
+    assert row["project_images_per_s_min"] <= row["project_images_per_s"] <= row["project_images_per_s_max"]
+    assert row["tutorial_images_per_s"] > 0
+    assert row["speedup"] == pytest.approx(row["project_images_per_s"] / row["tutorial_images_per_s"])
+    assert row["project_precision"] in ("bf16", "fp32")
+    doc = json.loads((tmp_path / "cpu_layout.json").read_text())
+    assert doc["config"]["processes"] == 2 and doc["benchmark"] == "cpu_layout"
+    assert "resnet8: 2 one-thread trainer processes" in out.stdout
+    bad = subprocess.run([sys.executable, str(script), "--repeats", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "repeats must be >= 1" in bad.stderr
