@@ -700,7 +700,8 @@ class HistTree:
     def _next_histograms_c(self, data: _Data, slot: torch.Tensor, k: int, hist, cw, parents):
         """The next level's histograms on the CPU with the C loops: the k smaller
         children's from their rows (slots [0, k)), the larger ones' as parent
-        minus sibling, written into one fresh (2k, F, n_bins) tensor (no concatenation)."""
+        minus sibling, written into one (2k, F, n_bins) buffer of the workspace (no
+        concatenation, no fresh tensor: :meth:`_Workspace.level_histograms`)."""
         shape = (2 * k, *hist.shape[1:])
         new = data.work.level_histograms(0, shape, hist)
         new_cw = None if cw is None else data.work.level_histograms(1, shape, cw)
