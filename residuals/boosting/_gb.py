@@ -421,14 +421,12 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                     break
         return i + 1
 
-    def _fit_stage(self, i, Xt, y, raw, sample_weight, sample_mask, rng, step=None) -> np.ndarray:
+    def _fit_stage(self, i, Xt, y, raw, sample_weight, sample_mask, rng, step) -> np.ndarray:
         """Fit the ``K`` trees of stage ``i`` and add them to ``raw`` in place.
 
         ``step``: an ``(n_samples,)`` float64 buffer for ``lr * h(x)`` (a fresh
         row-sized vector per tree fragments the heap; same floats either way).
         """
-        if step is None:
-            step = np.empty(raw.shape[0])
         loss, learner = self._loss, self._learner
         loss.begin_stage(y, raw, sample_weight)
         neg_gradient = loss.negative_gradient(y, raw)

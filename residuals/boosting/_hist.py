@@ -626,7 +626,9 @@ class HistTree:
         s = [0.0] * 7
         if n_rows:
             parts = [*torch.aminmax(hw)]
-            parts += parts if w is None else [*torch.aminmax(h), *torch.aminmax(w), w.sum()]
+            parts += parts if w is None else [*torch.aminmax(h), *torch.aminmax(w)]
+            if w is not None and device.type != "cpu":
+                parts.append(w.sum())
             s[: len(parts)] = torch.stack(parts).tolist()
             if w is not None and device.type == "cpu":  # numpy's sum: the same bits at any thread count
                 s[6] = float(np.sum(w.numpy()))

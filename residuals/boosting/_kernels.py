@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib.util
 import os
 import warnings
@@ -77,7 +78,6 @@ def _load():
 
 _lib = _load()
 _state = {"on": _lib is not None}
-_pool: list = [None, 0]  # the executor and its thread count
 
 
 def available() -> bool:
@@ -105,15 +105,17 @@ def _parts(total: int, work: int) -> list[tuple[int, int]]:
     return [(a, min(total, a + step)) for a in range(0, total, step)]
 
 
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    """One pool for the process; it starts its threads only as calls need them."""
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="residuals-hist")
+
+
 def _run(fn, args: tuple, parts: list[tuple[int, int]]) -> None:
     if len(parts) == 1:
         fn(*args, *parts[0])
         return
-    if _pool[0] is None or _pool[1] < len(parts):
-        if _pool[0] is not None:
-            _pool[0].shutdown(wait=False)
-        _pool[:] = [ThreadPoolExecutor(len(parts), thread_name_prefix="residuals-hist"), len(parts)]
-    for future in [_pool[0].submit(fn, *args, a, b) for a, b in parts]:
+    for future in [_executor().submit(fn, *args, a, b) for a, b in parts]:
         future.result()
 
 
@@ -147,8 +149,8 @@ def hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int,
            and all(t is None or (t.dtype == torch.int64 and t.is_contiguous()) for t in (rows, nodes)))
     if rows is not None:  # read once here, not once per feature in the loop
         values = values.index_select(0, rows)
-    elif values.stride(0) != 1:  # e.g. an expanded scalar (the root's row counts)
-        values = values.contiguous() if values.stride(0) else values.clone()
+    else:  # a no-op unless strided, e.g. an expanded scalar (the root's row counts)
+        values = values.contiguous()
     v = torch.view_as_real(values) if k == 2 else values
     m = n if rows is None else rows.shape[0]
     node_stride, feature_stride = (F * nb, nb) if node_major else (nb, out.shape[1])
