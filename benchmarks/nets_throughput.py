@@ -14,8 +14,10 @@ augmentation in both):
     fp32 and NCHW, plain ``torch.optim.SGD``, and ``loss.item()`` every step.
 ``project``
     :func:`residuals.train.train` with its defaults: data and augmentation on
-    the device, channels_last, bf16 autocast on CUDA and on CPUs with native bf16
-    (AVX512-BF16, AMX; fp32 on other CPUs), no per-step host sync.
+    the device, channels_last, no per-step host sync; on a multi-core CPU the
+    batch split between data-parallel model replicas of one thread each
+    (:mod:`residuals.replicas`); bf16 autocast on CUDA and on CPUs with native
+    bf16 (AVX512-BF16, AMX) where each replica runs one thread (fp32 on other CPUs).
 
 Each loop runs one untimed warm-up round, then ``--repeats`` timed rounds of
 ``--steps`` steps (a round is one pass over ``steps * batch`` images). The
@@ -36,7 +38,7 @@ and on CUDA the peak memory of each loop and a check that ResNet-1202 trains at
 batch 128.
 
 ``--ablation`` measures the trainer with each speed switch (channels_last, amp,
-compile) flipped from its default, and the defaults twice (their difference is
+compile, replicas; cuda_graph on CUDA) flipped from its default, and the defaults twice (their difference is
 the noise), all their epochs interleaved.
 
 Run::
@@ -445,7 +447,8 @@ def project_loop(model: nn.Module, data, tcfg: "TrainConfig", *,
     history = result.history
     return LoopResult("project", [rec.seconds for rec in history[1:]], len(data.train_y),
                       history[0].train_loss, history[-1].train_loss, _changed(model, before),
-                      _peak(device), extra={"warmup_s": history[0].seconds, "diverged": result.diverged})
+                      _peak(device), extra={"warmup_s": history[0].seconds, "diverged": result.diverged,
+                                            "replicas": result.replicas})
 
 
 def side_by_side(base: nn.Module, data, cfg: ThroughputConfig, *,
@@ -496,15 +499,18 @@ def peak_memory(base: nn.Module, data, cfg: ThroughputConfig) -> tuple[float, fl
     return ref.peak_memory_bytes, proj.peak_memory_bytes
 
 
-def project_amp_dtype(device: torch.device, **switches) -> torch.dtype | None:
+def project_amp_dtype(device: torch.device, batch_size: int, **switches) -> torch.dtype | None:
     """The autocast dtype the trainer uses: bf16 where :func:`residuals.train.resolve_amp` says
-    (its ``amp=None`` default: CUDA, and CPUs with native bf16), else None (fp32)."""
-    from residuals.train import resolve_amp
+    (its ``amp=None`` default: CUDA, and CPUs with native bf16 when each of the trainer's
+    replicas runs one thread, see :func:`residuals.train.resolve_replicas`), else None (fp32)."""
+    from residuals.train import resolve_amp, resolve_replicas
 
     amp = switches.get("amp")
     if isinstance(amp, torch.dtype):
         return amp
-    return torch.bfloat16 if resolve_amp(amp, str(device)) else None
+    _, threads_each = resolve_replicas(switches.get("replicas"), str(device), batch_size,
+                                       compile=bool(switches.get("compile", False)))
+    return torch.bfloat16 if resolve_amp(amp, str(device), threads_each) else None
 
 
 # ================================================================ machine limits
@@ -589,6 +595,7 @@ def _row(model_name: str, res: LoopResult, cfg: ThroughputConfig, flops: tuple[f
         images_per_s=ips.median, images_per_s_min=ips.min, images_per_s_max=ips.max,
         forward_macs_per_image=fwd / 2, train_flops_per_image=train_flops,
         achieved_flops_s=train_flops * ips.median, precision=precision,
+        replicas=res.extra.get("replicas", 1),   # the trainer's CPU data parallelism; 1: one model
         bytes_per_step=traffic, achieved_bytes_s=traffic / cfg.batch_size * ips.median,
         data_s_per_step=res.extra.get("loader_s_per_step", math.nan),   # reference: DataLoader alone
         peak_memory_bytes=res.peak_memory_bytes,
@@ -629,7 +636,7 @@ def measure_model(name: str, cfg: ThroughputConfig, probe: "LimitProbe | None" =
     between = (lambda k: probe(f"{name} round {k}")) if probe is not None else None
     results = side_by_side(base, data, cfg, between=between)
     traffic_fp32 = count_traffic(base, cfg.batch_size, device=device)
-    amp = project_amp_dtype(device)
+    amp = project_amp_dtype(device, cfg.batch_size)
     traffic_amp = traffic_fp32 if amp is None else count_traffic(base, cfg.batch_size, device=device,
                                                                   amp_dtype=amp)
     rows = []
@@ -658,7 +665,8 @@ def add_limit_fractions(results: "pd.DataFrame", limits: "pd.DataFrame") -> "pd.
     return out
 
 
-ABLATION_SWITCHES = ("channels_last", "amp", "compile", "cuda_graph")  # cuda_graph: CUDA only
+# cuda_graph: CUDA only; replicas: where the default trains several (a multi-core CPU)
+ABLATION_SWITCHES = ("channels_last", "amp", "compile", "cuda_graph", "replicas")
 
 
 def in_turn(jobs: list[Callable[[Callable], LoopResult]]) -> list[LoopResult]:
@@ -733,9 +741,16 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
             continue
         value = getattr(defaults, switch)
         if switch == "amp" and value is None:
-            value = project_amp_dtype(device) is not None
+            value = project_amp_dtype(device, cfg.batch_size) is not None
         if switch == "cuda_graph" and value is None:
             value = device.type == "cuda"
+        if switch == "replicas":
+            from residuals.train import resolve_replicas
+
+            n, _ = resolve_replicas(value, str(device), cfg.batch_size)
+            if n > 1:   # one model on all the threads, against the default's n replicas
+                settings.append(("replicas=1", {"replicas": 1}))
+            continue
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
     settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation
     data = synthetic_data(cfg.steps * cfg.batch_size, cfg.device, cfg.seed)

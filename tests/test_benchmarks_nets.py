@@ -203,6 +203,24 @@ def test_ablation_flips_each_switch_and_repeats_the_defaults(scripts, monkeypatc
     assert df.loc[df["setting"].str.startswith("defaults"), "vs_defaults"].mean() == pytest.approx(1.0)
 
 
+def test_ablation_compares_replicas_with_one_model_on_a_multi_core_cpu(scripts, monkeypatch):
+    """With two torch threads the trainer's default splits a batch of 64 between two one-thread
+    replicas; the ablation adds one model on both threads. With one thread there is nothing to flip."""
+    nt = scripts["nets_throughput"]
+    monkeypatch.setattr(nt, "ABLATION_SWITCHES", ("replicas",))
+    cfg = nt.ThroughputConfig(batch_size=64, steps=1, repeats=1, ablation_models=("resnet8",))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        df = nt.ablation(cfg)
+    finally:
+        torch.set_num_threads(before)
+    assert list(df["setting"]) == ["defaults", "replicas=1", "defaults (again)"]
+    assert df["params_changed"].all()
+    df = nt.ablation(cfg)   # one thread: the default is one model already
+    assert list(df["setting"]) == ["defaults", "defaults (again)"]
+
+
 def test_sweep_time_reports_a_failed_sweep_as_failed(scripts):
     """A sweep that cannot run (here: a depth that is not 6n+2) has no wall time to report."""
     st = scripts["sweep_time"]

@@ -12,56 +12,27 @@ from dataclasses import asdict
 import pytest
 import torch
 from torch import nn
+from train_helpers import host_reads, same_weights, small_cnn, stop_after, untimed
 
 import residuals.train as rtrain
 from residuals.data import load_dataset
-from residuals.train import (EpochRecord, LRSchedule, TrainConfig, TrainError, evaluate,
-                             load_checkpoint, steps_per_epoch, train)
+from residuals.train import (
+    EpochRecord,
+    LRSchedule,
+    TrainConfig,
+    TrainError,
+    evaluate,
+    load_checkpoint,
+    steps_per_epoch,
+    train,
+)
 
-TIMING = {"seconds", "images_per_s"}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # bitwise comparisons need a fixed thread count
-    yield
-    torch.set_num_threads(before)
-
-
-def small_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-
-
-def stop_after(epoch: int):
-    """An ``on_epoch`` that interrupts training (as Ctrl-C does) once ``epoch`` is recorded."""
-    def on_epoch(record: EpochRecord) -> None:
-        if record.epoch == epoch:
-            raise KeyboardInterrupt
-    return on_epoch
-
-
-def untimed(history: list[EpochRecord]) -> list[dict]:
-    return [{k: v for k, v in asdict(r).items() if k not in TIMING} for r in history]
-
-
-def same_weights(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 # --------------------------------------------------------------------------- config
@@ -265,15 +236,7 @@ def test_native_bf16_falls_back_to_proc_cpuinfo(monkeypatch, tmp_path):
 
 def test_no_host_synchronisation_inside_the_step_loop(digits, monkeypatch):
     """Reads of tensor values from Python happen a few times per epoch, not per step."""
-    reads = []
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy"):
-        real = getattr(torch.Tensor, name)
-
-        def spy(self, *a, _real=real, _name=name, **k):
-            reads.append(_name)
-            return _real(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, spy)
+    reads = host_reads(monkeypatch)
     cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, warmup="paper", augment=True)
     r = train(linear_model(), digits, cfg)
     assert r.iterations == 2 * 85  # 84 full batches and one of 3

@@ -315,6 +315,7 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
         "wall_s": round(wall, 3),   # this session: data, training (after any resume) and probes
         "device": device,
         "threads": torch.get_num_threads(),
+        "replicas": result.replicas,   # CPU data parallelism: the batch split over model copies
         "precision": "bf16" if result.amp else "fp32",
     }
     return RunOutcome(spec, history, probes, summary)

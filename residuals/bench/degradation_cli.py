@@ -170,10 +170,13 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
                                      param_hint="--out") from None
     else:
         run.update_meta(status="running", resumed_command=_command_line())
-    from residuals.train import resolve_amp
+    from residuals.train import resolve_amp, resolve_replicas
 
     threads = deg.worker_threads(n_jobs) if n_jobs > 1 else None   # None: this process's
-    precision = "bf16 autocast" if resolve_amp(cfg.amp, device, threads) else "fp32"
+    replicas, threads_each = resolve_replicas(None, device, cfg.batch_size, threads=threads)
+    precision = "bf16 autocast" if resolve_amp(cfg.amp, device, threads_each) else "fp32"
+    if replicas > 1:
+        precision += f", {replicas} data-parallel replicas of {threads_each} thread{'s' * (threads_each > 1)}"
     run.update_meta(precision=precision)
     click.echo(f"run folder: {run.path}")
     n_runs = len(deg.plan_runs(cfg))

@@ -281,6 +281,8 @@ def _runs_table(runs: pd.DataFrame) -> Table:
         "wall s": df["wall_s"].round(1),
         "device": df["device"],
         "threads": df["threads"],
+        # runs saved before CPU data parallelism trained one model
+        "replicas": df["replicas"] if "replicas" in df else 1,
     })
     return Table(key="runs", title="Every run: final errors, speed and time", data=data,
                  caption="images/s: training throughput, the median over epochs. training s: the "
