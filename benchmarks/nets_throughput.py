@@ -448,7 +448,7 @@ def project_loop(model: nn.Module, data, tcfg: "TrainConfig", *,
     return LoopResult("project", [rec.seconds for rec in history[1:]], len(data.train_y),
                       history[0].train_loss, history[-1].train_loss, _changed(model, before),
                       _peak(device), extra={"warmup_s": history[0].seconds, "diverged": result.diverged,
-                                            "replicas": result.replicas})
+                                            "replicas": result.replicas, "amp": result.amp})
 
 
 def side_by_side(base: nn.Module, data, cfg: ThroughputConfig, *,
@@ -722,7 +722,10 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
 
     For each of ``cfg.ablation_models``. A switch left at ``None`` by the
     trainer's defaults (auto) is flipped against what it resolves to on this
-    device. One ``train`` call per setting (its first epoch the warm-up, which
+    device. Defaults can move together: ``amp`` follows the threads per
+    replica, and ``compile`` trains one model, so each row records the
+    ``replicas`` and ``precision`` it trained with; where ``replicas=1`` also
+    changes the precision, a ``replicas=1, amp=...`` row keeps the default's. One ``train`` call per setting (its first epoch the warm-up, which
     holds the compilation when ``compile`` is on), their epochs interleaved
     (:func:`in_turn`) on the CPU, one setting after another on CUDA. ``vs_defaults`` is against the mean of the two defaults
     rows; ``vs_defaults_paired*`` is the median (min, max) of the per-round
@@ -750,6 +753,11 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
             n, _ = resolve_replicas(value, str(device), cfg.batch_size)
             if n > 1:   # one model on all the threads, against the default's n replicas
                 settings.append(("replicas=1", {"replicas": 1}))
+                if project_amp_dtype(device, cfg.batch_size) != project_amp_dtype(
+                        device, cfg.batch_size, replicas=1):
+                    # amp's default follows the threads per replica: the replicas alone
+                    amp = project_amp_dtype(device, cfg.batch_size) is not None
+                    settings.append((f"replicas=1, amp={amp}", {"replicas": 1, "amp": amp}))
             continue
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
     settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation
@@ -769,6 +777,10 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
             ips = res.images_per_s
             paired = spread([d / s for s, d in zip(res.round_seconds, results[0].round_seconds)])
             rows.append(dict(model=name, setting=label, batch_size=cfg.batch_size,
+                             # what the setting resolved to (amp's default follows the threads
+                             # per replica; compile trains one model)
+                             replicas=res.extra["replicas"],
+                             precision="bf16" if res.extra["amp"] else "fp32",
                              images_per_s=ips.median, images_per_s_min=ips.min,
                              images_per_s_max=ips.max, vs_defaults_paired=paired.median,
                              vs_defaults_paired_min=paired.min, vs_defaults_paired_max=paired.max,
@@ -899,7 +911,7 @@ def print_tables(tables: dict, info: dict) -> None:
     if "ablation" in tables:
         print("\nablation (the project's trainer):")
         for r in tables["ablation"].itertuples():
-            print(f"  {r.model} {r.setting:<20} {r.images_per_s:8.1f} images/s "
+            print(f"  {r.model} {r.setting:<24} {r.precision} x{r.replicas} {r.images_per_s:8.1f} images/s "
                   f"[{r.images_per_s_min:.1f}-{r.images_per_s_max:.1f}]  x{r.vs_defaults:.2f}"
                   f"  paired x{r.vs_defaults_paired:.2f} [{r.vs_defaults_paired_min:.2f}-"
                   f"{r.vs_defaults_paired_max:.2f}]  (warm-up epoch {r.warmup_s:.1f} s)")

@@ -215,7 +215,16 @@ def test_ablation_compares_replicas_with_one_model_on_a_multi_core_cpu(scripts, 
         df = nt.ablation(cfg)
     finally:
         torch.set_num_threads(before)
-    assert list(df["setting"]) == ["defaults", "replicas=1", "defaults (again)"]
+    from residuals.train import cpu_has_native_bf16
+
+    # amp's default follows the threads per replica: where the CPU has native bf16 the default
+    # trains in bf16 and replicas=1 (two threads) in fp32, so a row keeps bf16 with one model
+    native = cpu_has_native_bf16()
+    assert list(df["setting"]) == (["defaults", "replicas=1"] + ["replicas=1, amp=True"] * native
+                                   + ["defaults (again)"])
+    assert list(df["replicas"]) == [2, 1] + [1] * native + [2]
+    bf16 = "bf16" if native else "fp32"
+    assert list(df["precision"]) == [bf16, "fp32"] + ["bf16"] * native + [bf16]
     assert df["params_changed"].all()
     df = nt.ablation(cfg)   # one thread: the default is one model already
     assert list(df["setting"]) == ["defaults", "defaults (again)"]
