@@ -1,14 +1,15 @@
 """Data parallelism on a multi-core CPU: each batch split between model replicas, one thread each.
 
 Why. Torch's default on a CPU is one model and intra-op threads: every
-operator is split between the cores, which join before the next one. A
-ResNet-56 step is about a thousand small operators, so the cores spend much of
+operator is split between the cores, which join before the next one. A bf16
+ResNet-56 training step is 1,266 ATen operators, so the cores spend much of
 the step waiting for each other, and on a shared machine a descheduled thread
 stalls all of them (``residuals.train.resolve_amp`` has the bf16 case). Giving
 each core a whole model instead, and a share of the batch, leaves one join per
-step. Measured on a shared 2-core AMD EPYC (ResNet-56, batch 128, one step
-loop; benchmarks/README.md has the full table): two replicas of one thread
-trained 1.26x faster than one model on two threads, in fp32 and in bf16 alike.
+step. Measured on a shared 2-core AMD EPYC (batch 128, the trainer's
+ablation in benchmarks/README.md, "Latest figures: CPU"): two one-thread
+replicas trained ResNet-56 1.45x faster than one model on two threads, both
+in bf16, and 1.33x both in fp32 (ResNet-20: 1.10x in bf16).
 
 What changes. He et al. 2015 (sec. 4.2) trained the CIFAR-10 ResNets "with a
 mini-batch size of 128 on two GPUs": BatchNorm normalised each GPU's 64

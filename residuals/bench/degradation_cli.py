@@ -101,8 +101,8 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
                    "(lr/10 until training error < 80%, He et al.'s ResNet-110 recipe) or none.")
 @click.option("--precision", type=click.Choice(tuple(PRECISIONS)), default=None,
               help="Arithmetic of training: bf16 autocast, fp32, or auto (the default): bf16 on "
-                   "CUDA and, for 1-thread workers, on CPUs with native bf16 (AVX512-BF16, AMX); "
-                   "fp32 elsewhere.")
+                   "CUDA and, where each worker (or, with --jobs 1, each data-parallel replica) "
+                   "runs one thread, on CPUs with native bf16 (AVX512-BF16, AMX); fp32 elsewhere.")
 @click.option("--device", type=click.Choice(DEVICES), default=None,
               help="Where to train: auto (the default) picks cuda when available.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
