@@ -57,7 +57,6 @@ import argparse
 import copy
 import dataclasses
 import math
-import os
 import sys
 import threading
 import time
@@ -798,7 +797,6 @@ def big_model_check(cfg: ThroughputConfig) -> "pd.DataFrame":
     import pandas as pd
     from residuals.nets import build_model
 
-    device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.big_model, in_channels=IMAGE_SHAPE[0], num_classes=NUM_CLASSES)
     small = dataclasses.replace(cfg, batch_size=cfg.big_batch, steps=cfg.big_steps, repeats=1,

@@ -26,7 +26,8 @@ projection (always)
     epoch). Left out: process start, data loading, the once-per-run warm-up
     (cuDNN autotuning) and the probes; the measured ``--run`` includes them. On
     the CPU the sweep itself runs one one-thread process per core, so the
-    projection (one process, all threads) is a rough guide there.
+    projection (one process, all threads: data-parallel replicas, see
+    :mod:`residuals.replicas`) is a rough guide there.
 
     Sweeps projected: the ``fashion-mnist`` preset as above, and the CIFAR-10
     paper recipe: 8 models (plain and residual, depths 20/32/44/56), 64k
@@ -121,9 +122,11 @@ class SweepTimeConfig:
 def time_eval(model: torch.nn.Module, tcfg, n: int, image_shape: tuple[int, int, int],
               seed: int = 0) -> list[float]:
     """Seconds per image of :func:`residuals.train.evaluate` on ``n`` synthetic images, 3 repeats."""
-    from residuals.train import evaluate, resolve_amp
+    from residuals.train import evaluate, resolve_amp, resolve_replicas
 
-    amp = resolve_amp(tcfg.amp, tcfg.device)
+    _, threads_each = resolve_replicas(tcfg.replicas, tcfg.device, tcfg.batch_size,
+                                       compile=tcfg.compile)
+    amp = resolve_amp(tcfg.amp, tcfg.device, threads_each)   # the trainer's, as it evaluates
     data = synthetic_data(n, tcfg.device, seed + 1, image_shape=image_shape)
     x, y = data.train_x, data.train_y
     mean = torch.tensor(data.mean, device=x.device)
@@ -176,6 +179,7 @@ def project_sweep(shape: SweepShape, cfg: SweepTimeConfig) -> "pd.DataFrame":
                 sweep=shape.name, model=name, variant=variant, depth=depth, runs=shape.seeds,
                 batch_size=preset.batch_size, image_shape="x".join(map(str, shape.image_shape)),
                 amp=tcfg.amp, channels_last=tcfg.channels_last, compile=tcfg.compile,
+                replicas=res.extra["replicas"],
                 s_per_step=step.median, s_per_step_min=step.min, s_per_step_max=step.max,
                 s_per_eval_image=per_image.median, iterations_per_run=iterations,
                 epochs_per_run=epochs,

@@ -68,7 +68,7 @@ def _grid(n: int):
 
 
 def _legend(fig, axes, ncols: int = 5) -> None:
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
@@ -82,8 +82,6 @@ def _legend(fig, axes, ncols: int = 5) -> None:
 
 def _staged_figure(staged: pd.DataFrame, results: pd.DataFrame, key: str, value: str,
                    splits: tuple[str, ...], title: str, ylabel: str, caption: str) -> Figure | None:
-    import matplotlib.pyplot as plt
-
     if staged.empty:
         return None
     shown = _shown_cases(results)

@@ -297,7 +297,6 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             X_train, y_train, sw_train = X, y, sample_weight
             X_val = y_val = sw_val = None
 
-        n_samples = X_train.shape[0]
         if not self._is_fitted():
             self._init_state()
             raw = self._fit_init(X_train, y_train, sw_train, sample_weight_is_none)
