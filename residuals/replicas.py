@@ -54,6 +54,10 @@ T = TypeVar("T")
 class Replicas:
     """``n`` copies of ``model`` for data-parallel steps on the CPU; copy 0 is ``model`` itself.
 
+    The others are made with ``copy.deepcopy`` (hooks included) and follow the
+    model: its parameters and buffers after every step, its train/eval mode
+    before every step.
+
     ``threads_each`` torch threads run each replica: the calling thread's count
     is set inside :meth:`threads` (so evaluation between epochs keeps the
     default), the workers' once when they start. Use as a context manager, or
@@ -112,7 +116,10 @@ class Replicas:
         k = max(1, min(self.n, n // MIN_SHARD))
         xs, ys = x.tensor_split(k), y.tensor_split(k)
         self._weights = [len(s) / n for s in ys]
-        for params in self._params[1:k]:
+        training = self.models[0].training
+        for model, params in zip(self.models[1:k], self._params[1:k]):
+            if model.training != training:  # the caller sets the model's mode (train/eval)
+                model.train(training)
             for p in params:
                 p.grad = None
         futures = [self._pool.submit(fn, self.models[i], xs[i], ys[i], self._weights[i])

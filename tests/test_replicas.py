@@ -97,6 +97,19 @@ def test_after_step_averages_batchnorm_statistics_and_copies_the_model_out():
         assert int(model[1].num_batches_tracked) == 1
 
 
+def test_replicas_follow_the_models_train_or_eval_mode():
+    """A model handed over in eval mode (say, just evaluated) trains its copies in train mode
+    once it is switched to train mode, as the trainer does every epoch."""
+    model = bn_cnn().eval()
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    with Replicas(model, 2) as reps:
+        model.train()
+        reps.forward_backward(shard_step, x, y)
+        copy_bn = reps.models[1][1]
+        assert copy_bn.training and int(copy_bn.num_batches_tracked) == 1
+        assert not torch.equal(copy_bn.running_mean, torch.zeros(8))   # batch statistics used
+
+
 def test_a_small_last_batch_uses_fewer_replicas():
     model = bn_cnn()
     x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 10, (5,))
@@ -121,7 +134,8 @@ def test_an_error_in_a_worker_thread_reaches_the_caller_after_every_shard():
     assert finished == [4]
 
 
-def test_threads_are_set_per_replica_and_restored():
+@pytest.mark.parametrize("threads_each", [1, 2])
+def test_threads_are_set_per_replica_and_restored(threads_each):
     seen = []
 
     class Probe(nn.Module):
@@ -131,12 +145,12 @@ def test_threads_are_set_per_replica_and_restored():
             return x
 
     model = nn.Sequential(Probe(), nn.Flatten(), nn.Linear(64, 10))
-    torch.set_num_threads(2)
-    with Replicas(model, 2, threads_each=1) as reps:
+    torch.set_num_threads(2 * threads_each)
+    with Replicas(model, 2, threads_each=threads_each) as reps:
         with reps.threads():
             reps.forward_backward(shard_step, torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))
-        assert torch.get_num_threads() == 2
-    assert sorted(seen) == [(False, 1), (True, 1)]
+        assert torch.get_num_threads() == 2 * threads_each
+    assert sorted(seen) == [(False, threads_each), (True, threads_each)]
 
 
 def test_bad_replica_counts_are_refused():
