@@ -31,6 +31,11 @@ for a batch of ``n`` images split into shards ``k = 0..K-1`` of ``n_k`` images,
 
 Shards have at least :data:`MIN_SHARD` images (BatchNorm cannot normalise one
 image in training mode), so a small last batch uses fewer replicas.
+
+Determinism: the steps above give the same bits whatever order the threads
+run in, for models that draw no random numbers in their forward pass (every
+model of :mod:`residuals.nets`). Dropout, say, would draw from torch's global
+generator, which the threads share in no fixed order.
 """
 
 from __future__ import annotations
