@@ -498,18 +498,13 @@ def peak_memory(base: nn.Module, data, cfg: ThroughputConfig) -> tuple[float, fl
     return ref.peak_memory_bytes, proj.peak_memory_bytes
 
 
-def project_amp_dtype(device: torch.device, batch_size: int, **switches) -> torch.dtype | None:
-    """The autocast dtype the trainer uses: bf16 where :func:`residuals.train.resolve_amp` says
-    (its ``amp=None`` default: CUDA, and CPUs with native bf16 when each of the trainer's
-    replicas runs one thread, see :func:`residuals.train.resolve_replicas`), else None (fp32)."""
-    from residuals.train import resolve_amp, resolve_replicas
+def project_amp_dtype(cfg: ThroughputConfig, **switches) -> torch.dtype | None:
+    """The autocast dtype the trainer uses with :func:`project_config`'s settings: bf16 where
+    :func:`residuals.train.resolve_replicas_amp` says (its ``amp=None`` default: CUDA, and
+    CPUs with native bf16 when each of the trainer's replicas runs one thread), else None."""
+    from residuals.train import resolve_replicas_amp
 
-    amp = switches.get("amp")
-    if isinstance(amp, torch.dtype):
-        return amp
-    _, threads_each = resolve_replicas(switches.get("replicas"), str(device), batch_size,
-                                       compile=bool(switches.get("compile", False)))
-    return torch.bfloat16 if resolve_amp(amp, str(device), threads_each) else None
+    return torch.bfloat16 if resolve_replicas_amp(project_config(cfg, **switches))[2] else None
 
 
 # ================================================================ machine limits
@@ -635,7 +630,7 @@ def measure_model(name: str, cfg: ThroughputConfig, probe: "LimitProbe | None" =
     between = (lambda k: probe(f"{name} round {k}")) if probe is not None else None
     results = side_by_side(base, data, cfg, between=between)
     traffic_fp32 = count_traffic(base, cfg.batch_size, device=device)
-    amp = project_amp_dtype(device, cfg.batch_size)
+    amp = project_amp_dtype(cfg)
     traffic_amp = traffic_fp32 if amp is None else count_traffic(base, cfg.batch_size, device=device,
                                                                   amp_dtype=amp)
     rows = []
@@ -733,30 +728,27 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     """
     import pandas as pd
     from residuals.nets import build_model
-    from residuals.train import TrainConfig
+    from residuals.train import TrainConfig, resolve_replicas_amp
 
     device = torch.device(cfg.device)
     defaults = TrainConfig()
+    default_replicas, _, default_amp = resolve_replicas_amp(project_config(cfg))
     settings = [("defaults", {})]
     for switch in ABLATION_SWITCHES:
         if switch == "cuda_graph" and device.type != "cuda":
             continue
         value = getattr(defaults, switch)
         if switch == "amp" and value is None:
-            value = project_amp_dtype(device, cfg.batch_size) is not None
+            value = default_amp
         if switch == "cuda_graph" and value is None:
             value = device.type == "cuda"
         if switch == "replicas":
-            from residuals.train import resolve_replicas
-
-            n, _ = resolve_replicas(value, str(device), cfg.batch_size)
-            if n > 1:   # one model on all the threads, against the default's n replicas
+            if default_replicas > 1:   # one model on all the threads, against the default's
                 settings.append(("replicas=1", {"replicas": 1}))
-                if project_amp_dtype(device, cfg.batch_size) != project_amp_dtype(
-                        device, cfg.batch_size, replicas=1):
+                if resolve_replicas_amp(project_config(cfg, replicas=1))[2] != default_amp:
                     # amp's default follows the threads per replica: the replicas alone
-                    amp = project_amp_dtype(device, cfg.batch_size) is not None
-                    settings.append((f"replicas=1, amp={amp}", {"replicas": 1, "amp": amp}))
+                    settings.append((f"replicas=1, amp={default_amp}",
+                                     {"replicas": 1, "amp": default_amp}))
             continue
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
     settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation

@@ -122,11 +122,9 @@ class SweepTimeConfig:
 def time_eval(model: torch.nn.Module, tcfg, n: int, image_shape: tuple[int, int, int],
               seed: int = 0) -> list[float]:
     """Seconds per image of :func:`residuals.train.evaluate` on ``n`` synthetic images, 3 repeats."""
-    from residuals.train import evaluate, resolve_amp, resolve_replicas
+    from residuals.train import evaluate, resolve_replicas_amp
 
-    _, threads_each = resolve_replicas(tcfg.replicas, tcfg.device, tcfg.batch_size,
-                                       compile=tcfg.compile)
-    amp = resolve_amp(tcfg.amp, tcfg.device, threads_each)   # the trainer's, as it evaluates
+    _, _, amp = resolve_replicas_amp(tcfg)   # the trainer's precision, as it evaluates
     data = synthetic_data(n, tcfg.device, seed + 1, image_shape=image_shape)
     x, y = data.train_x, data.train_y
     mean = torch.tensor(data.mean, device=x.device)

@@ -67,6 +67,7 @@ __all__ = [
     "resolve_amp",
     "resolve_device",
     "resolve_replicas",
+    "resolve_replicas_amp",
     "steps_per_epoch",
     "train",
 ]
@@ -344,6 +345,15 @@ def resolve_replicas(replicas: int | None, device: str, batch_size: int, *, comp
         else:
             replicas = max(1, min(threads, batch_size // AUTO_MIN_SHARD))
     return replicas, max(1, threads // replicas)
+
+
+def resolve_replicas_amp(cfg: TrainConfig, *, threads: int | None = None) -> tuple[int, int, bool]:
+    """``(replicas, torch threads per replica, amp)`` that :func:`train` picks for ``cfg`` (its
+    device resolved) with ``threads`` torch threads (default: this process's): the precision's
+    default follows the threads per replica."""
+    replicas, threads_each = resolve_replicas(cfg.replicas, cfg.device, cfg.batch_size,
+                                              compile=cfg.compile, threads=threads)
+    return replicas, threads_each, resolve_amp(cfg.amp, cfg.device, threads_each)
 
 
 def _autocast(device: str, amp: bool, *, cache: bool = True) -> contextlib.AbstractContextManager:
@@ -700,9 +710,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         raise TrainError(f"replicas={cfg.replicas} splits batches between CPU threads, but the "
                          f"run is on {device!r}; leave replicas unset (None) on a GPU")
     threads = torch.get_num_threads()
-    n_replicas, threads_each = resolve_replicas(cfg.replicas, device, cfg.batch_size,
-                                                compile=cfg.compile, threads=threads)
-    amp = resolve_amp(cfg.amp, device, threads_each)
+    n_replicas, threads_each, amp = resolve_replicas_amp(cfg, threads=threads)
     if resume and path is not None and path.exists():
         state = load_checkpoint(path)
         _check_compatible(state, cfg, data, path)
@@ -718,8 +726,8 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
             amp = bool(state["amp"])
         if cfg.replicas is None:
             # likewise the replicas (a checkpoint without the field had none)
-            n_replicas = int(state.get("replicas", 1))
-            threads_each = max(1, threads // n_replicas)
+            n_replicas, threads_each = resolve_replicas(int(state.get("replicas", 1)), device,
+                                                        cfg.batch_size, threads=threads)
         if state["finished"]:
             return _result(history, diverged, model, schedule, len(history) * spe, len(history), amp,
                            n_replicas)

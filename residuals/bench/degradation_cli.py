@@ -170,11 +170,12 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
                                      param_hint="--out") from None
     else:
         run.update_meta(status="running", resumed_command=_command_line())
-    from residuals.train import resolve_amp, resolve_replicas
+    from residuals.train import resolve_replicas_amp
 
     threads = deg.worker_threads(n_jobs) if n_jobs > 1 else None   # None: this process's
-    replicas, threads_each = resolve_replicas(None, device, cfg.batch_size, threads=threads)
-    precision = "bf16 autocast" if resolve_amp(cfg.amp, device, threads_each) else "fp32"
+    replicas, threads_each, amp = resolve_replicas_amp(cfg.train_config(cfg.depths[0], 0, device),
+                                                       threads=threads)
+    precision = "bf16 autocast" if amp else "fp32"
     if replicas > 1:
         precision += f", {replicas} data-parallel replicas of {threads_each} thread{'s' * (threads_each > 1)}"
     run.update_meta(precision=precision)
