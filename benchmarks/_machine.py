@@ -193,7 +193,7 @@ def _cpu_model() -> str:
 
 def machine_info(device: torch.device | str) -> dict[str, Any]:
     """The machine, software and date a result was measured on (JSON-ready)."""
-    from residuals.report.runs import environment_info
+    from residuals.runs import environment_info
 
     device = torch.device(device)
     env = environment_info(str(device))

@@ -16,4 +16,7 @@ __version__ = "0.1.0"
 
 from residuals.core import StageStep, Stagewise  # noqa: E402
 
+# the benches register their report renderers (by module path: nothing heavy is imported)
+import residuals.bench  # noqa: E402,F401
+
 __all__ = ["StageStep", "Stagewise", "__version__"]

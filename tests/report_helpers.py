@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from residuals.report.content import Figure, Overlay, ReportContent, Table
-from residuals.report.runs import RunDir
+from residuals.runs import RunDir
 
 BENCH = "fakebench"
 

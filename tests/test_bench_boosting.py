@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 from residuals.bench import boosting as B
 from residuals.bench import boosting_cli
-from residuals.bench.boosting_report import gap_class, headline_facts, render
+from residuals.bench.boosting.report import gap_class, headline_facts, render
 from residuals.cli import main
-from residuals.report.runs import RunDir
+from residuals.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEED = ROOT / "benchmarks" / "boosting_speed.py"
@@ -310,7 +310,7 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     res = CliRunner().invoke(main, ["bench", "boosting", "--device", "cuda", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "CUDA is not available" in res.output
+    assert res.exit_code == 2 and "no CUDA GPU is available" in res.output
 
 
 def test_no_html_and_sklearn_only_run(tmp_path):
@@ -396,7 +396,7 @@ def test_interrupted_run_keeps_its_partial_results(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(case, *args, **kwargs)
 
-    monkeypatch.setattr(B, "run_case", interrupt_second)
+    monkeypatch.setattr(B.runner, "run_case", interrupt_second)
     res = CliRunner().invoke(main, ["bench", "boosting", "--datasets", "diabetes", "--methods", "sklearn-gbrt",
                                     "--n-estimators", "3", "--no-html", "--out", str(tmp_path), "--name", "cut"])
     assert res.exit_code == 130

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 
 from residuals.bench import degradation as deg
 from residuals.bench.degradation_cli import degradation as degradation_cmd
-from residuals.bench.degradation_report import render
-from residuals.report.runs import RunDir
+from residuals.bench.degradation.report import render
+from residuals.runs import RunDir
 
 # the CPU default path: two spawned worker processes with one torch thread each
 TINY = ["--depths", "8,14", "--epochs", "2", "--seeds", "1", "--jobs", "2"]
@@ -46,7 +46,7 @@ def no_user_data(tmp_path, monkeypatch):
     def offline(url, dest, timeout=60.0):
         raise OSError("network is unreachable (test)")
 
-    monkeypatch.setattr("residuals.data.fetch_url", offline)
+    monkeypatch.setattr("residuals.data.files.fetch_url", offline)
     yield
     if "matplotlib.pyplot" in sys.modules:       # the renderer's figures, once checked
         sys.modules["matplotlib.pyplot"].close("all")
@@ -265,7 +265,7 @@ def test_tables_drop_rows_of_runs_that_never_reached_runs_csv(tmp_path):
     rows = [{"model": m, "variant": v, "depth": 8, "seed": 0, "epoch": 1, "train_error": 0.1}
             for m, v in (("plain8", "plain"), ("resnet8", "residual"))]
     run.write_table(pd.DataFrame(rows), "results")
-    tables = deg._Tables(run)
+    tables = deg.sweep._Tables(run)
     assert tables.frames["results"]["model"].tolist() == ["plain8"]
     assert tables.frames["probes"].empty
     assert deg.finished_runs(run) == {("plain", 8, 0)}
@@ -623,7 +623,7 @@ def test_progress_eta_from_measured_speed(monkeypatch):
     cfg = deg.DegradationConfig(depths=(20, 56), seeds=1, epochs=10)
     todo = deg.plan_runs(cfg)
     lines, clock = [], [100.0]
-    monkeypatch.setattr(deg.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(deg.progress.time, "perf_counter", lambda: clock[0])
     progress = deg.Progress(todo, cfg, n_total=len(todo), jobs=2, echo=lines.append)
     assert progress.total_work == 10 * (20 + 20 + 56 + 56)
     rec = {"epoch": 1, "train_error": 0.5, "test_error": 0.5, "images_per_s": 100.0, "seconds": 5.6}

@@ -193,7 +193,7 @@ def test_exact_mode_rejects_gpu_device():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_cuda_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="device='cuda' was requested but torch finds no CUDA"):
+    with pytest.raises(RuntimeError, match="device 'cuda' was asked for but no CUDA GPU is available"):
         BoostingRegressor(tree_method="hist", device="cuda").fit(X, Y_REG)
 
 

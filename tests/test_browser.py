@@ -47,7 +47,7 @@ def reports(tmp_path_factory):
     """reports/ with one small real degradation run and one small real boosting run."""
     from residuals.bench import boosting as B
     from residuals.bench import degradation as D
-    from residuals.report.runs import RunDir
+    from residuals.runs import RunDir
 
     root = tmp_path_factory.mktemp("browser") / "reports"
     cfg = D.DegradationConfig(depths=(8,), seeds=1, epochs=2, warmup="none", batch_size=256, probe_batch=32)
@@ -110,7 +110,7 @@ def test_real_figures_follow_the_shared_style(reports, bench):
 
     from residuals.report import style
     from residuals.report.html import render_content
-    from residuals.report.runs import RunDir
+    from residuals.runs import RunDir
 
     content = render_content(RunDir(reports / bench))
     checked = {"style": 0, "color": 0}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
+import os
 import pickle
 import struct
 import tarfile
@@ -38,7 +39,7 @@ def no_network(monkeypatch):
         calls.append(url)
         raise urllib.error.URLError("network is unreachable")
 
-    monkeypatch.setattr(rdata, "fetch_url", offline)
+    monkeypatch.setattr(rdata.files, "fetch_url", offline)
     return calls
 
 
@@ -188,7 +189,7 @@ def test_fake_download_lands_verified_in_data_dir(fake_fmnist, tmp_path, monkeyp
         fetched.append(url)
         Path(dest).write_bytes((server / url.rsplit("/", 1)[1]).read_bytes())
 
-    monkeypatch.setattr(rdata, "fetch_url", fake_fetch)
+    monkeypatch.setattr(rdata.files, "fetch_url", fake_fetch)
     target = tmp_path / "mine"
     d = load_dataset("fashion-mnist", data_dir=target)
     assert len(fetched) == 4 and d.train_x.shape[0] == 30
@@ -199,7 +200,7 @@ def test_fake_download_lands_verified_in_data_dir(fake_fmnist, tmp_path, monkeyp
 
 
 def test_bad_download_is_not_left_in_place(fake_fmnist, tmp_path, monkeypatch):
-    monkeypatch.setattr(rdata, "fetch_url", lambda url, dest, timeout=60.0: Path(dest).write_bytes(b"junk"))
+    monkeypatch.setattr(rdata.files, "fetch_url", lambda url, dest, timeout=60.0: Path(dest).write_bytes(b"junk"))
     target = tmp_path / "mine"
     with pytest.raises(DatasetError) as e:
         load_dataset("fashion-mnist", data_dir=target)
@@ -235,7 +236,7 @@ def test_missing_files_without_network_say_what_where_and_url(fake_fmnist, tmp_p
         assert f.name in msg and f.url in msg
     assert "train-images-idx3-ubyte.gz" not in msg.split("Missing files:")[1].split("Looked in:")[0]
     assert str(target / "fashion-mnist") in msg and str(target) in msg
-    assert str(Path(rdata.os.environ["XDG_CACHE_HOME"]) / "residuals") in msg
+    assert str(Path(os.environ["XDG_CACHE_HOME"]) / "residuals") in msg
     assert "network is unreachable" in msg
     # download=False: the same message, no attempt
     no_network.clear()
@@ -311,7 +312,7 @@ def test_cifar_download_extract_and_load(fake_cifar, tmp_path, monkeypatch):
         fetched.append(url)
         Path(dest).write_bytes(tarball.read_bytes())
 
-    monkeypatch.setattr(rdata, "fetch_url", fake_fetch)
+    monkeypatch.setattr(rdata.files, "fetch_url", fake_fetch)
     root = tmp_path / "data"
     d = load_dataset("cifar10", data_dir=root)
     assert fetched == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
@@ -372,7 +373,7 @@ def test_tarball_with_a_link_is_refused(tmp_path):
         info.linkname = "/etc/passwd"
         tar.addfile(info)
     with pytest.raises(DatasetError, match="link or special file"):
-        rdata._safe_extract(tarball, tmp_path / "out")
+        rdata.readers._safe_extract(tarball, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

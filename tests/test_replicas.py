@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from train_helpers import host_reads, same_weights, small_cnn, stop_after, untimed
 
-import residuals.train as rtrain
+import residuals.device as rdevice
 from residuals.replicas import MIN_SHARD, Replicas
 from residuals.train import TrainConfig, TrainError, load_checkpoint, train
 
@@ -184,9 +184,9 @@ def test_invalid_replicas_are_clear_value_errors(kwargs, match):
     (4, 128, {"replicas": 3}, (3, 1)),          # explicit
 ])
 def test_resolve_replicas(threads, batch, kwargs, expected):
-    assert rtrain.resolve_replicas(kwargs.get("replicas"), "cpu", batch, threads=threads,
+    assert rdevice.resolve_replicas(kwargs.get("replicas"), "cpu", batch, threads=threads,
                                    compile=kwargs.get("compile", False)) == expected
-    assert rtrain.resolve_replicas(None, "cuda:0", batch, threads=threads)[0] == 1
+    assert rdevice.resolve_replicas(None, "cuda:0", batch, threads=threads)[0] == 1
 
 
 def test_replicas_train_deterministically_and_differ_from_one_model(digits):
@@ -234,7 +234,7 @@ def test_resume_with_replicas_is_exact_and_keeps_the_replica_count(digits, tmp_p
 
 def test_default_precision_follows_the_threads_of_each_replica(digits, monkeypatch):
     """Two one-thread replicas run bf16 where the CPU has it natively: no two-thread kernels."""
-    monkeypatch.setattr(rtrain, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(rdevice, "cpu_has_native_bf16", lambda: True)
     torch.set_num_threads(2)
     r = train(bn_cnn(), digits, TrainConfig(epochs=2, batch_size=64, lr=0.05, warmup_epochs=1))
     assert (r.replicas, r.amp) == (2, True)

@@ -13,7 +13,7 @@ import report_helpers as H
 from residuals.cli import main
 from residuals.report.html import build_report
 from residuals.report.layout import format_table, prose
-from residuals.report.runs import BrokenRun
+from residuals.runs import BrokenRun
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from residuals.report.runs import BrokenRun, RunDir
+from residuals.runs import BrokenRun, RunDir
 
 
 def test_create_records_environment_and_finish_records_time(tmp_path):

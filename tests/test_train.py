@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from train_helpers import host_reads, same_weights, small_cnn, stop_after, untimed
 
-import residuals.train as rtrain
+import residuals.device as rdevice
 from residuals.data import load_dataset
 from residuals.train import (
     EpochRecord,
@@ -197,13 +197,13 @@ def test_same_seed_same_history_bitwise(digits, amp):
 def test_default_precision_is_bf16_only_on_cpus_with_native_bf16(digits, monkeypatch, native):
     """amp=None trains exactly as amp=True where the CPU computes bf16 natively (and torch runs
     one thread, as here), as amp=False elsewhere."""
-    monkeypatch.setattr(rtrain, "cpu_has_native_bf16", lambda: native)
-    assert rtrain.resolve_amp(None, "cpu") is native
+    monkeypatch.setattr(rdevice, "cpu_has_native_bf16", lambda: native)
+    assert rdevice.resolve_amp(None, "cpu") is native
     torch.set_num_threads(2)   # oneDNN's multi-threaded bf16 backward stalls on a busy machine
-    assert rtrain.resolve_amp(None, "cpu") is False
+    assert rdevice.resolve_amp(None, "cpu") is False
     torch.set_num_threads(1)
-    assert rtrain.resolve_amp(None, "cuda") is True
-    assert rtrain.resolve_amp(False, "cuda") is False and rtrain.resolve_amp(True, "cpu") is True
+    assert rdevice.resolve_amp(None, "cuda") is True
+    assert rdevice.resolve_amp(False, "cuda") is False and rdevice.resolve_amp(True, "cpu") is True
     cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, seed=3)
     default = train(small_cnn(), digits, cfg)
     explicit = train(small_cnn(), digits, TrainConfig(**{**asdict(cfg), "amp": native}))
@@ -219,19 +219,19 @@ def test_default_precision_is_bf16_only_on_cpus_with_native_bf16(digits, monkeyp
 ])
 def test_native_bf16_is_read_from_the_cpu_capabilities(monkeypatch, caps, expected):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
-    assert rtrain.cpu_has_native_bf16.__wrapped__() is expected
+    assert rdevice.cpu_has_native_bf16.__wrapped__() is expected
 
 
 def test_native_bf16_falls_back_to_proc_cpuinfo(monkeypatch, tmp_path):
     monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
     info = tmp_path / "cpuinfo"
-    monkeypatch.setattr(rtrain, "CPUINFO", info)
+    monkeypatch.setattr(rdevice, "CPUINFO", info)
     info.write_text("flags\t\t: fpu sse avx512f avx512bw avx512_bf16 avx512_vnni\n")
-    assert rtrain.cpu_has_native_bf16.__wrapped__() is True
+    assert rdevice.cpu_has_native_bf16.__wrapped__() is True
     info.write_text("flags\t\t: fpu sse avx2 avx512f avx512bw\n")
-    assert rtrain.cpu_has_native_bf16.__wrapped__() is False
+    assert rdevice.cpu_has_native_bf16.__wrapped__() is False
     info.unlink()
-    assert rtrain.cpu_has_native_bf16.__wrapped__() is False
+    assert rdevice.cpu_has_native_bf16.__wrapped__() is False
 
 
 def test_no_host_synchronisation_inside_the_step_loop(digits, monkeypatch):
@@ -288,10 +288,10 @@ def test_interrupt_while_writing_keeps_the_previous_checkpoint(digits, tmp_path,
             raise KeyboardInterrupt
         return real_save(obj, f, *a, **k)
 
-    monkeypatch.setattr(rtrain.torch, "save", save_then_interrupt)
+    monkeypatch.setattr(torch, "save", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(small_cnn(), digits, cfg, checkpoint_path=path)
-    monkeypatch.setattr(rtrain.torch, "save", real_save)
+    monkeypatch.setattr(torch, "save", real_save)
     assert len(load_checkpoint(path)["history"]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no temporary file left
 
@@ -474,7 +474,7 @@ def test_resume_keeps_the_precision_the_run_started_with(digits, tmp_path, monke
     """amp=None resolves by thread count on the CPU; a resume under another count keeps the
     checkpoint's precision, so it goes on exactly as an unbroken run."""
     cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, seed=2)  # amp=None
-    monkeypatch.setattr(rtrain, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(rdevice, "cpu_has_native_bf16", lambda: True)
     full = train(small_cnn(), digits, cfg)   # one thread (the autouse fixture): bf16
     assert full.amp is True
 
@@ -483,7 +483,7 @@ def test_resume_keeps_the_precision_the_run_started_with(digits, tmp_path, monke
         train(small_cnn(), digits, cfg, checkpoint_path=path, on_epoch=stop_after(1))
     assert load_checkpoint(path)["amp"] is True
     torch.set_num_threads(2)                 # would resolve to fp32 on a fresh start
-    assert rtrain.resolve_amp(None, "cpu") is False
+    assert rdevice.resolve_amp(None, "cpu") is False
     resumed = train(small_cnn(), digits, cfg, checkpoint_path=path, resume=True)
     torch.set_num_threads(1)
     assert resumed.amp is True

@@ -59,15 +59,12 @@ def _sizes(ctx, param, value):
 
 
 def _resolve_device(device: str) -> str:
-    import torch
+    from residuals.device import DeviceError, resolve_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter(
-            f"CUDA is not available to this torch ({torch.__version__}); use --device cpu, or "
-            "--device auto to take a GPU only when there is one", param_hint="'--device'")
-    return device
+    try:
+        return resolve_device(device)
+    except DeviceError as e:
+        raise click.BadParameter(str(e), param_hint="'--device'") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,7 +119,7 @@ def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, l
       residuals bench boosting --full --device auto --out reports
     """
     from residuals.bench import boosting as B
-    from residuals.report.runs import RunDir
+    from residuals.runs import RunDir
 
     device = _resolve_device(device)
     overrides = {k: v for k, v in dict(datasets=datasets, sizes=sizes, losses=losses, methods=methods).items()
@@ -162,7 +159,7 @@ def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, l
         raise
 
     if no_html:
-        from residuals.bench.boosting_report import render
+        from residuals.bench.boosting.report import render
 
         content = render(run)
         meta = run.finish("complete", headline=content.headline, verdict=content.verdict,

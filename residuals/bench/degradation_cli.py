@@ -160,7 +160,7 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
     _load_data(deg, cfg, device if n_jobs == 1 else "cpu", data_dir)
 
     if run is None:
-        from residuals.report.runs import RunDir
+        from residuals.runs import RunDir
 
         try:
             run = RunDir.create(out, bench="degradation", dataset=cfg.dataset, config=cfg.to_dict(),
@@ -170,7 +170,7 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, epochs, batch_siz
                                      param_hint="--out") from None
     else:
         run.update_meta(status="running", resumed_command=_command_line())
-    from residuals.train import resolve_replicas_amp
+    from residuals.device import resolve_replicas_amp
 
     threads = deg.worker_threads(n_jobs) if n_jobs > 1 else None   # None: this process's
     replicas, threads_each, amp = resolve_replicas_amp(cfg.train_config(cfg.depths[0], 0, device),
@@ -212,7 +212,7 @@ def _build_config(deg, preset: str, **overrides):
 
 def _open_resume(path: Path):
     from residuals.bench import degradation as deg
-    from residuals.report.runs import BrokenRun, RunDir
+    from residuals.runs import BrokenRun, RunDir
 
     run = RunDir(path)
     try:
@@ -236,11 +236,11 @@ def _open_resume(path: Path):
 
 
 def _resolve_device(device: str) -> str:
-    from residuals.train import resolve_device
+    from residuals.device import DeviceError, resolve_device
 
     try:
-        return str(resolve_device(device))
-    except (ValueError, RuntimeError) as e:
+        return resolve_device(device)
+    except DeviceError as e:
         raise click.BadParameter(str(e), param_hint="--device") from None
 
 

@@ -20,6 +20,20 @@ from residuals.boosting._losses import (
     SquaredError,
 )
 from residuals.boosting._validation import InvalidParameterError
+from residuals.runs.environment import register_machine_fact
+
+
+def _hist_cpu_loops() -> str | None:
+    """Which loops hist mode runs on the CPU (docs/boosting.md), once hist mode has loaded them."""
+    import sys
+
+    kernels = sys.modules.get("residuals.boosting._kernels")
+    if kernels is None:
+        return None
+    return "C" if kernels.available() else "torch (C extension not built)"
+
+
+register_machine_fact("hist_cpu_loops", _hist_cpu_loops)
 
 __all__ = [
     "AbsoluteError",

@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from residuals.boosting._learners import TreeParams, make_learner, resolve_device
+from residuals.boosting._learners import TreeParams, make_learner
 from residuals.boosting._losses import (
     CLASSIFICATION_LOSSES,
     REGRESSION_LOSSES,
@@ -265,7 +265,12 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             warnings.warn("The parameter `criterion` is deprecated (as in scikit-learn 1.9) "
                           "and has no effect. Leave it to its default value to avoid this "
                           "warning.", FutureWarning)
-        device = resolve_device(self.device) if self.tree_method == "hist" else "cpu"
+        if self.tree_method == "hist":
+            from residuals.device import resolve_device  # imports torch: hist mode only
+
+            device = resolve_device(self.device)
+        else:
+            device = "cpu"
 
         X, y = validate_data(self, X, y, dtype=self._X_dtype(), multi_output=True,
                              accept_sparse=self._sparse_formats(["csr", "csc", "coo"]),

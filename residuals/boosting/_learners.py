@@ -23,7 +23,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.tree import DecisionTreeRegressor
 
-__all__ = ["ExactLearner", "HistLearner", "TreeParams", "resolve_device"]
+__all__ = ["ExactLearner", "HistLearner", "TreeParams"]
 
 
 @dataclass(frozen=True)
@@ -117,20 +117,6 @@ class ExactLearner:
             out[feature[node]] += w[node] * imp[node] - w[lo] * imp[lo] - w[hi] * imp[hi]
         out /= w[0]
         return out
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` if available else ``"cpu"``; ``"cuda"`` without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device={device!r} was requested but torch finds no CUDA device "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). "
-            "Use device='cpu' or device='auto'.")
-    return device
 
 
 class HistLearner:

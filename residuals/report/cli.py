@@ -47,7 +47,7 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, root: Path):
     """
     from residuals.report.html import build_report
     from residuals.report.index import refresh_indexes, scan, write_index
-    from residuals.report.runs import BrokenRun, RunDir
+    from residuals.runs import BrokenRun, RunDir
 
     if not runs and not all_runs and not index:
         raise click.UsageError("name a RUN folder to rebuild, or use --all or --index")
@@ -148,7 +148,7 @@ def open_run(run: str | None, index: bool, root: Path):
     """
     from residuals.report.html import build_report
     from residuals.report.index import write_index
-    from residuals.report.runs import BrokenRun, RunDir
+    from residuals.runs import BrokenRun, RunDir
 
     if index:
         page = write_index(root)

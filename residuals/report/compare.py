@@ -40,7 +40,7 @@ import pandas as pd
 from residuals.report import layout as L
 from residuals.report.content import Overlay, ReportContent
 from residuals.report.index import COMPARE_FILE
-from residuals.report.runs import BrokenRun, RunDir
+from residuals.runs import BrokenRun, RunDir
 
 __all__ = ["CompareError", "compare_runs", "config_differences", "draw_overlay"]
 

@@ -4,18 +4,17 @@ A bench provides a *renderer*, a pure function of a run folder's saved tables::
 
     def render(run: RunDir) -> ReportContent
 
-registered by name in :data:`RENDERERS`. The HTML builder (``residuals.report.html``)
+registered by bench name in :mod:`residuals.runs.registry`. The HTML builder (``residuals.report.html``)
 calls it, writes each figure's PNG and CSV under ``figures/``, and lays the page
 out; so ``residuals report build RUN_DIR`` rebuilds a report without retraining.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Callable
-
 import pandas as pd
+
+from residuals.runs.registry import RENDERERS, get_renderer
 
 __all__ = ["Figure", "Overlay", "Table", "ReportContent", "RENDERERS", "get_renderer"]
 
@@ -69,19 +68,3 @@ class ReportContent:
     intro: str = ""               # a short paragraph explaining what the page shows
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
-
-
-# bench name -> "module:function"; imported lazily so reports load only what they need
-RENDERERS: dict[str, str] = {
-    "degradation": "residuals.bench.degradation_report:render",
-    "boosting": "residuals.bench.boosting_report:render",
-}
-
-
-def get_renderer(bench: str) -> Callable:
-    try:
-        target = RENDERERS[bench]
-    except KeyError:
-        raise ValueError(f"no report renderer for bench {bench!r}; known: {sorted(RENDERERS)}") from None
-    module, _, func = target.partition(":")
-    return getattr(importlib.import_module(module), func)

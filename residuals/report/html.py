@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from residuals.report import layout as L
-from residuals.report.content import ReportContent, get_renderer
-from residuals.report.runs import BrokenRun, RunDir, now_iso
+from residuals.report.content import ReportContent
+from residuals.runs import BrokenRun, RunDir, get_renderer, now_iso
 
 __all__ = ["build_report", "render_content", "save_figures", "write_tables"]
 
@@ -173,7 +173,7 @@ def _build_command(run: RunDir) -> str:
     """`residuals report build NAME` under the default root, else with the folder's path."""
     import shlex
 
-    from residuals.report.runs import DEFAULT_ROOT
+    from residuals.runs import DEFAULT_ROOT
 
     if run.path.absolute().parent == DEFAULT_ROOT.absolute():
         return f"residuals report build {shlex.quote(run.path.name)}"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from residuals.report import layout as L
-from residuals.report.runs import BrokenRun, RunDir
+from residuals.runs import BrokenRun, RunDir
 
 __all__ = ["Entry", "scan", "write_index", "refresh_indexes", "find_run", "index_html", "COMPARE_FILE"]
 

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from residuals.runs.atomic import atomic_write
+
 __all__ = ["page", "esc", "prose", "verdict_box", "notice", "table_html", "format_table",
            "kv_table", "flatten", "display_path", "css_width", "png_data_uri", "fmt_value", "fmt_time", "fmt_duration",
            "parse_time", "atomic_write"]
@@ -278,18 +280,3 @@ def css_width(fig) -> int:
 
 def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file unique to this process and thread, then rename: two runs
-    finishing at once may both rewrite reports/index.html, and a reader never sees half a page."""
-    import os
-    import threading
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

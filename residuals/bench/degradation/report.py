@@ -15,7 +15,7 @@ from residuals.bench.degradation import (DEGRADATION_MARGIN, RESIDUAL_TOLERANCE,
                                          degradation_verdict, final_errors, model_label)
 from residuals.report import style
 from residuals.report.content import Figure, Overlay, ReportContent, Table
-from residuals.report.runs import RunDir
+from residuals.runs import RunDir
 
 __all__ = ["render"]
 

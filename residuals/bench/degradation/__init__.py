@@ -1,0 +1,70 @@
+"""The degradation benchmark: plain vs residual nets at several depths.
+
+He et al. 2015 ("Deep residual learning for image recognition", Sec. 4.2, Fig. 6)
+observed that a deeper *plain* network (no skip connections) reaches a HIGHER
+training error than a shallower one -- an optimisation failure, not overfitting --
+while the same nets with identity shortcuts get better with depth. This module
+runs that experiment as a sweep over ``variants x depths x seeds``::
+
+    cfg = PRESETS["digits"]                       # the default: 47 s measured on a shared 2-core CPU
+    run = RunDir.create("reports", bench="degradation", dataset=cfg.dataset, config=cfg.to_dict())
+    run_sweep(run, cfg, device="cpu", jobs=2)     # results.csv, runs.csv, probes.csv
+    degradation_verdict(run.read_table("runs")).headline
+
+Tables written to the run folder (tidy, one observation per row):
+
+* ``results.csv``: one row per (model, seed, epoch) with every field of the
+  trainer's ``EpochRecord`` and the run's ``status`` (``complete`` or ``diverged``);
+* ``runs.csv``: one row per (model, seed): final train/test error, training and wall
+  seconds, images/s, status;
+* ``probes.csv``: one row per (model, seed, block), measured after training on a
+  fixed batch of test images: the std of each residual function's output (paper
+  Fig. 7) and the gradient norms at each block.
+
+The verdict (:func:`degradation_verdict`) is a rule on ``runs.csv``, stated here
+once: with ``d0`` the shallowest and ``d1`` the deepest depth, and every error the
+mean final *training* error over the seeds that did not diverge,
+
+    reproduced  <=>  plain[d1] - plain[d0] > max(DEGRADATION_MARGIN, SIGNIFICANCE * se)
+                and  resnet[d1] - resnet[d0] <= RESIDUAL_TOLERANCE
+
+in percentage points (margin 1, tolerance 1): the deeper plain net is clearly
+worse, the deeper residual net is not. ``se`` is the standard error of the
+plain gap over seeds, ``sqrt(s1**2 / n1 + s0**2 / n0)`` (0 when a cell has one
+seed), and SIGNIFICANCE is 2: the gap must stand out of the seed-to-seed spread.
+He et al. (2015, Fig. 6) report gaps of a few points on CIFAR-10; on
+Fashion-MNIST (15 epochs) plain-56 ended 4.2 points above plain-20, and on
+digits 50-75 points above.
+
+Diverged runs (a non-finite loss) are left out of the means and named in the
+verdict; a cell with no finished run gives no verdict (``None``).
+
+Independent (model, seed) runs go to worker processes with one torch thread each
+(measured on a shared 2-core machine: two 1-thread processes beat one 2-thread
+process); every run checkpoints each epoch under ``<run>/checkpoints/`` so an
+interrupted sweep resumes where it stopped (:func:`run_sweep` skips the runs
+already in ``runs.csv``).
+
+Modules: ``config`` (the sweep, presets, plan), ``training`` (one run), ``sweep`` (all runs,
+workers), ``progress``, ``verdict``, ``report`` (the renderer) and ``cli`` (the command).
+"""
+
+from residuals.bench.degradation.config import (DEFAULT_PRESET, DEGRADATION_MARGIN, PRESETS,
+                                                RESIDUAL_TOLERANCE, RESULT_TABLES, RUN_KEYS,
+                                                SIGNIFICANCE, VARIANTS, DegradationConfig, RunSpec,
+                                                model_label, plan_runs)
+from residuals.bench.degradation.progress import Progress
+from residuals.bench.degradation.sweep import (CUDA_JOBS, cuda_mps_running, default_jobs,
+                                               run_sweep, worker_threads)
+from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
+                                                  load_data, probe_inputs, probe_model, train_run)
+from residuals.bench.degradation.verdict import Verdict, degradation_verdict, final_errors
+
+__all__ = [
+    "CUDA_JOBS", "DEFAULT_PRESET", "DEGRADATION_MARGIN", "PRESETS", "RESIDUAL_TOLERANCE",
+    "RESULT_TABLES", "RUN_KEYS", "SIGNIFICANCE", "VARIANTS",
+    "DegradationConfig", "Progress", "RunOutcome", "RunSpec", "Verdict",
+    "checkpoint_path", "cuda_mps_running", "default_jobs", "degradation_verdict", "final_errors",
+    "finished_runs", "load_data", "model_label", "plan_runs", "probe_inputs", "probe_model",
+    "run_sweep", "train_run", "worker_threads",
+]

@@ -1,0 +1,192 @@
+"""The sweep: every planned run not yet finished, in this process or in worker processes
+(one torch thread each), with the tables rewritten atomically after every finished run."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+from queue import Empty
+from typing import Callable
+
+import pandas as pd
+
+from residuals.bench.degradation.config import (RESULT_TABLES, RUN_KEYS, DegradationConfig,
+                                                RunSpec, plan_runs)
+from residuals.bench.degradation.progress import Progress
+from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
+                                                  train_run)
+from residuals.runs import RunDir
+
+__all__ = ["CUDA_JOBS", "cuda_mps_running", "default_jobs", "run_sweep", "worker_threads"]
+
+# --------------------------------------------------------------------------- the sweep
+CUDA_JOBS = 4  # runs sharing one GPU; see default_jobs
+
+
+def cuda_mps_running() -> bool:
+    """Whether NVIDIA's MPS control daemon is up (its pipe in ``$CUDA_MPS_PIPE_DIRECTORY``)."""
+    return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists()
+
+
+def default_jobs(device: str) -> int:
+    """Worker processes: one per core on the CPU (1 thread each), :data:`CUDA_JOBS` on a GPU.
+
+    A CIFAR-sized net at batch 128 leaves most of a big GPU idle, even with its
+    step replayed as one CUDA graph. Measured on one H100: the fashion-mnist
+    preset (24 runs) took 5.8 min with 4 processes and NVIDIA's MPS daemon
+    running (kernels of the 4 run concurrently), where its measured per-step
+    times add up to 10.7 min for one run at a time; with 8 processes it took
+    5.5 min. Without MPS the processes are time-sliced; a whole sweep was not
+    measured that way. Threads in one process failed to capture their graphs
+    and ran slower than one process.
+    """
+    if str(device).startswith("cuda"):
+        return CUDA_JOBS
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_threads(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` worker processes: the cores shared out, at least 1."""
+    return max(1, default_jobs("cpu") // jobs)
+
+
+class _Tables:
+    """The sweep's three tables, re-written (atomically) after every finished run.
+
+    ``runs.csv`` is written last and is the record of what finished: rows of the
+    other tables whose run is not in it (a sweep stopped between two writes) are
+    dropped on loading, so a resumed run never appears twice.
+    """
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        frames = {name: run.read_table(name) if run.has_table(name) else pd.DataFrame()
+                  for name in RESULT_TABLES}
+        done = frames["runs"][RUN_KEYS] if not frames["runs"].empty else pd.DataFrame(columns=RUN_KEYS)
+        for name in ("results", "probes"):
+            if not frames[name].empty:
+                frames[name] = frames[name].merge(done, on=RUN_KEYS, how="inner")
+        self.frames = frames
+
+    def add(self, outcome: RunOutcome) -> None:
+        new = {"results": outcome.history, "probes": outcome.probes,
+               "runs": pd.DataFrame([outcome.summary])}          # runs.csv last: the commit
+        for name, rows in new.items():
+            old = self.frames[name]
+            df = rows if old.empty else pd.concat([old, rows], ignore_index=True)
+            sort = [c for c in [*RUN_KEYS, "epoch", "block"] if c in df.columns]
+            self.frames[name] = df.sort_values(sort, ignore_index=True)
+            self.run.write_table(self.frames[name], name)
+
+
+# set in each worker process by _init_worker
+_PROGRESS_QUEUE = None
+
+
+def _init_worker(queue, threads: int) -> None:
+    global _PROGRESS_QUEUE
+    # Ctrl-C reaches the whole process group; the parent alone handles it (and
+    # stops the workers), so a worker never dies half-way through a checkpoint write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(threads)
+    _PROGRESS_QUEUE = queue
+
+
+def _worker_run(spec: RunSpec, cfg: DegradationConfig, device: str, run_path: str,
+                data_dir: str | None) -> RunOutcome:
+    def report(record) -> None:
+        _PROGRESS_QUEUE.put((spec, _record_dict(record)))
+
+    return train_run(spec, cfg, device=device, run_path=run_path, data_dir=data_dir, on_epoch=report)
+
+
+def _record_dict(record) -> dict:
+    return asdict(record) if hasattr(record, "__dataclass_fields__") else dict(record)
+
+
+def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1,
+              data_dir: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """Train every run of ``cfg`` not yet in the run folder's ``runs.csv``; return ``runs.csv``.
+
+    ``jobs == 1`` trains in this process (with torch's current thread count);
+    ``jobs > 1`` trains in that many spawned worker processes with one torch thread
+    each (more if there are more cores than jobs). The tables are written after
+    every finished run, so an interrupted sweep keeps everything that finished and
+    the unfinished runs continue from their per-epoch checkpoints on the next call.
+    Exceptions (including KeyboardInterrupt) stop the sweep and propagate.
+    """
+    planned = plan_runs(cfg)
+    done = finished_runs(run)
+    todo = [s for s in planned if (s.variant, s.depth, s.seed) not in done]
+    tables = _Tables(run)
+    jobs = max(1, min(int(jobs), len(todo))) if todo else 1
+    progress = Progress(todo, cfg, n_total=len(planned), jobs=jobs, echo=echo)
+    partial = sum(checkpoint_path(run.path, s).is_file() for s in todo)
+    if done or partial:
+        echo(f"resuming: {len(done)} of {len(planned)} runs already finished, {partial} continue "
+             f"from their checkpoints, {len(todo) - partial} start from scratch")
+
+    if jobs == 1:
+        for spec in todo:
+            outcome = train_run(spec, cfg, device=device, run_path=run.path, data_dir=data_dir,
+                                on_epoch=lambda r, spec=spec: progress.epoch(spec, _record_dict(r)))
+            tables.add(outcome)
+            progress.finished(outcome)
+    elif todo:
+        _run_parallel(todo, cfg, run, device=device, jobs=jobs, data_dir=data_dir,
+                      tables=tables, progress=progress)
+    return tables.frames["runs"]
+
+
+def _run_parallel(todo, cfg, run, *, device, jobs, data_dir, tables, progress) -> None:
+    ctx = mp.get_context("spawn")   # fork after torch has started threads is unsafe
+    queue = ctx.Queue()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                               initargs=(queue, worker_threads(jobs)))
+    try:
+        pending = {pool.submit(_worker_run, s, cfg, device, str(run.path), data_dir) for s in todo}
+        while pending:
+            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            _drain(queue, progress)
+            for future in finished:
+                outcome = future.result()   # re-raises the worker's exception
+                tables.add(outcome)
+                progress.finished(outcome)
+        _drain(queue, progress)
+    except BaseException:
+        _stop_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    # Every result is in. A worker's interpreter teardown (torch loaded) takes 1-3 s: let the
+    # workers exit while the caller writes the report; the interpreter joins them at exit.
+    pool.shutdown(wait=False)
+
+
+def _drain(queue, progress: Progress) -> None:
+    while True:
+        try:
+            spec, record = queue.get_nowait()
+        except Empty:
+            return
+        progress.epoch(spec, record)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker now; each run's last per-epoch checkpoint (written atomically) stays."""
+    if hasattr(pool, "terminate_workers"):   # Python >= 3.14
+        pool.terminate_workers()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.join(timeout=10)

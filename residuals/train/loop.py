@@ -1,0 +1,392 @@
+"""The training loop: :func:`train` reads top to bottom, :class:`_Loop` holds what every step
+needs, :func:`evaluate` measures a model on uint8 images. See :mod:`residuals.train` for how
+the loop avoids host round trips, CUDA graphs and CPU replicas."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from residuals.data import AUGMENTATIONS, ImageData, augment_batch, normalize
+from residuals.device import autocast as _autocast
+from residuals.device import resolve_device, resolve_replicas, resolve_replicas_amp
+from residuals.replicas import Replicas
+from residuals.train.checkpoint import (CHECKPOINT_FORMAT, _check_compatible, _data_signature,
+                                        _rng_state, _set_rng_state, load_checkpoint,
+                                        save_checkpoint)
+from residuals.train.config import EpochRecord, TrainConfig, TrainError, TrainResult, steps_per_epoch
+from residuals.train.schedule import LRSchedule
+
+__all__ = ["evaluate", "train"]
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor, *,
+             batch_size: int = 1024, amp: bool = False, channels_last: bool = False
+             ) -> tuple[float, float]:
+    """Mean cross-entropy (nats) and error rate of ``model`` on uint8 images ``x`` (N, C, H, W).
+
+    Runs in eval mode, in large batches, with one host synchronisation at the end.
+    The model is left in eval mode.
+    """
+    model.eval()
+    n = len(y)
+    if n == 0:
+        return math.nan, math.nan
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, n, batch_size):
+        xb = normalize(x[i:i + batch_size], mean, std, channels_last=channels_last)
+        yb = y[i:i + batch_size]
+        with _autocast(str(x.device), amp):
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+        wrong += (logits.argmax(1) != yb).sum()
+    total, errors = torch.stack([loss_sum, wrong.double()]).tolist()
+    return total / n, errors / n
+
+
+class _EpochClock:
+    """Training time of one epoch: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, device: str):
+        self.cuda = torch.device(device).type == "cuda"
+
+    def start(self) -> None:
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._end = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self._end.record()
+        else:
+            self._t1 = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Call after the epoch's one synchronisation."""
+        if self.cuda:
+            self._end.synchronize()
+            return self._start.elapsed_time(self._end) / 1000.0
+        return self._t1 - self._t0
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(device: str) -> Iterator[None]:
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _oom_error(cfg: TrainConfig, e: BaseException) -> TrainError:
+    return TrainError(f"out of GPU memory with batch size {cfg.batch_size} (evaluation batch "
+                      f"{cfg.eval_batch_size}) on {cfg.device}: try a smaller --batch-size, e.g. "
+                      f"{max(1, cfg.batch_size // 2)}. ({str(e).splitlines()[0] if str(e) else e!r})")
+
+
+GRAPH_WARMUP_STEPS = 3  # eager full-batch steps (on a side stream) before the capture
+
+
+@dataclass
+class _Loop:
+    """What one training run needs on every step; its :meth:`epoch` is the hot loop."""
+
+    net: nn.Module  # the model, or its compiled wrapper
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    data: ImageData
+    cfg: TrainConfig
+    steps: int  # per epoch
+    augment: str
+    amp: bool
+    generator: torch.Generator  # data order and augmentation, on the device
+    cuda_graph: bool = False  # capture full-batch steps as one CUDA graph
+    replicas: Replicas | None = None  # CPU data parallelism (None: the model alone)
+
+    def __post_init__(self) -> None:
+        dev = self.data.device
+        self.mean = torch.tensor(self.data.mean, dtype=torch.float32, device=dev)
+        self.std = torch.tensor(self.data.std, dtype=torch.float32, device=dev)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        self.wrong = torch.zeros((), dtype=torch.int64, device=dev)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor] | None = None  # the graph's (x, y)
+        self.warmup_left = GRAPH_WARMUP_STEPS
+        self.side_stream = torch.cuda.Stream(dev) if self.cuda_graph else None
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised, augmented images (B, C, H, W) and labels (B,) of indices ``idx``."""
+        data = self.data
+        xb = augment_batch(data.train_x.index_select(0, idx), self.augment, generator=self.generator)
+        xb = normalize(xb, self.mean, self.std, channels_last=self.cfg.channels_last)
+        return xb, data.train_y.index_select(0, idx)
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, *, capturing: bool = False) -> None:
+        """One SGD step on (xb, yb); the loss and error sums are added on the device.
+
+        Gradients are overwritten, not accumulated: set to None before the
+        eager backward, and written fresh into the graph's own buffers by the
+        captured one. With replicas, each computes its shard's share of the
+        gradient in its own thread and they are summed into the model's.
+        """
+        if not capturing:
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.replicas is None:
+            shards = [(self.forward_backward(self.net, xb, yb, 1.0, capturing=capturing), len(yb))]
+        else:
+            shards = self.replicas.forward_backward(self.forward_backward, xb, yb)
+        self.optimizer.step()
+        if self.replicas is not None:
+            self.replicas.after_step()
+        for (loss, wrong), n in shards:
+            self.loss_sum += loss * n
+            self.wrong += wrong
+
+    def forward_backward(self, net: nn.Module, xb: torch.Tensor, yb: torch.Tensor, weight: float,
+                         *, capturing: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backpropagate ``weight`` times the mean cross-entropy of ``net`` on (xb, yb) (``weight``:
+        the batch's share, for a replica's shard); return (mean loss, wrong count), on the device."""
+        with _autocast(str(xb.device), self.amp, cache=not capturing):
+            logits = net(xb)
+        if logits.shape != (len(yb), self.data.num_classes):  # metadata only: no sync
+            raise TrainError(f"the model returns logits of shape {tuple(logits.shape)} for a "
+                             f"batch of {len(yb)}; dataset {self.data.name!r} needs "
+                             f"({len(yb)}, {self.data.num_classes})")
+        loss = F.cross_entropy(logits.float(), yb)
+        (loss if weight == 1.0 else loss * weight).backward()
+        return loss.detach(), (logits.detach().argmax(1) != yb).sum()
+
+    def graphed_step(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """A full-batch step through the CUDA graph: warm up, capture once, then replay."""
+        if self.graph is not None:
+            self.static[0].copy_(xb)
+            self.static[1].copy_(yb)
+            self.graph.replay()
+            return
+        current = torch.cuda.current_stream(xb.device)
+        self.side_stream.wait_stream(current)
+        with torch.cuda.stream(self.side_stream):
+            if self.warmup_left > 0:
+                # the first steps, eager on a side stream: cuDNN picks its kernels, the
+                # optimiser creates its momentum buffers, autograd its stream state
+                self.step(xb, yb)
+                self.warmup_left -= 1
+            else:
+                self.capture(xb, yb)
+        current.wait_stream(self.side_stream)
+        if self.graph is not None:
+            self.graph.replay()  # the capture recorded this step's work without running it
+        elif not self.cuda_graph:
+            self.step(xb, yb)  # the capture failed: this step, and the rest, eagerly
+
+    def capture(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """Record one step on static copies of (xb, yb); on failure, warn and go on eagerly."""
+        self.static = (xb.clone(), yb.clone())
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            # thread_local: the capture checks this thread's CUDA calls only (the mode the
+            # GPU tests ran with); the trainer itself never runs on several threads
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.step(*self.static, capturing=True)
+        except TrainError:
+            raise
+        except RuntimeError as e:
+            warnings.warn(f"capturing the training step as a CUDA graph failed, so training goes "
+                          f"on without it (slower, same results): {str(e).splitlines()[0]}",
+                          RuntimeWarning, stacklevel=2)
+            self.cuda_graph, self.static = False, None
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        self.graph = graph
+
+    def epoch(self, epoch: int) -> int:
+        """Train one epoch (0-based); sums stay on the device. Returns the images seen."""
+        cfg, data, device = self.cfg, self.data, str(self.data.device)
+        self.net.train()
+        self.loss_sum.zero_()
+        self.wrong.zero_()
+        seen = 0
+        perm = torch.randperm(len(data.train_y), device=device, generator=self.generator)
+        for step in range(self.steps):
+            it = epoch * self.steps + step
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            xb, yb = self.batch(idx)
+            self.schedule.set(it)
+            if self.cuda_graph and len(idx) == cfg.batch_size:
+                self.graphed_step(xb, yb)
+            else:
+                self.step(xb, yb)
+            seen += len(idx)
+            self.schedule.observe(it, self.wrong, seen)
+        return seen
+
+    def evaluate(self) -> tuple[float, float]:
+        return evaluate(self.net, self.data.test_x, self.data.test_y, self.mean, self.std,
+                        batch_size=self.cfg.eval_batch_size, amp=self.amp,
+                        channels_last=self.cfg.channels_last)
+
+    def checkpoint(self, model: nn.Module, history: list[EpochRecord], *, finished: bool,
+                   diverged: bool) -> dict[str, object]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": asdict(self.cfg),
+            "data": _data_signature(self.data),
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"iteration": len(history) * self.steps, **self.schedule.state_dict()},
+            "rng": _rng_state(str(self.data.device), self.generator),
+            "history": [asdict(r) for r in history],
+            "finished": finished,
+            "diverged": diverged,
+            "amp": self.amp,  # the precision resolved from cfg.amp (None resolves by threads)
+            "replicas": 1 if self.replicas is None else self.replicas.n,  # cfg.replicas resolved
+            "torch": str(torch.__version__),
+        }
+
+
+def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
+          checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
+          on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+    """Train ``model`` on ``data`` with SGD; return the per-epoch history.
+
+    Parameters
+    ----------
+    model : a classifier mapping normalised ``(N, C, H, W)`` float images to
+        ``(N, num_classes)`` logits; moved to ``cfg.device`` (and to
+        channels_last) in place. Its initialisation is the caller's (seed it).
+    data : uint8 images; moved to the device once if they are not there.
+    checkpoint_path : written atomically after every epoch.
+    resume : continue from ``checkpoint_path`` if it exists (a finished run is
+        returned as it is); the configuration and data must be the same.
+    on_epoch : called with each new :class:`EpochRecord`, after its checkpoint.
+
+    A non-finite training loss ends the run with ``diverged=True``.
+    ``KeyboardInterrupt`` propagates; the last complete checkpoint is kept.
+    """
+    device = resolve_device(cfg.device)
+    if device != cfg.device:
+        cfg = dataclasses.replace(cfg, device=device)
+    if data.device != torch.empty(0, device=device).device:
+        data = data.to(device)
+    cuda = torch.device(device).type == "cuda"
+    augment = {None: data.augment, True: "crop-flip", False: "none"}.get(cfg.augment, cfg.augment)
+    if augment not in AUGMENTATIONS:
+        raise TrainError(f"dataset {data.name!r} names an unknown augmentation {augment!r}")
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+
+    spe = steps_per_epoch(len(data.train_y), cfg.batch_size)
+    model.to(device=device, memory_format=torch.channels_last if cfg.channels_last
+             else torch.contiguous_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, fused=cuda or None,
+                                foreach=None if cuda else True)
+    schedule = LRSchedule(cfg, spe, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed)
+
+    history: list[EpochRecord] = []
+    diverged = False
+    if cuda and cfg.replicas not in (None, 1):
+        raise TrainError(f"replicas={cfg.replicas} splits batches between CPU threads, but the "
+                         f"run is on {device!r}; leave replicas unset (None) on a GPU")
+    threads = torch.get_num_threads()
+    n_replicas, threads_each, amp = resolve_replicas_amp(cfg, threads=threads)
+    if resume and path is not None and path.exists():
+        state = load_checkpoint(path)
+        _check_compatible(state, cfg, data, path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        _set_rng_state(state["rng"], device, generator)
+        history = [EpochRecord(**r) for r in state["history"]]
+        diverged = bool(state["diverged"])
+        if cfg.amp is None and "amp" in state:
+            # the default precision depends on the thread count; keep the run's own, so a
+            # resume under another thread count goes on exactly as it started
+            amp = bool(state["amp"])
+        if cfg.replicas is None:
+            # likewise the replicas (a checkpoint without the field had none)
+            n_replicas, threads_each = resolve_replicas(int(state.get("replicas", 1)), device,
+                                                        cfg.batch_size, threads=threads)
+        if state["finished"]:
+            return _result(history, diverged, model, schedule, len(history) * spe, len(history), amp,
+                           n_replicas)
+    resumed_from = len(history)
+    for group in optimizer.param_groups:
+        group["lr"] = schedule.lr  # the optimiser reads the device tensor the schedule writes
+
+    if cfg.cuda_graph and not cuda:
+        raise TrainError(f"cuda_graph=True needs a CUDA device, but the run is on {device!r}; "
+                         "leave cuda_graph unset (None) to use graphs wherever CUDA is used")
+    replicas = Replicas(model, n_replicas, threads_each) if n_replicas > 1 else None
+    loop = _Loop(net=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
+                 schedule=schedule, data=data, cfg=cfg, steps=spe, augment=augment,
+                 amp=amp, generator=generator,
+                 cuda_graph=cuda and not cfg.compile if cfg.cuda_graph is None else cfg.cuda_graph,
+                 replicas=replicas)
+    clock = _EpochClock(device)
+    oom: TrainError | None = None
+    try:
+        with _cudnn_benchmark(device), (replicas or contextlib.nullcontext()):
+            for epoch in range(len(history), cfg.epochs):
+                clock.start()
+                with replicas.threads() if replicas is not None else contextlib.nullcontext():
+                    seen = loop.epoch(epoch)
+                clock.stop()
+                # the epoch's one synchronisation
+                total_loss, total_wrong, lr = torch.stack(
+                    [loop.loss_sum, loop.wrong.double(), schedule.lr.double()]).tolist()
+                seconds = clock.seconds()
+                train_loss = total_loss / seen
+                diverged = not math.isfinite(train_loss)
+                test_loss, test_error = loop.evaluate()
+                record = EpochRecord(epoch=epoch + 1, train_loss=train_loss,
+                                     train_error=total_wrong / seen, test_loss=test_loss,
+                                     test_error=test_error, lr=lr, seconds=seconds,
+                                     images_per_s=seen / seconds if seconds > 0 else math.inf)
+                history.append(record)
+                if path is not None:
+                    save_checkpoint(loop.checkpoint(model, history, diverged=diverged,
+                                                    finished=diverged or epoch + 1 == cfg.epochs), path)
+                if on_epoch is not None:
+                    on_epoch(record)
+                if diverged:
+                    break
+    except torch.OutOfMemoryError as e:
+        oom = _oom_error(cfg, e)  # raised below, once the traceback (and its tensors) is gone
+    if oom is not None:
+        if cuda:
+            torch.cuda.empty_cache()  # so a sweep can go on with the next run
+        raise oom
+    return _result(history, diverged, model, schedule, len(history) * spe, resumed_from, amp,
+                   n_replicas)
+
+
+def _result(history: list[EpochRecord], diverged: bool, model: nn.Module, schedule: LRSchedule,
+            iterations: int, resumed_from: int, amp: bool, replicas: int) -> TrainResult:
+    switch = int(schedule.switch_iteration) if schedule.paper else None
+    return TrainResult(history=history, diverged=diverged, model=model, iterations=iterations,
+                       warmup_end_iteration=switch if switch is not None and switch >= 0 else None,
+                       resumed_from_epoch=resumed_from, amp=amp, replicas=replicas)
