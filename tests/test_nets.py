@@ -19,7 +19,8 @@ from residuals.nets import (CIFAR_DEPTHS, MODELS, BasicBlock, BottleneckBlock, P
                             build_model, cifar_resnet, imagenet_resnet, model_name)
 
 BIG = {"resnet1202", "plain1202"}  # 19.4M parameters: built, never run forward in tests
-IMAGENET_STYLE = {"resnet18", "plain18", "resnet34", "plain34", "resnet50", "plain50"}
+IMAGENET_STYLE = {"resnet18", "plain18", "resnet34", "plain34", "resnet50", "plain50",
+                  "d2l-resnet18"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,7 +41,7 @@ def _seed():
 def _default(name: str) -> ResNet:
     """One default-built model per name (3 channels, 10 classes), shared; tests must not mutate it."""
     torch.manual_seed(0)
-    return build_model(name)
+    return build_model(name, in_channels=3, num_classes=10)
 
 
 def _image_size(name: str) -> int:
@@ -58,7 +59,8 @@ def test_registry_builds_and_runs(name, in_channels, num_classes):
     assert isinstance(model, ResNet) and isinstance(model, Stagewise)
     assert model.name == name
     assert model.config.in_channels == in_channels and model.config.num_classes == num_classes
-    assert model.head.fc.out_features == num_classes
+    head_out = model.head.fc.out_features if hasattr(model.head, "fc") else model.head.conv.out_channels
+    assert head_out == num_classes
     if name in BIG:
         return
     size = _image_size(name)

@@ -27,6 +27,11 @@ Pre-activation blocks (He et al. 2016, "Identity Mappings in Deep Residual
 Networks", Fig. 4(e)) move BN and ReLU in front of each convolution, so that
 nothing follows the addition (``self.act`` is ``nn.Identity``).
 
+The activation is an option of every block, ``activation="relu" | "elu" |
+"gelu"`` (:data:`ACTIVATIONS`): ReLU is the papers' choice; ELU (Clevert et al.
+2016) is what the TensorFlow article this project grew from uses in its
+BN-ELU-conv blocks; GELU (Hendrycks and Gimpel 2016) is today's common choice.
+
 All modules are ordinary ``nn.Module`` trees (no lambdas, no closures): models
 pickle, deep-copy, ``torch.compile`` and load each other's ``state_dict``.
 """
@@ -38,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ACTIVATIONS",
     "BLOCKS",
     "SHORTCUTS",
     "BasicBlock",
@@ -50,10 +56,23 @@ __all__ = [
     "conv1x1",
     "conv3x3",
     "conv_bn",
+    "make_activation",
     "make_shortcut",
 ]
 
 SHORTCUTS = ("A", "B")
+
+#: Activation functions by the name blocks, configs and the command line use.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+def make_activation(name: str, *, inplace: bool = False) -> nn.Module:
+    """A fresh activation module; ``inplace`` where the input is a fresh tensor no one else reads
+    (GELU has no in-place form)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    cls = ACTIVATIONS[name]
+    return cls(inplace=inplace) if cls is not nn.GELU else cls()
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -66,15 +85,16 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
 
 
-def conv_bn(conv: nn.Conv2d, *, relu: bool) -> list[nn.Module]:
-    """Post-activation unit: ``conv``, BN (and ReLU, in place on BN's fresh output)."""
+def conv_bn(conv: nn.Conv2d, *, relu: bool, activation: str = "relu") -> list[nn.Module]:
+    """Post-activation unit: ``conv``, BN (and, when ``relu``, the activation, in place on
+    BN's fresh output)."""
     layers = [conv, nn.BatchNorm2d(conv.out_channels)]
-    return layers + [nn.ReLU(inplace=True)] if relu else layers
+    return layers + [make_activation(activation, inplace=True)] if relu else layers
 
 
-def bn_relu_conv(conv: nn.Conv2d) -> list[nn.Module]:
-    """Pre-activation unit (He et al. 2016): BN, ReLU, then ``conv``."""
-    return [nn.BatchNorm2d(conv.in_channels), nn.ReLU(inplace=True), conv]
+def bn_relu_conv(conv: nn.Conv2d, activation: str = "relu") -> list[nn.Module]:
+    """Pre-activation unit (He et al. 2016): BN, the activation (ReLU), then ``conv``."""
+    return [nn.BatchNorm2d(conv.in_channels), make_activation(activation, inplace=True), conv]
 
 
 class ShortcutA(nn.Module):
@@ -196,13 +216,14 @@ class BasicBlock(_Block):
     expansion = 1
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
-                 shortcut: str = "A"):
+                 shortcut: str = "A", activation: str = "relu"):
         super().__init__(in_ch, out_ch, stride, skip, shortcut)
+        act = activation
         self.branch = nn.Sequential(
-            *conv_bn(conv3x3(in_ch, out_ch, stride), relu=True),
-            *conv_bn(conv3x3(out_ch, out_ch), relu=False),
+            *conv_bn(conv3x3(in_ch, out_ch, stride), relu=True, activation=act),
+            *conv_bn(conv3x3(out_ch, out_ch), relu=False, activation=act),
         )
-        self.act = nn.ReLU()
+        self.act = make_activation(act)
 
 
 class BottleneckBlock(_Block):
@@ -217,15 +238,16 @@ class BottleneckBlock(_Block):
     expansion = 4
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
-                 shortcut: str = "A"):
+                 shortcut: str = "A", activation: str = "relu"):
         super().__init__(in_ch, out_ch, stride, skip, shortcut)
+        act = activation
         mid = out_ch // self.expansion
         self.branch = nn.Sequential(
-            *conv_bn(conv1x1(in_ch, mid), relu=True),
-            *conv_bn(conv3x3(mid, mid, stride), relu=True),
-            *conv_bn(conv1x1(mid, out_ch), relu=False),
+            *conv_bn(conv1x1(in_ch, mid), relu=True, activation=act),
+            *conv_bn(conv3x3(mid, mid, stride), relu=True, activation=act),
+            *conv_bn(conv1x1(mid, out_ch), relu=False, activation=act),
         )
-        self.act = nn.ReLU()
+        self.act = make_activation(act)
 
 
 class PreActBlock(_Block):
@@ -241,11 +263,12 @@ class PreActBlock(_Block):
     expansion = 1
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
-                 shortcut: str = "A"):
+                 shortcut: str = "A", activation: str = "relu"):
         super().__init__(in_ch, out_ch, stride, skip, shortcut)
+        act = activation
         self.branch = nn.Sequential(
-            *bn_relu_conv(conv3x3(in_ch, out_ch, stride)),
-            *bn_relu_conv(conv3x3(out_ch, out_ch)),
+            *bn_relu_conv(conv3x3(in_ch, out_ch, stride), act),
+            *bn_relu_conv(conv3x3(out_ch, out_ch), act),
         )
         self.act = nn.Identity()
 
@@ -260,13 +283,14 @@ class PreActBottleneckBlock(_Block):
     expansion = 4
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
-                 shortcut: str = "A"):
+                 shortcut: str = "A", activation: str = "relu"):
         super().__init__(in_ch, out_ch, stride, skip, shortcut)
+        act = activation
         mid = out_ch // self.expansion
         self.branch = nn.Sequential(
-            *bn_relu_conv(conv1x1(in_ch, mid)),
-            *bn_relu_conv(conv3x3(mid, mid, stride)),
-            *bn_relu_conv(conv1x1(mid, out_ch)),
+            *bn_relu_conv(conv1x1(in_ch, mid), act),
+            *bn_relu_conv(conv3x3(mid, mid, stride), act),
+            *bn_relu_conv(conv1x1(mid, out_ch), act),
         )
         self.act = nn.Identity()
 

@@ -32,35 +32,45 @@ Kaiming normal with ``fan_out``; BN weight 1, bias 0; the linear layer keeps
 PyTorch's default. The last BN of each branch is *not* zeroed unless
 ``zero_init_residual=True`` (Goyal et al. 2017): zeroing it would make every
 residual block start as the identity, and the plain-versus-residual comparison
-would no longer be the paper's.
+would no longer be the paper's. ``init="xavier"`` is d2l's ``train_ch6``
+initialisation instead (Xavier uniform on every conv and linear weight).
+
+Options of every builder, kept in the config: the ``activation`` (``"relu"``,
+``"elu"``, ``"gelu"``: every activation of the stem, the blocks and a
+pre-activation head) and the ``head``:
+
+* ``"linear"`` (default): global average pooling, flatten, linear (after a final
+  BN-activation for pre-activation nets);
+* ``"conv"``: the TensorFlow article's head (seed 000): a 3x3 conv to
+  ``num_classes`` channels, BN, and the mean over space (no BN-activation in front).
+
+The builders and the registry of names are in :mod:`residuals.nets.registry`.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 from dataclasses import asdict, dataclass
-from functools import partial
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from residuals.core import StageStep, Stagewise
-from residuals.nets.blocks import BLOCKS, SHORTCUTS, conv3x3
+from residuals.nets.blocks import ACTIVATIONS, BLOCKS, SHORTCUTS, conv3x3, make_activation
 
 __all__ = [
+    "CIFAR_BOTTLENECK_DEPTHS",
     "CIFAR_DEPTHS",
+    "HEADS",
     "IMAGENET_DEPTHS",
-    "MODELS",
+    "IMAGENET_LAYOUTS",
+    "INITS",
     "STEMS",
     "ClassifierHead",
+    "ConvHead",
     "ResNet",
     "ResNetConfig",
-    "build_model",
-    "cifar_resnet",
-    "imagenet_resnet",
-    "model_name",
+    "SpatialMean",
 ]
 
 #: Depths of the paper's CIFAR-10 nets (Table 6), all of the form 6n + 2.
@@ -72,6 +82,8 @@ IMAGENET_LAYOUTS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
                     101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 IMAGENET_DEPTHS = tuple(IMAGENET_LAYOUTS)
 STEMS = ("small", "imagenet")
+HEADS = ("linear", "conv")
+INITS = ("he", "xavier")
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,12 @@ class ResNetConfig:
     in_channels: int = 3  # image channels (1 for MNIST-like data)
     num_classes: int = 10
     zero_init_residual: bool = False  # zero each branch's last layer (Goyal et al. 2017)
+    activation: str = "relu"  # "relu" | "elu" | "gelu": every activation of the net
+    head: str = "linear"  # "linear": pool + linear; "conv": conv3x3 + BN + spatial mean
+    stem_norm: bool | None = None  # BN-activation after the "small" stem's conv;
+    #                                None: yes unless pre-activation (the first block has it)
+    stem_activation: str | None = None  # None: ``activation``
+    init: str = "he"  # "he": Kaiming normal (fan_out) convs; "xavier": d2l's Xavier uniform
     name: str = ""  # registry name, e.g. "resnet56"; informative only
 
     def __post_init__(self):
@@ -99,6 +117,13 @@ class ResNetConfig:
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS} ('small': 3x3 stride-1 conv for 8x8 "
                              f"to 32x32 inputs, 'imagenet': 7x7/2 conv + max-pool), got {self.stem!r}")
+        for field, value, options in (("activation", self.activation, tuple(ACTIVATIONS)),
+                                      ("head", self.head, HEADS), ("init", self.init, INITS)):
+            if value not in options:
+                raise ValueError(f"{field} must be one of {', '.join(options)}, got {value!r}")
+        if self.stem_activation is not None and self.stem_activation not in ACTIVATIONS:
+            raise ValueError(f"stem_activation must be None or one of {', '.join(ACTIVATIONS)}, "
+                             f"got {self.stem_activation!r}")
         if not self.stage_blocks or len(self.stage_blocks) != len(self.widths):
             raise ValueError(f"stage_blocks {self.stage_blocks} and widths {self.widths} must be "
                              f"non-empty and of the same length (one entry per stage)")
@@ -135,9 +160,10 @@ class ClassifierHead(nn.Module):
     Shapes: ``(N, C, H, W) -> (N, num_classes)``.
     """
 
-    def __init__(self, in_ch: int, num_classes: int, *, preact: bool = False):
+    def __init__(self, in_ch: int, num_classes: int, *, preact: bool = False,
+                 activation: str = "relu"):
         super().__init__()
-        self.norm = (nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True))
+        self.norm = (nn.Sequential(nn.BatchNorm2d(in_ch), make_activation(activation, inplace=True))
                      if preact else nn.Identity())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
@@ -146,19 +172,62 @@ class ClassifierHead(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.pool(self.norm(h))))
 
+    def layers(self) -> list[nn.Module]:
+        """The head as a sequence of layers (the final BN-activation only where there is one)."""
+        norm = [] if isinstance(self.norm, nn.Identity) else [self.norm]
+        return [*norm, self.pool, self.flatten, self.fc]
+
+
+class SpatialMean(nn.Module):
+    """``(N, C, H, W) -> (N, C)``: the mean over space (TensorFlow's ``reduce_mean(x, [1, 2])``)."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.mean(dim=(2, 3))
+
+
+class ConvHead(nn.Module):
+    """The TensorFlow article's head: 3x3 conv to ``num_classes`` channels, BN, mean over space.
+
+    ``slim.conv2d(x, C, [3, 3], normalizer_fn=slim.batch_norm, activation_fn=None)`` then
+    ``tf.reduce_mean(top, [1, 2])`` (seed 000). The article then applies a softmax and feeds
+    that to ``softmax_cross_entropy_with_logits``, a second softmax; these are the logits.
+
+    Shapes: ``(N, C, H, W) -> (N, num_classes)``.
+    """
+
+    def __init__(self, in_ch: int, num_classes: int):
+        super().__init__()
+        self.conv = conv3x3(in_ch, num_classes)
+        self.bn = nn.BatchNorm2d(num_classes)
+        self.mean = SpatialMean()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.mean(self.bn(self.conv(h)))
+
+    def layers(self) -> list[nn.Module]:
+        return [self.conv, self.bn, self.mean]
+
+
+def _make_head(cfg: ResNetConfig, in_ch: int) -> ClassifierHead | ConvHead:
+    if cfg.head == "conv":
+        return ConvHead(in_ch, cfg.num_classes)
+    return ClassifierHead(in_ch, cfg.num_classes, preact=cfg.preact, activation=cfg.activation)
+
 
 def _make_stem(cfg: ResNetConfig) -> nn.Sequential:
+    act = make_activation(cfg.stem_activation or cfg.activation, inplace=True)
     if cfg.stem == "imagenet":
         return nn.Sequential(
             nn.Conv2d(cfg.in_channels, cfg.stem_width, kernel_size=7, stride=2, padding=3, bias=False),
             nn.BatchNorm2d(cfg.stem_width),
-            nn.ReLU(inplace=True),
+            act,
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
-    if cfg.preact:  # the first block starts with BN-ReLU
+    norm = not cfg.preact if cfg.stem_norm is None else cfg.stem_norm
+    if not norm:  # a pre-activation net's first block starts with BN-activation
         return nn.Sequential(conv3x3(cfg.in_channels, cfg.stem_width))
     return nn.Sequential(conv3x3(cfg.in_channels, cfg.stem_width), nn.BatchNorm2d(cfg.stem_width),
-                         nn.ReLU(inplace=True))
+                         act)
 
 
 class ResNet(nn.Module, Stagewise):
@@ -175,13 +244,17 @@ class ResNet(nn.Module, Stagewise):
     stem : nn.Sequential
     blocks : nn.ModuleList
         All blocks, flat and in order (stage 1's first block is ``blocks[0]``).
-    head : ClassifierHead
+    head : ClassifierHead or ConvHead
     block_stage : tuple of int
         The network stage (1-based: 1..3 for CIFAR nets, 1..4 for ImageNet-style
         ones) each block belongs to.
 
     Shapes: ``forward``: ``(N, in_channels, H, W) -> (N, num_classes)`` logits;
     ``forward_features``: ``-> (N, C_last, H', W')``, the last block's output.
+
+    Iterating yields the layers in forward order, as ``nn.Sequential`` does: the
+    stem, one ``nn.Sequential`` per stage, then the head's layers, so that
+    ``for layer in net: x = layer(x)`` computes ``net(x)`` (d2l's shape loop).
 
     Notes
     -----
@@ -212,19 +285,24 @@ class ResNet(nn.Module, Stagewise):
             for i in range(n):
                 stride = 2 if (s > 0 and i == 0) else 1
                 blocks.append(block_cls(in_ch, width, stride, skip=config.skip,
-                                        shortcut=config.shortcut))
+                                        shortcut=config.shortcut, activation=config.activation))
                 block_stage.append(s + 1)
                 in_ch = width
         self.blocks = nn.ModuleList(blocks)
         self.block_stage = tuple(block_stage)
-        self.head = ClassifierHead(in_ch, config.num_classes, preact=config.preact)
+        self.head = _make_head(config, in_ch)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ setup
     def reset_parameters(self) -> None:
         """He et al. init: Kaiming normal (fan_out) convs, BN (1, 0); optional zero-init residual."""
+        xavier = self.config.init == "xavier"
         for mod in self.modules():
-            if isinstance(mod, nn.Conv2d):
+            if xavier and isinstance(mod, (nn.Conv2d, nn.Linear)):
+                if isinstance(mod, nn.Linear):
+                    mod.reset_parameters()  # the bias keeps PyTorch's default, as in d2l
+                nn.init.xavier_uniform_(mod.weight)  # d2l's train_ch6 init_weights
+            elif isinstance(mod, nn.Conv2d):
                 nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(mod, nn.BatchNorm2d):
                 nn.init.ones_(mod.weight)
@@ -249,6 +327,13 @@ class ResNet(nn.Module, Stagewise):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        """The stem, one ``nn.Sequential`` per stage (sharing the blocks), the head's layers."""
+        yield self.stem
+        for stage in sorted(set(self.block_stage)):
+            yield nn.Sequential(*(b for b, s in zip(self.blocks, self.block_stage) if s == stage))
+        yield from self.head.layers()
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> None:
@@ -298,183 +383,9 @@ class ResNet(nn.Module, Stagewise):
     def extra_repr(self) -> str:
         c = self.config
         return (f"name={c.name!r}, depth={c.depth}, block={c.block!r}, skip={c.skip}, "
-                f"shortcut={c.shortcut!r}, stem={c.stem!r}")
+                f"shortcut={c.shortcut!r}, stem={c.stem!r}, activation={c.activation!r}, "
+                f"head={c.head!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (for run metadata)."""
         return asdict(self.config)
-
-
-# ---------------------------------------------------------------------- builders
-def _valid_cifar_depths(block: str) -> str:
-    if block.endswith("bottleneck"):
-        return ("depth must be 9n+2 for bottleneck blocks; valid: "
-                f"{', '.join(map(str, CIFAR_BOTTLENECK_DEPTHS))} (any 9n+2 >= 11)")
-    return (f"depth must be 6n+2; valid: {', '.join(map(str, CIFAR_DEPTHS))} "
-            "(any 6n+2 >= 8: 8, 14, 20, 26, ...)")
-
-
-def cifar_resnet(depth: int, *, skip: bool = True, block: str = "basic", shortcut: str = "A",
-                 in_channels: int = 3, num_classes: int = 10, width: int = 16,
-                 zero_init_residual: bool = False, name: str = "") -> ResNet:
-    """The paper's CIFAR-10 net of ``depth`` layers (He et al. 2015, Sec. 4.2).
-
-    Parameters
-    ----------
-    depth : int
-        ``6n + 2`` for basic/pre-activation blocks (``n`` blocks per stage),
-        ``9n + 2`` for bottleneck blocks.
-    skip : bool
-        ``True`` for the residual net, ``False`` for its plain twin.
-    block : {"basic", "bottleneck", "preact", "preact_bottleneck"}
-    shortcut : {"A", "B"}
-        Where shapes change: zero-padding (the paper's choice here) or projection.
-    width : int
-        Filters of the first stage; the stages have ``width * (1, 2, 4)``
-        (times 4 at the output of bottleneck blocks).
-
-    Raises
-    ------
-    ValueError
-        If ``depth`` is not of the required form; the message lists valid depths.
-    """
-    if block not in BLOCKS:
-        raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
-    per_block = 9 if block.endswith("bottleneck") else 6
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < per_block + 2 \
-            or (depth - 2) % per_block:
-        raise ValueError(f"invalid CIFAR ResNet depth {depth!r}: {_valid_cifar_depths(block)}")
-    n = (depth - 2) // per_block
-    expansion = BLOCKS[block].expansion
-    cfg = ResNetConfig(stage_blocks=(n, n, n), widths=tuple(width * k * expansion for k in (1, 2, 4)),
-                       block=block, skip=skip, shortcut=shortcut, stem="small", stem_width=width,
-                       in_channels=in_channels, num_classes=num_classes,
-                       zero_init_residual=zero_init_residual,
-                       name=name or _default_name(depth, skip, block))
-    return ResNet(cfg)
-
-
-def imagenet_resnet(depth: int, *, skip: bool = True, preact: bool = False, shortcut: str = "B",
-                    stem: str = "imagenet", in_channels: int = 3, num_classes: int = 10,
-                    width: int = 64, zero_init_residual: bool = False, name: str = "") -> ResNet:
-    """ResNet-18/34/50/101/152 (He et al. 2015, Table 1), any input channels and classes.
-
-    Basic blocks for 18 and 34, bottleneck blocks (expansion 4) for 50 and up;
-    stages of ``width * (1, 2, 4, 8)`` filters. ``stem="imagenet"`` (default)
-    is the paper's and d2l's 7x7/2 conv + 3x3/2 max-pool; ``stem="small"`` a
-    3x3/1 conv without pooling, for 8x8 to 32x32 inputs. The default
-    ``shortcut="B"`` projects where the shape changes, as the paper does for
-    these nets; a plain twin has no projections (fewer parameters).
-    """
-    if depth not in IMAGENET_LAYOUTS:
-        raise ValueError(f"invalid ImageNet-style ResNet depth {depth!r}: valid: "
-                         f"{', '.join(map(str, IMAGENET_DEPTHS))}")
-    bottleneck = depth >= 50
-    block = ("preact_" if preact else "") + ("bottleneck" if bottleneck else "basic")
-    block = "preact" if block == "preact_basic" else block
-    expansion = BLOCKS[block].expansion
-    cfg = ResNetConfig(stage_blocks=IMAGENET_LAYOUTS[depth],
-                       widths=tuple(width * k * expansion for k in (1, 2, 4, 8)),
-                       block=block, skip=skip, shortcut=shortcut, stem=stem, stem_width=width,
-                       in_channels=in_channels, num_classes=num_classes,
-                       zero_init_residual=zero_init_residual,
-                       name=name or _default_name(depth, skip, block))
-    return ResNet(cfg)
-
-
-def _default_name(depth: int, skip: bool, block: str) -> str:
-    prefix = "resnet" if skip else "plain"
-    return ("pre" + prefix if block.startswith("preact") else prefix) + str(depth)
-
-
-def model_name(depth: int, skip: bool, *, preact: bool = False) -> str:
-    """Registry name of a depth: ``(56, True) -> "resnet56"``, ``(56, False) -> "plain56"``.
-
-    ``preact=True`` gives ``"preresnet56"`` / ``"preplain56"``. Raises
-    ``ValueError`` for a depth that is neither a CIFAR depth (6n+2, or 9n+2 for
-    pre-activation bottleneck nets) nor an ImageNet-style one.
-    """
-    ok = isinstance(depth, int) and not isinstance(depth, bool) and (
-        depth in IMAGENET_LAYOUTS or (depth >= 8 and (depth - 2) % 6 == 0)
-        or (preact and depth in CIFAR_BOTTLENECK_DEPTHS))
-    if not ok:
-        raise ValueError(f"no model of depth {depth!r}: CIFAR nets have depth 6n+2 "
-                         f"({', '.join(map(str, CIFAR_DEPTHS))}, ...), ImageNet-style ones "
-                         f"{', '.join(map(str, IMAGENET_DEPTHS))}")
-    return _default_name(depth, skip, "preact" if preact else "basic")
-
-
-#: The explicit registry: name -> builder taking ``in_channels``, ``num_classes`` and
-#: the builder's other keyword arguments (``shortcut``, ``stem``, ``width``, ...).
-MODELS: dict[str, Callable[..., ResNet]] = {
-    # He et al. 2015, Sec. 4.2 / Table 6: CIFAR-10 nets, option A.
-    "resnet20": partial(cifar_resnet, 20, skip=True),
-    "plain20": partial(cifar_resnet, 20, skip=False),
-    "resnet32": partial(cifar_resnet, 32, skip=True),
-    "plain32": partial(cifar_resnet, 32, skip=False),
-    "resnet44": partial(cifar_resnet, 44, skip=True),
-    "plain44": partial(cifar_resnet, 44, skip=False),
-    "resnet56": partial(cifar_resnet, 56, skip=True),
-    "plain56": partial(cifar_resnet, 56, skip=False),
-    "resnet110": partial(cifar_resnet, 110, skip=True),
-    "plain110": partial(cifar_resnet, 110, skip=False),
-    "resnet1202": partial(cifar_resnet, 1202, skip=True),
-    "plain1202": partial(cifar_resnet, 1202, skip=False),
-    # He et al. 2016: pre-activation CIFAR nets (basic, and bottleneck for 164).
-    "preresnet20": partial(cifar_resnet, 20, skip=True, block="preact"),
-    "preresnet56": partial(cifar_resnet, 56, skip=True, block="preact"),
-    "preresnet110": partial(cifar_resnet, 110, skip=True, block="preact"),
-    "preresnet164": partial(cifar_resnet, 164, skip=True, block="preact_bottleneck"),
-    # He et al. 2015, Table 1, as d2l adapts them: option B, stem="imagenet" by default.
-    "resnet18": partial(imagenet_resnet, 18, skip=True),
-    "plain18": partial(imagenet_resnet, 18, skip=False),
-    "resnet34": partial(imagenet_resnet, 34, skip=True),
-    "plain34": partial(imagenet_resnet, 34, skip=False),
-    "resnet50": partial(imagenet_resnet, 50, skip=True),
-    "plain50": partial(imagenet_resnet, 50, skip=False),
-}
-
-_PATTERN = re.compile(r"^(resnet|plain|preresnet|preplain)(\d+)$")
-
-
-def build_model(name: str, *, in_channels: int = 3, num_classes: int = 10, **kwargs: Any) -> ResNet:
-    """Build a registered model by name, e.g. ``build_model("plain56", num_classes=100)``.
-
-    Names not in :data:`MODELS` but of the form ``resnet{d}``, ``plain{d}``,
-    ``preresnet{d}`` or ``preplain{d}`` build the CIFAR net of that depth when
-    ``d = 6n + 2`` (``plain14``, ``resnet26``, ...: depth sweeps), or the
-    ImageNet-style net for ``d`` in 101, 152 (and 18, 34, 50 with ``pre``).
-    Note that 50 is both: ``"resnet50"`` is the ImageNet-style bottleneck net;
-    the 50-layer CIFAR net is ``cifar_resnet(50)``.
-    ``kwargs`` go to the builder (:func:`cifar_resnet` or
-    :func:`imagenet_resnet`), e.g. ``shortcut="B"`` or ``stem="small"``; the
-    name fixes depth and skip.
-
-    Raises
-    ------
-    ValueError
-        For an unknown name (the message lists the registered names).
-    TypeError
-        If ``kwargs`` tries to change what the name fixes (``depth``, ``skip``, ``preact``).
-    """
-    fixed = sorted({"depth", "skip", "preact"} & set(kwargs))
-    if fixed:
-        raise TypeError(f"build_model({name!r}): the name fixes {', '.join(fixed)}; pick another "
-                        f"name (e.g. 'plain56' rather than skip=False) or call cifar_resnet / "
-                        f"imagenet_resnet directly")
-    if name in MODELS:
-        return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
-    match = _PATTERN.match(name) if isinstance(name, str) else None
-    if match:
-        prefix, depth = match.group(1), int(match.group(2))
-        skip, preact = prefix.endswith("resnet"), prefix.startswith("pre")
-        if depth in IMAGENET_LAYOUTS:  # resnet101, plain152, preresnet18, ...
-            return imagenet_resnet(depth, skip=skip, preact=preact, in_channels=in_channels,
-                                   num_classes=num_classes, **kwargs)
-        return cifar_resnet(depth, skip=skip, block="preact" if preact else "basic",
-                            in_channels=in_channels, num_classes=num_classes, **kwargs)
-    close = difflib.get_close_matches(str(name), MODELS, n=3)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"unknown model {name!r}.{hint} Registered: {', '.join(MODELS)} "
-                     f"(also resnet/plain/preresnet/preplain followed by any depth 6n+2, "
-                     f"or by {', '.join(map(str, IMAGENET_DEPTHS))})")
