@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from residuals.boosting import BoostingClassifier, BoostingRegressor, _kernels
-from residuals.boosting._hist import _route, _scatter_hist, _selected
+from residuals.boosting._histograms import _route, _scatter_hist, _selected
 
 requires_c = pytest.mark.skipif(not _kernels.available(), reason="the C loops of hist mode are not built")
 
@@ -92,14 +92,14 @@ def test_histograms_equal_torch_bit_for_bit(monkeypatch, complex_values, threads
 @pytest.mark.parametrize("lo,hi", [(1, 4), (2, 3), (0, 6)])
 def test_selected_rows_equal_torch(monkeypatch, dtype, lo, hi):
     """The C selection yields the same ranges, rows and nodes as numpy's."""
-    from residuals.boosting import _hist
+    from residuals.boosting import _hist_data, _histograms
 
     rng, XT, g, gh = _data()
     slot = torch.as_tensor(rng.randint(0, 6, size=XT.shape[1]), dtype=dtype)
-    monkeypatch.setattr(_hist, "_SELECT_ROWS", 1)  # ranges of n / 8 rows: 8 of them
-    work = _hist._Workspace(XT.shape[1], "cpu", dtype)
+    monkeypatch.setattr(_histograms, "_SELECT_ROWS", 1)  # ranges of n / 8 rows: 8 of them
+    work = _hist_data._Workspace(XT.shape[1], "cpu", dtype)
     expected = list(_selected(slot, lo, hi))
-    got = [(r.clone(), None if s is None else s.clone()) for r, s in _hist._selected_c(slot, lo, hi, work)]
+    got = [(r.clone(), None if s is None else s.clone()) for r, s in _histograms._selected_c(slot, lo, hi, work)]
     assert len(got) == len(expected) == 8
     for (r, s), (er, es) in zip(got, expected):
         assert torch.equal(r, er)

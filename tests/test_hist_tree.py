@@ -9,6 +9,7 @@ from sklearn.tree import DecisionTreeRegressor
 
 from residuals.boosting._binning import BinMapper
 from residuals.boosting._hist import HistTree
+from residuals.boosting._hist_data import prepare
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -365,7 +366,7 @@ class TestHistTree:
         g = torch.as_tensor(np.random.RandomState(14).randn(len(y)))
         h = torch.as_tensor(np.random.RandomState(15).uniform(0.5, 1.5, len(y)))
         tree = HistTree(n_bins=64)
-        data, _, _ = tree._prepare(Xb, g, h, None, None)
+        data, _, _ = prepare(Xb, g, h, None, None, tree.n_bins)
         assert data.cw is not None  # non-constant hessian: counts get their own histogram
         parent, parent_cw = tree._histograms(data, None, None, 1)
         right = torch.as_tensor(np.flatnonzero(X[:, 1] > 20))
@@ -410,7 +411,7 @@ class TestHistTree:
     def test_root_counts_cache_follows_the_matrix(self):
         import gc
 
-        from residuals.boosting import _hist
+        from residuals.boosting import _hist_data
 
         X, y = integer_data()
         Xb = BinMapper().fit_transform(X)
@@ -426,14 +427,14 @@ class TestHistTree:
         g = torch.as_tensor(rng.randn(len(y)))
         cached = HistTree(max_depth=3).fit(Xb, g, torch.ones_like(g))
         assert 1 not in cached.feature
-        assert _hist._root_counts_cache.get(Xb) is not None
+        assert _hist_data._root_counts_cache.get(Xb) is not None
         del Xb
         gc.collect()
-        assert _hist._root_counts_cache._entry is None  # released with the matrix
+        assert _hist_data._root_counts_cache._entry is None  # released with the matrix
 
     @pytest.mark.parametrize("nan", [False, True])
     def test_memory_bounded_paths_grow_the_same_tree(self, monkeypatch, nan):
-        from residuals.boosting import _hist
+        from residuals.boosting import _histograms, _split_search
 
         X, y = integer_data(n=4000, seed=18)
         if nan:
@@ -441,8 +442,8 @@ class TestHistTree:
         w = np.random.RandomState(18).uniform(0.5, 2.0, len(y))  # weights: count histograms too
         reference, _, Xb = fit_tree(X, y, sample_weight=w, max_depth=7, min_samples_leaf=5)
         # Histograms of a single node only, and one node per search pass.
-        monkeypatch.setattr(_hist, "_HIST_BYTES", 1)
-        monkeypatch.setattr(_hist, "_SEARCH_ELEMENTS", 1)
+        monkeypatch.setattr(_histograms, "_HIST_BYTES", 1)
+        monkeypatch.setattr(_split_search, "_SEARCH_ELEMENTS", 1)
         bounded, _, _ = fit_tree(X, y, sample_weight=w, max_depth=7, min_samples_leaf=5)
         assert bounded.n_leaves == reference.n_leaves > 40
         # Sums in another order may break exact ties (two features cutting a small
@@ -452,7 +453,8 @@ class TestHistTree:
 
     def test_accelerator_kernels_agree_with_the_cpu_ones(self):
         """The two-pass real scatter and torch.nonzero, used off the CPU, run here too."""
-        from residuals.boosting._hist import _nonzero, _scatter_hist
+        from residuals.boosting._hist_data import _nonzero
+        from residuals.boosting._histograms import _scatter_hist
 
         rng = np.random.RandomState(20)
         XT = torch.as_tensor(rng.randint(0, 16, size=(5, 3000)), dtype=torch.uint8)
@@ -466,7 +468,7 @@ class TestHistTree:
 
     def test_histograms_in_chunks_equal_one_pass(self, monkeypatch):
         """The int64 index is built chunk by chunk: any chunk size gives the same sums."""
-        from residuals.boosting import _hist, _kernels
+        from residuals.boosting import _histograms, _kernels
 
         rng = np.random.RandomState(21)
         XT = torch.as_tensor(rng.randint(0, 16, size=(5, 3001)), dtype=torch.uint8)
@@ -479,9 +481,9 @@ class TestHistTree:
         with _kernels.disabled():  # the chunks are torch's loop's (the C loop needs no index)
             for elements in (5, 7 * 5, 1 << 20):  # one row, 7 rows, every row per chunk
                 for name in ("_SLICE_INDEX_ELEMENTS", "_GATHER_INDEX_ELEMENTS"):
-                    monkeypatch.setattr(_hist, name, elements)
-                torch.testing.assert_close(_hist._scatter_hist(XT, values, 64, 16, rows, slots), whole)
-                torch.testing.assert_close(_hist._scatter_hist(XT, values, 16, 16), root)
+                    monkeypatch.setattr(_histograms, name, elements)
+                torch.testing.assert_close(_histograms._scatter_hist(XT, values, 64, 16, rows, slots), whole)
+                torch.testing.assert_close(_histograms._scatter_hist(XT, values, 16, 16), root)
 
     def test_leaf_values_can_be_overwritten(self):
         X, y = integer_data()
@@ -543,7 +545,7 @@ class TestHistTree:
 
     @pytest.mark.parametrize("use_numpy", [True, False])  # False: the accelerator kernel
     def test_first_best_against_brute_force(self, use_numpy):
-        from residuals.boosting._hist import _first_best
+        from residuals.boosting._split_search import _first_best
 
         rng = np.random.RandomState(8)
         K, D, F, c = 5, 2, 6, 7
