@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from residuals.boosting import BoostingClassifier, BoostingRegressor, _kernels
-from residuals.boosting._histograms import _route, _scatter_hist, _selected
+from residuals.boosting._histograms import _route, _scatter_hist
 
 requires_c = pytest.mark.skipif(not _kernels.available(), reason="the C loops of hist mode are not built")
 
@@ -70,7 +70,8 @@ def test_histograms_equal_torch_bit_for_bit(monkeypatch, complex_values, threads
     ]
     monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)  # split even these small calls between threads
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # torch's loops (the fallback) and ...
+    monkeypatch.setattr(_kernels, "threads", lambda: threads)  # ... the C loops
     try:
         for case in cases:
             n_cols = case.pop("n_cols")
@@ -90,24 +91,19 @@ def test_histograms_equal_torch_bit_for_bit(monkeypatch, complex_values, threads
 @requires_c
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("lo,hi", [(1, 4), (2, 3), (0, 6)])
-def test_selected_rows_equal_torch(monkeypatch, dtype, lo, hi):
-    """The C selection yields the same ranges, rows and nodes as numpy's."""
-    from residuals.boosting import _hist_data, _histograms
-
+@pytest.mark.parametrize("threads", [1, 3])
+def test_level_histograms_equal_torch_bit_for_bit(monkeypatch, dtype, lo, hi, threads):
+    """One C pass over a level's rows gives torch's histograms of its nodes, at any thread count."""
     rng, XT, g, gh = _data()
     slot = torch.as_tensor(rng.randint(0, 6, size=XT.shape[1]), dtype=dtype)
-    monkeypatch.setattr(_histograms, "_SELECT_ROWS", 1)  # ranges of n / 8 rows: 8 of them
-    work = _hist_data._Workspace(XT.shape[1], "cpu", dtype)
-    expected = list(_selected(slot, lo, hi))
-    got = [(r.clone(), None if s is None else s.clone()) for r, s in _histograms._selected_c(slot, lo, hi, work)]
-    assert len(got) == len(expected) == 8
-    for (r, s), (er, es) in zip(got, expected):
-        assert torch.equal(r, er)
-        assert (s is None) == (es is None) == (hi == lo + 1)
-        if s is not None:
-            assert torch.equal(s, es)
-    mask = (slot.numpy() >= lo) & (slot.numpy() < hi)
-    assert torch.equal(torch.cat([r for r, _ in got]), torch.as_tensor(np.flatnonzero(mask)))
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)  # split even this small call between threads
+    for values in (g, gh):
+        with _kernels.disabled():
+            expected = _scatter_hist(XT, values, (hi - lo) * 32, 32, select=(slot, lo, hi))
+        got = torch.zeros((hi - lo, XT.shape[0], 32), dtype=values.dtype)
+        monkeypatch.setattr(_kernels, "threads", lambda: threads)
+        _kernels.level_hist(XT, values, got, 32, slot, lo, hi)
+        assert torch.equal(got, expected.view(XT.shape[0], hi - lo, 32).transpose(0, 1))
 
 
 @requires_c
@@ -122,7 +118,8 @@ def test_routing_equals_torch(monkeypatch, dtype, threads):
     expected = table[slot.long() * nb + XT[column[slot.long()].long(), torch.arange(XT.shape[1])].long()]
     monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # torch's loops (the fallback) and ...
+    monkeypatch.setattr(_kernels, "threads", lambda: threads)  # ... the C loops
     try:
         kept = slot.clone()
         out = _route(XT, slot, column, table, nb)  # no workspace: a new tensor, slot untouched
@@ -193,6 +190,7 @@ def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
     try:
         for threads in (1, 3):
             torch.set_num_threads(threads)
+            monkeypatch.setattr(_kernels, "threads", lambda t=threads: t)
             with (contextlib.nullcontext() if c_loops else _kernels.disabled()):
                 model = BoostingRegressor(tree_method="hist", n_estimators=15, max_depth=5, random_state=0)
                 model.fit(X, y, sample_weight=w)
@@ -217,4 +215,44 @@ def test_unexpected_layouts_are_refused():
     with pytest.raises(ValueError, match="unexpected dtype or layout"):
         _kernels.route(XT, slot, torch.zeros(1, dtype=torch.int64), torch.zeros(32, dtype=torch.int32), 32)
     with pytest.raises(ValueError, match="unexpected dtype or layout"):
-        _kernels.select(slot, 0, XT.shape[1], 0, 1, torch.empty(10, dtype=torch.int64), None)  # buffer too small
+        _kernels.level_hist(XT, gh, out.view(1, -1, 16), 32, slot, 0, 1)  # not (nodes, F, nb)
+
+
+def test_default_thread_count_follows_threadpoolctl_and_omp_num_threads():
+    """As HistGradientBoosting: the cores, or a threadpoolctl limit, or OMP_NUM_THREADS."""
+    from threadpoolctl import threadpool_limits
+
+    assert _kernels.threads() >= 1
+    with threadpool_limits(limits=1):
+        assert _kernels.threads() == 1
+    code = "from residuals.boosting import _kernels; print(_kernels.threads())"
+    env = {**os.environ, "OMP_NUM_THREADS": "3"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3"
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("round_to_float32", [False, True])
+def test_binning_equals_torch(monkeypatch, dtype, round_to_float32):
+    """The C binning gives the torch search's bins: NaN, infinities, strided input, any thread count."""
+    from residuals.boosting._binning import BinMapper
+
+    rng = np.random.RandomState(5)
+    X = rng.randn(3000, 7).astype(dtype)
+    X[:, 3] = np.round(X[:, 3] * 3)  # few distinct values: cuts at midpoints, values on bins' edges
+    X[::17, 1] = np.nan
+    X[5, 2], X[6, 2] = np.inf, -np.inf
+    mapper = BinMapper(max_bins=63, round_to_float32=round_to_float32).fit(X)
+    new = np.asfortranarray(rng.randn(2000, 7).astype(dtype) * 2)  # other values, column-major
+    new[::11, 4] = np.nan
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
+    for data in (X, new, X[::3]):
+        with _kernels.disabled():
+            expected = mapper.transform(data)
+        for threads in (1, 3):
+            monkeypatch.setattr(_kernels, "threads", lambda t=threads: t)
+            assert torch.equal(mapper.transform(data), expected)
+    if dtype == np.float64 and round_to_float32:
+        with pytest.raises(ValueError, match="too large for dtype"):
+            mapper.transform(np.full((4, 7), 1e300))

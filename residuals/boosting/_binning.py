@@ -32,6 +32,8 @@ import numbers
 import numpy as np
 import torch
 
+from . import _kernels
+
 __all__ = ["BinMapper"]
 
 # Thresholds are clipped below +inf so that +inf is a value (last bin), never a cut.
@@ -287,6 +289,13 @@ class BinMapper:
             )
         device = torch.device(device)
         n_samples, n_features = X.shape
+        if _kernels.available() and n_samples and n_features:  # the C loop, threads over rows
+            cuts = self._padded_thresholds("cpu").numpy()
+            table = np.full((n_features, 1 << cuts.shape[1].bit_length()), np.inf)
+            table[:, : cuts.shape[1]] = cuts
+            out = _kernels.bin_rows(X, table, bool(getattr(self, "round_to_float32", False)),
+                                    self.missing_bin)
+            return out.to(device).T
         cuts = self._padded_thresholds(device)
         out = torch.empty((n_features, n_samples), dtype=torch.uint8, device=device)
         on_cpu = device.type == "cpu"

@@ -73,7 +73,6 @@ class _Workspace:
         self.gh = torch.empty(n, dtype=torch.complex128, device=device)
         self._chunk = torch.empty(0, dtype=torch.int64, device=device)
         self._levels: dict[int, list[torch.Tensor]] = {}
-        self._select = (torch.empty(0, dtype=torch.int64),) * 2
         self._leaves = None
 
     def leaves(self) -> torch.Tensor:
@@ -101,15 +100,6 @@ class _Workspace:
                 buf = pair[i] = torch.empty(numel, dtype=current.dtype, device=current.device)
             return buf[:numel].view(shape)
         raise AssertionError("unreachable: two buffers, at most one in use")
-
-    def select_buffers(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two int64 buffers of at least ``size`` elements: selected rows and their nodes."""
-        if self._select[0].numel() < size:
-            self._select = (
-                torch.empty(size, dtype=torch.int64),
-                torch.empty(size, dtype=torch.int64),
-            )
-        return self._select
 
     def chunk_index(self, size: int) -> torch.Tensor:
         """An int64 buffer of at least ``size`` elements for one histogram chunk."""

@@ -131,20 +131,6 @@ def _selected(slot: torch.Tensor, lo: int, hi: int):
         yield (rows.add_(a) if a else rows), nodes
 
 
-def _selected_c(slot: torch.Tensor, lo: int, hi: int, work: "_Workspace"):
-    """:func:`_selected` on the CPU by the C loop, into ``work``'s buffers: the
-    same ranges, rows and nodes (None when ``hi == lo + 1``). Each yielded pair
-    is valid until the next one is made."""
-    n = slot.shape[0]
-    size = max(_SELECT_ROWS, -(-n // 8))
-    rows_buf, nodes_buf = work.select_buffers(min(size, n))
-    one = hi == lo + 1
-    for a in range(0, n, size):
-        m = _kernels.select(slot, a, min(n, a + size), lo, hi, rows_buf, None if one else nodes_buf)
-        if m:
-            yield rows_buf[:m], None if one else nodes_buf[:m]
-
-
 def _route(
     XT: torch.Tensor,
     slot: torch.Tensor,
@@ -209,11 +195,12 @@ class _Histograms:
             if values is not None:
                 hist = torch.zeros(shape, dtype=values.dtype) if out is None else out[i]
                 pairs.append((values, hist))
-        # the selected rows come range by range, in reused buffers: each range goes to every channel
-        groups = [(rows, slots)] if select is None else _selected_c(*select, data.work)
-        for r, s in groups:
+        if select is not None:  # a level's nodes in one pass, threads over features
             for values, hist in pairs:
-                _kernels.hist(data.XT, values, hist, self.n_bins, r, s, node_major=True)
+                _kernels.level_hist(data.XT, values, hist, self.n_bins, *select)
+        else:
+            for values, hist in pairs:
+                _kernels.hist(data.XT, values, hist, self.n_bins, rows, slots, node_major=True)
         return pairs[0][1], pairs[1][1] if len(pairs) > 1 else None
 
     def _next_histograms_c(self, data: _Data, slot: torch.Tensor, k: int, hist, cw, parents):

@@ -20,6 +20,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(_WIN32)
 #define RESIDUALS_EXPORT __declspec(dllexport)
@@ -31,7 +32,7 @@
 
 /* Bumped whenever a signature or a semantic here changes: the Python side
  * refuses a library built from another version (a stale build after an update). */
-#define RESIDUALS_KERNELS_VERSION 5
+#define RESIDUALS_KERNELS_VERSION 6
 RESIDUALS_EXPORT int64_t residuals_kernels_version(void) { return RESIDUALS_KERNELS_VERSION; }
 
 /*
@@ -86,34 +87,109 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
 }
 
 /*
- * The rows i in [a, b) with lo <= slot[i] < hi, in order: rows[j] = i and (when
- * nodes is not NULL) nodes[j] = slot[i] - lo. Returns how many (j's bound).
+ * The histograms of every node lo <= s < hi of a level in one pass over the rows
+ * (s = slot[i]): for f in [f0, f1), i in [0, n), c in [0, k),
+ *
+ *     out[(((s - lo) * F + f) * nb + XT[f, i]) * k + c] += v[i * k + c]
+ *
+ * (out is (hi - lo, F, nb) node-major, as the split search reads it). The rows
+ * are taken in blocks of LEVEL_BLOCK: a block's selected rows and their values
+ * are gathered once into scratch, then scattered feature by feature, so every
+ * cell adds its rows in row order (the same bits as residuals_hist over the
+ * selected rows, and as torch's scatter_add_). The caller splits [0, F) between
+ * threads (each scans the slots itself: 4 bytes a row, against F' bytes of bins);
+ * features write disjoint cells, so no thread's sums depend on another's.
+ * Returns 0, or -1 if the scratch could not be allocated.
  */
-#define RESIDUALS_SELECT(NAME, T)                                                                   \
-    RESIDUALS_EXPORT int64_t NAME(const T *slot, int64_t a, int64_t b, int64_t lo, int64_t hi,      \
-                                  int64_t *rows, int64_t *nodes)                                    \
+#define LEVEL_BLOCK 2048
+#define RESIDUALS_LEVEL_HIST(NAME, T)                                                               \
+    RESIDUALS_EXPORT int64_t NAME(const uint8_t *XT, int64_t n, const double *v, int64_t k,         \
+                                  const T *slot, int64_t lo, int64_t hi, int64_t F, int64_t nb,     \
+                                  double *out, int64_t f0, int64_t f1)                              \
     {                                                                                               \
-        /* branch-free: every row is written at position m, kept only if selected (the */          \
-        /* buffers hold b - a entries), so random slots cost no mispredicted branches */             \
-        int64_t m = 0;                                                                              \
-        if (nodes) {                                                                                \
-            for (int64_t i = a; i < b; ++i) {                                                       \
-                const int64_t s = (int64_t)slot[i];                                                 \
-                rows[m] = i;                                                                        \
-                nodes[m] = s - lo;                                                                  \
-                m += (s >= lo) & (s < hi);                                                          \
+        int32_t *rows = malloc(LEVEL_BLOCK * (sizeof(int32_t) * 2 + sizeof(double) * 2));           \
+        if (!rows) return -1;                                                                       \
+        int32_t *nodes = rows + LEVEL_BLOCK;                                                        \
+        double *vals = (double *)(nodes + LEVEL_BLOCK);                                             \
+        const int64_t width = hi - lo, node_stride = F * nb * k;                                    \
+        for (int64_t a = 0; a < n; a += LEVEL_BLOCK) {                                              \
+            const int64_t b = a + LEVEL_BLOCK < n ? a + LEVEL_BLOCK : n;                            \
+            int64_t m = 0;                                                                          \
+            for (int64_t i = a; i < b; ++i) { /* branch-free: every row written, kept if selected */ \
+                const int64_t s = (int64_t)slot[i] - lo;                                            \
+                rows[m] = (int32_t)(i - a);                                                         \
+                nodes[m] = (int32_t)s;                                                              \
+                m += (s >= 0) & (s < width);                                                        \
             }                                                                                       \
-        } else {                                                                                    \
-            for (int64_t i = a; i < b; ++i) {                                                       \
-                const int64_t s = (int64_t)slot[i];                                                 \
-                rows[m] = i;                                                                        \
-                m += (s >= lo) & (s < hi);                                                          \
+            if (!m) continue;                                                                       \
+            for (int64_t j = 0; j < m; ++j)                                                         \
+                for (int64_t c = 0; c < k; ++c) vals[j * k + c] = v[(a + rows[j]) * k + c];        \
+            for (int64_t f = f0; f < f1; ++f) {                                                     \
+                const uint8_t *x = XT + f * n + a;                                                  \
+                double *o = out + f * nb * k;                                                       \
+                if (k == 2) {                                                                       \
+                    for (int64_t j = 0; j < m; ++j) {                                               \
+                        double *cell = o + nodes[j] * node_stride + 2 * (int64_t)x[rows[j]];        \
+                        cell[0] += vals[2 * j];                                                     \
+                        cell[1] += vals[2 * j + 1];                                                 \
+                    }                                                                               \
+                } else {                                                                            \
+                    for (int64_t j = 0; j < m; ++j)                                                 \
+                        o[nodes[j] * node_stride + (int64_t)x[rows[j]]] += vals[j];                 \
+                }                                                                                   \
             }                                                                                       \
         }                                                                                           \
-        return m;                                                                                   \
+        free(rows);                                                                                 \
+        return 0;                                                                                   \
     }
-RESIDUALS_SELECT(residuals_select32, int32_t)
-RESIDUALS_SELECT(residuals_select64, int64_t)
+RESIDUALS_LEVEL_HIST(residuals_level_hist32, int32_t)
+RESIDUALS_LEVEL_HIST(residuals_level_hist64, int64_t)
+
+/*
+ * Bin rows [i0, i1) of X (n rows, F features, float32 if itemsize == 4 else
+ * float64, strides in bytes): out[f * n + i] = the number of cuts of feature f
+ * strictly below x (after rounding x to float32 when round32), or `missing`
+ * for NaN. table: (F, width) cuts, each row sorted and padded with +inf, width
+ * a power of two; the search is branch-free, the same log2(width) steps for
+ * every value (BinMapper's _count_cuts_below, the same counts). Rows go in
+ * blocks of 256 so that a block of X stays in cache while each feature reads
+ * its column. Returns how many finite values became infinite when rounded to
+ * float32 (too large for float32: an error for the caller).
+ */
+RESIDUALS_EXPORT int64_t residuals_bin(const char *X, int64_t itemsize, int64_t row_stride,
+                                       int64_t col_stride, int64_t n, int64_t F, const double *table,
+                                       int64_t width, int64_t round32, int64_t missing, uint8_t *out,
+                                       int64_t i0, int64_t i1)
+{
+    int64_t overflow = 0;
+    double xs[256];
+    int32_t idx[256];
+    for (int64_t a = i0; a < i1; a += 256) {
+        const int64_t m = (a + 256 < i1 ? a + 256 : i1) - a;
+        for (int64_t f = 0; f < F; ++f) {
+            const double *cuts = table + f * width;
+            const char *col = X + f * col_stride + a * row_stride;
+            for (int64_t j = 0; j < m; ++j) {
+                const char *p = col + j * row_stride;
+                double x = itemsize == 4 ? (double)*(const float *)p : *(const double *)p;
+                if (round32 && itemsize == 8) {
+                    const double r = (double)(float)x;
+                    overflow += isinf(r) & !isinf(x);
+                    x = r;
+                }
+                xs[j] = x;
+                idx[j] = -1;
+            }
+            /* step by step over the whole block: the values' searches are independent,
+             * so their loads overlap instead of waiting on each other */
+            for (int32_t step = (int32_t)(width / 2); step; step /= 2)
+                for (int64_t j = 0; j < m; ++j) idx[j] += (cuts[idx[j] + step] < xs[j]) ? step : 0;
+            uint8_t *o = out + f * n + a;
+            for (int64_t j = 0; j < m; ++j) o[j] = isnan(xs[j]) ? (uint8_t)missing : (uint8_t)(idx[j] + 1);
+        }
+    }
+    return overflow;
+}
 
 /*
  * One level down for rows [i0, i1): slot[i] = table[slot[i] * nb + XT[column[slot[i]], i]].
@@ -187,20 +263,23 @@ static void score_counts(const double *RESTRICT cg, const double *RESTRICT ch, c
  * HistTree._centred_cuts moves the cut.
  *
  * gh, cw: (K, F, nb) complex128 histograms as doubles (real, imag) pairs, cw
- * NULL when counts are read off H; scratch: (D * F + 4) * (nb - 1) doubles.
+ * NULL when counts are read off H; scratch: (D * F + 4) * (nb - 1) doubles. Nodes
+ * [k0, k1) only: the caller splits [0, K) between threads, each with its scratch.
  */
 RESIDUALS_EXPORT void residuals_best_splits(const double *gh, const double *cw, int64_t K, int64_t F,
                                             int64_t nb, int64_t D, const int64_t *order, double h_floor,
                                             double min_count, double min_weight, double tie_tol,
                                             const double *totals, double count_unit, double weight_unit,
                                             double hess_unit, double rel_gain_tol, double min_gain,
-                                            double *scratch, double *rows, int8_t *uncentred)
+                                            double *scratch, double *rows, int8_t *uncentred,
+                                            int64_t k0, int64_t k1)
 {
     const int64_t c = nb - 1, nc = cw ? 4 : 2;
     /* the cumulative sums of one feature: after the D * F * c scores in scratch */
     double *const cum = scratch + D * F * c;
     double *const cg = cum, *const ch = cum + c, *const cc = cum + 2 * c, *const cv = cum + 3 * c;
-    for (int64_t k = 0; k < K; ++k) {
+    (void)K;
+    for (int64_t k = k0; k < k1; ++k) {
         for (int64_t f = 0; f < F; ++f) {
             const double *h = gh + ((k * F + f) * nb) * 2;
             const double *w = cw ? cw + ((k * F + f) * nb) * 2 : NULL;

@@ -15,10 +15,23 @@ torch: the results are bit-identical either way (every histogram cell adds its
 rows in row order in both; ``tests/test_hist_kernels.py`` checks it), only the
 speed differs. Set ``RESIDUALS_C_KERNELS=0`` to use torch's loops anyway.
 
-Threads: ctypes releases the GIL during a call, so with
-``torch.get_num_threads() > 1`` a large call is split between that many
-threads, by features (histograms: each feature owns its part of the output)
-or by rows (routing), so the result is the same whatever the thread count.
+Threads: ctypes releases the GIL during a call, so a large call is split
+between :func:`threads` threads, by features (histograms: each feature owns
+its cells of the output), by nodes (split search) or by rows (routing,
+binning): no sum is ever split between threads, so the result is the same
+bits whatever the thread count.
+
+How many threads: as scikit-learn's HistGradientBoosting, all the machine's
+physical cores (within the process's CPU affinity and cgroup quota), unless
+``OMP_NUM_THREADS`` is set (then that many) or a ``threadpoolctl`` limit is in
+force::
+
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=4):
+        booster.fit(X, y)  # hist mode's C loops on 4 threads
+
+The count is read at every call (about a microsecond), so a limit applies from
+the next C call on.
 """
 
 from __future__ import annotations
@@ -34,14 +47,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["available", "best_splits", "disabled", "hist", "route", "select"]
+__all__ = ["available", "best_splits", "bin_rows", "disabled", "hist", "level_hist", "route",
+           "threads"]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
-KERNELS_VERSION = 5
+KERNELS_VERSION = 6
 # Below this many row-features (about a millisecond of one thread's work) a call
-# runs on the calling thread alone: handing work to the pool costs ~0.1 ms. Measured
-# on 2 cores: the C loops on 2 threads made a 1M x 20, depth-6 fit 1.14-1.23x faster,
-# and gained nothing at 300k rows, where the calls are smaller.
+# runs on the calling thread alone: handing work to the pool costs ~0.1 ms.
 _PARALLEL_MIN = 1 << 21
 
 
@@ -65,11 +77,13 @@ def _load():
     P, I, D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     lib.residuals_hist.argtypes = [P, I, P, I, P, P, I, I, I, P, I, I]
     lib.residuals_hist.restype = None
-    lib.residuals_best_splits.argtypes = [P, P, I, I, I, I, P, D, D, D, D, P, D, D, D, D, D, P, P, P]
-    lib.residuals_best_splits.restype = None
-    for name in ("residuals_select32", "residuals_select64"):
-        getattr(lib, name).argtypes = [P, I, I, I, I, P, P]
+    lib.residuals_best_splits.argtypes = [P, P, I, I, I, I, P, D, D, D, D, P, D, D, D, D, D, P, P, P, I, I]
+    for name in ("residuals_level_hist32", "residuals_level_hist64"):
+        getattr(lib, name).argtypes = [P, I, P, I, P, I, I, I, I, P, I, I]
         getattr(lib, name).restype = I
+    lib.residuals_bin.argtypes = [P, I, I, I, I, I, P, I, I, I, P, I, I]
+    lib.residuals_bin.restype = I
+    lib.residuals_best_splits.restype = None
     for name in ("residuals_route32", "residuals_route64"):
         getattr(lib, name).argtypes = [P, I, P, P, P, I, I, I]
         getattr(lib, name).restype = None
@@ -96,12 +110,26 @@ def disabled():
         _state["on"] = before
 
 
+def threads() -> int:
+    """Threads the C loops use: scikit-learn's rule for HistGradientBoosting (see
+    the module docstring): physical cores, ``OMP_NUM_THREADS``, ``threadpoolctl``."""
+    try:
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+    except ImportError:  # a private helper of scikit-learn: the same rule, by hand
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+        return max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0))
+                          if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return max(1, _openmp_effective_n_threads())
+
+
 def _parts(total: int, work: int) -> list[tuple[int, int]]:
     """[a, b) ranges covering [0, total): one per thread for large ``work``."""
-    threads = torch.get_num_threads()
-    if threads <= 1 or work < _PARALLEL_MIN or total < 2:
+    n_threads = threads()
+    if n_threads <= 1 or work < _PARALLEL_MIN or total < 2:
         return [(0, total)]
-    step = -(-total // min(threads, total))
+    step = -(-total // min(n_threads, total))
     return [(a, min(total, a + step)) for a in range(0, total, step)]
 
 
@@ -111,12 +139,11 @@ def _executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="residuals-hist")
 
 
-def _run(fn, args: tuple, parts: list[tuple[int, int]]) -> None:
+def _run(fn, args: tuple, parts: list[tuple[int, int]]) -> list:
+    """``fn(*args, a, b)`` for each part, on the pool when there are several; their results."""
     if len(parts) == 1:
-        fn(*args, *parts[0])
-        return
-    for future in [_executor().submit(fn, *args, a, b) for a, b in parts]:
-        future.result()
+        return [fn(*args, *parts[0])]
+    return [future.result() for future in [_executor().submit(fn, *args, a, b) for a, b in parts]]
 
 
 def _check(ok: bool) -> None:
@@ -158,17 +185,45 @@ def hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int,
     _run(_lib.residuals_hist, args, _parts(F, F * m))
 
 
-def select(slot: torch.Tensor, a: int, b: int, lo: int, hi: int, rows: torch.Tensor,
-           nodes: torch.Tensor | None) -> int:
-    """The rows ``i`` in ``[a, b)`` with ``lo <= slot[i] < hi``, in order, into
-    ``rows[:m]`` (int64) and their ``slot[i] - lo`` into ``nodes[:m]`` (unless
-    None); returns ``m``. slot : (n,) int32 or int64, contiguous; the buffers
-    hold at least ``b - a`` int64. On the CPU."""
-    _check(slot.dtype in (torch.int32, torch.int64) and slot.is_contiguous() and 0 <= a <= b <= slot.shape[0]
-           and rows.dtype == torch.int64 and rows.numel() >= b - a
-           and (nodes is None or (nodes.dtype == torch.int64 and nodes.numel() >= b - a)))
-    fn = _lib.residuals_select32 if slot.dtype == torch.int32 else _lib.residuals_select64
-    return fn(_ptr(slot), a, b, lo, hi, _ptr(rows), _ptr(nodes))
+def level_hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int, slot: torch.Tensor,
+               lo: int, hi: int) -> None:
+    """The histograms of the nodes ``lo <= slot < hi`` of a level, in one pass, in place.
+
+    ``out[slot[i] - lo, f, XT[f, i]] += values[i]`` for the rows with ``lo <=
+    slot[i] < hi``, each cell in row order. XT : (F, n) uint8, C-contiguous;
+    values : (n,) float64 or complex128; slot : (n,) int32 or int64; out : (hi -
+    lo, F, nb) of values' dtype, C-contiguous, zeroed by the caller. On the CPU.
+    """
+    F, n = XT.shape
+    k = 2 if values.is_complex() else 1
+    _check(XT.dtype == torch.uint8 and XT.is_contiguous() and out.is_contiguous() and out.dtype == values.dtype
+           and values.dtype in (torch.float64, torch.complex128) and out.shape == (hi - lo, F, nb)
+           and slot.dtype in (torch.int32, torch.int64) and slot.is_contiguous() and slot.shape == (n,))
+    values = values.contiguous()
+    v = torch.view_as_real(values) if k == 2 else values
+    fn = _lib.residuals_level_hist32 if slot.dtype == torch.int32 else _lib.residuals_level_hist64
+    args = (_ptr(XT), n, _ptr(v), k, _ptr(slot), lo, hi, F, nb, _ptr(out))
+    if any(_run(fn, args, _parts(F, F * n))):
+        raise MemoryError("hist mode's C loops could not allocate their scratch")
+
+
+def bin_rows(X: np.ndarray, table: np.ndarray, round32: bool, missing: int) -> torch.Tensor:
+    """BinMapper's bins of ``X`` by the C loop: (F, n) uint8, C-contiguous.
+
+    X : (n, F) float32 or float64 numpy array, any strides; table : (F, width)
+    float64 cuts, each row sorted and padded with +inf, width a power of two;
+    round32 : bin ``float32(x)``. NaN gets ``missing``. Raises ValueError for a
+    finite value too large for float32 when round32 (as scikit-learn's validation).
+    """
+    n, F = X.shape
+    _check(X.dtype in (np.float32, np.float64) and table.dtype == np.float64 and table.flags.c_contiguous
+           and table.shape[0] == F and table.shape[1] & (table.shape[1] - 1) == 0)
+    out = torch.empty((F, n), dtype=torch.uint8)
+    args = (X.ctypes.data, X.itemsize, X.strides[0], X.strides[1], n, F, table.ctypes.data, table.shape[1],
+            int(round32), missing, _ptr(out))
+    if sum(_run(_lib.residuals_bin, args, _parts(n, n * F))):
+        raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
+    return out
 
 
 def route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: torch.Tensor, nb: int) -> None:
@@ -206,9 +261,13 @@ def best_splits(hist: torch.Tensor, cw: torch.Tensor | None, D: int, order: torc
     cw = None if cw is None else cw.contiguous()
     order = None if order is None else order.contiguous()
     totals = np.ascontiguousarray(totals, dtype=np.float64)
-    scratch = np.empty((D * F + 4) * (nb - 1))
     rows, uncentred = np.empty((K, 13)), np.empty(K, dtype=np.int8)
-    _lib.residuals_best_splits(_ptr(hist), _ptr(cw), K, F, nb, D, _ptr(order), h_floor, min_count, min_weight,
-                               tie_tol, totals.ctypes.data, *units, rel_gain_tol, min_gain, scratch.ctypes.data,
-                               rows.ctypes.data, uncentred.ctypes.data)
+
+    def search(k0: int, k1: int) -> None:  # nodes [k0, k1), with a scratch of their own
+        scratch = np.empty((D * F + 4) * (nb - 1))
+        _lib.residuals_best_splits(_ptr(hist), _ptr(cw), K, F, nb, D, _ptr(order), h_floor, min_count,
+                                   min_weight, tie_tol, totals.ctypes.data, *units, rel_gain_tol, min_gain,
+                                   scratch.ctypes.data, rows.ctypes.data, uncentred.ctypes.data, k0, k1)
+
+    _run(search, (), _parts(K, K * F * nb * 8))  # ~8 row-features' time per candidate
     return rows, uncentred.view(bool)
