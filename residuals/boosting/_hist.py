@@ -114,6 +114,12 @@ class HistTree(_Histograms, _SplitSearch):
         permutation drawn at each fit wins, as in ``DecisionTreeRegressor``,
         which visits the features in a random order and keeps the first best.
         None: the lowest feature index wins (deterministic, as HistGradientBoosting).
+    quantized : bool or None, default=None
+        Build the histograms from integer gradients (:mod:`._quantized`): exact
+        sums in any order, as the GPU's atomic adds need. None: on accelerators
+        only; the CPU's float sums are already in a fixed order. Trees agree with
+        the float ones except at near-ties of the split scores (the rule is in
+        :mod:`._quantized`).
 
     Cut placement: cuts ``t .. u`` with the bins between them empty in a node
     split its rows alike. The tree takes the cut nearest the midpoint of the
@@ -146,6 +152,7 @@ class HistTree(_Histograms, _SplitSearch):
         min_impurity_decrease: float = 0.0,
         n_bins: int = 256,
         random_state: int | None = None,
+        quantized: bool | None = None,
     ):
         self.max_depth = max_depth
         self.max_leaf_nodes = max_leaf_nodes
@@ -154,6 +161,7 @@ class HistTree(_Histograms, _SplitSearch):
         self.min_impurity_decrease = min_impurity_decrease
         self.n_bins = n_bins
         self.random_state = random_state
+        self.quantized = quantized
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self) -> None:
@@ -285,7 +293,11 @@ class HistTree(_Histograms, _SplitSearch):
             is_right = small_right[:, None]
             totals = np.concatenate((np.where(is_right, rights, lefts), np.where(is_right, lefts, rights)))
             if hist is None or not self._keeps_histograms(data, 2 * k):
-                hist = cw = None  # too wide to keep: the next level is histogrammed directly
+                hist = cw = data.hist_q = None  # too wide to keep: histogrammed directly below
+                continue
+            if data.quant is not None:
+                parents = torch.as_tensor(taken, device=device) if k < K else None
+                hist, cw = self._next_histograms_q(data, slot, k, parents)
                 continue
             if device.type == "cpu" and _kernels.available():
                 parents = torch.as_tensor(taken) if k < K else None
@@ -367,7 +379,10 @@ class HistTree(_Histograms, _SplitSearch):
         """
         self._validate_params()
         _train_leaves.clear()
-        data, columns, total_weight = prepare(Xb, gradient, hessian, sample_weight, features, self.n_bins)
+        quantized = Xb.device.type != "cpu" if self.quantized is None else bool(self.quantized)
+        data, columns, total_weight = prepare(
+            Xb, gradient, hessian, sample_weight, features, self.n_bins, quantized
+        )
         if bin_values is not None:
             if isinstance(bin_values, torch.Tensor):
                 bin_values = bin_values.detach().cpu().numpy()
@@ -391,6 +406,9 @@ class HistTree(_Histograms, _SplitSearch):
             s = complex(data.gh.sum())
         if not (math.isfinite(s.real) and math.isfinite(s.imag)):
             raise ValueError("gradient has NaN or infinite values; check the loss and the raw predictions.")
+        if data.quant is not None and n_rows:  # the node sums the histograms will add up to
+            q_sum = data.quant.q[:, :2].sum(0).to(torch.float64).mul_(data.quant.unit[:2]).tolist()
+            s = complex(*q_sum)
         root = [s.real, s.imag, float(n_rows), total_weight]
         self._nodes = []
         self._new_node(root, 0)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._quantized import Quantized, quantize
+
 # Columns of the per-node statistics: sum w*g, sum w*h, row count, sum w.
 _G, _H, _C, _W = range(4)
 
@@ -39,6 +41,8 @@ class _Data:
     work: "_Workspace | None" = None  # per-row scratch of this fit
     order: torch.Tensor | None = None  # (F,) int64 feature order of the tie-break, on the device
     order_flat: dict = field(default_factory=dict)  # D -> _order_flat's index
+    quant: Quantized | None = None  # the rows as integers, when histograms are quantized
+    hist_q: torch.Tensor | None = None  # (K, F, n_bins, C) int64 sums of the level's open nodes
 
 
 def _nonzero(mask: torch.Tensor, use_numpy: bool | None = None) -> torch.Tensor:
@@ -213,10 +217,11 @@ def columns_of(features, n_features: int) -> np.ndarray:
 
 
 def prepare(
-    Xb, gradient, hessian, sample_weight, features, n_bins: int
+    Xb, gradient, hessian, sample_weight, features, n_bins: int, quantized: bool = False
 ) -> tuple[_Data, np.ndarray, float]:
     """Validate the inputs; keep the rows with positive weight and the allowed columns.
 
+    ``quantized``: also the rows as integers (:func:`._quantized.quantize`).
     Returns the data, the allowed columns (sorted) and the total sample weight.
     """
     if not isinstance(Xb, torch.Tensor) or Xb.dtype != torch.uint8 or Xb.dim() != 2:
@@ -301,4 +306,6 @@ def prepare(
         all_rows=all_rows,
         source=source,
     )
+    if quantized:
+        data.quant = quantize(gw, hw, w, count_unit, cw is not None)
     return data, columns, total_weight

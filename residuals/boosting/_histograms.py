@@ -15,6 +15,7 @@ import torch
 
 from . import _kernels
 from ._hist_data import _arange, _Data, _nonzero, _root_counts_cache, _Workspace
+from ._quantized import dequantize, level_hist
 
 # Rows per histogram chunk, as int64 index elements (8 bytes each): at 100k x 20,
 # one thread, a root histogram in chunks of 1 << 18 took 1.26 ms against 1.09 ms
@@ -173,6 +174,10 @@ class _Histograms:
         (n_slots, F, n_bins), ``cw`` None when counts are read off ``gh``.
         """
         nb, F = self.n_bins, data.XT.shape[0]
+        if data.quant is not None:  # one node of rows (best-first growth) or a level's nodes
+            assert slots is None and (rows is None or n_slots == 1)
+            slot, lo, hi = select if select is not None else (None, 0, n_slots)
+            return dequantize(level_hist(data.XT, data.quant, slot, lo, hi, nb, rows), data.quant.unit)
         if data.XT.device.type == "cpu" and _kernels.available():
             return self._histograms_c(data, rows, slots, n_slots, select)
 
@@ -223,6 +228,20 @@ class _Histograms:
                 torch.sub(parent, fresh[:k], out=fresh[k:])
         return new, new_cw
 
+    def _next_histograms_q(self, data: _Data, slot: torch.Tensor, k: int, parents):
+        """The next level's histograms from quantized rows: the k smaller children's
+        in one pass (slots [0, k)), the larger ones' as parent minus sibling, in
+        int64 (exact); kept in ``data.hist_q``, returned dequantized for the search.
+
+        This is the one place a level's histograms are made: a fit spread over
+        processes would all-reduce ``small`` (a sum of integers: exact, in any order)
+        right after it is computed, and nothing else.
+        """
+        small = level_hist(data.XT, data.quant, slot, 0, k, self.n_bins)
+        parent = data.hist_q if parents is None else data.hist_q.index_select(0, parents)
+        data.hist_q = torch.cat((small, parent - small))
+        return dequantize(data.hist_q, data.quant.unit)
+
     def _small_histograms(self, data: _Data, slot: torch.Tensor, k: int):
         """Histograms of the k smaller children of a level: the rows with slot < k."""
         if k > _PER_CHILD_SCATTER:
@@ -258,6 +277,12 @@ class _Histograms:
         times the row counts (computed once per matrix, then cached), and only
         the gradients are scattered (a real scatter, ~20% cheaper than a complex one).
         """
+        if data.quant is not None:
+            data.hist_q = level_hist(data.XT, data.quant, None, 0, 1, self.n_bins)
+            # channel 1 counts rows (or sums w*h > 0); with 4 channels, channel 2 counts them
+            rows_in_missing = data.hist_q[0, :, -1, 2 if data.quant.q.shape[1] == 4 else 1]
+            data.has_missing = bool((rows_in_missing != 0).any())
+            return dequantize(data.hist_q, data.quant.unit)
         if data.cw is None and data.source is not None:
             XT, nb = data.XT, self.n_bins
             entry = _root_counts_cache.get(data.source)
