@@ -29,9 +29,14 @@ How it is measured:
 * ``--repeats`` rounds, each fitting every case once, in turn: on a machine
   whose load drifts, every method meets the same drift. Reported: the median
   fit time with min-max;
-* threads: ``threadpoolctl.threadpool_limits(--threads)`` (OpenMP and BLAS),
-  ``torch.set_num_threads(--threads)``, ``OMP_NUM_THREADS``; LightGBM gets
-  ``n_jobs=--threads``. The default, 1, is a fair single-thread comparison;
+* threads: each ``--threads`` count (``1,2,4,8,16`` for the thread-scaling
+  table) is a case of its own: ``threadpoolctl.threadpool_limits`` (OpenMP and
+  BLAS; our C loops follow it too), ``torch.set_num_threads``,
+  ``OMP_NUM_THREADS``; LightGBM gets ``n_jobs``. The default, 1, is a fair
+  single-thread comparison. A GPU fit runs once, with the most threads (its
+  binning and host work use them), as one more column of the scaling table;
+* every thread count and method of a shape fits the same data, generated once
+  and kept as ``.npy`` files in a temporary folder for the workers;
 * GPU fits are timed after a ``torch.cuda.synchronize()`` on both ends;
 * memory: the process's resident set right before the fit (the data) and the
   peak resident set during the fit (Linux's ``VmHWM``, reset before each fit via
@@ -45,34 +50,44 @@ How it is measured:
   skipped or extrapolated silently.
 
 Goals checked at the end (each ``pass``, ``FAIL`` or ``not measured``), per
-shape and depth:
+shape, depth and thread count (``benchmarks/_boosting_goals.py``):
 
 * hist on the CPU at least 20x faster than GBRT, both single-threaded;
 * hist on the CPU no more than 1.5x slower than HistGradientBoosting;
-* exact mode no more than 10% slower than GBRT;
-* hist on a GPU faster than HistGradientBoosting at 1M x 50;
+* exact mode no more than 10% slower than GBRT (single-threaded);
+* hist on the CPU no slower than LightGBM at 16 threads;
+* hist on the CPU 10x faster at 16 threads than at 1 (1M x 50), 1.7x at 2 (1M x 20);
+* hist on a GPU faster than HistGradientBoosting at 1M x 50; 1M x 50, depth 6,
+  100 trees in 0.5 s; 10M x 50 in 3 s;
 * hist's fit memory within 8x the binned data, where the binned data is 16 MB or
-  more (below that, fixed costs such as torch's allocator pools dominate).
+  more (below that, fixed costs such as torch's allocator pools dominate); on a
+  GPU, ``torch.cuda.max_memory_allocated``.
 
 Run::
 
     python benchmarks/boosting_speed.py --sizes 10k,100k --depths 3,6
     python benchmarks/boosting_speed.py --sizes 1m,1mx50 --methods hist,hgb --repeats 3
     python benchmarks/boosting_speed.py --sizes 1mx50 --methods hist,hgb --device cpu,cuda
+    python benchmarks/boosting_speed.py --sizes 1m,1mx50 --depths 6 --methods hist,hgb,lgbm --threads 1,2,4,8,16
+    python benchmarks/boosting_speed.py --sizes 10mx50 --depths 6 --methods hist --device cuda --repeats 1
 
-Results: a printed table, ``<out>/boosting_speed.csv`` (one row per case),
+Results: printed tables, ``<out>/boosting_speed.csv`` (one row per case),
+``<out>/boosting_speed-scaling.csv`` (seconds per case and thread count),
 ``<out>/boosting_speed-goals.csv`` and ``<out>/boosting_speed.json`` (machine,
-versions, date, load average before and after, config, both tables).
+versions, date, load average before and after, config, every table); rewritten
+after every fit, so a run stopped early keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -87,8 +102,6 @@ HIST_METHODS = ("ours-hist", "ours-hist-torch", "sklearn-hist", "lightgbm")
 LEARNING_RATE = 0.1
 NOISE = 1.0                      # friedman1 noise std: the best achievable test MSE is 1.0
 TEST_FRACTION, TEST_MAX = 0.2, 100_000
-MEMORY_GOAL = 8.0                # hist fit memory / binned data size ...
-MEMORY_GOAL_MIN_MB = 16.0        # ... checked where the binned data is at least this large
 
 COLUMNS = ["n_train", "n_features", "depth", "n_estimators", "method", "device", "threads", "status",
            "repeats", "fit_s_median", "fit_s_min", "fit_s_max", "fit_s_all", "test_mse", "base_rss_mb",
@@ -110,7 +123,7 @@ class Case:
     @property
     def label(self) -> str:
         dev = f"[{self.device}]" if self.method == "ours-hist" else ""
-        return f"{self.n_train:,} x {self.n_features}, depth {self.depth}, {self.method}{dev}"
+        return f"{self.n_train:,} x {self.n_features}, depth {self.depth}, {self.method}{dev}, {self.threads} thr"
 
 
 # ------------------------------------------------------------------- worker
@@ -174,8 +187,22 @@ def make_estimator(case: Case):
     raise ValueError(f"unknown method {case.method!r}")
 
 
-def make_data(n: int, n_features: int, seed: int):
-    """Train and test sets of friedman1 as float64 ``(n, n_features)`` arrays."""
+def make_data(n: int, n_features: int, seed: int, cache: str | None = None):
+    """Train and test sets of friedman1 as float64 ``(n, n_features)`` arrays; with
+    ``cache``, read from (or, the first time, saved to) ``.npy`` files in that folder."""
+    import numpy as np
+
+    if cache:
+        paths = [Path(cache) / f"friedman1-{n}x{n_features}-{seed}-{part}.npy"
+                 for part in ("X", "y", "X_test", "y_test")]
+        if all(p.exists() for p in paths):
+            return tuple(np.load(p) for p in paths)
+        data = make_data(n, n_features, seed)
+        for p, a in zip(paths, data):
+            tmp = p.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, a)
+            tmp.replace(p)  # whole files only: another worker may read them next
+        return data
     from sklearn.datasets import make_friedman1
 
     n_test = max(100, min(int(n * TEST_FRACTION), TEST_MAX))
@@ -184,7 +211,7 @@ def make_data(n: int, n_features: int, seed: int):
     return X, y, X_test, y_test
 
 
-def worker(case: Case) -> dict:
+def worker(case: Case, cache: str | None = None) -> dict:
     """Fit one case once in this (fresh) process; return the measurements."""
     import gc
 
@@ -195,7 +222,7 @@ def worker(case: Case) -> dict:
     if case.method.startswith("ours"):
         import torch
         torch.set_num_threads(case.threads)
-    X, y, X_test, y_test = make_data(case.n_train, case.n_features, case.seed)
+    X, y, X_test, y_test = make_data(case.n_train, case.n_features, case.seed, cache)
     with threadpool_limits(limits=case.threads):
         # untimed warm-up on 500 rows: lazy imports, CUDA context, kernel caches
         make_estimator(replace(case, n_estimators=2)).fit(X[:500], y[:500])
@@ -227,13 +254,15 @@ def worker(case: Case) -> dict:
 # ------------------------------------------------------------------- parent
 
 
-def run_fit(case: Case, timeout: float) -> dict:
+def run_fit(case: Case, timeout: float, cache: str | None = None) -> dict:
     """Fit ``case`` once in a fresh subprocess: the worker's measurements, or
     ``{"status": "timeout" | "error", "message": ...}``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(case.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     if case.method == "ours-hist-torch":
         env["RESIDUALS_C_KERNELS"] = "0"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(case))]
+    if cache:
+        cmd += ["--cache", cache]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -264,77 +293,6 @@ def summarize(case: Case, fits: list[dict]) -> dict:
             "peak_rss_mb": max(f["peak_rss_mb"] for f in fits), "kernels": fits[0].get("kernels"),
             "fit_extra_mb": max(f["fit_extra_mb"] for f in fits),
             "gpu_peak_mb": max(gpu) if gpu else None, "peak_scope": fits[0]["peak_scope"]}
-
-
-def _ratio(rows, shape_depth, num: tuple[str, str], den: tuple[str, str]):
-    """median(num) / median(den) for one (n, f, depth), with the range min/max -- max/min."""
-    def get(method, device):
-        for r in rows:
-            if (r["n_train"], r["n_features"], r["depth"]) == shape_depth and r["method"] == method \
-                    and r["device"] == device and r["status"] == "ok":
-                return r
-        return None
-
-    a, b = get(*num), get(*den)
-    if a is None or b is None:
-        return None
-    return (a["fit_s_median"] / b["fit_s_median"], a["fit_s_min"] / b["fit_s_max"],
-            a["fit_s_max"] / b["fit_s_min"])
-
-
-def check_goals(rows: list[dict]) -> list[dict]:
-    """Each goal per shape and depth: the measured ratio and pass / FAIL / not measured."""
-    goals = []
-    shapes = sorted({(r["n_train"], r["n_features"], r["depth"]) for r in rows})
-    specs = [
-        ("hist (cpu) >= 20x faster than GBRT", ("sklearn-gbrt", "cpu"), ("ours-hist", "cpu"), ">=", 20.0, None),
-        ("hist (cpu) <= 1.5x HistGradientBoosting's time", ("ours-hist", "cpu"), ("sklearn-hist", "cpu"),
-         "<=", 1.5, None),
-        ("hist (cpu): C loops faster than torch loops", ("ours-hist-torch", "cpu"), ("ours-hist", "cpu"), ">", 1.0, None),
-        ("exact <= 1.1x GBRT's time", ("ours-exact", "cpu"), ("sklearn-gbrt", "cpu"), "<=", 1.10, None),
-        ("hist (cuda) faster than HistGradientBoosting at 1M x 50", ("sklearn-hist", "cpu"), ("ours-hist", "cuda"),
-         ">", 1.0, (1_000_000, 50)),
-    ]
-    for shape in shapes:
-        for name, num, den, op, target, only in specs:
-            if only and shape[:2] != only:
-                continue
-            r = _ratio(rows, shape, num, den)
-            status = "not measured" if r is None else (
-                "pass" if (r[0] >= target if op == ">=" else r[0] <= target if op == "<=" else r[0] > target)
-                else "FAIL")
-            goals.append({"n_train": shape[0], "n_features": shape[1], "depth": shape[2], "goal": name,
-                          "ratio_median": None if r is None else r[0],
-                          "ratio_range": None if r is None else f"{r[1]:.3g}-{r[2]:.3g}",
-                          "target": f"{op} {target:g}", "status": status})
-        for r in rows:
-            if (r["n_train"], r["n_features"], r["depth"]) == shape and r["method"] == "ours-hist" \
-                    and r["status"] == "ok" and r.get("peak_scope") == "fit" \
-                    and r["binned_mb"] >= MEMORY_GOAL_MIN_MB:
-                mult = r["fit_extra_mb"] / r["binned_mb"]
-                goals.append({"n_train": shape[0], "n_features": shape[1], "depth": shape[2],
-                              "goal": f"hist ({r['device']}) fit memory <= {MEMORY_GOAL:g}x binned data",
-                              "ratio_median": mult, "ratio_range": "", "target": f"<= {MEMORY_GOAL:g}",
-                              "status": "pass" if mult <= MEMORY_GOAL else "FAIL"})
-    return goals
-
-
-LABELS = {"ours-exact": "ours exact", "ours-hist": "ours hist", "ours-hist-torch": "ours hist, torch loops",
-          "sklearn-gbrt": "sklearn GBRT",
-          "sklearn-hist": "sklearn HistGB", "lightgbm": "LightGBM"}
-
-
-def markdown_table(results) -> str:
-    """The results as the Markdown table of benchmarks/README.md."""
-    lines = ["| rows x features | depth | method | device | fit time, s: median [min-max] | test MSE "
-             "| fit memory, MB | binned data, MB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in results.itertuples():
-        t = f"{r.fit_s_median:.3g} [{r.fit_s_min:.3g}-{r.fit_s_max:.3g}]" if r.status == "ok" else r.status
-        mse = f"{r.test_mse:.4g}" if r.status == "ok" else ""
-        mem = f"{r.fit_extra_mb:.0f}" if r.status == "ok" else ""
-        lines.append(f"| {r.n_train:,} x {r.n_features} | {r.depth} | {LABELS.get(r.method, r.method)} | {r.device} "
-                     f"| {t} | {mse} | {mem} | {r.binned_mb:.3g} |")
-    return "\n".join(lines)
 
 
 def parse_shapes(text: str, n_features: int) -> list[tuple[int, int]]:
@@ -374,7 +332,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "when available (default: auto)")
     p.add_argument("--repeats", type=int, default=3,
                    help="rounds; each fits every case once, in a fresh process; median, min, max (default: 3)")
-    p.add_argument("--threads", type=int, default=1, help="threads for every method (default: 1)")
+    p.add_argument("--threads", default="1",
+                   help="thread counts, comma-separated, each a case of its own, e.g. 1,2,4,8,16 for the "
+                        "thread-scaling table (default: 1)")
     p.add_argument("--max-bins", type=int, default=255, help="histogram bins per feature (default: 255)")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds before one fit (its process) is stopped and its case recorded as timeout "
@@ -383,10 +343,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results", help="output folder (default: %(default)s)")
     p.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--cache", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return args
-    for name in ("n_features", "n_estimators", "repeats", "threads"):
+    try:
+        args.threads = sorted({int(t) for t in str(args.threads).split(",") if t.strip()})
+    except ValueError:
+        p.error(f"--threads must be integers, e.g. 1,2,4; got {args.threads!r}")
+    if not args.threads or min(args.threads) < 1:
+        p.error("--threads must be integers >= 1")
+    for name in ("n_features", "n_estimators", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 2 <= args.max_bins <= 255:
@@ -435,20 +402,23 @@ def build_cases(args) -> list[Case]:
         for depth in args.depths:
             for method in args.methods:
                 for device in (args.devices if method == "ours-hist" else ["cpu"]):
-                    cases.append(Case(n, f, depth, method, device, args.n_estimators, args.max_bins,
-                                      args.threads, args.seed))
+                    # on a GPU one fit, with the most threads for its host work
+                    for threads in (args.threads if device == "cpu" else [max(args.threads)]):
+                        cases.append(Case(n, f, depth, method, device, args.n_estimators, args.max_bins,
+                                          threads, args.seed))
     return cases
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(Case(**json.loads(args.worker)))))
+        print(json.dumps(worker(Case(**json.loads(args.worker)), args.cache)))
         return 0
 
     import pandas as pd
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _boosting_goals import GOAL_COLUMNS, check_goals, markdown_scaling, markdown_table, scaling_table
     from _machine import format_si, machine_info, write_results
 
     cases = build_cases(args)
@@ -461,40 +431,58 @@ def main(argv=None) -> int:
         except metadata.PackageNotFoundError:
             info["versions"][pkg] = None
     load_before = os.getloadavg()
-    print(f"{len(cases)} cases, {args.repeats} round(s), {args.threads} thread(s); "
+    print(f"{len(cases)} cases, {args.repeats} round(s), threads {args.threads}; "
           f"{info['machine']['cpu_model']}, {info['machine']['cpu_count']} cores; load average {load_before[0]:.2f}")
     for what, why in args.skipped.items():
         print(f"  {what}: skipped ({why})")
     fits: dict[Case, list[dict]] = {case: [] for case in cases}
-    for rnd in range(1, args.repeats + 1):
-        for i, case in enumerate(cases, 1):
-            if any(f["status"] != "ok" for f in fits[case]):
-                continue  # timed out or failed in an earlier round: not run again
-            print(f"[round {rnd}/{args.repeats}, {i}/{len(cases)}] {case.label} ...", end=" ", flush=True)
-            fit = run_fit(case, args.timeout)
-            fits[case].append(fit)
-            if fit["status"] == "ok":
-                print(f"{format_si(fit['fit_s'])} s  test MSE {fit['test_mse']:.4g}  "
-                      f"fit +{fit['fit_extra_mb']:.0f} MB", flush=True)
-            else:
-                print(f"{fit['status'].upper()}: {fit['message']}", flush=True)
-    rows = [summarize(case, fits[case]) for case in cases]
-    load_after = os.getloadavg()
-    results = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    goals = pd.DataFrame(check_goals(rows), columns=["n_train", "n_features", "depth", "goal", "ratio_median",
-                                                     "ratio_range", "target", "status"])
-    meta = {**info, "config": {k: v for k, v in vars(args).items() if k not in ("worker",)},
-            "load_average_1_5_15": {"before": load_before, "after": load_after}}
-    paths = write_results({"results": results, "goals": goals}, meta, args.out, "boosting_speed")
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
+
+    def tables():
+        """Every table from the fits so far (written after each fit: a stopped run keeps them)."""
+        rows = [summarize(case, fits[case]) for case in cases if fits[case]]
+        results = pd.DataFrame(rows, columns=COLUMNS)
+        goals = pd.DataFrame(check_goals(rows), columns=GOAL_COLUMNS)
+        return {"results": results, "scaling": scaling_table(results), "goals": goals}
+
+    def save(done: bool):
+        meta = {**info, "config": {k: v for k, v in vars(args).items() if k not in ("worker", "cache")},
+                "complete": done, "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()}}
+        return write_results(tables(), meta, args.out, "boosting_speed")
+
+    # data kept on disk for the workers only where several fits read it (10M x 50 is 4 GB)
+    uses = collections.Counter((c.n_train, c.n_features) for c in cases)
+    shared = {shape: uses[shape] * args.repeats > 1 for shape in uses}
+    with tempfile.TemporaryDirectory(prefix="boosting-speed-data-") as cache:
+        for rnd in range(1, args.repeats + 1):
+            for i, case in enumerate(cases, 1):
+                if any(f["status"] != "ok" for f in fits[case]):
+                    continue  # timed out or failed in an earlier round: not run again
+                print(f"[round {rnd}/{args.repeats}, {i}/{len(cases)}] {case.label} ...", end=" ", flush=True)
+                fit = run_fit(case, args.timeout, cache if shared[case.n_train, case.n_features] else None)
+                fits[case].append(fit)
+                if fit["status"] == "ok":
+                    print(f"{format_si(fit['fit_s'])} s  test MSE {fit['test_mse']:.4g}  "
+                          f"fit +{fit['fit_extra_mb']:.0f} MB", flush=True)
+                else:
+                    print(f"{fit['status'].upper()}: {fit['message']}", flush=True)
+                save(done=False)
+    paths = save(done=True)
+    out = tables()
+    results, goals, scaling = out["results"], out["goals"], out["scaling"]
+    with pd.option_context("display.width", 220, "display.max_columns", 30):
         print()
-        print(results[["n_train", "n_features", "depth", "method", "device", "status", "fit_s_median",
+        print(results[["n_train", "n_features", "depth", "method", "device", "threads", "status", "fit_s_median",
                        "fit_s_min", "fit_s_max", "test_mse", "fit_extra_mb", "binned_mb"]].to_string(index=False))
+        if len(args.threads) > 1 or len(args.devices) > 1:
+            print("\nfit seconds (median) by thread count\n" + scaling.to_string(index=False))
         if len(goals):
             print()
             print(goals.to_string(index=False))
     if args.markdown:
         print("\n" + markdown_table(results))
+        if len(args.threads) > 1 or len(args.devices) > 1:
+            print("\n" + markdown_scaling(scaling))
+    load_after = os.getloadavg()
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
