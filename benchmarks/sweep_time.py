@@ -151,14 +151,14 @@ def project_sweep(shape: SweepShape, cfg: SweepTimeConfig) -> "pd.DataFrame":
     from residuals.train import steps_per_epoch
 
     preset = PRESETS[shape.preset]
-    spe = steps_per_epoch(shape.n_train, preset.batch_size)
+    spe = steps_per_epoch(shape.n_train, preset.train.batch_size)
     if shape.iterations is not None:
         iterations = shape.iterations
         epochs = math.ceil(iterations / spe)
     else:
-        epochs = preset.epochs
+        epochs = preset.train.epochs
         iterations = epochs * spe
-    data = synthetic_data(cfg.steps * preset.batch_size, cfg.device, cfg.seed, image_shape=shape.image_shape)
+    data = synthetic_data(cfg.steps * preset.train.batch_size, cfg.device, cfg.seed, image_shape=shape.image_shape)
     rows = []
     for variant in shape.variants:
         for depth in shape.depths:
@@ -175,7 +175,7 @@ def project_sweep(shape: SweepShape, cfg: SweepTimeConfig) -> "pd.DataFrame":
             run_s = iterations * step.median + epochs * eval_s
             rows.append(dict(
                 sweep=shape.name, model=name, variant=variant, depth=depth, runs=shape.seeds,
-                batch_size=preset.batch_size, image_shape="x".join(map(str, shape.image_shape)),
+                batch_size=preset.train.batch_size, image_shape="x".join(map(str, shape.image_shape)),
                 amp=tcfg.amp, channels_last=tcfg.channels_last, compile=tcfg.compile,
                 replicas=res.extra["replicas"],
                 s_per_step=step.median, s_per_step_min=step.min, s_per_step_max=step.max,

@@ -294,7 +294,7 @@ def test_help_is_instant_and_documents_every_option():
     (["--n-estimators", "0"], "0 is not in the range x>=1"),
     (["--threads", "0"], "x>=1"),
     (["--max-bins", "1000"], "2<=x<=255"),
-    (["--device", "tpu"], "'tpu' is not one of 'cpu', 'cuda', 'auto'"),
+    (["--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'cuda'"),
     (["--datasets", "diabetes", "--losses", "log_loss"], "no case to run"),
 ])
 def test_bad_options_give_clear_errors(tmp_path, args, message):
@@ -401,7 +401,7 @@ def test_interrupted_run_keeps_its_partial_results(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(case, *args, **kwargs)
 
-    monkeypatch.setattr(B.runner, "run_case", interrupt_second)
+    monkeypatch.setattr(B.measure, "run_case", interrupt_second)
     res = CliRunner().invoke(main, ["bench", "boosting", "--datasets", "diabetes", "--methods", "sklearn-gbrt",
                                     "--n-estimators", "3", "--no-html", "--out", str(tmp_path), "--name", "cut"])
     assert res.exit_code == 130

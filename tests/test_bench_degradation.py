@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from residuals.bench import degradation as deg
+from residuals.train import TrainConfig
 from residuals.bench.degradation_cli import degradation as degradation_cmd
 from residuals.bench.degradation.report import render
 from residuals.runs import RunDir
@@ -169,7 +170,7 @@ def test_final_errors_table():
 def synthetic_run(tmp_path, runs: pd.DataFrame) -> RunDir:
     """A run folder whose tables are made up from ``runs`` (3 epochs, 3 blocks per net)."""
     cfg = deg.DegradationConfig(depths=tuple(sorted(set(runs["depth"]))), seeds=int(runs["seed"].max()) + 1,
-                                epochs=3)
+                                train=TrainConfig(epochs=3, warmup="none"))
     run = RunDir.create(tmp_path, bench="degradation", dataset="digits", config=cfg.to_dict())
     results, probes = [], []
     for r in runs.itertuples():
@@ -213,8 +214,9 @@ def test_presets_and_plan():
     default = deg.PRESETS[deg.DEFAULT_PRESET]
     assert default.dataset == "digits" and default.depths == (20, 56)
     paper = deg.PRESETS["paper"]
-    assert paper.depths == (20, 32, 44, 56, 110) and paper.lr == 0.1 and paper.batch_size == 128
-    assert paper.schedule == "step" and paper.augment and paper.val_size == 5000
+    assert paper.depths == (20, 32, 44, 56, 110) and paper.train.lr == 0.1
+    assert paper.train.batch_size == 128
+    assert paper.train.schedule == "step" and paper.train.augment and paper.val_size == 5000
     assert paper.warmup_for(56) == "none" and paper.warmup_for(110) == "paper"
     plan = deg.plan_runs(default)
     assert len(plan) == 2 * 2 * default.seeds
@@ -222,29 +224,49 @@ def test_presets_and_plan():
     assert plan[0].model in ("plain56", "resnet56") and plan[0].label.endswith("-56")
 
 
-def test_help_epilog_matches_the_presets():
-    from residuals.bench.degradation_cli import EPILOG
+def test_help_is_generated_from_the_presets_and_the_verdict_constants():
+    from residuals.bench.degradation_cli import PRESET_NAMES, VARIANT_NAMES, WARMUPS
+    from residuals.train import WARMUPS as TRAIN_WARMUPS
 
-    text = " ".join(EPILOG.split())
-    d, f, p = (deg.PRESETS[k] for k in ("digits", "fashion-mnist", "paper"))
-    assert (f"depths {d.depths[0]} and {d.depths[1]}, {d.seeds} seeds, {d.epochs} epochs, "
-            f"lr {d.lr:g} with a {d.warmup_epochs:g}-epoch linear warm-up then {d.schedule}") in text
-    assert f"depths {', '.join(map(str, f.depths))}, {f.seeds} seed, {f.epochs} epochs" in text
-    assert (f"depths {', '.join(map(str, p.depths))}, lr {p.lr:g}, batch {p.batch_size}, "
-            f"wd {p.weight_decay:.0e}".replace("e-0", "e-")) in text
-    assert f"({p.epochs} epochs on a 45k/5k split)" in text
-    assert f"more than {deg.DEGRADATION_MARGIN:g} point and by more than {deg.SIGNIFICANCE:g} standard errors" in text
-    assert f"at most {deg.RESIDUAL_TOLERANCE:g} point" in text
+    assert PRESET_NAMES == tuple(deg.PRESETS) and VARIANT_NAMES == tuple(deg.VARIANTS)
+    assert WARMUPS == TRAIN_WARMUPS
+    out = " ".join(CliRunner().invoke(degradation_cmd, ["--help"]).output.split())
+    for name in deg.PRESETS:
+        assert f"{name} {deg.describe_preset(name)}" in out
+    assert deg.verdict_rule() in out
+    d, p = deg.PRESETS["digits"].train, deg.PRESETS["paper"]
+    assert (f"Depths 20, 56; 2 seeds; {d.epochs} epochs, batch {d.batch_size}, lr {d.lr:g}, wd 1e-4, "
+            f"cosine schedule, {d.warmup_epochs:g}-epoch linear warm-up.") in deg.describe_preset("digits")
+    assert "paper warm-up from depth 110" in deg.describe_preset("paper") and p.val_size == 5000
+    assert (f"more than {deg.DEGRADATION_MARGIN:g} point and by more than {deg.SIGNIFICANCE:g} "
+            "standard errors") in deg.verdict_rule()
+    assert f"at most {deg.RESIDUAL_TOLERANCE:g} point" in deg.verdict_rule()
 
 
-def test_command_line_overrides_keep_the_warm_up_share():
-    from residuals.bench.degradation_cli import _build_config
+def test_overrides_keep_the_warm_up_share():
+    assert deg.configure("digits", epochs=24).train.warmup_epochs == pytest.approx(4.0)
+    paper = deg.configure("paper", warmup="linear")
+    assert paper.train.warmup_epochs == pytest.approx(182 / 6) and paper.paper_warmup_from_depth is None
+    assert deg.configure("paper", epochs=10).train.warmup_epochs == 0.0     # still no warm-up
+    assert deg.configure("paper", epochs=10).warmup_for(110) == "paper"
+    with pytest.raises(ValueError, match="unknown preset"):
+        deg.configure("imagenet")
 
-    assert _build_config(deg, "digits", epochs=24).warmup_epochs == pytest.approx(4.0)
-    paper = _build_config(deg, "paper", warmup="linear")
-    assert paper.warmup_epochs == pytest.approx(182 / 6) and paper.paper_warmup_from_depth is None
-    assert _build_config(deg, "paper", epochs=10).warmup_epochs == 0.0     # still no warm-up
-    assert _build_config(deg, "paper", epochs=10).warmup_for(110) == "paper"
+
+def test_config_holds_the_trainers_recipe():
+    cfg = deg.configure("digits", lr=0.2)
+    assert isinstance(cfg.train, TrainConfig) and cfg.train.lr == 0.2
+    run_cfg = cfg.train_config(56, 4, "cpu")
+    assert (run_cfg.seed, run_cfg.device, run_cfg.lr, run_cfg.epochs) == (4, "cpu", 0.2, 12)
+    # meta.json keeps the flat form old run folders have, and reads it back
+    flat = cfg.to_dict()
+    assert flat["lr"] == 0.2 and "train" not in flat and "first_seed" not in flat
+    assert deg.DegradationConfig.from_dict(flat) == cfg
+    shifted = cfg.replace(first_seed=5, seeds=2)
+    assert {s.seed for s in deg.plan_runs(shifted)} == {5, 6}
+    assert deg.DegradationConfig.from_dict(shifted.to_dict()) == shifted
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        cfg.replace(epochs=2)           # the trainer's own checks apply to the recipe
 
 
 def test_config_round_trips_through_json():
@@ -370,8 +392,6 @@ def test_render_of_a_partial_run_says_so(tiny_run, tmp_path):
 
 def test_paper_recipe_on_cifar_shaped_data(tmp_path, monkeypatch):
     """The paper preset's wiring, shortened: step schedule, paper warm-up, augmentation, 3 channels."""
-    import dataclasses
-
     import torch
 
     from residuals.data import ImageData
@@ -383,8 +403,9 @@ def test_paper_recipe_on_cifar_shaped_data(tmp_path, monkeypatch):
                      classes=[str(i) for i in range(10)], mean=(0.5,) * 3, std=(0.25,) * 3,
                      augment="crop-flip")
     monkeypatch.setattr("residuals.data.load_dataset", lambda *args, **kwargs: fake)
-    cfg = dataclasses.replace(deg.PRESETS["paper"], depths=(8, 14), variants=("residual",), epochs=4,
-                              batch_size=32, val_size=None, paper_warmup_from_depth=14, probe_batch=16)
+    cfg = deg.PRESETS["paper"].replace(depths=(8, 14), variants=("residual",), epochs=4,
+                                       batch_size=32, val_size=None, paper_warmup_from_depth=14,
+                                       probe_batch=16)
     tcfg = cfg.train_config(14, 0, "cpu")
     assert (tcfg.lr, tcfg.schedule, tcfg.warmup, tcfg.augment) == (0.1, "step", "paper", True)
     run = RunDir.create(tmp_path, bench="degradation", dataset="cifar10", config=cfg.to_dict())
@@ -620,7 +641,7 @@ def test_ctrl_c_in_a_terminal_stops_the_workers_and_resume_finishes(tmp_path):
 
 
 def test_progress_eta_from_measured_speed(monkeypatch):
-    cfg = deg.DegradationConfig(depths=(20, 56), seeds=1, epochs=10)
+    cfg = deg.DegradationConfig(depths=(20, 56), seeds=1, train=TrainConfig(epochs=10))
     todo = deg.plan_runs(cfg)
     lines, clock = [], [100.0]
     monkeypatch.setattr(deg.progress.time, "perf_counter", lambda: clock[0])

@@ -50,7 +50,8 @@ def reports(tmp_path_factory):
     from residuals.runs import RunDir
 
     root = tmp_path_factory.mktemp("browser") / "reports"
-    cfg = D.DegradationConfig(depths=(8,), seeds=1, epochs=2, warmup="none", batch_size=256, probe_batch=32)
+    cfg = D.configure("digits", depths=(8,), seeds=1, epochs=2, warmup="none", batch_size=256,
+                      probe_batch=32)
     deg = RunDir.create(root, "degradation", cfg.dataset, cfg.to_dict(), device="cpu", name="degradation",
                         command="residuals bench degradation --depths 8 --seeds 1 --epochs 2 --warmup none")
     verdict = D.degradation_verdict(D.run_sweep(deg, cfg, device="cpu", jobs=1, echo=lambda m: None))

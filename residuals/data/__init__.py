@@ -30,30 +30,17 @@ Modules: ``spec`` (what a dataset is), ``files`` (where files live, downloads), 
 ``augment`` (batch transforms).
 """
 
-from residuals.data.augment import (AUGMENTATIONS, augment_batch, crop_padding, normalize,
-                                    random_crop_flip)
-from residuals.data.files import data_roots, default_data_dir, fetch_url, md5sum
-from residuals.data.images import ImageData, load_dataset
-from residuals.data.readers import DATASETS, read_idx
-from residuals.data.spec import DatasetError, DatasetSpec, RemoteFile
-from residuals.device import resolve_device  # its home is residuals.device; kept for old imports
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "DATASETS",
-    "AUGMENTATIONS",
-    "DatasetError",
-    "DatasetSpec",
-    "ImageData",
-    "RemoteFile",
-    "augment_batch",
-    "crop_padding",
-    "data_roots",
-    "default_data_dir",
-    "fetch_url",
-    "load_dataset",
-    "md5sum",
-    "normalize",
-    "random_crop_flip",
-    "read_idx",
-    "resolve_device",
-]
+from residuals._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
+    from residuals.data.augment import (AUGMENTATIONS, augment_batch, crop_padding, normalize,
+                                        random_crop_flip)
+    from residuals.data.files import data_roots, default_data_dir, fetch_url, md5sum
+    from residuals.data.images import ImageData, load_dataset
+    from residuals.data.readers import DATASETS, read_idx
+    from residuals.data.spec import DatasetError, DatasetSpec, RemoteFile
+    from residuals.device import resolve_device  # its home is residuals.device; kept for old imports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -7,9 +7,9 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["AUGMENTATIONS", "augment_batch", "crop_padding", "normalize", "random_crop_flip"]
+from residuals.data.spec import AUGMENTATIONS
 
-AUGMENTATIONS = ("none", "crop-flip")
+__all__ = ["AUGMENTATIONS", "augment_batch", "crop_padding", "normalize", "random_crop_flip"]
 
 
 def _per_channel(v: Sequence[float] | torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -9,7 +9,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["DatasetError", "DatasetSpec", "RemoteFile"]
+__all__ = ["AUGMENTATIONS", "DatasetError", "DatasetSpec", "RemoteFile"]
+
+AUGMENTATIONS = ("none", "crop-flip")  # names of the batch augmentations (residuals.data.augment)
 
 
 class DatasetError(Exception):

@@ -34,32 +34,17 @@ history; ``resume=True`` continues from it bit for bit (on the CPU; cuDNN may
 pick different kernels on a GPU) and returns a finished run without redoing it.
 """
 
-from residuals.device import (cpu_has_native_bf16, resolve_amp, resolve_device, resolve_replicas,
-                              resolve_replicas_amp)
-from residuals.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from residuals.train.config import (SCHEDULES, WARMUPS, EpochRecord, TrainConfig, TrainError,
-                                    TrainResult, steps_per_epoch)
-from residuals.train.loop import evaluate, train
-from residuals.train.schedule import LRSchedule
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "SCHEDULES",
-    "WARMUPS",
-    "EpochRecord",
-    "LRSchedule",
-    "TrainConfig",
-    "TrainError",
-    "TrainResult",
-    "evaluate",
-    "load_checkpoint",
-    "save_checkpoint",
-    "steps_per_epoch",
-    "train",
-    # the hardware policy lives in residuals.device; these names are kept for old imports
-    "cpu_has_native_bf16",
-    "resolve_amp",
-    "resolve_device",
-    "resolve_replicas",
-    "resolve_replicas_amp",
-]
+from residuals._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
+    from residuals.device import (cpu_has_native_bf16, resolve_amp, resolve_device, resolve_replicas,
+                                  resolve_replicas_amp)
+    from residuals.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+    from residuals.train.config import (SCHEDULES, WARMUPS, EpochRecord, TrainConfig, TrainError,
+                                        TrainResult, steps_per_epoch)
+    from residuals.train.loop import evaluate, train
+    from residuals.train.schedule import LRSchedule
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -1,17 +1,17 @@
 """How to train and what training returns: :class:`TrainConfig` (validated on construction),
 :class:`EpochRecord`, :class:`TrainResult`, :class:`TrainError`, and the schedule's constants
-(He et al. 2015, sec. 4.2)."""
+(He et al. 2015, sec. 4.2). No torch import here, so commands read configs cheaply."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from torch import nn
+from residuals.data.spec import AUGMENTATIONS
 
-from residuals.data import AUGMENTATIONS
-from residuals.replicas import MIN_SHARD
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["EpochRecord", "TrainConfig", "TrainError", "TrainResult", "steps_per_epoch"]
 
@@ -90,6 +90,8 @@ class TrainConfig:
         choice("compile", (True, False))
         choice("cuda_graph", (None, True, False))
         if self.replicas is not None:
+            from residuals.replicas import MIN_SHARD  # imports torch: only when replicas are set
+
             integer("replicas", 1)
             if self.batch_size < MIN_SHARD * self.replicas:
                 raise ValueError(f"TrainConfig.replicas={self.replicas} needs batch_size >= "

@@ -33,21 +33,27 @@ Everything reported is measured here and saved as tidy tables in the run folder
     one row per case: our hist mode's final test loss against exact mode's,
     the gap (absolute and relative) and its paired standard error over the
     test rows (:func:`paired_gap`), the yardstick for "hist is within x% of exact".
+
+Modules: ``cases`` (datasets, losses, methods, the config and its presets), ``fitting``
+(building, timing and reading the learners), ``metrics``, ``measure`` (the tables, case by
+case), ``runner`` (:func:`run`), ``report`` (the renderer); the command is
+:mod:`residuals.bench.boosting_cli`.
 """
 
-from residuals.bench.boosting.cases import (ALPHA, DATASETS, HIST_LOSSES, LOSSES, METHODS,
-                                            PARITY_PAIRS, BoostingBenchConfig, Case, Split,
-                                            iter_cases, load_dataset)
-from residuals.bench.boosting.fitting import (FAST_FIT_REPEATS, FAST_FIT_S, make_estimator,
-                                              method_unsupported, staged_raw, timed_fit)
-from residuals.bench.boosting.metrics import (max_abs_diff, paired_gap, pointwise_metric,
-                                              stage_metrics)
-from residuals.bench.boosting.runner import BenchTables, run_benchmark, run_case
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "BoostingBenchConfig", "Case", "Split", "DATASETS", "METHODS", "PARITY_PAIRS",
-    "LOSSES", "HIST_LOSSES", "load_dataset", "iter_cases", "make_estimator",
-    "stage_metrics", "pointwise_metric", "paired_gap", "run_benchmark", "BenchTables",
-    "method_unsupported", "run_case", "staged_raw", "ALPHA", "FAST_FIT_REPEATS", "FAST_FIT_S",
-    "max_abs_diff", "timed_fit",
-]
+from residuals._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
+    from residuals.bench.boosting.cases import (ALPHA, DATASETS, HIST_LOSSES, LOSSES, METHODS,
+                                                PARITY_PAIRS, PRESETS, BoostingBenchConfig, Case,
+                                                Split, describe_preset, iter_cases, load_dataset)
+    from residuals.bench.boosting.fitting import (FAST_FIT_REPEATS, FAST_FIT_S, make_estimator,
+                                                  method_unsupported, staged_raw, timed_fit)
+    from residuals.bench.boosting.measure import (BenchTables, ProgressCallback, load_tables,
+                                                  run_benchmark, run_case)
+    from residuals.bench.boosting.metrics import (max_abs_diff, paired_gap, pointwise_metric,
+                                                  stage_metrics)
+    from residuals.bench.boosting.runner import BoostingResult, run, run_label
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -3,13 +3,13 @@ and the cases (dataset, size, loss) a config expands to."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Iterator
 
 import numpy as np
 
 __all__ = ["BoostingBenchConfig", "Case", "DATASETS", "HIST_LOSSES", "LOSSES", "METHODS",
-           "PARITY_PAIRS", "Split", "iter_cases", "load_dataset"]
+           "PARITY_PAIRS", "PRESETS", "Split", "describe_preset", "iter_cases", "load_dataset"]
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -129,19 +129,34 @@ class BoostingBenchConfig:
     learning_rate: float = 0.1           # shrinkage lr in F_m = F_{m-1} + lr * h_m
     max_bins: int = 255                  # hist mode: bins per feature (<= 255 for scikit-learn)
     test_size: float = 0.25              # fraction of rows held out
-    device: str = "cpu"                  # hist mode: "cpu" or "cuda" ("auto" is resolved by the CLI)
+    device: str = "cpu"                  # hist mode: "cpu", "cuda[:i]" or "auto" (run() resolves it)
     threads: int = 1                     # BLAS/OpenMP/torch threads for every learner
     seed: int = 0                        # data split and every learner's random_state
 
+    def __post_init__(self) -> None:
+        for name in ("datasets", "sizes", "losses", "methods"):   # lists from JSON
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
     @classmethod
     def quick(cls, **overrides: Any) -> "BoostingBenchConfig":
-        """About two minutes on a 2-core laptop CPU."""
-        return replace(cls(), **overrides)
+        """The ``quick`` preset with ``overrides``."""
+        return replace(PRESETS["quick"], **overrides)
 
     @classmethod
     def full(cls, **overrides: Any) -> "BoostingBenchConfig":
-        """Every loss, generated data up to 100k rows (GBRT alone takes minutes there)."""
-        return replace(cls(sizes=(1000, 10_000, 100_000), full_losses=True), **overrides)
+        """The ``full`` preset with ``overrides``."""
+        return replace(PRESETS["full"], **overrides)
+
+    def replace(self, **changes: Any) -> "BoostingBenchConfig":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BoostingBenchConfig":
+        """Inverse of :meth:`as_dict` (meta.json's ``config``); unknown keys are an error."""
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"not a boosting bench config: unknown keys {unknown}")
+        return cls(**d)
 
     def validate(self) -> "BoostingBenchConfig":
         """Raise ``ValueError`` with a readable message for any bad setting."""
@@ -177,14 +192,32 @@ class BoostingBenchConfig:
             bad(f"max_bins must be in [2, 255] (scikit-learn's limit), got {self.max_bins}")
         if not 0 < self.test_size < 1:
             bad(f"test_size must be in (0, 1), got {self.test_size}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            bad(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            bad(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
         if self.threads < 1:
             bad(f"threads must be >= 1, got {self.threads}")
         return self
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# The presets; --help describes them from these (describe_preset).
+PRESETS: dict[str, BoostingBenchConfig] = {
+    "quick": BoostingBenchConfig(),
+    "full": BoostingBenchConfig(sizes=(1000, 10_000, 100_000), full_losses=True),
+}
+
+
+def describe_preset(name: str) -> str:
+    """What preset ``name`` fits, read from its config (``--help`` shows this)."""
+    cfg = PRESETS[name]
+    losses = "every loss" if cfg.full_losses else "the main loss of each task (" + ", ".join(
+        sorted({loss for ls in QUICK_LOSSES.values() for loss in ls})) + ")"
+    sizes = ", ".join(f"{n:,}" for n in cfg.sizes)
+    return (f"{', '.join(cfg.datasets)}; generated data at {sizes} training rows; {losses}; "
+            f"{cfg.n_estimators} trees of depth {cfg.max_depth}, lr {cfg.learning_rate:g}, "
+            f"{cfg.max_bins} bins; {', '.join(cfg.methods)}.")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def _shown_cases(results: pd.DataFrame) -> pd.DataFrame:
     largest size of each generated one (the others appear in the timing figure)."""
     cases = results[CASE].drop_duplicates()
     keep = []
-    for (dataset, loss), grp in cases.groupby(["dataset", "loss"], sort=False, dropna=False):
+    for _, grp in cases.groupby(["dataset", "loss"], sort=False, dropna=False):
         sizes = grp["size"].dropna()
         keep.append(grp if sizes.empty else grp[grp["size"] == sizes.max()])
     return pd.concat(keep) if keep else cases

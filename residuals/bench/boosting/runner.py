@@ -1,194 +1,147 @@
-"""The run: every case of a config, every method on it, the tidy tables saved after each case."""
+"""The bench as one library call: :func:`run` makes (or reopens) a run folder, measures every
+case, records the headline and builds the report::
+
+    from residuals.bench import boosting
+    result = boosting.run(boosting.PRESETS["quick"].replace(datasets=("diabetes",)))
+    result.headline
+
+The command line (``residuals bench boosting``) only builds the config and prints.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
-import numpy as np
-import pandas as pd
+from residuals.bench.boosting.cases import PRESETS, BoostingBenchConfig, iter_cases
+from residuals.bench.boosting.measure import (BenchTables, ProgressCallback, load_tables,
+                                              run_benchmark)
+from residuals.runs import BrokenRun, RunDir
 
-from residuals.bench.boosting.cases import (PARITY_PAIRS, BoostingBenchConfig, Case, Split,
-                                            iter_cases, load_dataset)
-from residuals.bench.boosting.fitting import (FAST_FIT_REPEATS, FAST_FIT_S, make_estimator,
-                                              method_unsupported, staged_raw, timed_fit)
-from residuals.bench.boosting.metrics import (METRIC_NAMES, max_abs_diff, paired_gap,
-                                              pointwise_metric, stage_metrics)
+__all__ = ["BENCH", "BoostingResult", "run", "run_label"]
 
-__all__ = ["BenchTables", "run_benchmark", "run_case"]
-
-
-# ---------------------------------------------------------------------------- the run
+BENCH = "boosting"
 
 
 @dataclass
-class BenchTables:
-    """The run's tidy tables, as they grow case by case."""
+class BoostingResult:
+    """What :func:`run` returns."""
 
-    results: list[dict] = field(default_factory=list)
-    staged: list[dict] = field(default_factory=list)
-    parity: list[dict] = field(default_factory=list)
-    contributions: list[dict] = field(default_factory=list)
-    hist_gap: list[dict] = field(default_factory=list)
-
-    def frames(self) -> dict[str, pd.DataFrame]:
-        cols = {
-            "results": RESULT_COLUMNS, "staged": STAGED_COLUMNS,
-            "parity": PARITY_COLUMNS, "contributions": CONTRIBUTION_COLUMNS,
-            "hist_gap": HIST_GAP_COLUMNS,
-        }
-        return {name: pd.DataFrame(getattr(self, name), columns=c) for name, c in cols.items()}
-
-    def save(self, run) -> None:
-        for name, df in self.frames().items():
-            run.write_table(df, name)
+    run: RunDir
+    config: BoostingBenchConfig
+    tables: BenchTables
+    headline: str
+    verdict: bool | None
+    report: Path | None = None   # the HTML page, when it was built
 
 
-CASE_COLUMNS = ["dataset", "size", "task", "loss"]
-RESULT_COLUMNS = [*CASE_COLUMNS, "method", "status", "message", "n_train", "n_test", "n_features",
-                  "n_classes", "n_estimators", "max_depth", "device", "threads", "fit_s", "fit_repeats",
-                  "metric", "train_loss", "test_loss"]
-STAGED_COLUMNS = [*CASE_COLUMNS, "method", "split", "stage", "loss_value", "residual_rms"]
-PARITY_COLUMNS = [*CASE_COLUMNS, "method", "reference", "n_stages", "max_abs_diff",
-                  "first_diff_stage", "test_loss", "reference_test_loss"]
-HIST_GAP_COLUMNS = [*CASE_COLUMNS, "n_test", "metric", "exact_test_loss", "hist_test_loss", "gap",
-                    "rel_gap", "gap_se"]
-CONTRIBUTION_COLUMNS = [*CASE_COLUMNS, "method", "stage", "correction_norm", "base_norm", "ratio",
-                        "correction_rms"]
-
-# progress events: (kind, message) with kind in {"case", "fit", "skip", "error", "parity"}
-Progress = Callable[[str, str], None]
+def run_label(cfg: BoostingBenchConfig) -> str:
+    """``quick`` or ``full`` when ``cfg`` runs a preset's cases (whatever its trees), else
+    ``custom``: the ``dataset`` part of the run folder's name."""
+    what = ("datasets", "sizes", "losses", "methods", "full_losses")
+    for name, preset in PRESETS.items():
+        if all(getattr(cfg, k) == getattr(preset, k) for k in what):
+            return name
+    return "custom"
 
 
-def _case_key(case: Case) -> dict:
-    return {"dataset": case.dataset, "size": case.size, "task": case.task, "loss": case.loss}
-
-
-def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTables,
-             progress: Progress) -> None:
-    """Fit every method on one case and append its rows to ``tables``."""
-    key = _case_key(case)
-    classes = np.unique(data.y_train)
-    y_tr = np.searchsorted(classes, data.y_train) if case.task != "regression" else data.y_train
-    y_te = np.searchsorted(classes, data.y_test) if case.task != "regression" else data.y_test
-    base_row = {**key, "n_train": data.n_train, "n_test": int(data.X_test.shape[0]),
-                "n_features": data.n_features, "n_classes": data.n_classes,
-                "n_estimators": cfg.n_estimators, "max_depth": cfg.max_depth,
-                "threads": cfg.threads, "metric": METRIC_NAMES[case.loss]}
-    fitted: dict[str, Any] = {}
-    final_test: dict[str, float] = {}
-    test_rows: dict[str, np.ndarray] = {}  # per-row final test loss
-    for method in cfg.methods:
-        device = cfg.device if method == "ours-hist" else "cpu"
-        row = {**base_row, "method": method, "device": device, "status": "ok", "message": ""}
-        reason = method_unsupported(method, case)
-        if reason:
-            tables.results.append({**row, "status": "unsupported", "message": reason})
-            progress("skip", f"  {method:<13} unsupported: {reason}")
-            continue
-        try:
-            est = make_estimator(method, case, cfg)
-            times = [timed_fit(est, data.X_train, data.y_train, device)]
-            while times[0] < FAST_FIT_S and len(times) < FAST_FIT_REPEATS:  # a fast fit: its median of 3
-                est = make_estimator(method, case, cfg)
-                times.append(timed_fit(est, data.X_train, data.y_train, device))
-            row["fit_s"], row["fit_repeats"] = float(np.median(times)), len(times)
-            finals = {}
-            for split, X, y in (("train", data.X_train, y_tr), ("test", data.X_test, y_te)):
-                for m, raw in enumerate(staged_raw(est, X, case.task), start=1):
-                    value, rms = stage_metrics(y, raw, case.loss, case.task)
-                    tables.staged.append({**key, "method": method, "split": split, "stage": m,
-                                          "loss_value": value, "residual_rms": rms})
-                    finals[split] = value
-                if split == "test":
-                    test_rows[method] = pointwise_metric(y, raw, case.loss, case.task)
-        except Exception as e:  # recorded, shown, and counted in the headline
-            msg = f"{type(e).__name__}: {e}"
-            tables.results.append({**row, "status": "error", "message": msg})
-            progress("error", f"  {method:<13} FAILED: {msg}")
-            continue
-        row.update(train_loss=finals.get("train"), test_loss=finals.get("test"))
-        tables.results.append(row)
-        fitted[method] = est
-        final_test[method] = finals.get("test", float("nan"))
-        progress("fit", f"  {method:<13} fit {row['fit_s']:8.3f} s   test {row['metric']} "
-                        f"{row['test_loss']:.6g}")
-        _record_contributions(method, est, data, key, tables)
-    if "ours-hist" in test_rows and "ours-exact" in test_rows:
-        exact, hist = final_test["ours-exact"], final_test["ours-hist"]
-        gap, se = paired_gap(test_rows["ours-hist"], test_rows["ours-exact"])
-        tables.hist_gap.append({**key, "n_test": base_row["n_test"], "metric": base_row["metric"],
-                                "exact_test_loss": exact, "hist_test_loss": hist, "gap": gap,
-                                "rel_gap": gap / abs(exact) if exact else float("nan"), "gap_se": se})
-    for ours, ref in PARITY_PAIRS:
-        if ours in fitted and ref in fitted:
-            worst, n_st, first = 0.0, 0, None
-            for X in (data.X_train, data.X_test):
-                d, n_st, f = max_abs_diff(staged_raw(fitted[ours], X, case.task),
-                                          staged_raw(fitted[ref], X, case.task))
-                worst = d if np.isnan(d) else max(worst, d)
-                first = f if first is None else (first if f is None else min(first, f))
-                if np.isnan(worst):
-                    break
-            tables.parity.append({**key, "method": ours, "reference": ref, "n_stages": n_st,
-                                  "max_abs_diff": worst, "first_diff_stage": first,
-                                  "test_loss": final_test[ours], "reference_test_loss": final_test[ref]})
-            progress("parity", f"  parity {ours} vs {ref}: max |diff| = {worst:.3g}"
-                               + ("" if first is None else f" (first at stage {first})"))
-
-
-def _record_contributions(method: str, est, data: Split, key: dict, tables: BenchTables) -> None:
-    """Per-stage correction sizes, from the shared Stagewise abstraction (ours only)."""
-    from residuals.core import Stagewise, contribution_table
-
-    if not isinstance(est, Stagewise):
-        return
-    table = contribution_table(est, data.X_train)
-    scale = float(np.sqrt(data.n_train))
-    for r in table.itertuples(index=False):
-        tables.contributions.append({**key, "method": method, "stage": int(r.stage) + 1,
-                                     "correction_norm": r.correction_norm, "base_norm": r.base_norm,
-                                     "ratio": r.ratio, "correction_rms": r.correction_norm / scale})
-
-
-def run_benchmark(cfg: BoostingBenchConfig, run=None, *, progress: Progress | None = None) -> BenchTables:
-    """Run every case of ``cfg``; save the tables into ``run`` (a RunDir) after each case.
-
-    Threads are limited to ``cfg.threads`` for every learner (threadpoolctl for
-    OpenMP/BLAS, ``torch.set_num_threads`` for torch), so timings are fair.
-    """
-    from threadpoolctl import threadpool_limits
-
-    cfg.validate()
-    progress = progress or (lambda kind, msg: None)
-    cases = list(iter_cases(cfg))
-    if not cases:
-        raise ValueError("this configuration has no cases (no chosen loss fits the chosen datasets)")
-    tables = BenchTables()
-    torch_threads = None
-    if any(m.startswith("ours") for m in cfg.methods):
-        import torch
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(cfg.threads)
-    loaded: dict[tuple[str, int | None], Split] = {}
+def _open_resume(path: str | os.PathLike) -> tuple[RunDir, BoostingBenchConfig]:
+    run_dir = RunDir(path)
     try:
-        with threadpool_limits(limits=cfg.threads):
-            for i, case in enumerate(cases, start=1):
-                dkey = (case.dataset, case.size)
-                if dkey not in loaded:
-                    loaded.clear()  # one dataset in memory at a time
-                    loaded[dkey] = load_dataset(case.dataset, case.size, seed=cfg.seed,
-                                                test_size=cfg.test_size)
-                data = loaded[dkey]
-                progress("case", f"[{i}/{len(cases)}] {case.label}  ({data.n_train:,} train x "
-                                 f"{data.n_features} features)")
-                run_case(case, data, cfg, tables, progress)
-                if run is not None:
-                    tables.save(run)
-    finally:
-        if torch_threads is not None:
-            import torch
-            torch.set_num_threads(torch_threads)
-        if run is not None:
-            tables.save(run)
-    return tables
+        meta = run_dir.read_meta()
+    except BrokenRun as e:
+        raise ValueError(str(e)) from None
+    if meta.get("bench") != BENCH:
+        raise ValueError(f"{path} is a {meta.get('bench')!r} run, not a boosting run")
+    return run_dir, BoostingBenchConfig.from_dict(meta["config"])
+
+
+def run(config: BoostingBenchConfig | None = None, *, out: str | os.PathLike = "reports",
+        device: str | None = None, jobs: int = 1, resume: str | os.PathLike | None = None,
+        name: str | None = None, html: bool = True, progress: ProgressCallback | None = None,
+        echo: Callable[[str], None] | None = None, command: str | None = None,
+        started: Callable[[RunDir], None] | None = None) -> BoostingResult:
+    """Measure ``config`` (default: the ``quick`` preset) into a new run folder under ``out``.
+
+    Parameters
+    ----------
+    device : where our hist mode runs, ``"auto"``, ``"cpu"`` or ``"cuda[:i]"`` (default: the
+        config's); exact mode and scikit-learn always run on the CPU.
+    jobs : cases measured at once, each in its own process (default 1: timings on a quiet
+        machine).
+    resume : a run folder to continue: its finished cases are kept, the rest measured.
+    name : the run folder's name (default ``<time>-boosting-<quick|full|custom>``).
+    html : build index.html; without it the headline is still rendered into meta.json.
+    progress : called with ``(kind, message)`` as cases and fits finish.
+    echo : where the run's description goes (the folder, what it measures).
+    command : the command line recorded in meta.json (default: this process's arguments).
+    started : called with the run folder once it exists (before any fit).
+
+    Raises ``ValueError`` for a config with no cases or a bad setting,
+    :class:`~residuals.device.DeviceError` for a device that is not here. An error or
+    ``KeyboardInterrupt`` marks the folder ``failed`` or ``interrupted``, keeps the tables
+    measured so far, and propagates.
+    """
+    from residuals.device import resolve_device
+
+    previous = None
+    if resume is not None:
+        run_dir, saved = _open_resume(resume)
+        if config is not None and config != saved:
+            raise ValueError("resume continues a run with its saved configuration; pass no config")
+        config, previous = saved, load_tables(run_dir)
+    config = config if config is not None else PRESETS["quick"]
+    config = dataclasses.replace(config, device=resolve_device(device or config.device)).validate()
+    if not any(True for _ in iter_cases(config)):
+        raise ValueError("no case to run: none of the chosen losses applies to the chosen datasets "
+                         "(regression: squared_error, absolute_error, huber, quantile; "
+                         "binary: log_loss, exponential; multiclass: log_loss)")
+    import residuals.boosting._kernels  # noqa: F401  (so the run's record says which loops hist runs)
+
+    if resume is None:
+        run_dir = RunDir.create(out, bench=BENCH, dataset=run_label(config),
+                                config=config.as_dict(), device=config.device, name=name,
+                                command=command)
+    else:
+        run_dir.update_meta(status="running")
+    if started is not None:
+        started(run_dir)
+    if echo is not None:
+        echo(f"run folder: {run_dir.path}")
+        echo(f"{len(list(iter_cases(config)))} cases x {len(config.methods)} methods, "
+             f"{config.n_estimators} trees of depth {config.max_depth}, {config.threads} "
+             f"thread(s), hist on {config.device}")
+    try:
+        tables = run_benchmark(config, run_dir, progress=progress, jobs=jobs, tables=previous)
+    except KeyboardInterrupt:
+        run_dir.finish("interrupted")
+        _build(run_dir, html)
+        raise
+    except Exception:
+        run_dir.finish("failed")
+        raise
+    if html:
+        run_dir.finish("complete")
+        report = _build(run_dir, html)   # renders, and records the headline in meta.json
+        meta = run_dir.read_meta()
+    else:
+        from residuals.bench.boosting.report import render
+
+        content = render(run_dir)
+        meta = run_dir.finish("complete", headline=content.headline, verdict=content.verdict,
+                              summary=content.summary)
+        report = None
+    return BoostingResult(run_dir, config, tables, meta.get("headline") or "",
+                          meta.get("verdict"), report)
+
+
+def _build(run_dir: RunDir, html: bool) -> Path | None:
+    """Build index.html (and the runs index beside it); its path, or None without ``html``."""
+    if not html:
+        return None
+    from residuals.report.html import build_report
+
+    return build_report(run_dir.path)

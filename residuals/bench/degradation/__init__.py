@@ -49,22 +49,24 @@ Modules: ``config`` (the sweep, presets, plan), ``training`` (one run), ``sweep`
 workers), ``progress``, ``verdict``, ``report`` (the renderer) and ``cli`` (the command).
 """
 
-from residuals.bench.degradation.config import (DEFAULT_PRESET, DEGRADATION_MARGIN, PRESETS,
-                                                RESIDUAL_TOLERANCE, RESULT_TABLES, RUN_KEYS,
-                                                SIGNIFICANCE, VARIANTS, DegradationConfig, RunSpec,
-                                                model_label, plan_runs)
-from residuals.bench.degradation.progress import Progress
-from residuals.bench.degradation.sweep import (CUDA_JOBS, cuda_mps_running, default_jobs,
-                                               run_sweep, worker_threads)
-from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
-                                                  load_data, probe_inputs, probe_model, train_run)
-from residuals.bench.degradation.verdict import Verdict, degradation_verdict, final_errors
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "CUDA_JOBS", "DEFAULT_PRESET", "DEGRADATION_MARGIN", "PRESETS", "RESIDUAL_TOLERANCE",
-    "RESULT_TABLES", "RUN_KEYS", "SIGNIFICANCE", "VARIANTS",
-    "DegradationConfig", "Progress", "RunOutcome", "RunSpec", "Verdict",
-    "checkpoint_path", "cuda_mps_running", "default_jobs", "degradation_verdict", "final_errors",
-    "finished_runs", "load_data", "model_label", "plan_runs", "probe_inputs", "probe_model",
-    "run_sweep", "train_run", "worker_threads",
-]
+from residuals._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
+    from residuals.bench.degradation.config import (DEFAULT_PRESET, DEGRADATION_MARGIN,
+                                                    PRESET_INFO, PRESETS, RESIDUAL_TOLERANCE,
+                                                    RESULT_TABLES, RUN_KEYS, SIGNIFICANCE, VARIANTS,
+                                                    DegradationConfig, Preset, RunSpec, configure,
+                                                    describe_preset, model_label, plan_runs,
+                                                    verdict_rule)
+    from residuals.bench.degradation.runner import (DegradationResult, SweepError, open_resume,
+                                                    resume_command, run)
+    from residuals.bench.degradation.progress import Progress
+    from residuals.bench.degradation.sweep import (CUDA_JOBS, cuda_mps_running, default_jobs,
+                                                   run_sweep, worker_threads)
+    from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
+                                                      load_data, probe_inputs, probe_model, train_run)
+    from residuals.bench.degradation.verdict import Verdict, degradation_verdict, final_errors
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

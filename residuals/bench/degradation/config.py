@@ -3,10 +3,14 @@ constants, and the plan of runs (:class:`RunSpec`, :func:`plan_runs`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["DEFAULT_PRESET", "PRESETS", "VARIANTS", "DegradationConfig", "RunSpec", "model_label",
-           "plan_runs"]
+from residuals.train.config import TrainConfig
+
+__all__ = ["DEFAULT_PRESET", "PRESETS", "PRESET_INFO", "VARIANTS", "DegradationConfig", "Preset",
+           "RunSpec", "configure", "describe_preset", "model_label", "plan_runs",
+           "verdict_rule"]
 
 # variant -> does the net have identity shortcuts?
 VARIANTS: dict[str, bool] = {"plain": False, "residual": True}
@@ -21,36 +25,41 @@ RUN_KEYS = ["variant", "depth", "seed"]
 
 
 # --------------------------------------------------------------------------- config
+# the recipe fields meta.json's "config" always records (flat, as run folders always had them);
+# any other TrainConfig field is recorded only when it differs from the trainer's default
+RECIPE_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "warmup",
+                 "warmup_epochs", "augment", "eval_batch_size", "amp", "channels_last")
+_PER_RUN = ("seed", "device")  # set for each run of the sweep, never part of the recipe
+_META_ORDER = ("dataset", "depths", "variants", "seeds", "epochs", "batch_size", "lr", "momentum",
+               "weight_decay", "schedule", "warmup", "warmup_epochs", "paper_warmup_from_depth",
+               "augment", "val_size", "eval_batch_size", "amp", "channels_last", "probe_batch")
+
+
+def _default_recipe() -> TrainConfig:
+    return TrainConfig(epochs=12, lr=0.05, warmup="linear", warmup_epochs=2.0)
+
+
 @dataclass(frozen=True)
 class DegradationConfig:
     """One sweep: which nets, on what data, with which training recipe.
 
     Every run of the sweep is ``(variant, depth, seed)`` for each variant in
-    ``variants``, depth in ``depths`` and seed in ``range(seeds)``; all runs share
-    the recipe below (the trainer's :class:`residuals.train.TrainConfig`).
+    ``variants``, depth in ``depths`` and ``seeds`` seeds from ``first_seed`` on; all runs share
+    the recipe ``train`` (the trainer's :class:`residuals.train.TrainConfig`; its
+    ``seed`` and ``device`` are set per run, and depths from
+    ``paper_warmup_from_depth`` on use the paper warm-up).
+    :meth:`replace` takes the recipe's fields by name too.
     """
 
     dataset: str = "digits"
     depths: tuple[int, ...] = (20, 56)           # layers, 6n+2 (He et al. CIFAR nets)
     variants: tuple[str, ...] = ("plain", "residual")
-    seeds: int = 2                               # runs use seeds 0 .. seeds-1
-    # the recipe
-    epochs: int = 12
-    batch_size: int = 128                        # images per SGD step
-    lr: float = 0.05                             # peak learning rate
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"                     # "cosine" | "step" (/10 at 50% and 75%, the paper's)
-    warmup: str = "linear"                       # "linear" | "paper" | "none"
-    warmup_epochs: float = 2.0                   # length of the linear warm-up, epochs
+    seeds: int = 2                               # runs use seeds first_seed .. first_seed+seeds-1
+    train: TrainConfig = field(default_factory=_default_recipe)   # the recipe of every run
     paper_warmup_from_depth: int | None = None   # depths >= this use the paper warm-up (ResNet-110)
-    augment: bool | None = None                  # pad + random crop + flip; None: the dataset's default
     val_size: int | None = None                  # training images held out (paper: 5000 of 50000)
-    eval_batch_size: int = 1024
-    amp: bool | None = None                      # bf16 autocast; None: residuals.train.resolve_amp
-    #                                              (CUDA; 1-thread CPU workers with native bf16)
-    channels_last: bool = True
     probe_batch: int = 256                       # test images the probes are measured on
+    first_seed: int = 0                          # the first run seed (weights, data order)
 
     def __post_init__(self):
         # tuples from JSON come back as lists; normalise so configs compare equal
@@ -68,59 +77,150 @@ class DegradationConfig:
             raise ValueError(f"variants: each variant once, got {list(self.variants)}")
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds: the number of seeds must be at least 1, got {self.seeds!r}")
+        if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
+                or self.first_seed < 0:
+            raise ValueError(f"first_seed must be an integer >= 0, got {self.first_seed!r}")
         if self.probe_batch < 1:
             raise ValueError(f"probe_batch must be at least 1, got {self.probe_batch}")
+        if not isinstance(self.train, TrainConfig):
+            raise ValueError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+
+    def replace(self, **changes) -> "DegradationConfig":
+        """A copy with ``changes``; the recipe's fields (``epochs``, ``lr``, ...) go to ``train``."""
+        recipe = {k: changes.pop(k) for k in list(changes) if k in _RECIPE_NAMES}
+        if recipe:
+            changes["train"] = dataclasses.replace(changes.get("train", self.train), **recipe)
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """meta.json's ``config``: the sweep's fields with the recipe's inline (one flat dict)."""
+        recipe = asdict(self.train)
+        default = asdict(TrainConfig())
+        flat = {name: recipe[name] for name in RECIPE_FIELDS}
+        flat.update({k: v for k, v in recipe.items()
+                     if k not in RECIPE_FIELDS and k not in _PER_RUN and v != default[k]})
+        sweep = {f.name: getattr(self, f.name) for f in fields(self)
+                 if f.name != "train" and not (f.name == "first_seed" and self.first_seed == 0)}
+        merged = {**{k: list(v) if isinstance(v, tuple) else v for k, v in sweep.items()}, **flat}
+        order = [k for k in _META_ORDER if k in merged]
+        return {k: merged[k] for k in [*order, *(k for k in merged if k not in _META_ORDER)]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DegradationConfig":
         """Inverse of :meth:`to_dict` (meta.json's ``config``); unknown keys are an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        sweep_names = {f.name for f in fields(cls)} - {"train"}
+        unknown = sorted(set(d) - sweep_names - _RECIPE_NAMES)
         if unknown:
             raise ValueError(f"not a degradation config: unknown keys {unknown}")
-        return cls(**d)
+        recipe = {k: v for k, v in d.items() if k in _RECIPE_NAMES}
+        return cls(train=TrainConfig(**recipe), **{k: v for k, v in d.items() if k in sweep_names})
 
     def warmup_for(self, depth: int) -> str:
         if self.paper_warmup_from_depth is not None and depth >= self.paper_warmup_from_depth:
             return "paper"
-        return self.warmup
+        return self.train.warmup
 
-    def train_config(self, depth: int, seed: int, device: str):
+    def train_config(self, depth: int, seed: int, device: str) -> TrainConfig:
         """The trainer's config for one run (raises ValueError on an invalid recipe)."""
-        from residuals.train import TrainConfig
-
-        return TrainConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-            weight_decay=self.weight_decay, schedule=self.schedule, warmup=self.warmup_for(depth),
-            warmup_epochs=self.warmup_epochs, augment=self.augment,
-            eval_batch_size=self.eval_batch_size, amp=self.amp, channels_last=self.channels_last,
-            compile=False,  # measured: torch.compile cost more than a whole run on the CPU
-            seed=seed, device=device,
-        )
+        return dataclasses.replace(self.train, warmup=self.warmup_for(depth), seed=seed,
+                                   device=device)
 
 
-PRESETS: dict[str, DegradationConfig] = {
-    # Measured with this preset, seeds 0-4: plain-56 ends at 49.5-76.2% training error,
-    # plain-20 at <= 0.15%, resnet-20 and resnet-56 at 0.0%; the whole default sweep (2
-    # seeds) took 47 s wall on a shared 2-core CPU. Without the warm-up resnet-56 fails too.
-    "digits": DegradationConfig(),
-    "fashion-mnist": DegradationConfig(
-        dataset="fashion-mnist", depths=(20, 32, 44, 56), seeds=1, epochs=15, lr=0.05,
-        warmup="linear", warmup_epochs=2.0,
-    ),
+_RECIPE_NAMES = frozenset(f.name for f in fields(TrainConfig)) - set(_PER_RUN)
+
+
+def configure(preset: str = "digits", **overrides) -> DegradationConfig:
+    """The config of ``preset`` with ``overrides`` (``None`` values are ignored).
+
+    Two rules keep a shortened or lengthened recipe sensible: a given ``warmup`` applies to
+    every depth (the preset's paper warm-up of its deepest nets is dropped), and a linear
+    warm-up keeps its share of training when ``epochs`` changes (the default preset's share,
+    2 of 12 epochs, when a preset without one is asked for ``warmup="linear"``).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    cfg = PRESETS[preset]
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "warmup" in changes:
+        changes["paper_warmup_from_depth"] = None
+    share = cfg.train.warmup_epochs / cfg.train.epochs
+    if changes.get("warmup") == "linear" and share == 0:
+        default = PRESETS[DEFAULT_PRESET].train
+        share = default.warmup_epochs / default.epochs
+    if "epochs" in changes or share != cfg.train.warmup_epochs / cfg.train.epochs:
+        changes["warmup_epochs"] = share * changes.get("epochs", cfg.train.epochs)
+    return cfg.replace(**changes)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named sweep and the sentence ``--help`` says about it (the numbers come from ``config``)."""
+
+    config: DegradationConfig
+    about: str       # what it is for, in a few words
+    notes: str = ""  # what the numbers do not say
+
+
+PRESET_INFO: dict[str, Preset] = {
+    # Measured with this preset: see benchmarks/README.md ("Degradation"). Without the warm-up
+    # resnet-56 fails too.
+    "digits": Preset(DegradationConfig(),
+                     "the default: scikit-learn's embedded 8x8 digits (no download)",
+                     "3 minutes or less on 2 CPU cores"),
+    "fashion-mnist": Preset(
+        DegradationConfig(dataset="fashion-mnist", depths=(20, 32, 44, 56), seeds=1,
+                          train=TrainConfig(epochs=15, lr=0.05, warmup="linear",
+                                            warmup_epochs=2.0)),
+        "Fashion-MNIST (downloads ~30 MB)", "60k 28x28 images; meant for a GPU"),
     # He et al. 2015, Sec. 4.2: lr 0.1, batch 128, wd 1e-4, momentum 0.9, /10 at 32k
     # and 48k of 64k iterations (~182 epochs on a 45k/5k split), pad-4 crop + flip,
     # option-A shortcuts, and for ResNet-110 lr 0.01 until training error < 80%.
-    "paper": DegradationConfig(
-        dataset="cifar10", depths=(20, 32, 44, 56, 110), seeds=1, epochs=182, batch_size=128,
-        lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step", warmup="none",
-        warmup_epochs=0.0, paper_warmup_from_depth=110, augment=True, val_size=5000,
-    ),
+    "paper": Preset(
+        DegradationConfig(dataset="cifar10", depths=(20, 32, 44, 56, 110), seeds=1,
+                          train=TrainConfig(epochs=182, batch_size=128, lr=0.1, momentum=0.9,
+                                            weight_decay=1e-4, schedule="step", warmup="none",
+                                            warmup_epochs=0.0, augment=True),
+                          paper_warmup_from_depth=110, val_size=5000),
+        "CIFAR-10 with He et al.'s recipe (Sec. 4.2)",
+        "option-A shortcuts; a GPU job"),
 }
+PRESETS: dict[str, DegradationConfig] = {name: p.config for name, p in PRESET_INFO.items()}
 DEFAULT_PRESET = "digits"
+
+
+def describe_preset(name: str) -> str:
+    """What preset ``name`` runs, its numbers read from its config (``--help`` shows this)."""
+    info = PRESET_INFO[name]
+    cfg, t = info.config, info.config.train
+    warmup = {"linear": f"{t.warmup_epochs:g}-epoch linear warm-up", "none": "no warm-up",
+              "paper": "paper warm-up"}[t.warmup]
+    if cfg.paper_warmup_from_depth is not None:
+        warmup += f" (paper warm-up from depth {cfg.paper_warmup_from_depth})"
+    schedule = "step schedule (/10 at 50% and 75%)" if t.schedule == "step" else "cosine schedule"
+    wd = f"{t.weight_decay:.0e}".replace("e-0", "e-")
+    parts = [f"{info.about}.",
+             f"Depths {', '.join(map(str, cfg.depths))}; {cfg.seeds} seed{'s' * (cfg.seeds > 1)};",
+             f"{t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g}, wd {wd}, {schedule}, {warmup}"]
+    if t.augment:
+        parts[-1] += ", crop-flip"
+    if cfg.val_size:
+        parts[-1] += f", {cfg.val_size} training images held out"
+    parts[-1] += "."
+    if info.notes:
+        parts.append(info.notes[0].upper() + info.notes[1:] + ".")
+    return " ".join(parts)
+
+
+def verdict_rule() -> str:
+    """The verdict's rule in words, with the constants it uses."""
+    return (f"Degradation is reproduced when the deepest plain net's final training error (mean "
+            f"over seeds) exceeds the shallowest plain net's by more than "
+            f"{DEGRADATION_MARGIN:g} point and by more than {SIGNIFICANCE:g} standard errors of "
+            f"that gap over seeds, AND the deepest residual net's exceeds the shallowest residual "
+            f"net's by at most {RESIDUAL_TOLERANCE:g} point. Diverged runs are left out and named.")
+
+
+
 
 
 # --------------------------------------------------------------------------- runs
@@ -161,5 +261,6 @@ def plan_runs(cfg: DegradationConfig) -> list[RunSpec]:
     Longest-first keeps parallel workers busy until the end instead of leaving one
     deep net running alone.
     """
-    specs = [RunSpec(v, d, s) for d in cfg.depths for v in cfg.variants for s in range(cfg.seeds)]
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+    specs = [RunSpec(v, d, s) for d in cfg.depths for v in cfg.variants for s in seeds]
     return sorted(specs, key=lambda r: (-r.depth, r.seed, r.variant))

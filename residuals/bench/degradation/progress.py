@@ -27,7 +27,7 @@ class Progress:
         self.cfg, self.echo, self.jobs = cfg, echo, max(1, jobs)
         self.n_total, self.n_todo = n_total, len(todo)
         self.n_finished = 0                      # runs finished in this session
-        self.total_work = sum(s.depth * cfg.epochs for s in todo)
+        self.total_work = sum(s.depth * cfg.train.epochs for s in todo)
         self.work_done = 0.0                     # depth x epochs reported in this session
         self.train_seconds = 0.0                 # their training time
         self.n_epochs = 0
@@ -59,7 +59,7 @@ class Progress:
         if self.first is None:
             self.first = (time.perf_counter(), self.work_done)
         self.echo(
-            f"  {spec.label:>10} seed {spec.seed}  epoch {int(record['epoch']):>3}/{self.cfg.epochs}"
+            f"  {spec.label:>10} seed {spec.seed}  epoch {int(record['epoch']):>3}/{self.cfg.train.epochs}"
             f"  train err {_pct(record['train_error'])}  test err {_pct(record['test_error'])}"
             f"  {record['images_per_s']:,.0f} img/s  {record['seconds']:.1f} s"
             f"  | elapsed {_hms(time.perf_counter() - self.start)}  ETA {self._eta()}"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import signal
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict
 from pathlib import Path
 from queue import Empty
@@ -19,6 +18,7 @@ from residuals.bench.degradation.config import (RESULT_TABLES, RUN_KEYS, Degrada
 from residuals.bench.degradation.progress import Progress
 from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
                                                   train_run)
+from residuals.bench._workers import spawn_pool, stop_workers
 from residuals.runs import RunDir
 
 __all__ = ["CUDA_JOBS", "cuda_mps_running", "default_jobs", "run_sweep", "worker_threads"]
@@ -90,14 +90,8 @@ class _Tables:
 _PROGRESS_QUEUE = None
 
 
-def _init_worker(queue, threads: int) -> None:
+def _init_worker(queue) -> None:
     global _PROGRESS_QUEUE
-    # Ctrl-C reaches the whole process group; the parent alone handles it (and
-    # stops the workers), so a worker never dies half-way through a checkpoint write.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
-
-    torch.set_num_threads(threads)
     _PROGRESS_QUEUE = queue
 
 
@@ -148,10 +142,8 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
 
 
 def _run_parallel(todo, cfg, run, *, device, jobs, data_dir, tables, progress) -> None:
-    ctx = mp.get_context("spawn")   # fork after torch has started threads is unsafe
-    queue = ctx.Queue()
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(queue, worker_threads(jobs)))
+    queue = mp.get_context("spawn").Queue()
+    pool = spawn_pool(jobs, worker_threads(jobs), _init_worker, (queue,))
     try:
         pending = {pool.submit(_worker_run, s, cfg, device, str(run.path), data_dir) for s in todo}
         while pending:
@@ -163,7 +155,7 @@ def _run_parallel(todo, cfg, run, *, device, jobs, data_dir, tables, progress) -
                 progress.finished(outcome)
         _drain(queue, progress)
     except BaseException:
-        _stop_workers(pool)
+        stop_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     # Every result is in. A worker's interpreter teardown (torch loaded) takes 1-3 s: let the
@@ -178,15 +170,3 @@ def _drain(queue, progress: Progress) -> None:
         except Empty:
             return
         progress.epoch(spec, record)
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Stop every worker now; each run's last per-epoch checkpoint (written atomically) stays."""
-    if hasattr(pool, "terminate_workers"):   # Python >= 3.14
-        pool.terminate_workers()
-        return
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        if proc.is_alive():
-            proc.terminate()
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        proc.join(timeout=10)
