@@ -11,7 +11,10 @@ of which adds a correction to that state:
   shortcut path and its *correction* is the residual function ``F_l``.
 
 A backend implements two methods, :meth:`Stagewise._initial_state` and
-:meth:`Stagewise._stage_step`; everything else -- staged states, per-stage
+:meth:`Stagewise._stage_step`, and may convert its input once with
+:meth:`Stagewise._prepare` (the booster validates and bins ``X`` there; a net moves it
+to its device), so a pass over every stage converts nothing again. Everything else --
+staged states, per-stage
 contribution sizes, and the lesion of a single stage (Veit et al. 2016,
 "Residual networks behave like ensembles of relatively shallow networks") -- is
 written once, here.
@@ -72,13 +75,22 @@ class Stagewise(abc.ABC):
     def n_stages_(self) -> int:
         """Number of fitted stages."""
 
-    @abc.abstractmethod
-    def _initial_state(self, X: Any) -> Any:
-        """State before the first stage (boosting: ``F_0(X)``; ResNet: the stem's output)."""
+    def _prepare(self, X: Any) -> Any:
+        """``X`` converted once for every stage (validated, binned, moved to a device...).
+
+        Whatever it returns is what :meth:`_initial_state` and :meth:`_stage_step` are given.
+        The default returns ``X`` unchanged.
+        """
+        return X
 
     @abc.abstractmethod
-    def _stage_step(self, m: int, state: Any, X: Any, *, drop: bool = False) -> StageStep:
-        """Apply stage ``m`` (0-based) to ``state``.
+    def _initial_state(self, P: Any) -> Any:
+        """State before the first stage, from the prepared input ``P`` (boosting: ``F_0(X)``;
+        ResNet: the stem's output)."""
+
+    @abc.abstractmethod
+    def _stage_step(self, m: int, state: Any, P: Any, *, drop: bool = False) -> StageStep:
+        """Apply stage ``m`` (0-based) to ``state``; ``P`` is the prepared input.
 
         With ``drop=True`` the stage's correction is left out: the new state is
         computed from the base alone (the lesion of Veit et al. 2016).
@@ -87,26 +99,29 @@ class Stagewise(abc.ABC):
     # ------------------------------------------------------------------ derived
     def staged_steps(self, X: Any, *, drop: int | None = None) -> Iterator[StageStep]:
         """Yield a :class:`StageStep` per stage, in order (copies, safe to keep)."""
-        state = self._initial_state(X)
+        P = self._prepare(X)
+        state = self._initial_state(P)
         for m in range(self.n_stages_):
-            step = self._stage_step(m, state, X, drop=(m == drop))
+            step = self._stage_step(m, state, P, drop=(m == drop))
             state = step.state
             yield StageStep(_copy(step.base), _copy(step.correction), _copy(step.state))
 
     def staged_states(self, X: Any) -> Iterator[Any]:
         """Yield the state after each stage, ``state_1 .. state_M`` (copies)."""
-        state = self._initial_state(X)
+        P = self._prepare(X)
+        state = self._initial_state(P)
         for m in range(self.n_stages_):
-            state = self._stage_step(m, state, X).state
+            state = self._stage_step(m, state, P).state
             yield _copy(state)
 
     def final_state(self, X: Any, *, drop: int | None = None) -> Any:
         """The state after the last stage; with ``drop=m``, with stage ``m`` lesioned."""
         if drop is not None and not 0 <= drop < self.n_stages_:
             raise ValueError(f"drop={drop} is not a stage index; valid: 0..{self.n_stages_ - 1}")
-        state = self._initial_state(X)
+        P = self._prepare(X)
+        state = self._initial_state(P)
         for m in range(self.n_stages_):
-            state = self._stage_step(m, state, X, drop=(m == drop)).state
+            state = self._stage_step(m, state, P, drop=(m == drop)).state
         return state
 
     def stage_contributions(self, X: Any) -> np.ndarray:
@@ -134,9 +149,10 @@ def contribution_table(model: Stagewise, X: Any):
     import pandas as pd
 
     rows = []
-    state = model._initial_state(X)
+    P = model._prepare(X)
+    state = model._initial_state(P)
     for m in range(model.n_stages_):
-        step = model._stage_step(m, state, X)
+        step = model._stage_step(m, state, P)
         state = step.state
         c, b = _fro_norm(step.correction), _fro_norm(step.base)
         rows.append({"stage": m, "correction_norm": c, "base_norm": b,

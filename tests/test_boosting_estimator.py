@@ -145,20 +145,23 @@ def test_staged_outputs_are_copies(cancer):
     np.testing.assert_array_equal(p, final)  # later stages unaffected
 
 
-def test_stagewise_cache_does_not_outlive_X(diabetes):
-    import gc
-
+@pytest.mark.parametrize("tree_method", ["exact", "hist"])
+def test_predict_is_the_stagewise_final_state_and_prepares_X_once(diabetes, tree_method,
+                                                                    monkeypatch):
     Xa, Xb, ya, _ = diabetes
-    est = BoostingRegressor(n_estimators=3).fit(Xa, ya)
-    Xc = Xb.copy()
-    expected = est.predict(Xc)
-    np.testing.assert_array_equal(est.final_state(Xc)[:, 0], expected)
-    assert "_prep_cache" in vars(est)
-    del Xc
-    gc.collect()
-    assert "_prep_cache" not in vars(est)  # no validated copy kept alive
-    # list input (no weak references possible) still works, stage by stage
-    np.testing.assert_array_equal(est.final_state(Xb.tolist())[:, 0], expected)
+    est = BoostingRegressor(n_estimators=4, tree_method=tree_method).fit(Xa, ya)
+    calls = []
+    real = est._validate_X_predict
+    monkeypatch.setattr(est, "_validate_X_predict", lambda X: calls.append(1) or real(X))
+    expected = est.predict(Xb)
+    assert len(calls) == 1                                  # once for all 4 stages
+    np.testing.assert_array_equal(est.final_state(Xb)[:, 0], expected)
+    staged = list(est.staged_predict(Xb))
+    assert len(calls) == 3 and len(staged) == 4
+    np.testing.assert_array_equal(staged[-1], expected)
+    for state, pred in zip(est.staged_states(Xb.tolist()), staged):   # lists work too
+        np.testing.assert_array_equal(state[:, 0], pred)
+    assert not any("cache" in k for k in vars(est))          # nothing of X is kept
 
 
 def test_zero_init_first_stage_ratio_is_infinite(diabetes):

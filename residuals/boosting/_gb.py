@@ -29,7 +29,6 @@ No scikit-learn gradient-boosting class or private module is used.
 from __future__ import annotations
 
 import warnings
-import weakref
 from numbers import Integral
 from time import perf_counter
 from typing import Any, Iterator
@@ -469,20 +468,12 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                                                           axis=0)
 
     def _raw_predict(self, X) -> np.ndarray:
-        """``F_M(X)``, shape ``(n_samples, K)``."""
-        P = self._prepare(X)
-        raw = self._raw_predict_init(P)
-        for m in range(self.estimators_.shape[0]):
-            self._add_stage(m, P, raw)
-        return raw
+        """``F_M(X)``, shape ``(n_samples, K)``: the Stagewise model's final state."""
+        return self.final_state(X)
 
     def _staged_raw_predict(self, X) -> Iterator[np.ndarray]:
-        """``F_1(X), F_2(X), ...`` (copies)."""
-        P = self._prepare(X)
-        raw = self._raw_predict_init(P)
-        for m in range(self.estimators_.shape[0]):
-            self._add_stage(m, P, raw)
-            yield raw.copy()
+        """``F_1(X), F_2(X), ...`` (copies): its staged states."""
+        return self.staged_states(X)
 
     # ------------------------------------------------------- Stagewise (core)
     @property
@@ -490,40 +481,21 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         check_is_fitted(self)
         return int(self.estimators_.shape[0])
 
-    def _initial_state(self, X) -> np.ndarray:
+    def _initial_state(self, P: _Prepared) -> np.ndarray:
         """``F_0(X)``, the init raw prediction, ``(n_samples, K)``."""
-        P = self._prepare(X)
-        # The stage steps that follow reuse the validated (binned) X. Only a weak
-        # reference to the caller's X is kept, and the cache goes when X does.
-        try:
-            self._prep_cache = (weakref.ref(X, self._drop_prep_cache), P)
-        except TypeError:  # lists and other containers: validate at every stage
-            self._prep_cache = None
         return self._raw_predict_init(P)
 
-    def _drop_prep_cache(self, _ref=None) -> None:
-        self.__dict__.pop("_prep_cache", None)
+    def _stage_step(self, m: int, state: np.ndarray, P: _Prepared, *,
+                    drop: bool = False) -> StageStep:
+        """Stage ``m``: base ``F_{m}``, correction ``lr * h_m(X)``, state ``F_{m+1}``.
 
-    def _stage_step(self, m: int, state: np.ndarray, X, *, drop: bool = False) -> StageStep:
-        """Stage ``m``: base ``F_{m}``, correction ``lr * h_m(X)``, state ``F_{m+1}``."""
-        P = self._prepare_cached(X)
+        ``state + correction`` equals scikit-learn's in-place ``raw += lr * h`` bit for bit:
+        the correction is ``0 + lr * h``, exactly ``lr * h``.
+        """
         correction = np.zeros((P.n_samples, self.estimators_.shape[1]), dtype=np.float64)
         self._add_stage(m, P, correction)
         new = state.copy() if drop else state + correction
         return StageStep(base=state, correction=correction, state=new)
-
-    def _prepare_cached(self, X) -> _Prepared:
-        """``X`` as validated by the last :meth:`_initial_state` (every Stagewise
-        helper starts there), so a sequence of stage steps validates/bins once."""
-        cached = getattr(self, "_prep_cache", None)
-        if cached is not None and cached[0]() is X:
-            return cached[1]
-        return self._prepare(X)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_prep_cache", None)
-        return state
 
     # ------------------------------------------------------------- inspection
     @property

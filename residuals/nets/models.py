@@ -360,20 +360,20 @@ class ResNet(nn.Module, Stagewise):
     def n_stages_(self) -> int:
         return len(self.blocks)
 
-    def _as_input(self, X: Any) -> torch.Tensor:
+    def _prepare(self, X: Any) -> torch.Tensor:
+        """``X`` as a tensor on the model's device, checked once for every stage."""
         p = next(self.parameters())
-        if torch.is_tensor(X):
-            return X.to(p.device)
-        return torch.as_tensor(X, dtype=p.dtype, device=p.device)
-
-    @torch.no_grad()
-    def _initial_state(self, X: Any) -> torch.Tensor:
-        X = self._as_input(X)
+        X = X.to(p.device) if torch.is_tensor(X) else torch.as_tensor(X, dtype=p.dtype,
+                                                                       device=p.device)
         self._check_input(X)
-        return self.stem(X)
+        return X
 
     @torch.no_grad()
-    def _stage_step(self, m: int, state: torch.Tensor, X: Any, *, drop: bool = False) -> StageStep:
+    def _initial_state(self, P: torch.Tensor) -> torch.Tensor:
+        return self.stem(P)
+
+    @torch.no_grad()
+    def _stage_step(self, m: int, state: torch.Tensor, P: Any, *, drop: bool = False) -> StageStep:
         block = self.blocks[m]
         correction = block.branch(state)
         base = block.shortcut(state) if block.skip else torch.zeros_like(correction)
