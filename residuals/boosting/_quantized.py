@@ -147,8 +147,6 @@ def level_hist(
         from . import _triton
 
         out = torch.zeros((K, F, nb, C), dtype=torch.int64, device=XT.device)
-        if slot is None:
-            slot = torch.zeros(n, dtype=torch.int32, device=XT.device)
         _triton.level_hist(XT, quant.q, slot, lo, hi, out)
         return out
     # torch: cell (node, f, bin) of channel c is cells[(node * F + f) * nb + bin, c]; the

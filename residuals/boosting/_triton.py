@@ -57,11 +57,16 @@ def _kernel():
         C: tl.constexpr,
         BLOCK: tl.constexpr,
         FEATURES: tl.constexpr,
+        ALL_ROWS: tl.constexpr,
     ):
         rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         in_range = rows < n
-        node = tl.load(SLOT + rows, mask=in_range, other=-1).to(tl.int64) - lo
-        keep = in_range & (node >= 0) & (node < width)
+        if ALL_ROWS:  # the root: every row, in node 0
+            node = tl.zeros((BLOCK,), dtype=tl.int64)
+            keep = in_range
+        else:
+            node = tl.load(SLOT + rows, mask=in_range, other=-1).to(tl.int64) - lo
+            keep = in_range & (node >= 0) & (node < width)
         q0 = tl.load(Q + rows * C, mask=keep, other=0)
         q1 = tl.load(Q + rows * C + 1, mask=keep, other=0)
         if C == 4:
@@ -99,8 +104,7 @@ def level_hist(
         and C in (2, 4)
         and out.is_contiguous()
         and out.shape == (hi - lo, F, nb, C)
-        and slot.shape == (n,)
-        and slot.is_contiguous()
+        and (slot.shape == (n,) and slot.is_contiguous() if slot is not None else hi == lo + 1)
     ):
         raise ValueError(
             "the quantized histogram kernel was handed tensors of an unexpected layout "
@@ -113,7 +117,7 @@ def level_hist(
     kernel[grid](
         XT,
         q,
-        slot,
+        q if slot is None else slot,  # not read when ALL_ROWS
         out,
         n,
         F,
@@ -123,4 +127,5 @@ def level_hist(
         C=C,
         BLOCK=_BLOCK_ROWS,
         FEATURES=_FEATURES_PER_PROGRAM,
+        ALL_ROWS=slot is None,
     )
