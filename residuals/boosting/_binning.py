@@ -229,10 +229,10 @@ class BinMapper:
             rows = np.sort(rng.choice(n_samples, self.subsample, replace=False))
         else:
             rows = slice(None)
-        # column by column: no copy of the (subsampled) matrix
-        cuts_and_values = [
-            _quantile_thresholds(self._values(X[rows, j]), self.max_bins) for j in range(n_features)
-        ]
+        # column by column, on threads (numpy's sorts release the GIL): no copy of the matrix
+        cuts_and_values = _kernels.parallel_map(
+            lambda j: _quantile_thresholds(self._values(X[rows, j]), self.max_bins), list(range(n_features))
+        )
         self.bin_thresholds_ = [cuts for cuts, _ in cuts_and_values]
         self.bin_values_ = [values for _, values in cuts_and_values]
         self.n_bins_ = np.array([len(t) + 1 for t in self.bin_thresholds_], dtype=np.int64)

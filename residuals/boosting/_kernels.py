@@ -47,8 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["available", "best_splits", "bin_rows", "disabled", "hist", "level_hist", "route",
-           "threads"]
+__all__ = ["available", "best_splits", "bin_rows", "disabled", "hist", "level_hist", "parallel_map",
+           "route", "threads"]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
 KERNELS_VERSION = 6
@@ -137,6 +137,18 @@ def _parts(total: int, work: int) -> list[tuple[int, int]]:
 def _executor() -> ThreadPoolExecutor:
     """One pool for the process; it starts its threads only as calls need them."""
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="residuals-hist")
+
+
+def parallel_map(fn, items: list) -> list:
+    """``[fn(x) for x in items]`` on up to :func:`threads` threads, in order: for work
+    that releases the GIL (numpy sorts, say); each item's result is its own."""
+    parts = min(threads(), len(items))
+    if parts <= 1:
+        return [fn(x) for x in items]
+    step = -(-len(items) // parts)
+    chunks = [items[a : a + step] for a in range(0, len(items), step)]
+    futures = [_executor().submit(lambda chunk: [fn(x) for x in chunk], c) for c in chunks]
+    return [y for future in futures for y in future.result()]
 
 
 def _run(fn, args: tuple, parts: list[tuple[int, int]]) -> list:
