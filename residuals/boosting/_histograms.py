@@ -174,7 +174,7 @@ class _Histograms:
         if data.quant is not None:  # one node of rows (best-first growth) or a level's nodes
             assert slots is None and (rows is None or n_slots == 1)
             slot, lo, hi = select if select is not None else (None, 0, n_slots)
-            return dequantize(level_hist(data.XT, data.quant, slot, lo, hi, nb, rows), data.quant.unit)
+            return dequantize(self._level_sums(data, slot, lo, hi, rows), data.quant.unit)
         if data.XT.device.type == "cpu" and _kernels.available():
             return self._histograms_c(data, rows, slots, n_slots, select)
 
@@ -225,16 +225,25 @@ class _Histograms:
                 torch.sub(parent, fresh[:k], out=fresh[k:])
         return new, new_cw
 
+    def _level_sums(self, data: _Data, slot, lo: int, hi: int, rows=None) -> torch.Tensor:
+        """(hi - lo, F, n_bins, C) int64: the quantized sums of the rows in slots [lo, hi)
+        (slot None: every row, or the int64 ``rows``, in one node).
+
+        The one place a level's histograms are made from rows, root included: a fit
+        spread over processes would all-reduce (sum) the result here, as integers,
+        exactly and in any order; everything after it (subtraction, split search,
+        routing) is then the same on every process.
+        """
+        return level_hist(data.XT, data.quant, slot, lo, hi, self.n_bins, rows)
+
     def _next_histograms_q(self, data: _Data, slot: torch.Tensor, k: int, parents):
         """The next level's histograms from quantized rows: the k smaller children's
         in one pass (slots [0, k)), the larger ones' as parent minus sibling, in
         int64 (exact); kept in ``data.hist_q``, returned dequantized for the search.
 
-        This is the one place a level's histograms are made: a fit spread over
-        processes would all-reduce ``small`` (a sum of integers: exact, in any order)
-        right after it is computed, and nothing else.
+        The histograms themselves come from :meth:`_level_sums`.
         """
-        small = level_hist(data.XT, data.quant, slot, 0, k, self.n_bins)
+        small = self._level_sums(data, slot, 0, k)
         parent = data.hist_q if parents is None else data.hist_q.index_select(0, parents)
         data.hist_q = torch.cat((small, parent - small))
         return dequantize(data.hist_q, data.quant.unit)
@@ -275,7 +284,7 @@ class _Histograms:
         the gradients are scattered (a real scatter, ~20% cheaper than a complex one).
         """
         if data.quant is not None:
-            data.hist_q = level_hist(data.XT, data.quant, None, 0, 1, self.n_bins)
+            data.hist_q = self._level_sums(data, None, 0, 1)
             # channel 1 counts rows (or sums w*h > 0); with 4 channels, channel 2 counts them
             rows_in_missing = data.hist_q[0, :, -1, 2 if data.quant.q.shape[1] == 4 else 1]
             data.has_missing = bool((rows_in_missing != 0).any())

@@ -43,7 +43,8 @@ def _kernel():
     import triton
     import triton.language as tl
 
-    @triton.jit
+    # no specialization on the sizes: the warm-up fit and the real one share one compiled kernel
+    @triton.jit(do_not_specialize=["n", "F", "lo", "width"])
     def level_hist_kernel(
         XT,
         Q,
