@@ -9,7 +9,8 @@ import torch
 
 from residuals.data.spec import AUGMENTATIONS
 
-__all__ = ["AUGMENTATIONS", "augment_batch", "crop_padding", "normalize", "random_crop_flip"]
+__all__ = ["AUGMENTATIONS", "augment_batch", "crop_flip", "crop_flip_draws", "crop_padding", "normalize",
+           "random_crop_flip"]
 
 
 def _per_channel(v: Sequence[float] | torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -50,12 +51,27 @@ def random_crop_flip(x: torch.Tensor, pad: int = 4, *,
         raise ValueError(f"random_crop_flip expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
+    return crop_flip(x, pad, *crop_flip_draws(x.shape[0], pad, x.device, generator))
+
+
+def crop_flip_draws(n: int, pad: int, device: str | torch.device,
+                    generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random part of :func:`random_crop_flip` for ``n`` images: row and column offsets
+    ``(n, 1)`` in ``[0, 2 * pad]`` and flips ``(n, 1)`` (bool), drawn in that order."""
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=device, generator=generator)
+    flip = torch.randint(0, 2, (n, 1), device=device, generator=generator).bool()
+    return dy, dx, flip
+
+
+def crop_flip(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor,
+              flip: torch.Tensor) -> torch.Tensor:
+    """The deterministic part of :func:`random_crop_flip`: crop each zero-padded image at
+    ``(dy, dx)`` and flip it where ``flip`` (``dy = dx = pad``, no flip: the image itself)."""
     n, c, h, w = x.shape
     dev = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=dev, generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=dev, generator=generator)
-    flip = torch.randint(0, 2, (n, 1), device=dev, generator=generator).bool()
     hp, wp = h + 2 * pad, w + 2 * pad
     rows = dy + torch.arange(h, device=dev)  # (N, H) rows of the padded image
     cols = dx + torch.arange(w, device=dev)  # (N, W) its columns

@@ -32,6 +32,9 @@ Every epoch ends with an atomic checkpoint (temporary file, then
 ``os.replace``) holding model, optimiser, schedule and RNG states and the
 history; ``resume=True`` continues from it bit for bit (on the CPU; cuDNN may
 pick different kernels on a GPU) and returns a finished run without redoing it.
+
+Many nets of one architecture (seeds, an ensemble, a sweep's plain and residual
+twins) train as one fused model with :func:`train_many` (:mod:`residuals.train.fused`).
 """
 
 from typing import TYPE_CHECKING
@@ -44,6 +47,7 @@ if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
     from residuals.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
     from residuals.train.config import (SCHEDULES, WARMUPS, EpochRecord, TrainConfig, TrainError,
                                         TrainResult, steps_per_epoch)
+    from residuals.train.fused import train_many
     from residuals.train.loop import evaluate, train
     from residuals.train.schedule import LRSchedule
 
