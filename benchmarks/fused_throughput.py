@@ -53,12 +53,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
+import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import matmul_peak, run_benchmark, spread  # noqa: E402
-from nets_throughput import count_flops, synthetic_data  # noqa: E402
+from _machine import matmul_peak, run_benchmark, spread
+from nets_throughput import count_flops, synthetic_data
 
 MODES = ("fused", "processes", "sequential")
 

@@ -24,10 +24,10 @@ import pytest
 import torch
 from train_helpers import same_weights, stop_after, untimed
 
-from residuals.train.fused import fuse_groups, train_fused, train_many
 from residuals.nets import cifar_resnet
 from residuals.nets.fused import FusedResNet, FusionError
 from residuals.train import TrainConfig, TrainError, load_checkpoint, train
+from residuals.train.fused import fuse_groups, train_fused, train_many
 
 MAX_DRIFT = {1: 1e-6, 3: 1e-3}  # by steps taken
 
@@ -232,3 +232,46 @@ def test_fused_config_errors(digits):
         train_fused(models, digits, [dataclasses.replace(base, replicas=2)] * 2)
     with pytest.raises(TrainError, match="cannot be fused"):
         train_fused([models[0], cifar_resnet(14, in_channels=1)], digits, [base] * 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_cuda_graph_run_matches_unfused_runs(digits):
+    """fp32 on the GPU, batch 64 (a partial last batch: replayed and eager steps interleave):
+    each member trains like its own unfused run, to cuDNN's float rounding, and the step is
+    captured without falling back (no warning) or waiting for the device in every step."""
+    import warnings
+
+    data = digits.to("cuda")
+    cfgs = [TrainConfig(epochs=2, batch_size=64, lr=0.05, warmup=w, warmup_epochs=1, seed=s,
+                        device="cuda", amp=False, augment=True)
+            for s, w in enumerate(("linear", "paper"))]
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fused = train_fused(nets(8, (True, False)), data, cfgs)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "CUDA graph failed" in m], messages
+    assert len([m for m in messages if "synchroniz" in m]) <= 2 * 30, messages[:5]
+    for k, cfg in enumerate(cfgs):
+        alone = train(nets(8, (True, False))[k], data, cfg)
+        for a, b in zip(alone.history, fused[k].history):
+            assert b.lr == pytest.approx(a.lr, rel=1e-6)
+            assert b.train_loss == pytest.approx(a.train_loss, rel=2e-2, abs=1e-3)
+            assert b.test_error == pytest.approx(a.test_error, abs=0.03)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_cuda_bf16_trains_every_member(digits, tmp_path):
+    data = digits.to("cuda")
+    cfgs = [TrainConfig(epochs=3, lr=0.05, warmup_epochs=1, seed=s, device="cuda")
+            for s in range(4)]
+    paths = [tmp_path / f"m{s}.pt" for s in range(4)]
+    results = train_many(nets(20, (True, False, True, False)), data, cfgs, checkpoint_paths=paths)
+    for r in results:
+        assert r.amp and not r.diverged and r.history[-1].train_loss < r.history[0].train_loss
+    assert all(load_checkpoint(p)["finished"] for p in paths)

@@ -103,6 +103,10 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
 @device_option("Where to train: auto picks cuda when available.")
 @jobs_option("Runs trained at once, each in its own process with one torch thread "
              "[default: number of cores on CPU, 4 on CUDA: small nets leave a GPU idle].")
+@click.option("--fuse", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
+              help="Train the runs of each depth (seeds, plain and residual) as fused models "
+                   "sized by GPU memory (docs/fused.md); auto: on CUDA, and on a CPU where "
+                   "measured faster.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding (or receiving) the dataset files "
                    "[default: $RESIDUALS_DATA or ~/.cache/residuals].")
@@ -111,10 +115,10 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
               metavar="RUN_DIR",
               help="Continue an interrupted run folder with its saved configuration: finished "
                    "runs are skipped, unfinished ones continue from their checkpoints on the "
-                   "device they started on. Only --jobs and --data-dir may be given with it.")
+                   "device they started on. Only --jobs, --fuse and --data-dir may be given with it.")
 @click.pass_context
 def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, batch_size, lr,
-                warmup, precision, device, jobs, data_dir, out, resume):
+                warmup, precision, device, jobs, fuse, data_dir, out, resume):
     """Plain vs residual nets at several depths: the degradation problem (He et al. 2015, Fig. 6).
 
     Trains every (variant, depth, seed), writes a run folder under --out with tidy
@@ -147,7 +151,7 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
     started: list = []   # the run folder, once run() has made or reopened it
     try:
         with _sigterm_as_interrupt():
-            result = deg.run(cfg, out=out, device=device, jobs=jobs, resume=resume,
+            result = deg.run(cfg, out=out, device=device, jobs=jobs, fuse=fuse, resume=resume,
                              data_dir=data_dir, echo=click.echo,
                              warn=lambda line: click.echo(line, err=True),
                              command=_command_line(), started=started.append)

@@ -21,6 +21,7 @@ from typing import Callable
 import pandas as pd
 
 from residuals.bench.degradation.config import DegradationConfig, plan_runs
+from residuals.bench.degradation.fusion import resolve_fuse
 from residuals.bench.degradation.sweep import (cuda_mps_running, default_jobs, run_sweep,
                                                worker_threads)
 from residuals.bench.degradation.training import load_data
@@ -108,7 +109,7 @@ def describe_precision(cfg: DegradationConfig, device: str, jobs: int) -> str:
 
 
 def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "reports",
-        device: str | None = None, jobs: int | None = None,
+        device: str | None = None, jobs: int | None = None, fuse: str | bool | None = None,
         resume: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
         html: bool = True, echo: Callable[[str], None] = print,
         warn: Callable[[str], None] | None = None, command: str | None = None,
@@ -123,6 +124,9 @@ def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "re
         the run started on unless given.
     jobs : runs trained at once, each in its own process (default: one per core on the CPU,
         :data:`~residuals.bench.degradation.sweep.CUDA_JOBS` on a GPU).
+    fuse : ``"on"``/``True``: the runs of each depth train as fused jobs
+        (:mod:`~residuals.bench.degradation.fusion`), ``jobs`` of them at once; ``"off"``/``False``:
+        one run per job; ``"auto"``/None: on CUDA, and on a CPU where measured faster.
     resume : an interrupted run folder to continue: finished runs are skipped, unfinished
         ones continue from their checkpoints. A complete one is returned as it is.
     data_dir : where the dataset files are (see :mod:`residuals.data`).
@@ -155,6 +159,7 @@ def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "re
     device = resolve_device(device or "auto")
     check(config, device)
     n_jobs = int(jobs) if jobs is not None else default_jobs(device)
+    fused = resolve_fuse(fuse, device)
     data_dir = str(data_dir) if data_dir is not None else None
     # in-process runs keep this copy on their device; workers load their own. Loading here
     # (with downloads and checksums) stops a data problem before any training.
@@ -173,16 +178,18 @@ def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "re
     precision = describe_precision(config, device, n_jobs)
     n_runs = len(plan_runs(config))
     n_at_once = min(n_jobs, n_runs)
-    run_dir.update_meta(precision=precision, jobs=n_at_once,
+    run_dir.update_meta(precision=precision, jobs=n_at_once, fuse=fused,
                         cuda_mps=device.startswith("cuda") and cuda_mps_running())
     echo(f"run folder: {run_dir.path}")
     echo(f"{n_runs} runs ({', '.join(config.variants)} x depths "
          f"{', '.join(map(str, config.depths))} x {config.seeds} seed{'s' * (config.seeds > 1)}), "
-         f"{config.train.epochs} epochs each, on {device} ({precision}), {n_at_once} at a time")
+         f"{config.train.epochs} epochs each, on {device} ({precision}), {n_at_once} at a time"
+         f"{' (runs of a depth fused)' if fused else ''}")
 
     resume_cmd = resume_command(run_dir)
     try:
-        runs = run_sweep(run_dir, config, device=device, jobs=n_jobs, data_dir=data_dir, echo=echo)
+        runs = run_sweep(run_dir, config, device=device, jobs=n_jobs, data_dir=data_dir,
+                         fuse=fused, echo=echo)
     except KeyboardInterrupt:
         run_dir.finish("interrupted", resume_command=resume_cmd)
         raise

@@ -16,8 +16,9 @@ import pandas as pd
 from residuals.bench.degradation.config import (RESULT_TABLES, RUN_KEYS, DegradationConfig,
                                                 RunSpec, plan_runs)
 from residuals.bench.degradation.progress import Progress
+from residuals.bench.degradation.fusion import FusedJob, plan_jobs
 from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
-                                                  train_run)
+                                                  train_job)
 from residuals.bench._workers import spawn_pool, stop_workers
 from residuals.runs import RunDir
 
@@ -95,12 +96,12 @@ def _init_worker(queue) -> None:
     _PROGRESS_QUEUE = queue
 
 
-def _worker_run(spec: RunSpec, cfg: DegradationConfig, device: str, run_path: str,
-                data_dir: str | None) -> RunOutcome:
-    def report(record) -> None:
+def _worker_job(job: FusedJob, cfg: DegradationConfig, device: str, run_path: str,
+                data_dir: str | None) -> list[RunOutcome]:
+    def report(spec, record) -> None:
         _PROGRESS_QUEUE.put((spec, _record_dict(record)))
 
-    return train_run(spec, cfg, device=device, run_path=run_path, data_dir=data_dir, on_epoch=report)
+    return train_job(job, cfg, device=device, run_path=run_path, data_dir=data_dir, on_epoch=report)
 
 
 def _record_dict(record) -> dict:
@@ -108,51 +109,79 @@ def _record_dict(record) -> dict:
 
 
 def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1,
-              data_dir: str | None = None, echo: Callable[[str], None] = print) -> pd.DataFrame:
+              data_dir: str | None = None, fuse: bool = False,
+              echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Train every run of ``cfg`` not yet in the run folder's ``runs.csv``; return ``runs.csv``.
 
     ``jobs == 1`` trains in this process (with torch's current thread count);
     ``jobs > 1`` trains in that many spawned worker processes with one torch thread
-    each (more if there are more cores than jobs). The tables are written after
-    every finished run, so an interrupted sweep keeps everything that finished and
-    the unfinished runs continue from their per-epoch checkpoints on the next call.
+    each (more if there are more cores than jobs). With ``fuse``, the runs of each
+    depth train as fused jobs (:mod:`residuals.bench.degradation.fusion`), one job
+    per worker at a time. The tables are written after every finished job, so an
+    interrupted sweep keeps everything that finished and the unfinished runs continue
+    from their per-epoch checkpoints on the next call.
     Exceptions (including KeyboardInterrupt) stop the sweep and propagate.
     """
     planned = plan_runs(cfg)
     done = finished_runs(run)
     todo = [s for s in planned if (s.variant, s.depth, s.seed) not in done]
     tables = _Tables(run)
-    jobs = max(1, min(int(jobs), len(todo))) if todo else 1
+    units = _plan(todo, cfg, device=device, jobs=jobs, fuse=fuse)
+    jobs = max(1, min(int(jobs), len(units))) if units else 1
     progress = Progress(todo, cfg, n_total=len(planned), jobs=jobs, echo=echo)
     partial = sum(checkpoint_path(run.path, s).is_file() for s in todo)
     if done or partial:
         echo(f"resuming: {len(done)} of {len(planned)} runs already finished, {partial} continue "
              f"from their checkpoints, {len(todo) - partial} start from scratch")
+    if fuse and units:
+        echo(f"{len(todo)} runs in {len(units)} fused jobs of "
+             f"{', '.join(str(len(u.specs)) for u in units)} members")
 
     if jobs == 1:
-        for spec in todo:
-            outcome = train_run(spec, cfg, device=device, run_path=run.path, data_dir=data_dir,
-                                on_epoch=lambda r, spec=spec: progress.epoch(spec, _record_dict(r)))
-            tables.add(outcome)
-            progress.finished(outcome)
-    elif todo:
-        _run_parallel(todo, cfg, run, device=device, jobs=jobs, data_dir=data_dir,
+        for job in units:
+            for outcome in train_job(job, cfg, device=device, run_path=run.path, data_dir=data_dir,
+                                     on_epoch=lambda s, r: progress.epoch(s, _record_dict(r))):
+                tables.add(outcome)
+                progress.finished(outcome)
+    elif units:
+        _run_parallel(units, cfg, run, device=device, jobs=jobs, data_dir=data_dir,
                       tables=tables, progress=progress)
     return tables.frames["runs"]
 
 
-def _run_parallel(todo, cfg, run, *, device, jobs, data_dir, tables, progress) -> None:
+def _plan(todo: list[RunSpec], cfg: DegradationConfig, *, device: str, jobs: int,
+          fuse: bool) -> list[FusedJob]:
+    """The runs as jobs; fused jobs are sized by the GPU's free memory where there is one."""
+    if not fuse:
+        return plan_jobs(todo, cfg, fuse=False)
+    from residuals.data.readers import DATASETS
+    from residuals.device import resolve_amp
+
+    spec = DATASETS[cfg.dataset]
+    memory = None
+    if str(device).startswith("cuda"):
+        import torch
+
+        memory = torch.cuda.mem_get_info(torch.device(device))[0]
+    amp = resolve_amp(cfg.train.amp, device, 1)
+    return plan_jobs(todo, cfg, fuse=True, image_shape=(spec.in_channels, spec.image_size,
+                                                        spec.image_size),
+                     num_classes=len(spec.classes), amp=amp, memory_bytes=memory,
+                     concurrent=max(1, jobs))
+
+
+def _run_parallel(units, cfg, run, *, device, jobs, data_dir, tables, progress) -> None:
     queue = mp.get_context("spawn").Queue()
     pool = spawn_pool(jobs, worker_threads(jobs), _init_worker, (queue,))
     try:
-        pending = {pool.submit(_worker_run, s, cfg, device, str(run.path), data_dir) for s in todo}
+        pending = {pool.submit(_worker_job, u, cfg, device, str(run.path), data_dir) for u in units}
         while pending:
             finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             _drain(queue, progress)
             for future in finished:
-                outcome = future.result()   # re-raises the worker's exception
-                tables.add(outcome)
-                progress.finished(outcome)
+                for outcome in future.result():   # re-raises the worker's exception
+                    tables.add(outcome)
+                    progress.finished(outcome)
         _drain(queue, progress)
     except BaseException:
         stop_workers(pool)

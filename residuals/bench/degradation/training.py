@@ -12,10 +12,11 @@ from typing import Callable
 import pandas as pd
 
 from residuals.bench.degradation.config import RUN_KEYS, DegradationConfig, RunSpec
+from residuals.bench.degradation.fusion import FusedJob
 from residuals.runs import RunDir
 
 __all__ = ["RunOutcome", "checkpoint_path", "finished_runs", "load_data", "probe_model",
-           "train_run"]
+           "train_job", "train_run"]
 
 
 def finished_runs(run: RunDir) -> set[tuple[str, int, int]]:
@@ -68,28 +69,59 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
     The data must already be on disk (the CLI loads it once, with downloads, before
     any training); the model's weights are initialised from ``spec.seed``.
     """
+    job = FusedJob(0, (spec,))
+    return train_job(job, cfg, device=device, run_path=run_path, data_dir=data_dir,
+                     on_epoch=None if on_epoch is None else lambda s, r: on_epoch(r))[0]
+
+
+def train_job(job: FusedJob, cfg: DegradationConfig, *, device: str,
+              run_path: str | os.PathLike, data_dir: str | None = None,
+              on_epoch: Callable | None = None) -> list[RunOutcome]:
+    """Train a job's runs -- one alone, or several as one fused model
+    (:func:`residuals.train.train_many`) -- each from its checkpoint, then probe each.
+
+    ``on_epoch(spec, record)`` follows every run's every epoch. Each run's row in
+    runs.csv names the job (``job``) and its size (``job_members``); ``wall_s`` is the job's.
+    """
     import torch
 
     from residuals.nets import cifar_resnet
-    from residuals.train import train
+    from residuals.train import train, train_many
 
     start = time.perf_counter()
     data = load_data(cfg, device, data_dir)
-    name = spec.model
-    torch.manual_seed(spec.seed)
-    # the paper's CIFAR nets (option-A shortcuts) for every depth 6n+2 -- also 50, which the
-    # name registry would resolve to the ImageNet-style ResNet-50
-    model = cifar_resnet(spec.depth, skip=spec.skip, in_channels=data.in_channels,
-                         num_classes=data.num_classes)
-    ckpt = checkpoint_path(run_path, spec)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    result = train(model, data, cfg.train_config(spec.depth, spec.seed, device),
-                   checkpoint_path=ckpt, resume=ckpt.is_file(), on_epoch=on_epoch)
-    status = "diverged" if result.diverged else "complete"
-    probes = probe_model(result.model, data, cfg.probe_batch)
+    models = []
+    for spec in job.specs:
+        torch.manual_seed(spec.seed)
+        # the paper's CIFAR nets (option-A shortcuts) for every depth 6n+2 -- also 50, which
+        # the name registry would resolve to the ImageNet-style ResNet-50
+        models.append(cifar_resnet(spec.depth, skip=spec.skip, in_channels=data.in_channels,
+                                   num_classes=data.num_classes))
+    paths = [checkpoint_path(run_path, spec) for spec in job.specs]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    cfgs = [cfg.train_config(s.depth, s.seed, device) for s in job.specs]
+    if len(job.specs) == 1:
+        spec = job.specs[0]
+        results = [train(models[0], data, cfgs[0], checkpoint_path=paths[0],
+                         resume=paths[0].is_file(),
+                         on_epoch=None if on_epoch is None else lambda r: on_epoch(spec, r))]
+    else:
+        results = train_many(models, data, cfgs, checkpoint_paths=paths, resume=True, fuse=True,
+                             on_epoch=None if on_epoch is None
+                             else lambda i, r: on_epoch(job.specs[i], r))
+    probes = [probe_model(r.model, data, cfg.probe_batch) for r in results]
     wall = time.perf_counter() - start
+    return [_outcome(spec, result, probe, device=device, wall=wall, job=job)
+            for spec, result, probe in zip(job.specs, results, probes)]
 
-    ids = {"model": name, "variant": spec.variant, "depth": spec.depth, "seed": spec.seed}
+
+def _outcome(spec: RunSpec, result, probes: pd.DataFrame, *, device: str, wall: float,
+             job: FusedJob) -> RunOutcome:
+    import torch
+
+    status = "diverged" if result.diverged else "complete"
+    ids = {"model": spec.model, "variant": spec.variant, "depth": spec.depth, "seed": spec.seed}
     history = pd.DataFrame([{**ids, **asdict(r), "status": status} for r in result.history])
     probes = pd.concat([pd.DataFrame([ids] * len(probes)), probes.reset_index(drop=True)], axis=1)
     last = result.history[-1]           # the trainer records at least one epoch
@@ -108,6 +140,8 @@ def train_run(spec: RunSpec, cfg: DegradationConfig, *, device: str, run_path: s
         "threads": torch.get_num_threads(),
         "replicas": result.replicas,   # CPU data parallelism: the batch split over model copies
         "precision": "bf16" if result.amp else "fp32",
+        "job": job.name,               # the job that trained it: alone, or fused with others
+        "job_members": len(job.specs),
     }
     return RunOutcome(spec, history, probes, summary)
 
