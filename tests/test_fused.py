@@ -96,6 +96,24 @@ def test_fused_forward_and_backward_match_members():
     assert torch.equal(shared[0], logits[0])
 
 
+@pytest.mark.parametrize("options", [{"activation": "elu"}, {"head": "conv"}, {"block": "preact"}])
+def test_fused_forward_of_other_blocks_activations_and_heads(options):
+    from residuals.nets.models import ResNet, ResNetConfig
+
+    members = []
+    for skip in (True, False):
+        torch.manual_seed(int(skip))
+        cfg = ResNetConfig(
+            stage_blocks=(1, 1), widths=(8, 16), stem_width=8, skip=skip, in_channels=1, **options
+        )
+        members.append(ResNet(cfg).eval())
+    fused = FusedResNet(members).eval()
+    x = torch.randn(2, 4, 1, 8, 8)
+    out = fused(x)
+    for k, m in enumerate(members):
+        torch.testing.assert_close(out[k], m(x[k]), rtol=1e-5, atol=1e-6)
+
+
 def test_member_state_round_trip_and_errors():
     members = nets(8, (True, False))
     fused = FusedResNet(members)
@@ -243,9 +261,20 @@ def test_fused_cuda_graph_run_matches_unfused_runs(digits):
     import warnings
 
     data = digits.to("cuda")
-    cfgs = [TrainConfig(epochs=2, batch_size=64, lr=0.05, warmup=w, warmup_epochs=1, seed=s,
-                        device="cuda", amp=False, augment=True)
-            for s, w in enumerate(("linear", "paper"))]
+    cfgs = [
+        TrainConfig(
+            epochs=2,
+            batch_size=64,
+            lr=0.05,
+            warmup=w,
+            warmup_epochs=1,
+            seed=s,
+            device="cuda",
+            amp=False,
+            augment=True,
+        )
+        for s, w in enumerate(("linear", "paper"))
+    ]
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -268,8 +297,9 @@ def test_fused_cuda_graph_run_matches_unfused_runs(digits):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fused_cuda_bf16_trains_every_member(digits, tmp_path):
     data = digits.to("cuda")
-    cfgs = [TrainConfig(epochs=3, lr=0.05, warmup_epochs=1, seed=s, device="cuda")
-            for s in range(4)]
+    cfgs = [
+        TrainConfig(epochs=3, lr=0.05, warmup_epochs=1, seed=s, device="cuda") for s in range(4)
+    ]
     paths = [tmp_path / f"m{s}.pt" for s in range(4)]
     results = train_many(nets(20, (True, False, True, False)), data, cfgs, checkpoint_paths=paths)
     for r in results:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from residuals.nets.blocks import ShortcutA, _Block
-from residuals.nets.models import ClassifierHead, ResNet
+from residuals.nets.models import ClassifierHead, ConvHead, ResNet, SpatialMean
 
 __all__ = [
     "FusedBatchNorm2d",
@@ -207,11 +207,18 @@ class FusedBlock(nn.Module):
         return self.act(out)
 
 
-_STATELESS = (nn.ReLU, nn.Identity, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
-_CONTAINERS = (
-    nn.Sequential,
-    ClassifierHead,
-)  # ShortcutB is a Sequential: names are kept
+_STATELESS = (
+    nn.ReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.Identity,
+    nn.MaxPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+    SpatialMean,
+)
+# the same container, children fused (ShortcutB is a Sequential: its names are kept)
+_CONTAINERS = (nn.Sequential, ClassifierHead, ConvHead)
 
 
 def _fuse(modules: Sequence[nn.Module], *, n: int | None = None) -> nn.Module:
@@ -325,7 +332,8 @@ class FusedResNet(nn.Module):
         h = self.stem(self.fuse_input(x))
         for block in self.blocks:
             h = block(h)
-        return self.head(h)
+        logits = self.head(h)  # (N, B, K) from a linear head; (B, N*K) from a conv head
+        return logits if logits.dim() == 3 else logits.unflatten(1, (self.n, -1)).transpose(0, 1)
 
     # ------------------------------------------------------------------ members
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
