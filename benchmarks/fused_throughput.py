@@ -27,7 +27,8 @@ rounds), the speedup over one net at a time, TFLOP/s counted from the nets'
 real convolution and linear shapes (``count_flops`` of nets_throughput.py: a
 training step is 3x the forward's multiply-adds, 2 FLOPs each, except the first
 convolution's input gradient) and that as a fraction of the measured matmul
-peak at the training precision (bf16 on CUDA).
+peak at the training precision (bf16 on CUDA). On CUDA also the peak memory per member:
+a fused job's peak over the training call divided by N, against one net's own peak.
 
 On the CPU the measuring process and every worker run ``--threads`` torch threads
 (default 1, as the degradation sweep's workers do), so "fused" vs "sequential"
@@ -38,16 +39,22 @@ Run::
     python benchmarks/fused_throughput.py                          # CPU: N = 1, 2, 4
     python benchmarks/fused_throughput.py --device cuda --members 1 2 4 8 16 24
 
-Results: ``<out>/fused_throughput.csv`` (one row per mode, N and round),
-``fused_throughput-summary.csv``, ``fused_throughput-limits.csv`` and
-``fused_throughput.json`` (machine, versions, config, all tables).
+``--paper`` adds the CIFAR-10 ``paper`` preset projected from measured fused steps
+(:func:`paper_projection`).
+
+Results: ``<out>/fused_throughput-raw.csv`` (one row per mode, N and round),
+``fused_throughput-summary.csv``, ``fused_throughput-limits.csv``, ``fused_throughput-paper.csv``
+(with ``--paper``) and ``fused_throughput.json`` (machine, versions, config, all tables).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import multiprocessing as mp
+import os
+import queue
 import sys
 import time
 from dataclasses import dataclass
@@ -62,6 +69,7 @@ from _machine import matmul_peak, run_benchmark, spread
 from nets_throughput import count_flops, synthetic_data
 
 MODES = ("fused", "processes", "sequential")
+RAW_COLUMNS = ["mode", "members", "round", "seconds", "peak_memory_per_member"]
 
 
 @dataclass
@@ -80,6 +88,8 @@ class FusedBenchConfig:
     threads: int = 1  # torch threads per process on the CPU
     amp: bool | None = None  # None: the trainer's default
     peak_n: int | None = None  # matmul size of the peak (None: _machine's)
+    paper: bool = False  # also project the CIFAR-10 paper preset
+    paper_only: bool = False  # only that projection (and the peak)
     out: Path = Path("benchmarks/results/fused")
 
     def __post_init__(self):
@@ -123,38 +133,61 @@ def bench_data(cfg: FusedBenchConfig):
     return synthetic_data(cfg.steps * cfg.batch_size, cfg.device, image_shape=cfg.image_shape)
 
 
-def fused_seconds(cfg: FusedBenchConfig, data, n: int) -> float:
-    """Seconds of the timed epoch of ``n`` nets fused."""
+def fused_seconds(cfg: FusedBenchConfig, data, n: int) -> tuple[float, float]:
+    """Seconds of the timed epoch of ``n`` nets fused, and the peak device memory per member
+    (bytes above what was allocated before; NaN on the CPU)."""
     from residuals.train.fused import train_fused
 
-    results = train_fused(nets(cfg, n), data, [train_config(cfg, s) for s in range(n)])
-    return results[0].history[1].seconds
+    with _peak_memory(cfg.device) as peak:
+        results = train_fused(nets(cfg, n), data, [train_config(cfg, s) for s in range(n)])
+    return results[0].history[1].seconds, peak[0] / n
 
 
-def sequential_seconds(cfg: FusedBenchConfig, data) -> float:
-    """Seconds of one net's timed epoch."""
+def sequential_seconds(cfg: FusedBenchConfig, data) -> tuple[float, float]:
+    """Seconds of one net's timed epoch, and its peak device memory (as :func:`fused_seconds`)."""
     from residuals.train import train
 
-    return train(nets(cfg, 1)[0], data, train_config(cfg, 0)).history[1].seconds
+    with _peak_memory(cfg.device) as peak:
+        seconds = train(nets(cfg, 1)[0], data, train_config(cfg, 0)).history[1].seconds
+    return seconds, peak[0]
+
+
+@contextlib.contextmanager
+def _peak_memory(device: str):
+    """Yields a list whose one item becomes the block's peak CUDA memory above its start."""
+    out = [math.nan]
+    if not str(device).startswith("cuda"):
+        yield out
+        return
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    yield out
+    torch.cuda.synchronize(device)
+    out[0] = float(torch.cuda.max_memory_allocated(device) - base)
 
 
 # ------------------------------------------------------------------ the processes mode
-def _worker(cfg: FusedBenchConfig, inbox, outbox) -> None:
+def _worker(cfg: FusedBenchConfig, parent: int, inbox, outbox) -> None:
     torch.set_num_threads(cfg.threads)
     from residuals.train import train
 
     data = bench_data(cfg)
     marks: list[float] = []
-    while inbox.get() is not None:
+    while True:
+        try:
+            command = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the benchmark is gone: do not linger on the device
+                return
+            continue
+        if command is None:
+            return
         marks.clear()
         # the epoch records arrive after each epoch's synchronisation: epoch 1's marks
         # the timed epoch's start (its evaluation of 256 images included), epoch 2's its end
-        train(
-            nets(cfg, 1)[0],
-            data,
-            train_config(cfg, 0),
-            on_epoch=lambda r: marks.append(time.monotonic()),
-        )
+        train(nets(cfg, 1)[0], data, train_config(cfg, 0),
+              on_epoch=lambda r: marks.append(time.monotonic()))
         outbox.put((marks[0], marks[1]))
 
 
@@ -166,7 +199,7 @@ class Workers:
         self.outbox = ctx.Queue()
         self.inboxes = [ctx.Queue() for _ in range(n)]
         self.procs = [
-            ctx.Process(target=_worker, args=(cfg, q, self.outbox), daemon=True)
+            ctx.Process(target=_worker, args=(cfg, os.getpid(), q, self.outbox), daemon=True)
             for q in self.inboxes
         ]
         for p in self.procs:
@@ -198,24 +231,27 @@ def measure(cfg: FusedBenchConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     data = bench_data(cfg)
     images = cfg.steps * cfg.batch_size
-    workers = (
-        Workers(cfg, max(cfg.process_ns)) if "processes" in cfg.modes and cfg.process_ns else None
-    )
-    rows = []
+    workers = (Workers(cfg, max(cfg.process_ns))
+               if "processes" in cfg.modes and cfg.process_ns and not cfg.paper_only else None)
+    rows: list[tuple[str, int, int, float, float]] = []
     try:
-        for r in range(cfg.repeats):
+        for r in range(0 if cfg.paper_only else cfg.repeats):
             for n in cfg.members:
                 if "fused" in cfg.modes:
-                    rows.append(("fused", n, r, fused_seconds(cfg, data, n)))
+                    rows.append(("fused", n, r, *fused_seconds(cfg, data, n)))
                 if workers is not None and n in cfg.process_ns:
-                    rows.append(("processes", n, r, workers.seconds(n)))
+                    rows.append(("processes", n, r, workers.seconds(n), math.nan))
             if "sequential" in cfg.modes:
-                rows.append(("sequential", 1, r, sequential_seconds(cfg, data)))
+                rows.append(("sequential", 1, r, *sequential_seconds(cfg, data)))
+            # kept round by round: a run stopped by a time limit leaves its rounds so far
+            cfg.out.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows, columns=RAW_COLUMNS).to_csv(cfg.out / "fused_throughput-rounds.csv",
+                                                           index=False)
             print(f"round {r + 1}/{cfg.repeats} done", flush=True)
     finally:
         if workers is not None:
             workers.close()
-    raw = pd.DataFrame(rows, columns=["mode", "members", "round", "seconds"])
+    raw = pd.DataFrame(rows, columns=RAW_COLUMNS)
     raw["images_per_s"] = raw["members"] * images / raw["seconds"]
 
     amp = resolve_amp(cfg.amp, cfg.device, 1 if cfg.device == "cpu" else None)
@@ -236,7 +272,45 @@ def measure(cfg: FusedBenchConfig) -> dict:
             }
         ]
     )
-    return {"raw": raw, "summary": summarize(raw, cfg, train_flops, peak.median), "limits": limits}
+    tables = {"limits": limits}
+    if not cfg.paper_only:
+        tables.update(raw=raw, summary=summarize(raw, cfg, train_flops, peak.median))
+    if cfg.paper or cfg.paper_only:
+        tables["paper"] = paper_projection(cfg)
+    return tables
+
+
+def paper_projection(cfg: FusedBenchConfig):
+    """The CIFAR-10 ``paper`` preset (plain and residual ResNet-20/32/44/56/110, 182 epochs)
+    projected from measured fused steps: for each depth its two nets fused, seconds per
+    step of the timed epoch (3x32x32 synthetic images, ``cfg.repeats`` rounds, median), times
+    the preset's iterations; the total runs the depths' jobs one after another. Evaluation
+    (5,000 validation images per epoch), process start and probes are left out."""
+    import dataclasses
+
+    import pandas as pd
+
+    from residuals.bench.degradation import PRESETS
+    from residuals.train import steps_per_epoch
+
+    preset = PRESETS["paper"]
+    iterations = preset.train.epochs * steps_per_epoch(50_000 - (preset.val_size or 0),
+                                                       preset.train.batch_size)
+    shaped = dataclasses.replace(cfg, image_shape=(3, 32, 32))
+    data = bench_data(shaped)
+    rows = []
+    for depth in preset.depths:
+        at_depth = dataclasses.replace(shaped, depth=depth)
+        seconds = [fused_seconds(at_depth, data, len(preset.variants))[0] / cfg.steps
+                   for _ in range(cfg.repeats)]
+        s = spread(seconds)
+        rows.append({"depth": str(depth), "members": len(preset.variants), "s_per_step": s.median,
+                     "s_per_step_min": s.min, "s_per_step_max": s.max,
+                     "iterations": iterations, "projected_s": s.median * iterations})
+    table = pd.DataFrame(rows)
+    total = {"depth": "all, one job at a time", "members": int(table["members"].sum()),
+             "iterations": iterations, "projected_s": float(table["projected_s"].sum())}
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 
 
 def summarize(raw, cfg: FusedBenchConfig, train_flops: float, peak: float):
@@ -246,13 +320,14 @@ def summarize(raw, cfg: FusedBenchConfig, train_flops: float, peak: float):
     seq = raw[raw["mode"] == "sequential"]["images_per_s"].tolist()
     seq_rate = spread(seq).median if seq else math.nan
     rows = []
+    memory = raw.groupby(["mode", "members"])["peak_memory_per_member"].max()
     for (mode, n), g in raw.groupby(["mode", "members"], sort=False):
-        rows.append((mode, int(n), g["images_per_s"].tolist()))
+        rows.append((mode, int(n), g["images_per_s"].tolist(), memory[(mode, n)]))
     if seq:
         rows = [r for r in rows if r[0] != "sequential"]
-        rows += [("sequential", n, seq) for n in cfg.members]
+        rows += [("sequential", n, seq, memory[("sequential", 1)]) for n in cfg.members]
     out = []
-    for mode, n, rates in rows:
+    for mode, n, rates, mem in rows:
         s = spread(rates)
         out.append(
             {
@@ -266,6 +341,7 @@ def summarize(raw, cfg: FusedBenchConfig, train_flops: float, peak: float):
                 "vs_sequential": s.median / seq_rate,
                 "tflop_per_s": s.median * train_flops / 1e12,
                 "fraction_of_peak": s.median * train_flops / peak,
+                "peak_memory_per_member_mb": mem / 2**20,
                 "depth": cfg.depth,
                 "batch_size": cfg.batch_size,
                 "device": cfg.device,
@@ -276,23 +352,24 @@ def summarize(raw, cfg: FusedBenchConfig, train_flops: float, peak: float):
 
 
 def show(tables: dict, info: dict) -> None:
-    print(f"\n{info.get('device_label', info.get('device', ''))}: ResNet fused throughput")
-    print(
-        f"{'mode':>11} {'N':>3} {'images/s':>12} {'[min-max]':>21} {'/member':>9} "
-        f"{'x seq':>6} {'TFLOP/s':>8} {'%peak':>6}"
-    )
-    for r in tables["summary"].itertuples():
-        print(
-            f"{r.mode:>11} {r.members:>3} {r.images_per_s:>12,.0f} "
-            f"[{r.images_per_s_min:>9,.0f}-{r.images_per_s_max:>9,.0f}] "
-            f"{r.images_per_s_per_member:>9,.0f} {r.vs_sequential:>6.2f} {r.tflop_per_s:>8.3f} "
-            f"{100 * r.fraction_of_peak:>5.2f}%"
-        )
+    machine = info.get("machine", {})
+    print(f"\n{machine.get('gpu') or machine.get('cpu_model', '')}: ResNet fused throughput")
+    if "summary" in tables:
+        print(f"{'mode':>11} {'N':>3} {'images/s':>12} {'[min-max]':>21} {'/member':>9} "
+              f"{'x seq':>6} {'TFLOP/s':>8} {'%peak':>6} {'MB/member':>10}")
+        for r in tables["summary"].itertuples():
+            print(f"{r.mode:>11} {r.members:>3} {r.images_per_s:>12,.0f} "
+                  f"[{r.images_per_s_min:>9,.0f}-{r.images_per_s_max:>9,.0f}] "
+                  f"{r.images_per_s_per_member:>9,.0f} {r.vs_sequential:>6.2f} "
+                  f"{r.tflop_per_s:>8.3f} {100 * r.fraction_of_peak:>5.2f}% "
+                  f"{r.peak_memory_per_member_mb:>10.0f}")
     lim = tables["limits"].iloc[0]
-    print(
-        f"matmul peak ({lim['precision']}): {lim['median'] / 1e12:.1f} TFLOP/s; "
-        f"MPS daemon running: {bool(lim['mps_running'])}"
-    )
+    print(f"matmul peak ({lim['precision']}): {lim['median'] / 1e12:.1f} TFLOP/s; "
+          f"MPS daemon running: {bool(lim['mps_running'])}")
+    if "paper" in tables:
+        print("CIFAR-10 paper preset, projected from fused steps (plain + residual per depth):")
+        for r in tables["paper"].itertuples():
+            print(f"  depth {r.depth}: {r.projected_s / 60:.1f} min")
 
 
 def parse_args(argv: list[str] | None = None) -> FusedBenchConfig:
@@ -320,6 +397,12 @@ def parse_args(argv: list[str] | None = None) -> FusedBenchConfig:
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads per process")
     p.add_argument("--amp", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--peak-n", type=int, default=None, help="matmul size of the peak")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="also project the CIFAR-10 paper preset from fused steps",
+    )
+    p.add_argument("--paper-only", action="store_true", help="only the paper projection")
     p.add_argument("--out", type=Path, default=d.out)
     a = p.parse_args(argv)
     return FusedBenchConfig(
@@ -335,6 +418,8 @@ def parse_args(argv: list[str] | None = None) -> FusedBenchConfig:
         threads=a.threads,
         amp={"auto": None, "on": True, "off": False}[a.amp],
         peak_n=a.peak_n,
+        paper=a.paper,
+        paper_only=a.paper_only,
         out=a.out,
     )
 

@@ -31,14 +31,16 @@ if [ "${SMOKE:-0}" = 1 ]; then
   device=cpu
   sweep=(--preset digits --depths 8,14 --seeds 1 --epochs 1)
   bench=(--depth 8 --image-shape 1 8 8 --members 1 2 --process-members 1 --steps 2 --repeats 1
-         --peak-n 256)
-  sweep_budget=120; bench_budget=120
+         --batch-size 8 --peak-n 256)
+  paper=(--steps 2 --repeats 1 --batch-size 8 --peak-n 256)
+  sweep_budget=120; bench_budget=120; paper_budget=120
 else
   device=cuda
   sweep=(--preset fashion-mnist --seeds 3 --data-dir data)
   bench=(--depth 20 --image-shape 1 28 28 --members 1 2 4 8 16 24 --process-members 1 2 4 8
          --steps 15 --repeats 2)
-  sweep_budget=85; bench_budget=55
+  paper=(--steps 10 --repeats 2)
+  sweep_budget=72; bench_budget=48; paper_budget=22
 fi
 
 # 1. the goal: the fashion-mnist preset with 3 seeds (24 runs), fused, end to end (60 s or less)
@@ -47,7 +49,14 @@ step sweep "$sweep_budget" python3 -m residuals bench degradation "${sweep[@]}" 
 tail -n 3 "$results/sweep.log" | tee -a "$log"
 
 # 2. the table: fused vs N processes vs one at a time, %peak of the measured matmul peak
+#    (rounds are saved as they finish: throughput/fused_throughput-rounds.csv)
 step throughput "$bench_budget" python3 benchmarks/fused_throughput.py "${bench[@]}" \
   --device "$device" --out "$results/throughput"
 tail -n 25 "$results/throughput.log" | tee -a "$log"
+
+# 3. the CIFAR-10 paper preset (plain + residual at 20/32/44/56/110), projected from fused
+#    steps (goal: 10 minutes or less)
+step paper "$paper_budget" python3 benchmarks/fused_throughput.py --paper-only "${paper[@]}" \
+  --device "$device" --out "$results/paper"
+tail -n 8 "$results/paper.log" | tee -a "$log"
 say "done"
