@@ -3,7 +3,7 @@
 # then images/s and %peak of N = 1..24 ResNet-20s fused vs N processes vs one net at a time,
 # with the bf16 matmul peak measured in the same run.
 #
-#   bash benchmarks/device/fused.sh RESULTS_DIR          # from the repository root, ~150 s
+#   bash benchmarks/device/fused.sh RESULTS_DIR          # from the repository root, BUDGET_S s
 #   SMOKE=1 bash benchmarks/device/fused.sh /tmp/fused   # tiny sizes on the CPU (logic check)
 #
 # Needs PYTHONPATH=. and fashion-mnist's official files in data/fashion-mnist/. Every step is
@@ -25,7 +25,7 @@ step() {  # step NAME SECONDS COMMAND...: run, time, log; never stop the script
   echo "$name,$rc,$secs" >>"$results/steps.csv"
 }
 echo "step,rc,wall_s" >"$results/steps.csv"
-say "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+say "commit ${RESIDUALS_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 
 if [ "${SMOKE:-0}" = 1 ]; then
   device=cpu
@@ -40,7 +40,11 @@ else
   bench=(--depth 20 --image-shape 1 28 28 --members 1 2 4 8 16 24 --process-members 1 2 4 8
          --steps 15 --repeats 2)
   paper=(--steps 10 --repeats 2)
-  sweep_budget=72; bench_budget=48; paper_budget=22
+  # the caller's budget (BUDGET_S, default 135 s) shared out: half to the sweep, a third to
+  # the table, the rest to the projection
+  total=${BUDGET_S:-135}
+  sweep_budget=$(( total * 50 / 100 )); bench_budget=$(( total * 33 / 100 ))
+  paper_budget=$(( total * 14 / 100 ))
 fi
 
 # 1. the goal: the fashion-mnist preset with 3 seeds (24 runs), fused, end to end (60 s or less)
