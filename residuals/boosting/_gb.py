@@ -476,6 +476,8 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         return self.staged_states(X)
 
     # ------------------------------------------------------- Stagewise (core)
+    stages_read_state = False  # h_m reads only X: a lesion is F_M minus the deleted corrections
+
     @property
     def n_stages_(self) -> int:
         check_is_fitted(self)
@@ -660,6 +662,9 @@ class BoostingRegressor(RegressorMixin, _BaseBoosting):
         for raw in self._staged_raw_predict(X):
             yield raw.ravel()
 
+    def _predict_state(self, state: np.ndarray) -> np.ndarray:
+        return state.ravel()
+
     def apply(self, X) -> np.ndarray:
         """Leaf index of each sample in each tree, ``(n_samples, n_estimators)``."""
         leaves = super().apply(X)
@@ -747,6 +752,9 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
         if raw.shape[1] == 1:
             return self.classes_.take((raw[:, 0] >= 0).astype(int), axis=0)
         return self.classes_.take(np.argmax(raw, axis=1), axis=0)
+
+    def _predict_state(self, state: np.ndarray) -> np.ndarray:
+        return self._decode(state)
 
     def predict(self, X) -> np.ndarray:
         """Predicted class labels: ``F >= 0`` (binary) or ``argmax_k F_k``, ``(n_samples,)``."""

@@ -58,6 +58,7 @@ __all__ = [
     "conv_bn",
     "make_activation",
     "make_shortcut",
+    "pad_shortcut",
 ]
 
 SHORTCUTS = ("A", "B")
@@ -97,6 +98,16 @@ def bn_relu_conv(conv: nn.Conv2d, activation: str = "relu") -> list[nn.Module]:
     return [nn.BatchNorm2d(conv.in_channels), make_activation(activation, inplace=True), conv]
 
 
+def pad_shortcut(x: torch.Tensor, out_ch: int, stride: int) -> torch.Tensor:
+    """Option A's map: every ``stride``-th pixel, then zero channels up to ``out_ch``
+    (half before, half after the input's, as in the reference CIFAR code)."""
+    if stride > 1:
+        x = x[:, :, ::stride, ::stride]
+    extra = out_ch - x.shape[1]
+    # F.pad pads the last dims first: (W_lo, W_hi, H_lo, H_hi, C_lo, C_hi).
+    return F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2)) if extra else x
+
+
 class ShortcutA(nn.Module):
     """Option A: parameter-free identity with zero-padding (He et al. 2015, Sec. 3.3).
 
@@ -122,10 +133,7 @@ class ShortcutA(nn.Module):
         self.pad_before, self.pad_after = extra // 2, extra - extra // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        # F.pad pads the last dims first: (W_lo, W_hi, H_lo, H_hi, C_lo, C_hi).
-        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))
+        return pad_shortcut(x, self.out_ch, self.stride)
 
     def extra_repr(self) -> str:
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}"
@@ -192,6 +200,24 @@ class _Block(nn.Module):
         if self.skip:
             out = out + self.shortcut(x)
         return self.act(out)
+
+    def bypass(self, x: torch.Tensor) -> torch.Tensor:
+        """The block deleted at test time (Veit et al. 2016): what passes on without ``F``.
+
+        A residual block keeps its identity path, ``act(shortcut(x))``; where the shape
+        changes that is the shortcut it was trained with (option A's subsample and zero
+        channels, or option B's projection), as Veit et al. keep the downsampling
+        blocks' shortcuts. A plain block has no path to keep, so it is taken out of the
+        chain: ``x`` goes on unchanged where the shape allows, else through the
+        parameter-free option-A map its residual twin would use (subsample, zero
+        channels), then ``act``. (``act(x) == x`` after a post-activation block's ReLU.)
+        """
+        if self.skip:
+            return self.act(self.shortcut(x))
+        if self.out_ch < self.in_ch:
+            raise ValueError(f"a plain {type(self).__name__} from {self.in_ch} to {self.out_ch} "
+                             "channels cannot be bypassed without parameters")
+        return self.act(pad_shortcut(x, self.out_ch, self.stride))
 
     def last_layer(self) -> nn.Module:
         """The branch's last layer: its last BN (post-activation) or conv (pre-activation).

@@ -263,10 +263,13 @@ class ResNet(nn.Module, Stagewise):
     ``m``, ``_stage_step`` returns ``base = shortcut(h)`` (zeros for a plain
     block), ``correction = branch(h)`` (the residual function after its last
     BN) and ``state = act(base + correction)``, the block's output; with
-    ``drop=True`` the block is lesioned, ``state = act(base)`` (Veit et al.
-    2016). So ``stage_contributions(x)`` is ``||F(x)|| / ||shortcut(x)||`` per
-    block (``inf`` for plain blocks) and ``drop_stage(x, m)`` is the last
-    block's output with block ``m`` removed.
+    ``drop=True`` the block is lesioned, ``state = block.bypass(h)`` (Veit et
+    al. 2016): ``act(shortcut(h))`` in a residual block, the block taken out
+    of the chain in a plain one (see :meth:`residuals.nets.blocks._Block.bypass`).
+    So ``stage_contributions(x)`` is ``||F(x)|| / ||shortcut(x)||`` per block
+    (``inf`` for plain blocks), ``drop_stages(x, {m, ...})`` is the last
+    block's output with those blocks removed, and ``lesion_predictions`` scores
+    lesions by the head's class.
 
     These methods run under ``torch.no_grad``. They use the model's current
     mode: call ``model.eval()`` first to measure a trained net with its
@@ -377,8 +380,17 @@ class ResNet(nn.Module, Stagewise):
         block = self.blocks[m]
         correction = block.branch(state)
         base = block.shortcut(state) if block.skip else torch.zeros_like(correction)
-        new_state = block.act(base if drop else base + correction)
+        new_state = block.bypass(state) if drop else block.act(base + correction)
         return StageStep(base=base, correction=correction, state=new_state)
+
+    @torch.no_grad()
+    def _drop_step(self, m: int, state: torch.Tensor, P: Any) -> torch.Tensor:
+        return self.blocks[m].bypass(state)
+
+    @torch.no_grad()
+    def _predict_state(self, state: torch.Tensor) -> torch.Tensor:
+        """The class index the head predicts from a final state, ``(N,)``."""
+        return self.head(state).argmax(1)
 
     def extra_repr(self) -> str:
         c = self.config
