@@ -5,6 +5,7 @@ Commands live in their own modules and are imported only when invoked, so
 
     residuals bench degradation   plain vs residual nets at several depths
     residuals bench boosting      our booster against scikit-learn's
+    residuals bench ensemble      lesions: do residual nets behave like boosted ensembles?
     residuals report build|list|open|serve|compare
 """
 
@@ -43,6 +44,7 @@ def main():
     lazy_subcommands={
         "degradation": "residuals.bench.degradation_cli:degradation",
         "boosting": "residuals.bench.boosting_cli:boosting",
+        "ensemble": "residuals.bench.ensemble_cli:ensemble",
     },
 )
 def bench():

@@ -5,8 +5,8 @@ import torch
 
 from residuals.data import load_dataset, normalize
 from residuals.nets import cifar_resnet
-from residuals.stagewise import StageModel, check_stagewise, train_stagewise, zero_branch
 from residuals.train import TrainConfig
+from residuals.train.stagewise import StageModel, check_stagewise, train_stagewise, zero_branch
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """The benches: each a library function (``run``) with a thin command line beside it.
 
 * :mod:`residuals.bench.degradation` -- plain vs residual nets at several depths;
-* :mod:`residuals.bench.boosting` -- our booster against scikit-learn's.
+* :mod:`residuals.bench.boosting` -- our booster against scikit-learn's;
+* :mod:`residuals.bench.ensemble` -- lesions of a booster, a ResNet, its plain twin and a
+  ResNet trained stage by stage: do residual nets behave like boosted ensembles?
 
 Each bench registers the renderer of its run folders here, by module path, so that
 :mod:`residuals.report` builds their pages without naming a bench (and without importing one
@@ -12,3 +14,4 @@ from residuals.runs.registry import register_renderer
 
 register_renderer("degradation", "residuals.bench.degradation.report:render")
 register_renderer("boosting", "residuals.bench.boosting.report:render")
+register_renderer("ensemble", "residuals.bench.ensemble.report:render")

@@ -12,6 +12,9 @@ COLORS = {
     # nets
     "plain": "#D55E00",      # vermillion
     "residual": "#0072B2",   # blue
+    # the ensemble bench's other families
+    "booster": "#009E73",    # bluish green
+    "stagewise": "#CC79A7",  # reddish purple
     # boosting methods
     "ours-exact": "#0072B2",
     "ours-hist": "#56B4E9",

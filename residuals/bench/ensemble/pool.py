@@ -34,7 +34,7 @@ def _init_worker(threads: int) -> None:
 
 
 def _work(task, cfg, device, run_path, data_dir, fit):
-    from residuals.bench.ensemble import fit_and_measure
+    from residuals.bench.ensemble.runner import fit_and_measure
 
     family, seed = task
     return task, fit_and_measure(

@@ -32,10 +32,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BOOSTER_MAX_CELLS",
     "BUILTIN_FAMILIES",
+    "CHECKS",
     "FAMILIES",
     "FitRequest",
     "Fitted",
+    "check_booster",
+    "check_families",
     "family_names",
     "fit_family",
     "register_family",
@@ -72,14 +76,30 @@ class Fitted:
 
 
 FitFunction = Callable[[FitRequest], Fitted]
+CheckFunction = Callable[[Any, Any], None]  # (config, data) -> None, or ValueError
 FAMILIES: dict[str, FitFunction] = {}
+CHECKS: dict[str, CheckFunction] = {}
 
 
-def register_family(name: str, fit: FitFunction) -> None:
-    """Make ``name`` a family of the bench (replacing one of that name)."""
+def register_family(name: str, fit: FitFunction, check: CheckFunction | None = None) -> None:
+    """Make ``name`` a family of the bench (replacing one of that name).
+
+    ``check(config, data)``, if given, raises ``ValueError`` (with what to change) when the
+    family cannot train on that data; every family's check runs before any training.
+    """
     if not isinstance(name, str) or not name or "," in name:
         raise ValueError(f"a family name is a non-empty string without commas, got {name!r}")
     FAMILIES[name] = fit
+    CHECKS.pop(name, None)
+    if check is not None:
+        CHECKS[name] = check
+
+
+def check_families(names, config, data) -> None:
+    """Run the checks of the families ``names`` on ``data`` (``ValueError`` on a problem)."""
+    for name in names:
+        if name in CHECKS:
+            CHECKS[name](config, data)
 
 
 def family_names() -> tuple[str, ...]:
@@ -181,7 +201,7 @@ def fit_plain(req: FitRequest) -> Fitted:
 
 def fit_stagewise(req: FitRequest) -> Fitted:
     """The same ResNet trained one block at a time (:func:`residuals.stagewise.train_stagewise`)."""
-    from residuals.stagewise import train_stagewise
+    from residuals.train.stagewise import train_stagewise
 
     net = _build_net(req, skip=True)
     result = train_stagewise(
@@ -213,18 +233,39 @@ def booster_inputs(x) -> np.ndarray:
     return x.reshape(len(x), -1).cpu().numpy().astype(np.float32)
 
 
+#: Training pixels the booster takes at most (rows x features): its binned copy is one byte
+#: each, its float32 input four; CIFAR-10's 50k x 3072 is 154M.
+BOOSTER_MAX_CELLS = 400_000_000
+
+
+def check_booster(cfg, data) -> None:
+    """The booster reads flattened pixels with every class in its training split (its
+    classes must be the nets' class indices 0..K-1), and a size it can hold in memory."""
+    y = data.train_y.cpu().numpy()
+    missing = sorted(set(range(data.num_classes)) - set(np.unique(y).tolist()))
+    if missing:
+        names = ", ".join(repr(data.classes[i]) for i in missing)
+        raise ValueError(
+            f"the booster cannot take this training split: {len(y)} images of {data.name} "
+            f"without class {names}; it fits one tree per class and needs every class "
+            "(use a larger --train-size or drop the booster from --families)"
+        )
+    cells = len(y) * int(np.prod(data.train_x.shape[1:]))
+    if cells > BOOSTER_MAX_CELLS:
+        raise ValueError(
+            f"the booster cannot take {len(y)} images of {tuple(data.train_x.shape[1:])} "
+            f"pixels ({cells:,} values, more than {BOOSTER_MAX_CELLS:,}); use --train-size "
+            "to train every family on fewer images"
+        )
+
+
 def fit_booster(req: FitRequest) -> Fitted:
     """Hist-mode gradient boosting with multi-class log loss on the flattened pixels."""
     from residuals.boosting import BoostingClassifier
 
     cfg, data = req.config, req.data
+    check_booster(cfg, data)
     X, y = booster_inputs(data.train_x), data.train_y.cpu().numpy()
-    missing = sorted(set(range(data.num_classes)) - set(np.unique(y).tolist()))
-    if missing:
-        raise ValueError(
-            f"the booster needs every class in its training split; "
-            f"{data.name} lacks {[data.classes[i] for i in missing]}"
-        )
     est = BoostingClassifier(
         loss="log_loss",
         tree_method="hist",
@@ -261,3 +302,4 @@ BUILTIN_FAMILIES: dict[str, FitFunction] = {
     "stagewise": fit_stagewise,
 }
 FAMILIES.update(BUILTIN_FAMILIES)
+CHECKS["booster"] = check_booster

@@ -50,13 +50,18 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from residuals.data import ImageData
-from residuals.nets.models import ResNet
-from residuals.train import TrainConfig, load_checkpoint, train
+from residuals.train.checkpoint import load_checkpoint
+from residuals.train.config import TrainConfig
+from residuals.train.loop import train
+
+if TYPE_CHECKING:
+    from residuals.nets.models import ResNet
 
 __all__ = [
     "StageModel",
