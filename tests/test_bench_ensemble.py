@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from residuals.bench import ensemble as ens
 from residuals.bench.ensemble import families as fam
-from residuals.bench.ensemble_cli import EPILOG
 from residuals.bench.ensemble_cli import ensemble as ensemble_cmd
 from residuals.cli import main
 from residuals.core import StageStep, Stagewise
@@ -166,14 +165,16 @@ def test_config_round_trips_through_json_and_presets_are_valid():
         ens.EnsembleConfig.from_dict({"dept": 20})
 
 
-def test_help_epilog_matches_the_presets():
-    d, f, p = (ens.PRESETS[k] for k in ("digits", "fashion-mnist", "paper"))
-    assert f"ResNet-{d.depth} and its plain twin ({d.epochs} epochs)" in " ".join(EPILOG.split())
-    assert f"{d.stage_epochs} epochs per block" in EPILOG
-    assert f"{d.n_estimators} iterations of\n                 depth-{d.max_depth}" in EPILOG
-    assert f"ResNet-{f.depth} and its twin ({f.epochs}" in EPILOG
-    assert f"{f.n_estimators} iterations of depth-{f.max_depth}" in EPILOG
-    assert f"CIFAR-10 ResNet-{p.depth}" in EPILOG and f"({p.epochs} epochs" in EPILOG
+def test_help_shows_the_presets_and_the_rule_from_the_configs():
+    result = invoke("--help")
+    text = " ".join(result.output.split())
+    squeezed = "".join(result.output.split())  # help wraps lines, also at hyphens
+    for name in ens.PRESETS:
+        assert "".join(ens.describe_preset(name).split()) in squeezed
+    assert "".join(ens.verdict_rule().split()) in squeezed
+    d = ens.PRESETS["digits"]
+    assert f"ResNet-{d.depth} and its plain twin ({d.epochs} epochs" in text
+    assert f"{d.n_estimators} iterations of depth-{d.max_depth} trees" in text
 
 
 @pytest.mark.parametrize(
@@ -204,6 +205,7 @@ def test_resume_takes_no_run_options_and_needs_a_run_folder(tmp_path):
     assert result.exit_code == 2 and "drop --depth" in result.output
     result = invoke("--resume", tmp_path)
     assert result.exit_code == 2 and "no meta.json" in result.output
+    assert "Invalid value for --resume" in result.output
 
 
 # ---------------------------------------------------------------------- a whole run
@@ -323,7 +325,7 @@ def test_resume_skips_measured_models(tmp_path, monkeypatch):
 
     monkeypatch.setitem(fam.FAMILIES, "residual", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ens.run(cfg, out=tmp_path, device="cpu", jobs=1, echo=lambda s: None, report=False)
+        ens.run(cfg, out=tmp_path, device="cpu", jobs=1, echo=lambda s: None, html=False)
     (run,) = [p.parent for p in tmp_path.glob("*/meta.json")]
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "interrupted" and "--resume" in meta["resume_command"]
@@ -338,8 +340,9 @@ def test_resume_skips_measured_models(tmp_path, monkeypatch):
 
     monkeypatch.setitem(fam.FAMILIES, "residual", counted)
     monkeypatch.setitem(fam.FAMILIES, "booster", no_booster)
-    _, verdict = ens.run(resume=run, device="cpu", jobs=1, echo=lambda s: None, report=False)
-    assert calls == ["residual", "residual"] and verdict.reproduced is None
+    result = ens.run(resume=run, jobs=1, echo=lambda s: None, html=False)
+    assert calls == ["residual", "residual"] and result.verdict.reproduced is None
+    assert result.device == "cpu"  # the device the run started on
     assert json.loads((run / "meta.json").read_text())["status"] == "complete"
     assert sorted(pd.read_csv(run / "models.csv")["family"]) == ["booster", "residual"]
 
@@ -385,7 +388,8 @@ def fit_prototypes(request):
 def test_a_new_stagewise_model_plugs_in_without_bench_changes(tmp_path, monkeypatch):
     monkeypatch.setitem(fam.FAMILIES, "prototypes", fit_prototypes)
     cfg = ens.EnsembleConfig(families=("prototypes",), seeds=2, draws=3)
-    run, verdict = ens.run(cfg, out=tmp_path, device="cpu", jobs=1, echo=lambda s: None)
+    result = ens.run(cfg, out=tmp_path, device="cpu", jobs=1, echo=lambda s: None)
+    run, verdict = result.run, result.verdict
     lesions = pd.read_csv(run.path / "lesions.csv")
     assert set(lesions["family"]) == {"prototypes"} and set(lesions["seed"]) == {0, 1}
     whole = lesions.loc[lesions["dropped"] == 0, "test_error"]
@@ -393,4 +397,7 @@ def test_a_new_stagewise_model_plugs_in_without_bench_changes(tmp_path, monkeypa
     assert (whole < 0.2).all() and single.mean() > whole.mean()  # deleting a class's stage hurts
     assert len(lesions[(lesions["dropped"] == 1) & (lesions["seed"] == 0)]) == 10
     assert verdict.reproduced is None and "prototypes" in verdict.headline
-    assert (run.path / "index.html").is_file()
+    assert (run.path / "index.html").is_file() and result.report == run.path / "index.html"
+    # resuming a complete run does nothing and says so
+    again = ens.run(resume=run.path, echo=lambda s: None)
+    assert again.already_complete and again.verdict.headline == verdict.headline

@@ -1,4 +1,4 @@
-"""A ResNet trained block by block like a booster (residuals.stagewise)."""
+"""A ResNet trained block by block like a booster (residuals.train.stagewise)."""
 
 import pytest
 import torch

@@ -1,23 +1,27 @@
-"""``residuals bench ensemble``: the command line of :mod:`residuals.bench.ensemble`.
+"""``residuals bench ensemble``: parse the options, call
+:func:`residuals.bench.ensemble.run`, print.
 
-Only click and the standard library are imported at module level, so ``--help``
-never loads torch; the command parses its options into an ``EnsembleConfig``,
-calls :func:`residuals.bench.ensemble.run` and prints.
+Only click and the standard library are imported at module level; ``--help`` reads the
+presets and the verdict's rule from :mod:`residuals.bench.ensemble.config`, which loads
+no torch.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-PRESET_NAMES = ("digits", "fashion-mnist", "paper")
-DEVICES = ("auto", "cpu", "cuda")
+from residuals.cli_options import device_option, jobs_option, out_option
+
+PRESET_NAMES = ("digits", "fashion-mnist", "paper")  # residuals.bench.ensemble.PRESETS
 PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # --precision -> amp
 
-# options that define the run; with --resume they come from the run's meta.json
+# options that define the run (or its folder); with --resume they come from its meta.json
 RUN_OPTIONS = (
     "preset",
     "dataset",
@@ -36,28 +40,7 @@ RUN_OPTIONS = (
     "out",
 )
 
-EPILOG = """\b
-Presets (options given on the command line override them):
-  digits         the default: scikit-learn's embedded 8x8 digits (no download),
-                 ResNet-20 and its plain twin (12 epochs), the stagewise
-                 ResNet-20 (6 epochs per block), a booster of 100 iterations of
-                 depth-3 trees; 2 seeds; 3 minutes or less on 2 CPU cores.
-  fashion-mnist  Fashion-MNIST (downloads ~30 MB): ResNet-56 and its twin (15
-                 epochs), the stagewise ResNet-56 (2 epochs per block), a booster
-                 of comparable size (500 iterations of depth-6 trees: 635k leaf
-                 values and thresholds; ResNet-56 has 0.86M weights); 1 seed; GPU.
-  paper          Veit et al.'s setting: CIFAR-10 ResNet-110 with He et al.'s
-                 recipe (182 epochs, lr 0.1 /10 at 50% and 75%, pad-crop-flip),
-                 the stagewise ResNet-110 (4 epochs per block), a booster of 1000
-                 iterations of depth-6 trees; 1 seed; a GPU job.
-
-\b
-The verdict: for each model, D is the mean over its stages of the test error
-with that stage deleted minus the whole model's, in points. Veit's contrast is
-reproduced when, on every seed, D(residual) <= 1/4 x D(plain) and
-D(plain) >= 10 points.
-
-\b
+EXAMPLES = """\b
 Examples:
   residuals bench ensemble
   residuals bench ensemble --seeds 3 --draws 20
@@ -67,10 +50,24 @@ Examples:
 """
 
 
+class _Command(click.Command):
+    """Writes the presets and the verdict's rule into ``--help`` from the library's constants."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from residuals.bench.ensemble.config import PRESET_INFO, describe_preset, verdict_rule
+
+        with formatter.section("Presets (options given on the command line override them)"):
+            formatter.write_dl([(name, describe_preset(name)) for name in PRESET_INFO])
+        with formatter.section("The verdict"):
+            formatter.write_text(verdict_rule())
+        formatter.write_paragraph()
+        formatter.write_text(EXAMPLES)
+
+
 def _families(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
-    from residuals.bench.ensemble import FAMILIES
+    from residuals.bench.ensemble.families import FAMILIES
 
     items = tuple(v for v in value.replace(" ", "").split(",") if v)
     bad = [v for v in items if v not in FAMILIES]
@@ -83,7 +80,7 @@ def _families(value: str | None) -> tuple[str, ...] | None:
     return items
 
 
-@click.command(epilog=EPILOG, context_settings={"max_content_width": 100})
+@click.command(cls=_Command, context_settings={"max_content_width": 100})
 @click.option(
     "--preset",
     type=click.Choice(PRESET_NAMES),
@@ -127,7 +124,8 @@ def _families(value: str | None) -> tuple[str, ...] | None:
     "--epochs",
     type=click.IntRange(min=1),
     default=None,
-    help="Epochs of the end-to-end nets (residual, plain).",
+    help="Epochs of the end-to-end nets (residual, plain); a linear warm-up keeps "
+    "its share (2 of 12 epochs).",
 )
 @click.option(
     "--stage-epochs",
@@ -170,19 +168,9 @@ def _families(value: str | None) -> tuple[str, ...] | None:
     help="Arithmetic of the nets' training: bf16 autocast, fp32, or auto (bf16 on "
     "CUDA and on CPUs with native bf16 where a worker runs one thread).",
 )
-@click.option(
-    "--device",
-    type=click.Choice(DEVICES),
-    default=None,
-    help="Where to train: auto (the default) picks cuda when available.",
-)
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Models trained at once, each in its own process [default: one per core on "
-    "the CPU, 4 on CUDA].",
+@device_option("Where to train: auto picks cuda when available.")
+@jobs_option(
+    "Models trained at once, each in its own process [default: one per core on the CPU, 4 on CUDA]."
 )
 @click.option(
     "--data-dir",
@@ -191,13 +179,7 @@ def _families(value: str | None) -> tuple[str, ...] | None:
     help="Folder holding (or receiving) the dataset files "
     "[default: $RESIDUALS_DATA or ~/.cache/residuals].",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("reports"),
-    show_default=True,
-    help="Folder in which the new run folder is created.",
-)
+@out_option()
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
@@ -238,10 +220,10 @@ def ensemble(
     models.csv, meta.json) with an HTML report whose first line is the verdict.
     """
     from residuals.bench import ensemble as ens
-    from residuals.data import DatasetError
+    from residuals.bench.degradation_cli import _sigterm_as_interrupt, _user_error
     from residuals.device import DeviceError
-    from residuals.runs import BrokenRun
 
+    config = None
     if resume is not None:
         given = [
             f"--{n.replace('_', '-')}"
@@ -253,7 +235,7 @@ def ensemble(
                 f"--resume continues a run with its saved configuration; "
                 f"drop {', '.join(given)} (or start a new run)."
             )
-        config = None
+        device = None  # the device the run started on
     else:
         config = _config(
             ens,
@@ -271,51 +253,67 @@ def ensemble(
             test_size=test_size,
             amp=PRECISIONS.get(precision),
         )
-    from residuals.bench.degradation_cli import _sigterm_as_interrupt
 
+    started: list = []  # the run folder, once run() has made or reopened it
     try:
         with _sigterm_as_interrupt():  # `kill` (a scheduler's stop) like Ctrl-C: keep, resume
-            ens.run(
+            result = ens.run(
                 config,
                 out=out,
-                device=device or "auto",
+                device=device,
                 jobs=jobs,
                 resume=resume,
-                data_dir=str(data_dir) if data_dir is not None else None,
+                data_dir=data_dir,
                 echo=click.echo,
+                warn=lambda line: click.echo(line, err=True),
+                command=" ".join(["residuals", *map(shlex.quote, sys.argv[1:])]),
+                started=started.append,
             )
-    except BrokenRun as e:
-        raise click.BadParameter(str(e), param_hint="--resume") from None
+    except ens.EnsembleError as e:
+        if e.option is None:
+            raise click.UsageError(str(e)) from None
+        raise click.BadParameter(str(e), param_hint=f"--{e.option.replace('_', '-')}") from None
     except DeviceError as e:
         raise click.BadParameter(str(e), param_hint="--device") from None
-    except DatasetError as e:
-        raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
-        sys.exit(130)  # run() said how to continue
-    except ValueError as e:  # a configuration or data a family cannot take
-        raise click.UsageError(str(e)) from None
+        if not started:
+            raise
+        click.echo(
+            f"\nInterrupted. Measured models and every checkpoint are kept in {started[0].path}.",
+            err=True,
+        )
+        click.echo(f"Continue with: {ens.resume_command(started[0])}", err=True)
+        sys.exit(130)
+    except Exception as e:
+        message = _user_error(e)  # data, memory, disk: said plainly; a bug: the traceback
+        if message is None:
+            raise
+        where = f"\nMeasured models are kept in {started[0].path}." if started else ""
+        raise click.ClickException(message + where) from None
+
+    if result.already_complete:
+        click.echo(f"{result.run.path} is already complete: {result.verdict.headline}")
+        click.echo(
+            f"Rebuild its report with: residuals report build {shlex.quote(str(result.run.path))}"
+        )
+        return
+    click.echo("")
+    click.echo(result.verdict.headline)
+    for note in result.verdict.notes:
+        click.echo(f"  note: {note}")
+    if result.report is not None:
+        click.echo(f"report: {result.report}")
 
 
 def _config(ens, preset: str | None, **overrides):
-    from dataclasses import replace
-
     cfg = ens.PRESETS[preset or ens.DEFAULT_PRESET]
     changes = {k: v for k, v in overrides.items() if v is not None}
-    if "dataset" in changes:
-        from residuals.data import DATASETS
-
-        if changes["dataset"] not in DATASETS:
-            raise click.BadParameter(
-                f"unknown dataset {changes['dataset']!r}; choose from {', '.join(DATASETS)}",
-                param_hint="--dataset",
-            )
     if "epochs" in changes and cfg.warmup == "linear":
         # the linear warm-up keeps its share of training (the digits preset's: 2 of 12 epochs)
         changes["warmup_epochs"] = cfg.warmup_epochs / cfg.epochs * changes["epochs"]
     try:
         return replace(cfg, **changes)
     except ValueError as e:
-        hint = "--depth" if "depth" in str(e) else None
-        if hint:
-            raise click.BadParameter(str(e), param_hint=hint) from None
+        if "depth" in str(e):
+            raise click.BadParameter(str(e), param_hint="--depth") from None
         raise click.UsageError(str(e)) from None

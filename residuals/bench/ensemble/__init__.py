@@ -5,15 +5,15 @@ of relatively shallow networks") deleted single blocks from a trained ResNet-110
 at test time: its CIFAR-10 error barely moved, while deleting one layer of a
 plain VGG-style net sent it to chance; deleting several blocks raised the error
 smoothly. A boosted ensemble should behave that way by construction. This
-bench trains four families on one dataset (:mod:`residuals.bench.ensemble_families`:
+bench trains four families on one dataset (:mod:`residuals.bench.ensemble.families`:
 a booster, a ResNet, its plain twin, and the ResNet trained block by block like
 a booster) and measures each through :class:`residuals.core.Stagewise` alone
-(:mod:`residuals.bench.ensemble_measure`)::
+(:mod:`residuals.bench.ensemble.measure`)::
 
-    cfg = PRESETS["digits"]                      # the default
-    run = RunDir.create("reports", bench="ensemble", dataset=cfg.dataset, config=cfg.to_dict())
-    run_bench(run, cfg, device="cpu")            # lesions.csv, staged.csv, contributions.csv,
-    ensemble_verdict(run.read_table("lesions"))  # models.csv
+    from residuals.bench import ensemble
+    result = ensemble.run(ensemble.PRESETS["digits"], out="reports", device="cpu")
+    result.verdict.headline          # the run folder: lesions.csv, staged.csv, contributions.csv,
+    result.run.read_table("lesions") # models.csv, meta.json and index.html
 
 The verdict (:func:`ensemble_verdict`) is a rule on ``lesions.csv``, stated here
 once. For a model, let ``D`` be the mean over its stages of the test error with
@@ -34,47 +34,46 @@ their measurement), ``runner`` (one model, every model, the tables), ``pool``
 :mod:`residuals.bench.ensemble_cli`.
 """
 
-from residuals.bench.ensemble.config import (
-    CONTRAST_FACTOR,
-    DEFAULT_FAMILIES,
-    DEFAULT_PRESET,
-    PLAIN_MIN_POINTS,
-    PRESETS,
-    EnsembleConfig,
-)
-from residuals.bench.ensemble.families import (
-    FAMILIES,
-    FitRequest,
-    Fitted,
-    family_names,
-    register_family,
-)
-from residuals.bench.ensemble.measure import LESION_COLUMNS, lesion_counts, lesion_plan, measure
-from residuals.bench.ensemble.runner import fit_and_measure, load_data, plan, run, run_bench
-from residuals.bench.ensemble.verdict import Verdict, ensemble_verdict, lesion_summary
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "CONTRAST_FACTOR",
-    "DEFAULT_FAMILIES",
-    "DEFAULT_PRESET",
-    "FAMILIES",
-    "LESION_COLUMNS",
-    "PLAIN_MIN_POINTS",
-    "PRESETS",
-    "EnsembleConfig",
-    "FitRequest",
-    "Fitted",
-    "Verdict",
-    "ensemble_verdict",
-    "family_names",
-    "fit_and_measure",
-    "lesion_counts",
-    "lesion_plan",
-    "lesion_summary",
-    "load_data",
-    "measure",
-    "plan",
-    "register_family",
-    "run",
-    "run_bench",
-]
+from residuals._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
+    from residuals.bench.ensemble.config import (
+        CONTRAST_FACTOR,
+        DEFAULT_FAMILIES,
+        DEFAULT_PRESET,
+        PLAIN_MIN_POINTS,
+        PRESET_INFO,
+        PRESETS,
+        EnsembleConfig,
+        describe_preset,
+        verdict_rule,
+    )
+    from residuals.bench.ensemble.families import (
+        FAMILIES,
+        FitRequest,
+        Fitted,
+        family_names,
+        register_family,
+    )
+    from residuals.bench.ensemble.measure import (
+        LESION_COLUMNS,
+        lesion_counts,
+        lesion_plan,
+        measure,
+    )
+    from residuals.bench.ensemble.runner import (
+        EnsembleError,
+        EnsembleResult,
+        fit_and_measure,
+        load_data,
+        open_resume,
+        plan,
+        resume_command,
+        run,
+        run_bench,
+    )
+    from residuals.bench.ensemble.verdict import Verdict, ensemble_verdict, lesion_summary
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -13,8 +13,12 @@ __all__ = [
     "KEYS",
     "PLAIN_MIN_POINTS",
     "PRESETS",
+    "PRESET_INFO",
     "TABLES",
     "EnsembleConfig",
+    "Preset",
+    "describe_preset",
+    "verdict_rule",
 ]
 
 DEFAULT_FAMILIES = ("booster", "residual", "plain", "stagewise")
@@ -50,7 +54,7 @@ class EnsembleConfig:
     warmup_epochs: float = 2.0
     augment: bool | None = None  # None: the dataset's default
     amp: bool | None = None  # bf16 autocast; None: residuals.train.resolve_amp
-    # the stagewise net: each block trains alone for stage_epochs (residuals.stagewise)
+    # the stagewise net: each block trains alone for stage_epochs (residuals.train.stagewise)
     stage_epochs: int = 6
     stage_batch_size: int = 64
     stage_lr: float = 0.1
@@ -151,46 +155,100 @@ class EnsembleConfig:
         )
 
 
-PRESETS: dict[str, EnsembleConfig] = {
-    "digits": EnsembleConfig(),
-    # GPU: ResNet-56 and its twin; a booster of comparable size in learned numbers
-    # (500 iterations x 10 trees of depth 6: 635k leaf values and thresholds; ResNet-56
-    # has 0.86M weights).
-    "fashion-mnist": EnsembleConfig(
-        dataset="fashion-mnist",
-        depth=56,
-        seeds=1,
-        epochs=15,
-        lr=0.05,
-        warmup_epochs=2.0,
-        stage_epochs=2,
-        stage_batch_size=128,
-        stage_lr=0.1,
-        n_estimators=500,
-        max_depth=6,
-        learning_rate=0.1,
-        eval_batch_size=1000,
+@dataclass(frozen=True)
+class Preset:
+    config: EnsembleConfig
+    about: str  # the data, in words
+    where: str  # what it is meant for
+
+
+PRESET_INFO: dict[str, Preset] = {
+    # Measured with this preset: see docs/ensemble.md ("Measured results").
+    "digits": Preset(
+        EnsembleConfig(),
+        "the default: scikit-learn's embedded 8x8 digits (no download)",
+        "3 minutes or less on 2 CPU cores",
+    ),
+    # ResNet-56 and its twin; a booster of comparable size in learned numbers (500
+    # iterations x 10 trees of depth 6: 635k leaf values and thresholds; ResNet-56 has
+    # 0.85M weights).
+    "fashion-mnist": Preset(
+        EnsembleConfig(
+            dataset="fashion-mnist",
+            depth=56,
+            seeds=1,
+            epochs=15,
+            lr=0.05,
+            warmup_epochs=2.0,
+            stage_epochs=2,
+            stage_batch_size=128,
+            stage_lr=0.1,
+            n_estimators=500,
+            max_depth=6,
+            learning_rate=0.1,
+            eval_batch_size=1000,
+        ),
+        "Fashion-MNIST (downloads ~30 MB)",
+        "a booster of comparable size in learned numbers (ResNet-56: 0.85M weights); a GPU",
     ),
     # Veit et al.'s setting: CIFAR-10 ResNet-110 with He et al.'s recipe (lr 0.1, /10 at 50%
-    # and 75% of 182 epochs, lr/10 until training error < 80%, pad-crop-flip); GPU.
-    "paper": EnsembleConfig(
-        dataset="cifar10",
-        depth=110,
-        seeds=1,
-        epochs=182,
-        batch_size=128,
-        lr=0.1,
-        schedule="step",
-        warmup="paper",
-        warmup_epochs=0.0,
-        augment=True,
-        stage_epochs=4,
-        stage_batch_size=128,
-        stage_lr=0.1,
-        n_estimators=1000,
-        max_depth=6,
-        learning_rate=0.1,
-        eval_batch_size=1000,
+    # and 75% of 182 epochs, lr/10 until training error < 80%, pad-crop-flip).
+    "paper": Preset(
+        EnsembleConfig(
+            dataset="cifar10",
+            depth=110,
+            seeds=1,
+            epochs=182,
+            batch_size=128,
+            lr=0.1,
+            schedule="step",
+            warmup="paper",
+            warmup_epochs=0.0,
+            augment=True,
+            stage_epochs=4,
+            stage_batch_size=128,
+            stage_lr=0.1,
+            n_estimators=1000,
+            max_depth=6,
+            learning_rate=0.1,
+            eval_batch_size=1000,
+        ),
+        "Veit et al.'s setting: CIFAR-10 (downloads ~170 MB) with He et al.'s recipe",
+        "a GPU job",
     ),
 }
+PRESETS: dict[str, EnsembleConfig] = {name: p.config for name, p in PRESET_INFO.items()}
 DEFAULT_PRESET = "digits"
+
+
+def describe_preset(name: str) -> str:
+    """What preset ``name`` runs, its numbers read from its config (``--help`` shows this)."""
+    info = PRESET_INFO[name]
+    c = info.config
+    schedule = "/10 at 50% and 75%" if c.schedule == "step" else "cosine"
+    warmup = {
+        "linear": f"{c.warmup_epochs:g}-epoch linear warm-up",
+        "none": "no warm-up",
+        "paper": "lr/10 until training error < 80%",
+    }[c.warmup]
+    return (
+        f"{info.about}. ResNet-{c.depth} and its plain twin ({c.epochs} epochs, batch "
+        f"{c.batch_size}, lr {c.lr:g}, {schedule}, {warmup}"
+        f"{', crop-flip' if c.augment else ''}); the stagewise ResNet-{c.depth} "
+        f"({c.stage_epochs} epochs per block, lr {c.stage_lr:g}); a booster of "
+        f"{c.n_estimators} iterations of depth-{c.max_depth} trees (lr {c.learning_rate:g}); "
+        f"{c.seeds} seed{'s' * (c.seeds > 1)}; {c.draws} draws per k. {info.where[0].upper()}"
+        f"{info.where[1:]}."
+    )
+
+
+def verdict_rule() -> str:
+    """The verdict's rule in words, with the constants it uses (``--help`` and the report)."""
+    return (
+        "For each model, D is the mean over its stages of the test error with that stage "
+        "deleted minus the whole model's, in points. Veit's contrast is reproduced when, on "
+        f"every seed, D(residual) <= {CONTRAST_FACTOR:g} x D(plain) and D(plain) >= "
+        f"{PLAIN_MIN_POINTS:g} points: deleting a block of the residual net costs at most a "
+        "quarter of what deleting a block of the plain net costs, and deleting a plain block "
+        "does break the plain net."
+    )

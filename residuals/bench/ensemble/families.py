@@ -18,7 +18,7 @@ The four built-in families:
   trained end to end; a stage is a block;
 * ``plain``: its plain twin (no identity paths), trained the same way;
 * ``stagewise``: the same ResNet trained block by block like a booster
-  (:mod:`residuals.stagewise`).
+  (:mod:`residuals.train.stagewise`).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def fit_plain(req: FitRequest) -> Fitted:
 
 
 def fit_stagewise(req: FitRequest) -> Fitted:
-    """The same ResNet trained one block at a time (:func:`residuals.stagewise.train_stagewise`)."""
+    """The same ResNet trained one block at a time (:func:`residuals.train.stagewise.train_stagewise`)."""
     from residuals.train.stagewise import train_stagewise
 
     net = _build_net(req, skip=True)

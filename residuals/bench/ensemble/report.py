@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from residuals.bench.ensemble.config import CONTRAST_FACTOR, PLAIN_MIN_POINTS
+from residuals.bench.ensemble.config import verdict_rule
 from residuals.bench.ensemble.verdict import ensemble_verdict, lesion_summary
 from residuals.report import style
 from residuals.report.content import Figure, Overlay, ReportContent, Table
@@ -82,12 +82,7 @@ def _table(run, name: str) -> pd.DataFrame:
 
 
 def _rule_text() -> str:
-    return (
-        "The verdict's rule: for each model, D is the mean over its stages of the test error "
-        "with that stage deleted minus the whole model's, in points. Veit's contrast is "
-        f"reproduced when, on every seed, D(residual) <= {CONTRAST_FACTOR:g} x D(plain) and "
-        f"D(plain) >= {PLAIN_MIN_POINTS:g} points."
-    )
+    return f"The verdict's rule: {verdict_rule()}"
 
 
 def _summary(meta: dict, config: dict, models: pd.DataFrame, reproduced: bool | None) -> str:

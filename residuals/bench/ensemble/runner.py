@@ -15,11 +15,17 @@ resumed run skips those models and drops any other rows of unfinished ones.
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from residuals.runs import BrokenRun, RunDir
 
 from residuals.bench.ensemble.config import (
     DEFAULT_PRESET,
@@ -32,7 +38,20 @@ from residuals.bench.ensemble.families import FAMILIES, FitRequest, check_famili
 from residuals.bench.ensemble.measure import measure
 from residuals.bench.ensemble.verdict import Verdict, ensemble_verdict
 
-__all__ = ["fit_and_measure", "load_data", "plan", "run", "run_bench"]
+__all__ = [
+    "BENCH",
+    "EnsembleError",
+    "EnsembleResult",
+    "fit_and_measure",
+    "load_data",
+    "open_resume",
+    "plan",
+    "resume_command",
+    "run",
+    "run_bench",
+]
+
+BENCH = "ensemble"  # meta.json's "bench"
 
 
 # --------------------------------------------------------------------------- data
@@ -218,78 +237,160 @@ def run_bench(
     return ensemble_verdict(tables.frames["lesions"])
 
 
+class EnsembleError(ValueError):
+    """The run cannot start; ``option`` names the command-line option to change, if one."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+
+@dataclass
+class EnsembleResult:
+    """What :func:`run` did."""
+
+    run: RunDir
+    config: EnsembleConfig
+    verdict: Verdict
+    device: str | None = None
+    jobs: int | None = None
+    report: Path | None = None  # the HTML page, when built
+    already_complete: bool = False  # resume of a complete run: nothing was done
+
+
+def open_resume(path: str | os.PathLike) -> tuple[RunDir, EnsembleConfig, dict]:
+    """The run folder ``path``, its saved configuration and meta.json."""
+    run_dir = RunDir(path)
+    try:
+        meta = run_dir.read_meta()
+    except BrokenRun as e:
+        raise EnsembleError(str(e), "resume") from None
+    if meta.get("bench") != BENCH:
+        raise EnsembleError(f"{path} is a {meta.get('bench')!r} run, not an ensemble run", "resume")
+    try:
+        config = EnsembleConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise EnsembleError(f"{path}: meta.json has no usable config ({e})", "resume") from None
+    return run_dir, config, meta
+
+
+def resume_command(run_dir: RunDir) -> str:
+    """The command that continues ``run_dir``."""
+    return f"residuals bench ensemble --resume {shlex.quote(str(run_dir.path))}"
+
+
 def run(
     config: EnsembleConfig | None = None,
     *,
-    out: str | Path = "reports",
-    device: str = "auto",
+    out: str | os.PathLike = "reports",
+    device: str | None = None,
     jobs: int | None = None,
-    resume: str | Path | None = None,
-    data_dir: str | None = None,
+    resume: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    html: bool = True,
     echo: Callable[[str], None] = print,
-    report: bool = True,
-):
-    """``residuals bench ensemble`` as a library function; returns ``(run folder, verdict)``.
+    warn: Callable[[str], None] | None = None,
+    command: str | None = None,
+    started: Callable[[RunDir], None] | None = None,
+) -> EnsembleResult:
+    """Train and measure every model of ``config`` into a new run folder under ``out``.
 
-    Creates a run folder under ``out`` (or continues the folder ``resume`` with its saved
-    configuration and device), loads the data (downloading it if needed) and runs every
-    family's check before any training, trains and measures every model
-    (:func:`run_bench`), records the verdict in meta.json and builds the HTML report.
+    Parameters
+    ----------
+    config : the run (default: the ``digits`` preset); with ``resume``, the folder's own
+        config is used and ``config`` must be None or equal to it.
+    device : ``"auto"`` (default), ``"cpu"`` or ``"cuda[:i]"``; with ``resume``, the device
+        the run started on unless given.
+    jobs : models trained at once, each in its own process (default: one per core on the
+        CPU, :data:`~residuals.bench.degradation.sweep.CUDA_JOBS` on a GPU).
+    resume : an interrupted run folder to continue: measured models are kept, unfinished
+        nets continue from their checkpoints. A complete one is returned as it is.
+    data_dir : where the dataset files are (see :mod:`residuals.data`).
+    html : build the run's HTML report at the end.
+    echo, warn : where progress lines and warnings go (``warn`` defaults to ``echo``).
+    command : the command line recorded in meta.json (default: this process's arguments).
+    started : called with the run folder once it exists (before any training).
 
-    Raises ``ValueError`` for a configuration or data the families cannot take (before
-    anything is written), :class:`residuals.device.DeviceError`,
-    :class:`residuals.data.DatasetError`, :class:`residuals.runs.BrokenRun` for a
-    ``resume`` folder that is not a run; ``KeyboardInterrupt`` and errors during training
-    mark the folder ``interrupted`` / ``failed`` (with the command that resumes it) and
-    propagate.
+    The data is loaded (downloaded if needed) and every family's check runs before the
+    folder is made: :class:`EnsembleError` for a run that cannot start (a dataset the
+    booster cannot take, an unknown dataset, a folder that cannot be made),
+    :class:`DeviceError <residuals.device.DeviceError>`, :class:`DatasetError
+    <residuals.data.DatasetError>`. An error or ``KeyboardInterrupt`` during training
+    marks the folder ``failed`` or ``interrupted`` (with the command that resumes it) and
+    propagates.
     """
     from residuals.bench.degradation import default_jobs
+    from residuals.data import DATASETS
     from residuals.device import resolve_device
-    from residuals.runs import RunDir
 
-    run_dir = None
+    run_dir: RunDir | None = None
     if resume is not None:
-        run_dir = RunDir(resume)
-        meta = run_dir.read_meta()
-        if meta.get("bench") != "ensemble":
-            raise ValueError(f"{resume} is a {meta.get('bench')!r} run, not an ensemble run")
-        config = EnsembleConfig.from_dict(meta["config"])
-        device = (meta.get("machine") or {}).get("device") or device
+        run_dir, saved, meta = open_resume(resume)
+        if config is not None and config != saved:
+            raise EnsembleError(
+                "resume continues a run with its saved configuration; pass no config (or "
+                "start a new run)",
+                "resume",
+            )
+        config = saved
         if meta.get("status") == "complete":
-            echo(f"{resume} is already complete: {meta.get('headline')}")
-            return run_dir, ensemble_verdict(run_dir.read_table("lesions"))
+            verdict = Verdict(
+                meta.get("verdict"),
+                meta.get("headline") or "",
+                tuple(meta.get("verdict_notes") or ()),
+            )
+            return EnsembleResult(run_dir, config, verdict, already_complete=True)
+        device = device or (meta.get("machine") or {}).get("device")
     config = config if config is not None else PRESETS[DEFAULT_PRESET]
-    device = resolve_device(device)
-    jobs = max(1, int(jobs or default_jobs(device)))
-    # workers load their own copy; this one checks the data (and downloads it) up front
-    data = load_data(config, device if jobs == 1 else "cpu", data_dir, download=True)
-    check_families(config.families, config, data)
-    if run_dir is None:
-        run_dir = RunDir.create(
-            out, bench="ensemble", dataset=config.dataset, config=config.to_dict(), device=device
+    if config.dataset not in DATASETS:
+        raise EnsembleError(
+            f"unknown dataset {config.dataset!r}; choose from {', '.join(DATASETS)}", "dataset"
         )
+    device = resolve_device(device or "auto")
+    n_jobs = max(1, int(jobs) if jobs is not None else default_jobs(device))
+    data_dir = str(data_dir) if data_dir is not None else None
+    # workers load their own copy; this one checks the data (and downloads it) up front
+    data = load_data(config, device if n_jobs == 1 else "cpu", data_dir, download=True)
+    try:
+        check_families(config.families, config, data)
+    except ValueError as e:
+        raise EnsembleError(str(e)) from None
+
+    if run_dir is None:
+        try:
+            run_dir = RunDir.create(
+                out,
+                bench=BENCH,
+                dataset=config.dataset,
+                config=config.to_dict(),
+                device=device,
+                command=command,
+            )
+        except OSError as e:
+            raise EnsembleError(f"cannot create a run folder under {out}: {e}", "out") from None
     else:
-        run_dir.update_meta(status="running")
-    tasks = len(plan(config))
-    run_dir.update_meta(jobs=min(jobs, tasks))
+        run_dir.update_meta(status="running", resumed_command=command or _command_line())
+    if started is not None:
+        started(run_dir)
+    n_models = len(plan(config))
+    n_at_once = min(n_jobs, n_models)
+    run_dir.update_meta(jobs=n_at_once)
     echo(f"run folder: {run_dir.path}")
     echo(
-        f"{tasks} models ({', '.join(config.families)} x {config.seeds} seed"
+        f"{n_models} models ({', '.join(config.families)} x {config.seeds} seed"
         f"{'s' * (config.seeds > 1)}) on {config.dataset}, ResNet-{config.depth}, on {device}, "
-        f"{min(jobs, tasks)} at a time"
+        f"{n_at_once} at a time"
     )
-    resume_command = f"residuals bench ensemble --resume {run_dir.path}"
+    resume_cmd = resume_command(run_dir)
     try:
-        verdict = run_bench(run_dir, config, device=device, jobs=jobs, data_dir=data_dir, echo=echo)
-    except KeyboardInterrupt:
-        run_dir.finish("interrupted", resume_command=resume_command)
-        echo(
-            f"\nInterrupted: measured models and checkpoints are kept. Continue with: "
-            f"{resume_command}"
+        verdict = run_bench(
+            run_dir, config, device=device, jobs=n_jobs, data_dir=data_dir, echo=echo
         )
+    except KeyboardInterrupt:
+        run_dir.finish("interrupted", resume_command=resume_cmd)
         raise
-    except BaseException as e:
-        run_dir.finish("failed", error=f"{type(e).__name__}: {e}", resume_command=resume_command)
+    except Exception as e:
+        run_dir.finish("failed", error=f"{type(e).__name__}: {e}", resume_command=resume_cmd)
         raise
     run_dir.finish(
         "complete",
@@ -297,21 +398,25 @@ def run(
         verdict=verdict.reproduced,
         verdict_notes=list(verdict.notes),
     )
-    echo("")
-    echo(verdict.headline)
-    if report:
-        _build_report(run_dir, echo)
-    return run_dir, verdict
+    result = EnsembleResult(run_dir, config, verdict, device, n_at_once)
+    if html:
+        result.report = _build_report(run_dir, warn or echo)
+    return result
 
 
-def _build_report(run_dir, echo: Callable[[str], None]) -> None:
-    """Write the HTML report; the tables are safe whatever happens here."""
+def _command_line() -> str:
+    return " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
+
+
+def _build_report(run_dir: RunDir, warn: Callable[[str], None]) -> Path | None:
+    """Build the HTML page; on failure say so (the tables are safe) and return None."""
     from residuals.report.html import build_report
 
     try:
-        echo(f"report: {build_report(run_dir.path)}")
+        return build_report(run_dir.path)
     except Exception as e:  # noqa: BLE001 - the page can be rebuilt from the tables
-        echo(
+        warn(
             f"warning: the HTML report could not be built ({type(e).__name__}: {e}); rebuild "
-            f"it with: residuals report build {run_dir.path}"
+            f"it with: residuals report build {shlex.quote(str(run_dir.path))}"
         )
+        return None
