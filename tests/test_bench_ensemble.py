@@ -297,6 +297,7 @@ def test_report_commands_list_build_and_compare_the_run(tiny_run, tmp_path):
         )
     listed = invoke("report", "list", "--root", tmp_path, command=main)
     assert listed.exit_code == 0 and "ensemble" in listed.output and run.name in listed.output
+    assert "missing" not in listed.output  # the index checks lesions.csv, the main table
     other = tmp_path / (run.name + "-b")
     shutil.copytree(copy, other)
     compared = invoke("report", "compare", copy, other, "--out", tmp_path / "cmp", command=main)

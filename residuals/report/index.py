@@ -7,7 +7,8 @@ committed example reports) and ``reports/compare/``. Groups are listed in their
 own section, so committed examples never mix with one's own runs.
 
 Scanning never raises on a bad folder: a folder without a readable meta.json, a
-run with no results.csv, a run still marked ``running`` -- each is listed with
+run with no results.csv (or the main table its meta.json names as ``results_table``), a
+run still marked ``running`` -- each is listed with
 its problem, and everything else is listed as usual. The index reads only
 meta.json files (never the results), so it stays fast and needs no plotting
 library.
@@ -96,8 +97,9 @@ def _describe_run(run: RunDir, meta: dict, group: str) -> Entry:
         e.problems.append("no end time: still running, or killed before it finished")
     elif e.status in ("interrupted", "failed"):
         e.problems.append(f"run {e.status}: results are partial")
-    if not run.has_table("results"):
-        e.problems.append("results.csv is missing")
+    main = str(meta.get("results_table") or "results")  # a bench may name its main table
+    if not run.has_table(main):
+        e.problems.append(f"{main}.csv is missing")
     if meta.get("report_problem"):
         e.problems.append(str(meta["report_problem"]))
     if e.report is None:

@@ -374,7 +374,7 @@ def run(
         started(run_dir)
     n_models = len(plan(config))
     n_at_once = min(n_jobs, n_models)
-    run_dir.update_meta(jobs=n_at_once)
+    run_dir.update_meta(jobs=n_at_once, results_table="lesions")  # the run index checks it
     echo(f"run folder: {run_dir.path}")
     echo(
         f"{n_models} models ({', '.join(config.families)} x {config.seeds} seed"
