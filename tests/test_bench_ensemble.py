@@ -224,6 +224,9 @@ def test_cli_writes_a_complete_run_folder(tiny_run):
     assert meta["bench"] == "ensemble" and meta["status"] == "complete"
     assert meta["config"]["depth"] == 8 and meta["config"]["families"] == list(ens.DEFAULT_FAMILIES)
     assert meta["headline"] in output and "rule: on every seed" in meta["headline"]
+    # progress: a line per epoch of the nets and per block of the stagewise net
+    assert "resnet-8 seed 0 epoch 2/2: train error" in output
+    assert "stagewise-resnet-8 seed 0 block 3/3: test error" in output
     lesions = pd.read_csv(run / "lesions.csv")
     assert list(lesions.columns) == [
         "model",

@@ -55,6 +55,11 @@ class FitRequest:
     seed: int
     device: str
     checkpoint_dir: Path  # a folder of this (family, seed) for resumable training
+    progress: Callable[[str], None] | None = None  # a line per epoch or stage, if given
+
+    def say(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress(line)
 
 
 @dataclass
@@ -163,12 +168,22 @@ def _fit_end_to_end(req: FitRequest, *, skip: bool) -> Fitted:
     net = _build_net(req, skip=skip)
     ckpt = req.checkpoint_dir / "model.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
+    name = _net_name(req, skip)
+    epochs = req.config.epochs
+
+    def on_epoch(r) -> None:
+        req.say(
+            f"  {name} seed {req.seed} epoch {r.epoch}/{epochs}: train error "
+            f"{100 * r.train_error:.1f}%, test error {100 * r.test_error:.1f}%, {r.seconds:.1f} s"
+        )
+
     result = train(
         net,
         req.data,
         req.config.net_train_config(req.seed, req.device),
         checkpoint_path=ckpt,
         resume=ckpt.is_file(),
+        on_epoch=on_epoch,
     )
     net = _eval_net(result.model)
     last = result.history[-1]
@@ -204,11 +219,19 @@ def fit_stagewise(req: FitRequest) -> Fitted:
     from residuals.train.stagewise import train_stagewise
 
     net = _build_net(req, skip=True)
+
+    def on_stage(r) -> None:
+        req.say(
+            f"  stagewise-resnet-{req.config.depth} seed {req.seed} block {r.stage + 1}/"
+            f"{net.n_stages_}: test error {100 * r.test_error:.1f}%, {r.seconds:.1f} s"
+        )
+
     result = train_stagewise(
         net,
         req.data,
         req.config.stage_train_config(req.seed, req.device),
         checkpoint_dir=req.checkpoint_dir,
+        on_stage=on_stage,
     )
     net = _eval_net(result.model)
     curve = [(r.stage + 1, r.test_error) for r in result.stages]

@@ -17,14 +17,26 @@ from concurrent.futures import FIRST_COMPLETED, wait
 __all__ = ["run_tasks"]
 
 
-def _work(task, cfg, device, run_path, data_dir, fit):
+def _work(task, cfg, device, run_path, data_dir, fit, progress=None):
     from residuals.bench.ensemble.runner import fit_and_measure
 
     family, seed = task
     frames = fit_and_measure(
-        family, seed, cfg, device=device, run_path=run_path, data_dir=data_dir, fit=fit
+        family,
+        seed,
+        cfg,
+        device=device,
+        run_path=run_path,
+        data_dir=data_dir,
+        fit=fit,
+        progress=progress or _print,
     )
     return task, frames
+
+
+def _print(line: str) -> None:
+    """A worker's progress line, on the terminal the workers share with the parent."""
+    print(line, flush=True)
 
 
 def run_tasks(
@@ -37,15 +49,17 @@ def run_tasks(
     data_dir: str | None,
     on_result: Callable,
     fits: dict[str, Callable],
+    echo: Callable[[str], None] | None = None,
 ) -> None:
-    """Fit and measure every task; call ``on_result(task, frames)`` as each one finishes."""
+    """Fit and measure every task; call ``on_result(task, frames)`` as each one finishes.
+    Progress lines go to ``echo`` in this process, to the shared terminal from workers."""
     from residuals.bench._workers import spawn_pool, stop_workers
     from residuals.bench.degradation import worker_threads
 
     jobs = max(1, min(int(jobs), len(todo)))
     if jobs == 1:
         for task in todo:
-            on_result(*_work(task, cfg, device, run_path, data_dir, fits[task[0]]))
+            on_result(*_work(task, cfg, device, run_path, data_dir, fits[task[0]], echo))
         return
     pool = spawn_pool(jobs, worker_threads(jobs))
     try:

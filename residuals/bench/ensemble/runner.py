@@ -103,8 +103,10 @@ def fit_and_measure(
     run_path: str | Path,
     data_dir: str | None = None,
     fit: Callable | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Train one model and measure it; return its rows of every table."""
+    """Train one model and measure it; return its rows of every table. ``progress`` gets a
+    line per epoch (or stagewise block) while it trains."""
     import torch
 
     start = time.perf_counter()
@@ -115,6 +117,7 @@ def fit_and_measure(
         seed=seed,
         device=device,
         checkpoint_dir=Path(run_path) / "checkpoints" / f"{family}-seed{seed}",
+        progress=progress,
     )
     fitted = fit(request) if fit is not None else fit_family(family, request)
     fit_wall = time.perf_counter() - start
@@ -233,6 +236,7 @@ def run_bench(
         data_dir=data_dir,
         on_result=finished,
         fits={f: FAMILIES[f] for f in cfg.families},
+        echo=echo,
     )
     return ensemble_verdict(tables.frames["lesions"])
 
