@@ -133,8 +133,9 @@ class Stagewise(abc.ABC):
         """``drop`` (``None``, a stage index or a collection of them) as a validated set."""
         if drop is None:
             return frozenset()
+        items: list[Any]
         try:
-            items = list(drop)
+            items = list(drop)  # type: ignore[arg-type]
         except TypeError:  # one index (or something that is not one: reported below)
             items = [drop]
         n = self.n_stages_

@@ -50,7 +50,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -115,7 +115,8 @@ class StageModel(nn.Module):
             for block in net.blocks[: self.m]:
                 h = block(h)
         h = net.blocks[self.m](h)
-        for block in net.blocks[self.m + 1 :]:
+        later: list[Any] = list(net.blocks[self.m + 1 :])
+        for block in later:
             h = block.bypass(h)
         return net.head(h)
 
@@ -157,7 +158,8 @@ def check_stagewise(net: ResNet) -> None:
             "stagewise training needs identity paths: a plain block cannot start "
             "as the identity, so build a residual net (skip=True)"
         )
-    for i, block in enumerate(net.blocks):
+    blocks: list[Any] = list(net.blocks)
+    for i, block in enumerate(blocks):
         if block.shortcut is not None and any(True for _ in block.shortcut.parameters()):
             raise ValueError(
                 f"block {i} has a projection shortcut (option B): a deleted later "
@@ -191,7 +193,7 @@ def train_stagewise(
     check_stagewise(net)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     records = _load_records(folder)
-    if records:  # the network after the last finished stage
+    if folder is not None and records:  # the network after the last finished stage
         state = load_checkpoint(_stage_path(folder, len(records) - 1))["model"]
         StageModel(net, len(records) - 1).load_state_dict(state)
     for m in range(len(records), net.n_stages_):
@@ -231,10 +233,10 @@ def train_stagewise(
     return StagewiseResult(model=net, stages=records, diverged=any(r.diverged for r in records))
 
 
-def zero_branch(block: nn.Module) -> None:
+def zero_branch(block: Any) -> None:
     """Zero the last layer of ``block``'s residual function (weight and any bias), so
     that ``F(x) = 0`` and the block is its own bypass until it trains."""
-    last = block.last_layer()
+    last: Any = block.last_layer()
     nn.init.zeros_(last.weight)
     if getattr(last, "bias", None) is not None:
         nn.init.zeros_(last.bias)
