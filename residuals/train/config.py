@@ -51,6 +51,8 @@ class TrainConfig:
     replicas: int | None = None  # CPU data parallelism: model copies that each train on their
     #                              share of every batch, in threads of their own; 1: off;
     #                              None: one per torch thread (see resolve_replicas)
+    sync_bn: bool = False  # under torchrun: SyncBatchNorm over the global batch (GPUs only);
+    #                        False: each rank's BatchNorm normalises its shard, as in the paper
     seed: int = 0  # seeds the data order and augmentation (not the model's initialisation)
     device: str = "cpu"  # "cpu", "cuda[:i]" or "auto"
 
@@ -89,6 +91,7 @@ class TrainConfig:
         choice("channels_last", (True, False))
         choice("compile", (True, False))
         choice("cuda_graph", (None, True, False))
+        choice("sync_bn", (True, False))
         if self.replicas is not None:
             from residuals.replicas import MIN_SHARD  # imports torch: only when replicas are set
 
@@ -97,6 +100,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.replicas={self.replicas} needs batch_size >= "
                                  f"{MIN_SHARD * self.replicas} ({MIN_SHARD} images per replica for "
                                  f"BatchNorm), got {self.batch_size}")
+            if self.replicas > 1 and self.sync_bn:
+                raise ValueError("TrainConfig.sync_bn normalises over the whole batch, replicas "
+                                 "split it: leave replicas unset (None) or 1 with sync_bn=True")
             if self.replicas > 1 and self.compile:
                 raise ValueError("TrainConfig.replicas > 1 cannot be combined with compile=True; "
                                  "leave replicas unset (None) to train one compiled model")

@@ -21,10 +21,11 @@ from torch import nn
 from residuals.data import AUGMENTATIONS, ImageData, augment_batch, normalize
 from residuals.device import autocast as _autocast
 from residuals.device import resolve_device, resolve_replicas, resolve_replicas_amp
+from residuals.distributed import is_rank0
 from residuals.replicas import Replicas
+from residuals.train import parallel
 from residuals.train.checkpoint import (CHECKPOINT_FORMAT, _check_compatible, _data_signature,
-                                        _rng_state, _set_rng_state, load_checkpoint,
-                                        save_checkpoint)
+                                        _rng_state, _set_rng_state, save_checkpoint)
 from residuals.train.config import EpochRecord, TrainConfig, TrainError, TrainResult, steps_per_epoch
 from residuals.train.schedule import LRSchedule
 
@@ -313,9 +314,10 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                          f"run is on {device!r}; leave replicas unset (None) on a GPU")
     threads = torch.get_num_threads()
     n_replicas, threads_each, amp = resolve_replicas_amp(cfg, threads=threads)
-    if resume and path is not None and path.exists():
-        state = load_checkpoint(path)
+    state = parallel.read_resume(path) if resume and path is not None else None
+    if state is not None:
         _check_compatible(state, cfg, data, path)
+        parallel.check_resume(state, cfg, model, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -334,17 +336,22 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
             return _result(history, diverged, model, schedule, len(history) * spe, len(history), amp,
                            n_replicas)
     resumed_from = len(history)
+    n_replicas, threads_each, amp = parallel.plan(cfg, device, n_replicas, threads_each, amp,
+                                                  resumed=state is not None)
     for group in optimizer.param_groups:
         group["lr"] = schedule.lr  # the optimiser reads the device tensor the schedule writes
 
     if cfg.cuda_graph and not cuda:
         raise TrainError(f"cuda_graph=True needs a CUDA device, but the run is on {device!r}; "
                          "leave cuda_graph unset (None) to use graphs wherever CUDA is used")
-    replicas = Replicas(model, n_replicas, threads_each) if n_replicas > 1 else None
+    replicas = parallel.data_parallel(model, cfg, device, len(data.train_y)) or (
+        Replicas(model, n_replicas, threads_each) if n_replicas > 1 else None)
+    n_replicas = replicas.n if replicas is not None else 1
     loop = _Loop(net=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
                  schedule=schedule, data=data, cfg=cfg, steps=spe, augment=augment,
                  amp=amp, generator=generator,
-                 cuda_graph=cuda and not cfg.compile if cfg.cuda_graph is None else cfg.cuda_graph,
+                 cuda_graph=(cuda and not cfg.compile and n_replicas == 1 if cfg.cuda_graph is None
+                             else cfg.cuda_graph),
                  replicas=replicas)
     clock = _EpochClock(device)
     oom: TrainError | None = None
@@ -367,7 +374,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                                      test_error=test_error, lr=lr, seconds=seconds,
                                      images_per_s=seen / seconds if seconds > 0 else math.inf)
                 history.append(record)
-                if path is not None:
+                if path is not None and is_rank0():
                     save_checkpoint(loop.checkpoint(model, history, diverged=diverged,
                                                     finished=diverged or epoch + 1 == cfg.epochs), path)
                 if on_epoch is not None:
