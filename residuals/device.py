@@ -36,6 +36,7 @@ __all__ = [
     "resolve_device",
     "resolve_replicas",
     "resolve_replicas_amp",
+    "spread_devices",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")  # what a command line offers (cuda:<i> works in the library)
@@ -75,6 +76,15 @@ def resolve_device(device: str | torch.device) -> str:
     elif dev.type != "cpu":
         raise DeviceError(f"device {name!r} is not supported: use 'auto', 'cpu' or 'cuda[:i]'")
     return name
+
+
+def spread_devices(device: str) -> list[str]:
+    """The devices a pool of worker processes for ``device`` takes turns on: every visible GPU
+    for a plain ``"cuda"`` (worker ``k`` on ``cuda:<k mod GPUs>``), else ``device`` alone
+    (``"cuda:1"`` pins them all to GPU 1)."""
+    if device == "cuda" and torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(max(1, torch.cuda.device_count()))]
+    return [device]
 
 
 def is_cuda(device: str | torch.device) -> bool:

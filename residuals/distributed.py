@@ -131,10 +131,10 @@ def timeout() -> datetime.timedelta:
 
 
 def local_device(device: str) -> str:
-    """This rank's device: ``"cuda"`` becomes ``"cuda:<LOCAL_RANK>"`` under a launcher (one GPU
-    per process); anything else is returned as it is."""
+    """This rank's device: under a launcher any CUDA device becomes ``"cuda:<LOCAL_RANK>"``
+    (one GPU per process, whatever index a resumed run recorded); the CPU stays the CPU."""
     info = launch()
-    if info is not None and device == "cuda":
+    if info is not None and torch.device(device).type == "cuda":
         if info.local_rank >= torch.cuda.device_count():
             raise DistributedError(
                 f"LOCAL_RANK={info.local_rank} but this machine has {torch.cuda.device_count()} "
@@ -274,21 +274,24 @@ def from_rank0(fn: Callable[[], T]) -> T:
     return value
 
 
-def check_all(fn: Callable[[], None]) -> None:
-    """Run ``fn()`` on every rank; if it raised on any, raise (the lowest rank's error) on
-    all of them, so a check that fails on one rank stops every rank with its message."""
+def check_all(fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank, its result returned; if it raised on any rank, the lowest
+    rank's error is raised on all of them, so a check that fails on one rank (a file it
+    cannot see) stops every rank with its message instead of leaving the others waiting."""
+    result: Any = None
     try:
-        fn()
+        result = fn()
         mine: _Failure | None = None
     except Exception as e:  # noqa: BLE001 - gathered, then raised everywhere
         mine = _failure(e)
     if world_size() == 1:
         if mine is not None:
             _reraise(mine)
-        return
+        return result
     for f in all_gather_object(mine):
         if f is not None:
             _reraise(f)
+    return result
 
 
 # --------------------------------------------------------------------------- sharding

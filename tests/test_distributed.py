@@ -122,3 +122,38 @@ def test_a_rank_that_never_answers_times_out(tmp_path, monkeypatch):
     monkeypatch.setenv("RESIDUALS_TEST_TIMEOUT", "2")
     spawn(_missing_rank, 2, str(tmp_path))
     assert float((tmp_path / "waited").read_text()) < 4.5  # the 2 s timeout, not rank 1's exit
+
+
+def test_workers_take_turns_on_every_visible_gpu(monkeypatch):
+    import multiprocessing as mp
+
+    from residuals.bench.degradation import sweep
+    from residuals.device import spread_devices
+
+    assert spread_devices("cpu") == ["cpu"]
+    assert spread_devices("cuda:1") == ["cuda:1"]  # an explicit GPU pins every worker
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert spread_devices("cuda") == ["cuda:0", "cuda:1", "cuda:2"]
+    assert sweep.default_jobs("cuda") == 3 * sweep.CUDA_JOBS
+    counter, seen = mp.get_context("spawn").Value("i", 0), []
+    monkeypatch.setattr(torch.cuda, "set_device", seen.append)
+    for _ in range(4):
+        sweep._init_worker(None, spread_devices("cuda"), counter)
+    assert seen == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+
+
+def test_ranks_of_a_machine_share_its_cores(monkeypatch):
+    from residuals.bench.degradation import sweep
+
+    alone = sweep.default_jobs("cpu")
+    for k, v in {
+        "RANK": "1",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }.items():
+        monkeypatch.setenv(k, v)
+    assert sweep.default_jobs("cpu") == max(1, alone // 2)

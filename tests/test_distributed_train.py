@@ -54,10 +54,14 @@ def _ranks(rank: int, out: str) -> None:
     # an interrupted first attempt, then a resume from another initialisation: the run must
     # end where an uninterrupted run ends
     with pytest.raises(KeyboardInterrupt):
-        train(small_cnn(), data, CFG, checkpoint_path=mine, on_epoch=stop_after(1))
+        train(
+            small_cnn(), data, CFG, checkpoint_path=mine, on_epoch=stop_after(1), distributed=True
+        )
     if rank == 0:
         shutil.copy(mine, out_dir / "epoch1.pt")
-    resumed = train(small_cnn(seed=1), data, CFG, checkpoint_path=mine, resume=True)
+    resumed = train(
+        small_cnn(seed=1), data, CFG, checkpoint_path=mine, resume=True, distributed=True
+    )
     torch.save(
         {
             "weights": resumed.model.state_dict(),
@@ -69,9 +73,16 @@ def _ranks(rank: int, out: str) -> None:
     # refused on every rank: a one-process checkpoint (BatchNorm over the whole batch), and
     # SyncBatchNorm on the CPU
     with pytest.raises(TrainError, match="per-rank BatchNorm over 1 shard"):
-        train(small_cnn(), data, CFG, checkpoint_path=out_dir / "single.pt", resume=True)
+        train(
+            small_cnn(),
+            data,
+            CFG,
+            checkpoint_path=out_dir / "single.pt",
+            resume=True,
+            distributed=True,
+        )
     with pytest.raises(TrainError, match="GPUs only"):
-        train(small_cnn(), data, dataclasses.replace(CFG, sync_bn=True))
+        train(small_cnn(), data, dataclasses.replace(CFG, sync_bn=True), distributed=True)
 
 
 def test_two_ranks_equal_one_process_with_two_replicas(tmp_path, one_thread):
@@ -105,7 +116,9 @@ def test_two_ranks_equal_one_process_with_two_replicas(tmp_path, one_thread):
 
 def _sync_bn_ranks(rank: int, out: str) -> None:
     data = tiny_digits().to("cuda:0")  # both ranks on the one GPU, gloo between them
-    result = train(small_cnn(), data, dataclasses.replace(CFG, device="cuda:0", sync_bn=True))
+    result = train(
+        small_cnn(), data, dataclasses.replace(CFG, device="cuda:0", sync_bn=True), distributed=True
+    )
     torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
 
 

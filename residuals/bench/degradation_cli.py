@@ -180,6 +180,8 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
             f"GPU another process filled, a full disk), continue with: "
             f"{deg.resume_command(started[0])}") from None
 
+    if not _rank0():   # under torchrun: rank 0 tells the outcome
+        return
     if result.already_complete:
         click.echo(f"{result.run.path} is already complete: {result.verdict.headline}")
         click.echo(f"Rebuild its report with: residuals report build "
@@ -191,6 +193,13 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
         click.echo(f"  note: {note}")
     if result.report is not None:
         click.echo(f"report: {result.report}")
+
+
+def _rank0() -> bool:
+    from residuals.distributed import launch
+
+    info = launch()
+    return info is None or info.rank == 0
 
 
 def _command_line() -> str:

@@ -21,7 +21,6 @@ from torch import nn
 from residuals.data import AUGMENTATIONS, ImageData, augment_batch, normalize
 from residuals.device import autocast as _autocast
 from residuals.device import resolve_device, resolve_replicas, resolve_replicas_amp
-from residuals.distributed import is_rank0
 from residuals.replicas import Replicas
 from residuals.train import parallel
 from residuals.train.checkpoint import (CHECKPOINT_FORMAT, _check_compatible, _data_signature,
@@ -269,7 +268,8 @@ class _Loop:
 
 def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
-          on_epoch: Callable[[EpochRecord], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[EpochRecord], None] | None = None,
+          distributed: bool = False) -> TrainResult:
     """Train ``model`` on ``data`` with SGD; return the per-epoch history.
 
     Parameters
@@ -282,6 +282,10 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     resume : continue from ``checkpoint_path`` if it exists (a finished run is
         returned as it is); the configuration and data must be the same.
     on_epoch : called with each new :class:`EpochRecord`, after its checkpoint.
+    distributed : train one model over every rank of the ``torch.distributed`` process group
+        (started by ``torchrun``) with DistributedDataParallel: ``cfg.batch_size`` is the
+        global batch, rank 0 alone reads and writes the checkpoint (see
+        :mod:`residuals.train.parallel`). Without a group it changes nothing.
 
     A non-finite training loss ends the run with ``diverged=True``.
     ``KeyboardInterrupt`` propagates; the last complete checkpoint is kept.
@@ -314,10 +318,11 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                          f"run is on {device!r}; leave replicas unset (None) on a GPU")
     threads = torch.get_num_threads()
     n_replicas, threads_each, amp = resolve_replicas_amp(cfg, threads=threads)
-    state = parallel.read_resume(path) if resume and path is not None else None
+    world = parallel.ranks(distributed)
+    state = parallel.read_resume(path, world) if resume and path is not None else None
     if state is not None:
         _check_compatible(state, cfg, data, path)
-        parallel.check_resume(state, cfg, model, device)
+        parallel.check_resume(state, cfg, model, device, world)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -337,14 +342,14 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                            n_replicas)
     resumed_from = len(history)
     n_replicas, threads_each, amp = parallel.plan(cfg, device, n_replicas, threads_each, amp,
-                                                  resumed=state is not None)
+                                                  resumed=state is not None, world=world)
     for group in optimizer.param_groups:
         group["lr"] = schedule.lr  # the optimiser reads the device tensor the schedule writes
 
     if cfg.cuda_graph and not cuda:
         raise TrainError(f"cuda_graph=True needs a CUDA device, but the run is on {device!r}; "
                          "leave cuda_graph unset (None) to use graphs wherever CUDA is used")
-    replicas = parallel.data_parallel(model, cfg, device, len(data.train_y)) or (
+    replicas = parallel.data_parallel(model, cfg, device, len(data.train_y), world) or (
         Replicas(model, n_replicas, threads_each) if n_replicas > 1 else None)
     n_replicas = replicas.n if replicas is not None else 1
     loop = _Loop(net=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
@@ -374,7 +379,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                                      test_error=test_error, lr=lr, seconds=seconds,
                                      images_per_s=seen / seconds if seconds > 0 else math.inf)
                 history.append(record)
-                if path is not None and is_rank0():
+                if path is not None and parallel.writes(world):
                     save_checkpoint(loop.checkpoint(model, history, diverged=diverged,
                                                     finished=diverged or epoch + 1 == cfg.epochs), path)
                 if on_epoch is not None:

@@ -20,6 +20,7 @@ from typing import Callable
 
 import pandas as pd
 
+from residuals.bench.degradation import ranks
 from residuals.bench.degradation.config import DegradationConfig, plan_runs
 from residuals.bench.degradation.fusion import resolve_fuse
 from residuals.bench.degradation.sweep import (cuda_mps_running, default_jobs, run_sweep,
@@ -139,12 +140,24 @@ def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "re
     <residuals.device.DeviceError>`, :class:`DatasetError <residuals.data.DatasetError>`;
     an error or ``KeyboardInterrupt`` during training marks the folder ``failed`` or
     ``interrupted`` (with the command that resumes it) and propagates.
+
+    Under ``torchrun`` every rank calls it: rank 0 owns the folder, the runs are split over
+    the ranks (:mod:`residuals.bench.degradation.ranks`), and every rank returns the result.
     """
+    with ranks.group():
+        return _run(config, out=out, device=device, jobs=jobs, fuse=fuse, resume=resume,
+                    data_dir=data_dir, html=html, echo=ranks.with_rank(echo), warn=warn,
+                    command=command, started=started)
+
+
+def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn, command,
+         started) -> DegradationResult:
     from residuals.device import resolve_device
+    from residuals.distributed import check_all, is_rank0, local_device, world_size
 
     run_dir: RunDir | None = None
     if resume is not None:
-        run_dir, saved, meta = open_resume(resume)
+        run_dir, saved, meta = check_all(lambda: open_resume(resume))
         if config is not None and config != saved:
             raise SweepError("resume continues a run with its saved configuration; pass no "
                              "config (or start a new run)", "resume")
@@ -158,28 +171,35 @@ def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "re
     config = config if config is not None else DegradationConfig()
     device = resolve_device(device or "auto")
     check(config, device)
+    asked, device = device, local_device(device)   # under torchrun: this rank's GPU
     n_jobs = int(jobs) if jobs is not None else default_jobs(device)
     fused = resolve_fuse(fuse, device)
     data_dir = str(data_dir) if data_dir is not None else None
     # in-process runs keep this copy on their device; workers load their own. Loading here
     # (with downloads and checksums) stops a data problem before any training.
-    load_data(config, device if n_jobs == 1 else "cpu", data_dir, download=True)
+    ranks.local_first(lambda: load_data(config, device if n_jobs == 1 else "cpu", data_dir,
+                                        download=True))
 
-    if run_dir is None:
-        try:
-            run_dir = RunDir.create(out, bench=BENCH, dataset=config.dataset,
-                                    config=config.to_dict(), device=device, command=command)
-        except OSError as e:
-            raise SweepError(f"cannot create a run folder under {out}: {e}", "out") from None
-    else:
+    def open_folder() -> tuple[RunDir, None]:
+        if run_dir is None:
+            try:
+                made = RunDir.create(out, bench=BENCH, dataset=config.dataset,
+                                     config=config.to_dict(), device=asked, command=command)
+            except OSError as e:
+                raise SweepError(f"cannot create a run folder under {out}: {e}", "out") from None
+            return made, None
         run_dir.update_meta(status="running", resumed_command=command or _command_line())
+        return run_dir, None
+
+    run_dir, _ = ranks.shared_folder(open_folder)   # rank 0 makes it, every rank sees it
     if started is not None:
         started(run_dir)
     precision = describe_precision(config, device, n_jobs)
     n_runs = len(plan_runs(config))
     n_at_once = min(n_jobs, n_runs)
-    run_dir.update_meta(precision=precision, jobs=n_at_once, fuse=fused,
-                        cuda_mps=device.startswith("cuda") and cuda_mps_running())
+    if is_rank0():
+        run_dir.update_meta(precision=precision, jobs=n_at_once, fuse=fused, ranks=world_size(),
+                            cuda_mps=device.startswith("cuda") and cuda_mps_running())
     echo(f"run folder: {run_dir.path}")
     echo(f"{n_runs} runs ({', '.join(config.variants)} x depths "
          f"{', '.join(map(str, config.depths))} x {config.seeds} seed{'s' * (config.seeds > 1)}), "
@@ -191,16 +211,20 @@ def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "re
         runs = run_sweep(run_dir, config, device=device, jobs=n_jobs, data_dir=data_dir,
                          fuse=fused, echo=echo)
     except KeyboardInterrupt:
-        run_dir.finish("interrupted", resume_command=resume_cmd)
+        if is_rank0():
+            run_dir.finish("interrupted", resume_command=resume_cmd)
         raise
     except Exception as e:
-        run_dir.finish("failed", error=f"{type(e).__name__}: {e}", resume_command=resume_cmd)
+        if is_rank0():
+            run_dir.finish("failed", error=f"{type(e).__name__}: {e}", resume_command=resume_cmd)
         raise
 
     verdict = degradation_verdict(runs)
+    result = DegradationResult(run_dir, config, verdict, runs, device, n_at_once, precision)
+    if not is_rank0():   # rank 0 writes the end of the run and its report
+        return result
     run_dir.finish("complete", headline=verdict.headline, verdict=verdict.reproduced,
                    verdict_notes=list(verdict.notes))
-    result = DegradationResult(run_dir, config, verdict, runs, device, n_at_once, precision)
     if html:
         result.report = _build_report(run_dir, warn or echo)
     return result

@@ -15,11 +15,14 @@ import pandas as pd
 
 from residuals.bench.degradation.config import (RESULT_TABLES, RUN_KEYS, DegradationConfig,
                                                 RunSpec, plan_runs)
+from residuals.bench.degradation import ranks
 from residuals.bench.degradation.progress import Progress
 from residuals.bench.degradation.fusion import FusedJob, plan_jobs
 from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
                                                   train_job)
 from residuals.bench._workers import spawn_pool, stop_workers
+from residuals.device import spread_devices
+from residuals.distributed import from_rank0, is_rank0, launch, share
 from residuals.runs import RunDir
 
 __all__ = ["CUDA_JOBS", "cuda_mps_running", "default_jobs", "run_sweep", "worker_threads"]
@@ -34,7 +37,9 @@ def cuda_mps_running() -> bool:
 
 
 def default_jobs(device: str) -> int:
-    """Worker processes: one per core on the CPU (1 thread each), :data:`CUDA_JOBS` on a GPU.
+    """Worker processes: one per core on the CPU (1 thread each; under torchrun the cores of
+    the machine shared by its ranks), :data:`CUDA_JOBS` per GPU (a plain ``"cuda"`` spreads
+    them over every visible GPU, see :func:`residuals.device.spread_devices`).
 
     A CIFAR-sized net at batch 128 leaves most of a big GPU idle, even with its
     step replayed as one CUDA graph. Measured on one H100: the fashion-mnist
@@ -46,11 +51,13 @@ def default_jobs(device: str) -> int:
     and ran slower than one process.
     """
     if str(device).startswith("cuda"):
-        return CUDA_JOBS
+        return CUDA_JOBS * len(spread_devices(str(device)))   # on every visible GPU
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    info = launch()   # under torchrun the machine's cores are shared by its ranks
+    return max(1, cores // (info.local_world_size if info is not None else 1))
 
 
 def worker_threads(jobs: int) -> int:
@@ -89,11 +96,21 @@ class _Tables:
 
 # set in each worker process by _init_worker
 _PROGRESS_QUEUE = None
+_WORKER_DEVICE: str | None = None
 
 
-def _init_worker(queue) -> None:
-    global _PROGRESS_QUEUE
+def _init_worker(queue, devices: list[str], counter) -> None:
+    """Worker ``k`` (in start order) trains on ``devices[k mod len(devices)]``."""
+    global _PROGRESS_QUEUE, _WORKER_DEVICE
     _PROGRESS_QUEUE = queue
+    with counter.get_lock():
+        k = counter.value
+        counter.value += 1
+    _WORKER_DEVICE = devices[k % len(devices)]
+    if _WORKER_DEVICE.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(_WORKER_DEVICE)
 
 
 def _worker_job(job: FusedJob, cfg: DegradationConfig, device: str, run_path: str,
@@ -101,7 +118,8 @@ def _worker_job(job: FusedJob, cfg: DegradationConfig, device: str, run_path: st
     def report(spec, record) -> None:
         _PROGRESS_QUEUE.put((spec, _record_dict(record)))
 
-    return train_job(job, cfg, device=device, run_path=run_path, data_dir=data_dir, on_epoch=report)
+    return train_job(job, cfg, device=_WORKER_DEVICE or device, run_path=run_path,
+                     data_dir=data_dir, on_epoch=report)
 
 
 def _record_dict(record) -> dict:
@@ -126,7 +144,11 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     done = finished_runs(run)
     todo = [s for s in planned if (s.variant, s.depth, s.seed) not in done]
     tables = _Tables(run)
-    units = _plan(todo, cfg, device=device, jobs=jobs, fuse=fuse)
+    # under torchrun rank 0 plans the jobs and every rank takes its share (see .ranks)
+    units = share(from_rank0(lambda: _plan(todo, cfg, device=device, jobs=jobs, fuse=fuse)))
+    todo = [s for u in units for s in u.specs]
+    if not is_rank0():
+        tables = ranks.Collected()   # rank 0 writes the tables
     jobs = max(1, min(int(jobs), len(units))) if units else 1
     progress = Progress(todo, cfg, n_total=len(planned), jobs=jobs, echo=echo)
     partial = sum(checkpoint_path(run.path, s).is_file() for s in todo)
@@ -146,7 +168,7 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     elif units:
         _run_parallel(units, cfg, run, device=device, jobs=jobs, data_dir=data_dir,
                       tables=tables, progress=progress)
-    return tables.frames["runs"]
+    return ranks.gather(tables, lambda: tables.frames["runs"])
 
 
 def _plan(todo: list[RunSpec], cfg: DegradationConfig, *, device: str, jobs: int,
@@ -171,8 +193,10 @@ def _plan(todo: list[RunSpec], cfg: DegradationConfig, *, device: str, jobs: int
 
 
 def _run_parallel(units, cfg, run, *, device, jobs, data_dir, tables, progress) -> None:
-    queue = mp.get_context("spawn").Queue()
-    pool = spawn_pool(jobs, worker_threads(jobs), _init_worker, (queue,))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    pool = spawn_pool(jobs, worker_threads(jobs), _init_worker,
+                      (queue, spread_devices(device), ctx.Value("i", 0)))
     try:
         pending = {pool.submit(_worker_job, u, cfg, device, str(run.path), data_dir) for u in units}
         while pending:

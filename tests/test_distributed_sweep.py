@@ -1,0 +1,121 @@
+"""The degradation sweep over 2 torchrun ranks (gloo, CPU): the tables equal a one-process
+sweep's, and a resume with another number of ranks finishes what a sweep left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from dist_helpers import free_port, spawn
+
+import residuals
+from residuals.bench import degradation as deg
+from residuals.bench.degradation.config import RESULT_TABLES, RUN_KEYS
+from residuals.runs import RunDir
+
+ROOT = Path(residuals.__file__).resolve().parents[1]
+TIMING = {"seconds", "images_per_s", "train_s", "wall_s"}
+SWEEP = "--dataset digits --depths 8 --seeds 1 --epochs 1 --device cpu --jobs 1".split()
+
+
+def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "RESIDUALS_DIST_TIMEOUT": "60",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "residuals",
+        "bench",
+        "degradation",
+        *args,
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def tables(path: Path) -> dict[str, pd.DataFrame]:
+    run = RunDir(path)
+    out = {}
+    for name in RESULT_TABLES:
+        df = run.read_table(name)
+        out[name] = df.drop(columns=[c for c in df.columns if c in TIMING]).sort_values(
+            [c for c in [*RUN_KEYS, "epoch", "block"] if c in df.columns], ignore_index=True
+        )
+    return out
+
+
+def only_folder(root: Path) -> Path:
+    (folder,) = [p for p in root.iterdir() if p.is_dir()]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The same sweep in one process, one thread (torchrun gives each rank one thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = deg.configure("digits", depths=(8,), seeds=1, epochs=1)
+        out = tmp_path_factory.mktemp("one")
+        result = deg.run(cfg, out=out, device="cpu", jobs=1, html=False, echo=lambda _: None)
+    finally:
+        torch.set_num_threads(before)
+    return result.run.path
+
+
+def test_two_ranks_write_the_tables_of_one_process(tmp_path, one_process):
+    done = torchrun([*SWEEP, "--out", str(tmp_path)])
+    folder = only_folder(tmp_path)
+    meta = RunDir(folder).read_meta()
+    assert meta["status"] == "complete" and meta["ranks"] == 2
+    assert "[rank 1/2]" in done.stdout  # rank 1 trained its share and said so
+    assert (folder / "index.html").is_file()
+    want, got = tables(one_process), tables(folder)
+    for name in RESULT_TABLES:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True, obj=name)
+
+
+def _resume(rank: int, folder: str) -> None:
+    result = deg.run(resume=folder, jobs=1, html=False, echo=lambda _: None)
+    assert len(result.runs) == 2  # every rank returns the whole table
+
+
+def test_resume_with_two_ranks_finishes_a_sweep(tmp_path, one_process):
+    """A sweep stopped with one run finished but not recorded (its rank died before sending
+    it) and one never started: two ranks finish it, with the one-process tables."""
+    folder = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(one_process, folder)
+    run = RunDir(folder)
+    recorded = run.read_table("runs")
+    lost, fresh = recorded["model"].tolist()  # plain8 and resnet8, in sorted order
+    for name in RESULT_TABLES:
+        df = run.read_table(name)
+        run.write_table(df[df["model"] == "none"] if name != "runs" else df.iloc[:0], name)
+    (folder / "checkpoints" / f"{fresh}-seed0.pt").unlink()  # trains again from scratch
+    assert (folder / "checkpoints" / f"{lost}-seed0.pt").is_file()  # finished, unrecorded
+    run.update_meta(status="interrupted")
+    spawn(_resume, 2, str(folder))
+    assert run.read_meta()["status"] == "complete"
+    want, got = tables(one_process), tables(folder)
+    for name in RESULT_TABLES:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True, obj=name)
