@@ -200,6 +200,14 @@ def test_bad_input_gets_a_clear_error_before_anything_is_written(args, match, tm
     assert not (tmp_path / "reports").exists()
 
 
+def test_the_booster_refuses_more_pixels_than_it_can_hold(tmp_path, monkeypatch):
+    monkeypatch.setattr(fam, "BOOSTER_MAX_CELLS", 1000)
+    result = invoke("--out", tmp_path / "reports", "--device", "cpu")
+    assert result.exit_code == 2
+    assert "the booster cannot take 1347 images of (1, 8, 8) pixels" in result.output
+    assert "--train-size" in result.output and not (tmp_path / "reports").exists()
+
+
 def test_resume_takes_no_run_options_and_needs_a_run_folder(tmp_path):
     result = invoke("--resume", tmp_path, "--depth", "20")
     assert result.exit_code == 2 and "drop --depth" in result.output
