@@ -59,6 +59,7 @@ __all__ = [
     "init_from_env",
     "is_rank0",
     "launch",
+    "local_first",
     "local_device",
     "process_group",
     "rank",
@@ -292,6 +293,19 @@ def check_all(fn: Callable[[], T]) -> T:
         if f is not None:
             _reraise(f)
     return result
+
+
+def local_first(fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank, the first rank of each machine first (a download that the other
+    ranks of the machine then find on disk); an error on any rank is raised on all."""
+    info = launch()
+    if world_size() == 1 or info is None:
+        return fn()
+    result: list[T] = []
+    first = info.local_rank == 0
+    check_all(lambda: result.append(fn()) if first else None)
+    check_all(lambda: result.append(fn()) if not first else None)
+    return result[0]
 
 
 # --------------------------------------------------------------------------- sharding

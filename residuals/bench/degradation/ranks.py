@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from residuals import distributed
+from residuals.distributed import local_first  # the sweep's data loading, via this module
 from residuals.runs import BrokenRun, RunDir
 
 __all__ = [
@@ -79,19 +80,6 @@ def with_rank(echo: Callable[[str], None]) -> Callable[[str], None]:
         return echo
     prefix = f"[rank {distributed.rank()}/{distributed.world_size()}] "
     return lambda line: echo(prefix + line)
-
-
-def local_first(fn: Callable[[], T]) -> T:
-    """``fn()`` on every rank, the first rank of each machine first (a download that the other
-    ranks of the machine then find on disk); an error on any rank is raised on all."""
-    info = distributed.launch()
-    if distributed.world_size() == 1 or info is None:
-        return fn()
-    result: list[T] = []
-    first = info.local_rank == 0
-    distributed.check_all(lambda: result.append(fn()) if first else None)
-    distributed.check_all(lambda: result.append(fn()) if not first else None)
-    return result[0]
 
 
 def shared_folder(make: Callable[[], tuple[RunDir, T]]) -> tuple[RunDir, T]:
