@@ -243,8 +243,12 @@ def worker(case: Case, cache: str | None = None) -> dict:
         pred = np.asarray(est.predict(X_test), dtype=np.float64)
     kernels = None
     if case.method.startswith("ours-hist"):
-        from residuals.boosting import _kernels
-        kernels = "c" if _kernels.available() and not cuda else "torch"
+        from residuals.boosting import _kernels, _quantized
+
+        if cuda:  # quantized histograms: the Triton kernel, or torch's int64 scatter
+            kernels = "triton" if _quantized.use_triton(torch.device(case.device)) else "torch"
+        else:
+            kernels = "c" if _kernels.available() else "torch"
     return {"fit_s": seconds, "test_mse": float(np.mean((y_test - pred) ** 2)), "base_rss_mb": base / 1024,
             "kernels": kernels,
             "peak_rss_mb": peak / 1024, "fit_extra_mb": (peak - base) / 1024, "gpu_peak_mb": gpu_peak,

@@ -45,13 +45,13 @@ if [ "${SMOKE:-0}" = 1 ]; then  # the same steps, tiny, on the CPU
     --threads 2 --repeats 1
 else
   # the GPU goals: 1M x 50, depth 6, 100 trees in 0.5 s; 10M x 50 in 3 s; memory
-  step gpu-1m 40 --sizes 1mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 3 --timeout 30
-  step gpu-10m 45 --sizes 10mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 1 --timeout 40
+  step gpu-1m 35 --sizes 1mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 2 --timeout 25
+  step gpu-10m 40 --sizes 10mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 1 --timeout 35
   # thread scaling at 1M x 50, depth 6 (10 trees: what the budget allows), every method
-  step scaling 70 --sizes 1mx50 --depths 6 --n-estimators 10 --methods "hist,hgb$lgbm" --device cpu \
-    --threads 1,2,4,8,16 --repeats 1 --timeout 20
-  # 16 threads against LightGBM at 100k x 20 (100 trees), with what time is left
-  step lightgbm-16 30 --sizes 100k --depths 3,6 --methods "hist,hgb$lgbm" --device cpu --threads 16 \
-    --repeats 1 --timeout 10
+  step scaling 55 --sizes 1mx50 --depths 6 --n-estimators 10 --methods "hist,hgb$lgbm" --device cpu \
+    --threads 1,2,4,8,16 --repeats 1 --timeout 15
+  # 16 threads against LightGBM at 100k x 20 (100 trees), with the time left
+  step lightgbm-16 20 --sizes 100k --depths 6,3 --methods "hist$lgbm" --device cpu --threads 16 \
+    --repeats 1 --timeout 8
 fi
 say "done"

@@ -28,9 +28,13 @@ Implementation (everything stays on the device of the binned data):
   20, one CPU thread);
 * ``(w*g, w*h)`` travel together as one complex128 number per row, so a
   single ``scatter_add_`` over flat ``(node, bin)`` indices builds both
-  histograms (on CUDA, two float64 scatters); the rows of a small child are
-  gathered as uint8 bins, then widened to the int64 index ``scatter_add_`` needs,
-  a chunk of rows at a time;
+  histograms; the rows of a small child are gathered as uint8 bins, then
+  widened to the int64 index ``scatter_add_`` needs, a chunk of rows at a time
+  (:mod:`._histograms`);
+* on accelerators the rows are quantized to int64 instead, so that the
+  histograms' atomic adds are exact in any order: one Triton kernel per level
+  on CUDA, torch's int64 ``scatter_add_`` elsewhere (:mod:`._quantized`, which
+  also states when the trees can differ from the CPU's: near-ties only);
 * the split search is vectorised over nodes, features, cut points and (only
   when the data has NaNs) the two sides a missing value can take, then an
   ``argmax`` per node; ties go to a seeded random feature order, as in
@@ -46,11 +50,12 @@ Implementation (everything stays on the device of the binned data):
   booster's ``apply``/``predict`` on the same matrix right after costs nothing.
 
 On the CPU, when the optional C extension is built (:mod:`._kernels`), the
-histograms, the row selection and routing, and the split search with its
-host rows run as C loops instead of the torch and numpy code below them; each
-adds in the same order, so the trees are bit-identical either way
-(``tests/test_hist_kernels.py``). The torch code is what runs on a GPU, and on
-a CPU without the extension.
+histograms (a level's nodes in one pass), the routing, the binning and the
+split search with its host rows run as C loops, on all cores (threads over
+features, nodes or rows; never within one sum), instead of the torch and numpy
+code; each adds in the same order, so the trees are bit-identical either way and
+at any thread count (``tests/test_hist_kernels.py``). The torch code is what runs
+on a GPU, and on a CPU without the extension.
 
 Row counts per node (for ``min_samples_leaf``) are read off the hessian
 histogram when ``w*h`` is the same for every row (squared error, unit or 0/1
@@ -60,13 +65,14 @@ Memory: beyond the binned matrix (1 byte per value), a fit keeps 33 bytes per
 row (:class:`_Workspace`: node of each row, routing temporaries, ``w*g +
 1j*w*h``, leaves), reused from tree to tree; the int64 index ``scatter_add_``
 needs is built a chunk of rows at a time (a few MiB, whatever n; the C loops
-need none), and a level's rows are selected range by range (with the C loops,
-into two int64 buffers of one range); ``n_nodes * n_features * n_bins``
+need none), and a level's rows are selected range by range (the C loops select
+them block by block, in a few KiB per thread); ``n_nodes * n_features * n_bins``
 complex sums: a level keeps those for the subtraction trick up to
 ``_HIST_BYTES`` (with the C loops, in two buffers per channel used in turn);
 wider levels are histogrammed directly, group by group. Fresh row-sized
 temporaries at every level are avoided on purpose: besides their size, they
-fragment the C heap (see :class:`_Workspace`).
+fragment the C heap (see :class:`_Workspace`). Quantized, a fit also keeps
+``8 * C`` bytes per row (``C`` = 2 or 4 int64 channels) and the level's int64 sums.
 """
 
 import heapq

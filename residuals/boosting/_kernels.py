@@ -147,15 +147,17 @@ def parallel_map(fn, items: list) -> list:
         return [fn(x) for x in items]
     step = -(-len(items) // parts)
     chunks = [items[a : a + step] for a in range(0, len(items), step)]
-    futures = [_executor().submit(lambda chunk: [fn(x) for x in chunk], c) for c in chunks]
-    return [y for future in futures for y in future.result()]
+    futures = [_executor().submit(lambda chunk: [fn(x) for x in chunk], c) for c in chunks[1:]]
+    first = [fn(x) for x in chunks[0]]
+    return first + [y for future in futures for y in future.result()]
 
 
 def _run(fn, args: tuple, parts: list[tuple[int, int]]) -> list:
-    """``fn(*args, a, b)`` for each part, on the pool when there are several; their results."""
-    if len(parts) == 1:
-        return [fn(*args, *parts[0])]
-    return [future.result() for future in [_executor().submit(fn, *args, a, b) for a, b in parts]]
+    """``fn(*args, a, b)`` for each part: the first on the calling thread, the others
+    on the pool (one hand-off fewer per call); their results, in order."""
+    futures = [_executor().submit(fn, *args, a, b) for a, b in parts[1:]]
+    first = fn(*args, *parts[0])
+    return [first] + [future.result() for future in futures]
 
 
 def _check(ok: bool) -> None:
