@@ -108,8 +108,8 @@ def _scatter_hist_c(
     """:func:`_scatter_hist` by the C loop (:mod:`._kernels`): no int64 index,
     no gathered copy of the bins; the same sums, added in the same order."""
     out = torch.zeros((XT.shape[0], n_cols), dtype=values.dtype)
-    for rows, slots in [(rows, slots)] if select is None else _selected(*select):
-        _kernels.hist(XT, values, out, nb, rows, slots)
+    for part_rows, part_slots in [(rows, slots)] if select is None else _selected(*select):
+        _kernels.hist(XT, values, out, nb, part_rows, part_slots)
     return out
 
 
