@@ -1,11 +1,15 @@
 """Multi-process tests on the CPU: ``spawn`` starts ``nprocs`` processes joined in a gloo
 process group on 127.0.0.1 (a free port), exactly as ``torchrun`` would describe it in their
-environment, each with one torch thread; results come back through files."""
+environment, each with one torch thread; results come back through files. ``run_ranks``
+returns each rank's result, or the error it raised, to the test."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import queue
 import socket
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -51,3 +55,63 @@ def spawn(fn: Callable[..., Any], nprocs: int, *args: Any) -> None:
     tmp.start_processes(
         _entry, args=(nprocs, free_port(), fn, args), nprocs=nprocs, join=True, start_method="spawn"
     )
+
+
+def _rank_main(rank, world, port, group_timeout_s, fn, args, results) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=group_timeout_s),
+    )
+    try:
+        results.put((rank, "ok", fn(rank, world, *args)))
+    except BaseException as e:  # noqa: BLE001 -- reported to the test, which decides
+        results.put((rank, "error", (type(e).__name__, str(e), traceback.format_exc())))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(world: int, fn, *args, timeout: float = 120.0, group_timeout_s: float = 60.0):
+    """Run ``fn(rank, world, *args)`` on ``world`` gloo ranks and collect what each returns.
+
+    Returns ``[(status, value), ...]`` by rank: ``("ok", fn's result)`` or ``("error",
+    (type name, message, traceback))``, so a test can assert that every rank failed
+    cleanly. The group's collectives time out after ``group_timeout_s``; the whole run
+    after ``timeout`` seconds. ``fn`` must be a module-level function.
+    """
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [
+        ctx.Process(
+            target=_rank_main,
+            args=(r, world, port, group_timeout_s, fn, args, results),
+            daemon=True,
+        )
+        for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    out: dict = {}
+    try:
+        for _ in range(world):
+            rank, status, value = results.get(timeout=timeout)
+            out[rank] = (status, value)
+    except queue.Empty:
+        raise TimeoutError(
+            f"{world - len(out)} of {world} ranks did not report within {timeout} s "
+            f"(ranks {sorted(out)} did)"
+        ) from None
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    return [out[r] for r in range(world)]

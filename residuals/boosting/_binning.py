@@ -217,18 +217,28 @@ class BinMapper:
         """
         self._validate_params()
         X = self._as_2d_float(X, "BinMapper.fit")
-        n_samples, n_features = X.shape
-        if n_samples == 0:
+        if X.shape[0] == 0:
             raise ValueError("BinMapper.fit needs at least one sample, got 0 rows.")
+        return self.fit_rows(X, self.subsample_rows(X.shape[0]))
+
+    def subsample_rows(self, n_samples: int):
+        """The rows the quantiles are computed on: sorted indices, or ``slice(None)`` for all."""
         if self.subsample is not None and n_samples > self.subsample:
             rng = (
                 self.random_state
                 if isinstance(self.random_state, np.random.RandomState)
                 else np.random.RandomState(self.random_state)
             )
-            rows = np.sort(rng.choice(n_samples, self.subsample, replace=False))
-        else:
-            rows = slice(None)
+            return np.sort(rng.choice(n_samples, self.subsample, replace=False))
+        return slice(None)
+
+    def fit_rows(self, X: np.ndarray, rows) -> BinMapper:
+        """Find the cut points from the rows ``rows`` of ``X`` (see :meth:`subsample_rows`).
+
+        A distributed fit gathers those rows from the ranks' shards and passes
+        all of them (:func:`residuals.boosting._sharded.fit_bins`).
+        """
+        n_features = X.shape[1]
         # column by column, on threads (numpy's sorts release the GIL): no copy of the matrix
         cuts_and_values = _kernels.parallel_map(
             lambda j: _quantile_thresholds(self._values(X[rows, j]), self.max_bins), list(range(n_features))

@@ -36,9 +36,7 @@ from typing import Any, Iterator
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from residuals.boosting._learners import TreeParams, make_learner
@@ -47,8 +45,8 @@ from residuals.boosting._losses import (
     REGRESSION_LOSSES,
     BoostingLoss,
     make_loss,
-    update_terminal_regions,
 )
+from residuals.boosting._sharded import Rows
 from residuals.boosting._validation import (
     BOOLEAN,
     NONE,
@@ -87,6 +85,7 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
     "tree_method": [Options("exact", "hist")],
     "max_bins": [Interval("int", 2, 255, "both")],
     "device": [Options("cpu", "cuda", "auto")],
+    "distributed": [BOOLEAN],
 }
 
 
@@ -109,7 +108,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                  min_impurity_decrease, init, random_state, max_features, alpha=0.9, verbose=0,
                  max_leaf_nodes=None, warm_start=False, validation_fraction=0.1,
                  n_iter_no_change=None, tol=1e-4, ccp_alpha=0.0, tree_method="exact",
-                 max_bins=255, device="cpu"):
+                 max_bins=255, device="cpu", distributed=False):
         self.loss = loss
         self.learning_rate = learning_rate
         self.n_estimators = n_estimators
@@ -134,6 +133,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         self.tree_method = tree_method
         self.max_bins = max_bins
         self.device = device
+        self.distributed = distributed
 
     # ----------------------------------------------------------- subclass API
     def _encode_y(self, y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
@@ -159,6 +159,16 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             if self.min_samples_split != 2:
                 raise ValueError("min_samples_split is only supported with tree_method='exact'; "
                                  "use min_samples_leaf with tree_method='hist'.")
+        if self.distributed:
+            if self.tree_method != "hist":
+                raise ValueError("distributed=True needs tree_method='hist': the exact trees "
+                                 "sort every feature's values, which no rank holds all of.")
+            if self.n_iter_no_change is not None:
+                raise ValueError("distributed=True does not support early stopping "
+                                 "(n_iter_no_change): hold out a validation set yourself.")
+            if not (self.init is None or isinstance(self.init, str)):
+                raise ValueError("distributed=True supports init=None or 'zero' only: an init "
+                                 "estimator would be fitted on one shard.")
 
     def _validate_X_predict(self, X) -> np.ndarray:
         check_is_fitted(self)
@@ -257,6 +267,14 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         -------
         self
         """
+        self._rows = _rows_of(self)
+        try:
+            return self._fit(X, y, sample_weight, monitor)
+        finally:
+            del self._rows  # may hold a process group: never pickled with the model
+
+    def _validated(self, X, y, sample_weight) -> tuple:
+        """Validate the parameters and this process's data (all of it, or one shard)."""
         self._validate_params()
         if not self.warm_start:
             self._clear_state()
@@ -270,12 +288,18 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             device = resolve_device(self.device)
         else:
             device = "cpu"
-
         X, y = validate_data(self, X, y, dtype=self._X_dtype(), multi_output=True,
                              accept_sparse=self._sparse_formats(["csr", "csc", "coo"]),
                              ensure_all_finite=self._finite_X())
         sample_weight_is_none = sample_weight is None
-        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        # a shard's weights may all be zero: the ranks check the sum together
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0],
+                                             one_positive=not self.distributed)
+        return X, y, sample_weight, sample_weight_is_none, device
+
+    def _fit(self, X, y, sample_weight, monitor):
+        X, y, sample_weight, sample_weight_is_none, device = self._rows.validated(
+            self, lambda: self._validated(X, y, sample_weight))
         y = self._encode_y(y, None if sample_weight_is_none else sample_weight)
         y = column_or_1d(y, warn=True)
         self._set_max_features()
@@ -310,6 +334,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                                          self.n_features_in_, max_bins=self.max_bins,
                                          device=device)
             if not exact:
+                self._learner.collective = self._rows.collective
                 self._learner.fit_binning(X_train, self._rng)
         else:
             if self.n_estimators < self.estimators_.shape[0]:
@@ -321,6 +346,8 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                     f"warm_start=True cannot switch tree_method from {self._learner.kind!r} "
                     f"to {self.tree_method!r}; fit with warm_start=False to start over.")
             begin_at_stage = self.estimators_.shape[0]
+            if not exact:
+                self._learner.collective = self._rows.collective
             X_train = check_array(X_train, dtype=self._X_dtype(),
                                   accept_sparse=self._sparse_formats("csr"),
                                   ensure_all_finite=False)
@@ -353,8 +380,8 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             return np.zeros((n, K), dtype=np.float64)
         if self.init is None:
             self.init_ = None
-            self.init_prediction_ = self._loss.init_prediction(
-                y, None if sample_weight_is_none else sample_weight)
+            self.init_prediction_ = self._rows.init_prediction(
+                self._loss, y, None if sample_weight_is_none else sample_weight)
             return self._loss.init_raw(self.init_prediction_, n)
         self.init_ = clone(self.init)
         X = X.astype(np.float32, copy=False)  # the float32 X of exact mode, in either mode
@@ -373,11 +400,11 @@ class _BaseBoosting(Stagewise, BaseEstimator):
     def _fit_stages(self, X, y, raw, sample_weight, rng, X_val, y_val, sample_weight_val,
                     begin_at_stage=0, monitor=None) -> int:
         """Run the boosting iterations; return the number of stages kept."""
-        loss = self._loss
+        loss, rows = self._loss, self._rows
         n_samples = X.shape[0]
         do_oob = self.subsample < 1.0
         sample_mask = np.ones(n_samples, dtype=bool)
-        n_inbag = max(1, int(self.subsample * n_samples))
+        n_inbag = max(1, int(self.subsample * rows.n_total))
         Xt = self._learner.prepare(X)
         step = np.empty(n_samples)  # lr * h_m(x) of each tree, one buffer for the fit
         # Hist mode need not match scikit-learn bit for bit: unit weights score as
@@ -394,26 +421,26 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         i = begin_at_stage
         for i in range(begin_at_stage, self.n_estimators):
             if do_oob:
-                sample_mask = _random_sample_mask(n_samples, n_inbag, rng)
+                sample_mask = rows.sample_mask(n_inbag, rng)
                 y_oob, sw_oob = y[~sample_mask], sample_weight[~sample_mask]
                 if i == 0:
-                    initial_loss = loss.score(y_oob, raw[~sample_mask], sw_oob)
+                    initial_loss = rows.score(loss, y_oob, raw[~sample_mask], sw_oob)
 
             raw = self._fit_stage(i, Xt, y, raw, sample_weight, sample_mask, rng, step)
 
             if do_oob:
-                self.train_score_[i] = loss.score(y[sample_mask], raw[sample_mask],
+                self.train_score_[i] = rows.score(loss, y[sample_mask], raw[sample_mask],
                                                   sample_weight[sample_mask])
-                self.oob_scores_[i] = loss.score(y_oob, raw[~sample_mask], sw_oob)
+                self.oob_scores_[i] = rows.score(loss, y_oob, raw[~sample_mask], sw_oob)
                 previous = initial_loss if i == 0 else self.oob_scores_[i - 1]
                 self.oob_improvement_[i] = previous - self.oob_scores_[i]
                 self.oob_score_ = self.oob_scores_[-1]
             else:
-                self.train_score_[i] = loss.score(y, raw, score_weight)
+                self.train_score_[i] = rows.score(loss, y, raw, score_weight)
 
             if self.verbose:
                 reporter.update(i)
-            if monitor is not None and monitor(i, self, locals()):
+            if monitor is not None and rows.any(monitor(i, self, locals())):
                 break
             if self.n_iter_no_change is not None:
                 validation_loss = loss.score(y_val, next(val_raw), sample_weight_val)
@@ -431,7 +458,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         row-sized vector per tree fragments the heap; same floats either way).
         """
         loss, learner = self._loss, self._learner
-        loss.begin_stage(y, raw, sample_weight)
+        self._rows.begin_stage(loss, y, raw, sample_weight)
         neg_gradient = loss.negative_gradient(y, raw)
         multiclass = self.n_trees_per_iteration_ > 1
         mask = sample_mask if self.subsample < 1.0 else None
@@ -442,8 +469,8 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             leaf_ids = learner.leaf_ids(tree, Xt)
             values = learner.leaf_values(tree)
             if loss.line_search:  # else the fitted leaves are final (squared error)
-                update_terminal_regions(loss, leaf_ids, learner.leaves(tree), values, target,
-                                        neg_gradient[:, k], raw[:, k], sw, mask)
+                self._rows.line_search(loss, leaf_ids, learner.leaves(tree), values, target,
+                                       neg_gradient[:, k], raw[:, k], sw, mask)
                 learner.commit_leaf_values(tree, values)
             np.take(values, leaf_ids, axis=0, out=step, mode="clip")  # "raise" would buffer
             raw[:, k] += np.multiply(self.learning_rate, step, out=step)
@@ -534,7 +561,19 @@ class _BaseBoosting(Stagewise, BaseEstimator):
 
 
 # ------------------------------------------------------------------ helpers
-def _check_sample_weight(sample_weight, n_samples: int) -> np.ndarray:
+def _rows_of(est) -> Rows:
+    """Where ``fit``'s rows are: in this process, or this rank's shard (``distributed``)."""
+    if not est.distributed:
+        return Rows()
+    est._validate_params()  # e.g. distributed with exact trees: an error before any collective
+    # torch.distributed is imported only here
+    from residuals.boosting._collective import Collective
+    from residuals.boosting._sharded import ShardedRows
+
+    return ShardedRows(Collective())
+
+
+def _check_sample_weight(sample_weight, n_samples: int, one_positive: bool = True) -> np.ndarray:
     """Validated weights: float32/float64 kept, else float64; ``None`` -> ones."""
     if sample_weight is None:
         return np.ones(n_samples, dtype=np.float64)
@@ -546,25 +585,9 @@ def _check_sample_weight(sample_weight, n_samples: int) -> np.ndarray:
         raise ValueError(f"sample_weight.shape == {sw.shape}, expected {(n_samples,)}!")
     if np.any(sw < 0):
         raise ValueError("Negative values in data passed to `sample_weight`.")
-    if np.all(sw == 0):
+    if one_positive and np.all(sw == 0):
         raise ValueError("Sample weights must contain at least one non-zero number.")
     return sw
-
-
-def _random_sample_mask(n_total: int, n_in_bag: int, rng: np.random.RandomState) -> np.ndarray:
-    """Exactly ``n_in_bag`` rows drawn without replacement by sequential selection.
-
-    Row ``i`` is taken with probability (still needed) / (still available)
-    (Knuth, TAOCP vol. 2, Algorithm S), from one ``rng.uniform(size=n_total)``.
-    """
-    rand = rng.uniform(size=n_total).tolist()
-    mask = np.zeros(n_total, dtype=bool)
-    n_bagged = 0
-    for i, u in enumerate(rand):
-        if u * (n_total - i) < (n_in_bag - n_bagged):
-            mask[i] = True
-            n_bagged += 1
-    return mask
 
 
 class _VerboseReporter:
@@ -607,6 +630,14 @@ class BoostingRegressor(RegressorMixin, _BaseBoosting):
         Bins per feature in hist mode (plus one bin for missing values).
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the hist trees are built; ``"cuda"`` without a GPU is an error.
+    distributed : bool, default=False
+        Hist mode only. Fit inside an initialised ``torch.distributed`` process
+        group, this process's ``X, y, sample_weight`` being its rank's shard of
+        the rows (rank 0's rows first): bin edges come from all ranks, each
+        level's histograms are all-reduced, and every rank ends with the same
+        model -- bit for bit the model one process fits on all the rows with
+        ``distributed=True`` (see ``docs/distributed.md``). Not with early
+        stopping or an init estimator.
 
     Attributes
     ----------
@@ -632,7 +663,7 @@ class BoostingRegressor(RegressorMixin, _BaseBoosting):
                  random_state=None, max_features=None, alpha=0.9, verbose=0,
                  max_leaf_nodes=None, warm_start=False, validation_fraction=0.1,
                  n_iter_no_change=None, tol=1e-4, ccp_alpha=0.0, tree_method="exact",
-                 max_bins=255, device="cpu"):
+                 max_bins=255, device="cpu", distributed=False):
         super().__init__(
             loss=loss, learning_rate=learning_rate, n_estimators=n_estimators,
             subsample=subsample, criterion=criterion, min_samples_split=min_samples_split,
@@ -641,7 +672,8 @@ class BoostingRegressor(RegressorMixin, _BaseBoosting):
             random_state=random_state, max_features=max_features, alpha=alpha, verbose=verbose,
             max_leaf_nodes=max_leaf_nodes, warm_start=warm_start,
             validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device)
+            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device,
+            distributed=distributed)
 
     def _encode_y(self, y, sample_weight):
         self.n_trees_per_iteration_ = 1
@@ -678,7 +710,8 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
     ``GradientBoostingClassifier`` with ``tree_method="exact"``. ``loss``:
     ``"log_loss"`` (binomial, or multinomial with one tree per class and
     stage) or ``"exponential"`` (binary only; AdaBoost's loss).
-    ``tree_method``, ``max_bins`` and ``device`` as in :class:`BoostingRegressor`.
+    ``tree_method``, ``max_bins``, ``device`` and ``distributed`` as in
+    :class:`BoostingRegressor`.
 
     Attributes
     ----------
@@ -702,7 +735,8 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
                  min_weight_fraction_leaf=0.0, max_depth=3, min_impurity_decrease=0.0, init=None,
                  random_state=None, max_features=None, verbose=0, max_leaf_nodes=None,
                  warm_start=False, validation_fraction=0.1, n_iter_no_change=None, tol=1e-4,
-                 ccp_alpha=0.0, tree_method="exact", max_bins=255, device="cpu"):
+                 ccp_alpha=0.0, tree_method="exact", max_bins=255, device="cpu",
+                 distributed=False):
         super().__init__(
             loss=loss, learning_rate=learning_rate, n_estimators=n_estimators,
             subsample=subsample, criterion=criterion, min_samples_split=min_samples_split,
@@ -711,18 +745,16 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
             random_state=random_state, max_features=max_features, verbose=verbose,
             max_leaf_nodes=max_leaf_nodes, warm_start=warm_start,
             validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device)
+            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device,
+            distributed=distributed)
 
     def _encode_y(self, y, sample_weight):
-        check_classification_targets(y)
-        encoder = LabelEncoder()
-        encoded = encoder.fit_transform(y)
-        self.classes_ = encoder.classes_
+        self.classes_, encoded = self._rows.encode_labels(y)
         n_classes = self.classes_.shape[0]
         self.n_trees_per_iteration_ = 1 if n_classes <= 2 else n_classes
         self.n_classes_ = n_classes
-        n_kept = (n_classes if sample_weight is None
-                  else np.count_nonzero(np.bincount(encoded, sample_weight)))
+        n_kept = (n_classes if sample_weight is None else
+                  np.count_nonzero(self._rows.class_weights(encoded, sample_weight, n_classes)))
         if n_kept < 2:
             raise ValueError(
                 f"{type(self).__name__} needs at least 2 classes in y, but y contains "

@@ -309,7 +309,7 @@ class HistTree(_Histograms, _SplitSearch):
                 parents = torch.as_tensor(taken) if k < K else None
                 hist, cw = self._next_histograms_c(data, slot, k, hist, cw, parents)
                 continue
-            small, small_cw = self._small_histograms(data, slot, k)
+            small, small_cw = self._reduce(data, *self._small_histograms(data, slot, k))
             if k < K:
                 parents = torch.as_tensor(taken, device=device)
                 hist = hist.index_select(0, parents)
@@ -356,7 +356,7 @@ class HistTree(_Histograms, _SplitSearch):
             left_rows, right_rows = rows.index_select(0, _nonzero(~r)), rows.index_select(0, _nonzero(r))
             small_right = row[_RIGHT + _C] < row[_LEFT + _C]
             small_rows = right_rows if small_right else left_rows
-            small, small_cw = self._histograms(data, small_rows, None, 1)
+            small, small_cw = self._reduce(data, *self._histograms(data, small_rows, None, 1))
             hists = torch.cat((small, hist - small))
             cws = None if cw is None else torch.cat((small_cw, cw - small_cw))
             stats = np.stack((row[_LEFT : _LEFT + 4], row[_RIGHT : _RIGHT + 4]))
@@ -366,7 +366,7 @@ class HistTree(_Histograms, _SplitSearch):
                 consider([left, right], [left_rows, right_rows], hists, cws, stats)
 
     # ------------------------------------------------------------------- API
-    def fit(self, Xb: torch.Tensor, gradient: torch.Tensor, hessian: torch.Tensor, *, sample_weight=None, features=None, bin_values=None) -> "HistTree":
+    def fit(self, Xb: torch.Tensor, gradient: torch.Tensor, hessian: torch.Tensor, *, sample_weight=None, features=None, bin_values=None, collective=None) -> "HistTree":
         """Grow the tree on the gradients of one boosting stage.
 
         Parameters
@@ -382,12 +382,20 @@ class HistTree(_Histograms, _SplitSearch):
             value bin (``BinMapper.bin_value_table``), nondecreasing along each
             row; places each cut midway between the values of a node's rows
             next to it, as an exact tree does (see the class docstring).
+        collective : a :class:`._collective.Collective` or None. In a distributed
+            fit, this rank's rows are one shard: the tree is grown from every
+            rank's rows, its histograms all-reduced level by level, and is the
+            same on every rank (see :mod:`._collective` for why the sums are exact).
         """
         self._validate_params()
         _train_leaves.clear()
         quantized = Xb.device.type != "cpu" if self.quantized is None else bool(self.quantized)
+        if collective is not None:  # grid values: the float histograms are exact already
+            if self.quantized:
+                raise ValueError("quantized=True is not available in a distributed fit.")
+            quantized = False
         data, columns, total_weight = prepare(
-            Xb, gradient, hessian, sample_weight, features, self.n_bins, quantized
+            Xb, gradient, hessian, sample_weight, features, self.n_bins, quantized, collective
         )
         if bin_values is not None:
             if isinstance(bin_values, torch.Tensor):
@@ -410,6 +418,9 @@ class HistTree(_Histograms, _SplitSearch):
             s = complex(np.sum(data.g.numpy()), np.sum(data.h.numpy()))
         else:
             s = complex(data.gh.sum())
+        if collective is not None:  # grid values: an exact sum, the same on every rank
+            s = complex(*collective.all_reduce(torch.tensor([s.real, s.imag], dtype=torch.float64), "sum", "root sums"))
+            n_rows = data.n_all
         if not (math.isfinite(s.real) and math.isfinite(s.imag)):
             raise ValueError("gradient has NaN or infinite values; check the loss and the raw predictions.")
         if data.quant is not None and n_rows:  # the node sums the histograms will add up to

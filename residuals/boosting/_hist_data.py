@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,8 @@ class _Data:
     order_flat: dict = field(default_factory=dict)  # D -> _order_flat's index
     quant: Quantized | None = None  # the rows as integers, when histograms are quantized
     hist_q: torch.Tensor | None = None  # (K, F, n_bins, C) int64 sums of the level's open nodes
+    n_all: int = 0  # rows with positive weight, over every rank of a distributed fit
+    collective: Any = None  # a distributed fit's Collective (._collective), None in one process
 
 
 def _nonzero(mask: torch.Tensor, use_numpy: bool | None = None) -> torch.Tensor:
@@ -217,12 +220,17 @@ def columns_of(features, n_features: int) -> np.ndarray:
 
 
 def prepare(
-    Xb, gradient, hessian, sample_weight, features, n_bins: int, quantized: bool = False
+    Xb, gradient, hessian, sample_weight, features, n_bins: int, quantized: bool = False,
+    collective=None,
 ) -> tuple[_Data, np.ndarray, float]:
     """Validate the inputs; keep the rows with positive weight and the allowed columns.
 
     ``quantized``: also the rows as integers (:func:`._quantized.quantize`).
-    Returns the data, the allowed columns (sorted) and the total sample weight.
+    ``collective``: this rank's view of a distributed fit (:mod:`._collective`):
+    ``w*g``, ``w*h`` and ``w`` go on their fixed-point grids, so that every sum
+    over the rows is exact in any order, and every decision below is taken on
+    all ranks' rows. Returns the data, the allowed columns (sorted) and the
+    total sample weight.
     """
     if not isinstance(Xb, torch.Tensor) or Xb.dtype != torch.uint8 or Xb.dim() != 2:
         got = type(Xb).__name__
@@ -250,13 +258,20 @@ def prepare(
         XT = XT.index_select(0, torch.as_tensor(columns, device=device))
     w = None if sample_weight is None else vector(sample_weight, "sample_weight")
     all_rows = True
-    if w is not None and n:
-        lo, hi, finite = torch.stack((*torch.aminmax(w), torch.isfinite(w).all().double())).tolist()
+    if w is not None and (n or collective is not None):
+        lo = hi = finite = lo_here = math.inf
+        if n:
+            lo, hi, finite = torch.stack((*torch.aminmax(w), torch.isfinite(w).all().double())).tolist()
+            lo_here, hi = lo, -hi
+        if collective is not None:  # the same decision on every rank
+            bounds = torch.tensor([lo, hi, finite], dtype=torch.float64)
+            lo, hi, finite = collective.all_reduce(bounds, "min", "the weights' range").tolist()
+        hi = -hi
         if lo < 0 or not finite:
             raise ValueError("sample_weight must be finite and >= 0.")
         if lo == hi == 1.0:  # unit weights are no weights (and cost nothing)
             w = None
-        elif lo == 0:  # rows left out, e.g. by the booster's subsampling
+        elif lo_here == 0:  # rows left out, e.g. by the booster's subsampling
             rows = _nonzero(w > 0)
             XT = XT.gather(1, rows.expand(XT.shape[0], -1))
             g, h, w = (v.index_select(0, rows) for v in (g, h, w))
@@ -267,6 +282,8 @@ def prepare(
             "n_bins=BinMapper.missing_bin + 1."
         )
     gw, hw = (g, h) if w is None else (g * w, h * w)
+    if collective is not None:  # fixed point: sums over the rows are exact, in any order
+        gw, hw, w = collective.on_grid(gw, hw, w)
     n_rows = XT.shape[1]
     # One sync: are w*h, h and w constant over the kept rows?
     s = [0.0] * 7
@@ -278,14 +295,17 @@ def prepare(
         s[: len(parts)] = torch.stack(parts).tolist()
         if w is not None and device.type == "cpu":  # numpy's sum: the same bits at any thread count
             s[6] = float(np.sum(w.numpy()))
-        if not all(map(math.isfinite, s)) or min(s[0], s[2]) < 0:
-            raise ValueError(
-                f"hessian must be finite and >= 0 (a convex loss), got values in [{s[2]}, {s[3]}]."
-            )
+    n_all = n_rows
+    if collective is not None:
+        s, n_all = _agreed_stats(collective, s, n_rows)
+    if n_all and (not all(map(math.isfinite, s)) or min(s[0], s[2]) < 0):
+        raise ValueError(
+            f"hessian must be finite and >= 0 (a convex loss), got values in [{s[2]}, {s[3]}]."
+        )
     count_unit = s[0] if s[0] == s[1] and s[0] > 0 else 0.0
     hess_unit = s[2] if s[2] == s[3] and s[2] > 0 else 0.0
     weight_unit = 1.0 if w is None else (s[4] if s[4] == s[5] else 0.0)
-    total_weight = float(n_rows) if w is None else s[6]
+    total_weight = float(n_all) if w is None else s[6]
     cw = None
     if count_unit == 0.0 or (weight_unit == 0.0 and hess_unit == 0.0):
         cw = torch.complex(torch.ones_like(hw), torch.ones_like(hw) if w is None else w)
@@ -305,7 +325,24 @@ def prepare(
         hess_unit=hess_unit,
         all_rows=all_rows,
         source=source,
+        n_all=n_all,
+        collective=collective,
     )
     if quantized:
         data.quant = quantize(gw, hw, w, count_unit, cw is not None)
     return data, columns, total_weight
+
+
+def _agreed_stats(collective, s: list, n_rows: int) -> tuple[list, int]:
+    """:func:`prepare`'s row statistics over every rank: ``s`` = min, max of
+    ``w*h``, ``h``, ``w`` and the sum of ``w`` (on its grid: exact); and the rows."""
+    signs = [1.0, -1.0] * 3
+    local = [v * sign if n_rows else math.inf for v, sign in zip(s[:6], signs)]
+    bad = float(n_rows > 0 and not all(map(math.isfinite, s)))
+    extremes = collective.all_reduce(torch.tensor(local, dtype=torch.float64), "min", "row stats")
+    sums = torch.tensor([s[6], n_rows, bad], dtype=torch.float64)
+    total, n_all, bad = collective.all_reduce(sums, "sum", "row stats").tolist()
+    if not n_all:
+        return [0.0] * 7, 0
+    agreed = [v * sign for v, sign in zip(extremes.tolist(), signs)] + [total]
+    return (agreed if not bad else [math.nan] * 7), int(n_all)

@@ -216,9 +216,9 @@ class _Histograms:
         for fresh in (new, new_cw):
             if fresh is not None:
                 fresh[:k].zero_()  # the larger children's half is overwritten below
-        self._histograms_c(
-            data, None, None, k, (slot, 0, k), out=(new[:k], None if cw is None else new_cw[:k])
-        )
+        small = (new[:k], None if cw is None else new_cw[:k])
+        self._histograms_c(data, None, None, k, (slot, 0, k), out=small)
+        self._reduce(data, *small)
         for old, fresh in ((hist, new), (cw, new_cw)):
             if old is not None:
                 parent = old if parents is None else old.index_select(0, parents)
@@ -248,6 +248,21 @@ class _Histograms:
         data.hist_q = torch.cat((small, parent - small))
         return dequantize(data.hist_q, data.quant.unit)
 
+    def _reduce(self, data: _Data, hist: torch.Tensor, cw: torch.Tensor | None):
+        """In a distributed fit, sum a level's new histograms over the ranks, in place.
+
+        The one hook of a distributed fit in the tree's growth: called on the
+        root's histograms and on each level's freshly built ones (the smaller
+        children's; the larger ones follow by subtraction, as in one process).
+        The values are on a fixed-point grid (:mod:`._collective`), so the sums
+        are exact: every rank gets the histograms of all the rows, bit for bit.
+        """
+        if data.collective is not None:
+            for t in (hist, cw):
+                if t is not None:
+                    data.collective.all_reduce(torch.view_as_real(t), "sum", "a level's histograms")
+        return hist, cw
+
     def _small_histograms(self, data: _Data, slot: torch.Tensor, k: int):
         """Histograms of the k smaller children of a level: the rows with slot < k."""
         if k > _PER_CHILD_SCATTER:
@@ -272,7 +287,7 @@ class _Histograms:
         hosts = []
         for a in range(0, K, group):
             b = min(K, a + group)
-            hist, cw = self._histograms(data, None, None, b - a, select=(slot, a, b))
+            hist, cw = self._reduce(data, *self._histograms(data, None, None, b - a, select=(slot, a, b)))
             hosts.append(self._find_splits(data, hist, cw, totals[a:b], total_weight))
         return np.concatenate(hosts)
 
@@ -289,7 +304,7 @@ class _Histograms:
             rows_in_missing = data.hist_q[0, :, -1, 2 if data.quant.q.shape[1] == 4 else 1]
             data.has_missing = bool((rows_in_missing != 0).any())
             return dequantize(data.hist_q, data.quant.unit)
-        if data.cw is None and data.source is not None:
+        if data.cw is None and data.source is not None and data.collective is None:
             XT, nb = data.XT, self.n_bins
             entry = _root_counts_cache.get(data.source)
             if entry is None or entry[0].shape != (XT.shape[0], nb):
@@ -301,7 +316,7 @@ class _Histograms:
             grad = _scatter_hist(XT, data.g, nb, nb, work=data.work)
             data.has_missing = entry[1]
             return torch.complex(grad, entry[0] * data.count_unit).unsqueeze(0), None
-        hist, cw = self._histograms(data, None, None, 1)
+        hist, cw = self._reduce(data, *self._histograms(data, None, None, 1))
         missing = hist[0, :, -1].imag if cw is None else cw[0, :, -1].real  # hessians or counts
         data.has_missing = bool((missing != 0).any())
         return hist, cw

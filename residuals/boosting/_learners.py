@@ -140,20 +140,29 @@ class HistLearner:
         self._gradient = None  # device tensors reused across stages (not pickled)
         self._weight = None
         self._bin_values = None  # BinMapper.bin_value_table(), host, per fit
+        self.collective = None  # a distributed fit's Collective, set by the booster for a fit
 
     def __getstate__(self):
-        return {**self.__dict__, "_gradient": None, "_weight": None, "_bin_values": None}
+        return {**self.__dict__, "_gradient": None, "_weight": None, "_bin_values": None,
+                "collective": None}
 
     def end_fit(self) -> None:
         """Drop the per-fit buffers."""
-        self._gradient = self._weight = self._bin_values = None
+        self._gradient = self._weight = self._bin_values = self.collective = None
 
     def fit_binning(self, X: np.ndarray, rng: np.random.RandomState) -> None:
+        """Quantile bins of every feature; in a distributed fit, of every rank's rows."""
         from residuals.boosting._binning import BinMapper
 
         seed = rng.randint(np.iinfo(np.int32).max)
-        self.bin_mapper = BinMapper(max_bins=self.max_bins, random_state=seed,
-                                    round_to_float32=True).fit(X)
+        mapper = BinMapper(max_bins=self.max_bins, random_state=seed, round_to_float32=True)
+        if self.collective is None:
+            self.bin_mapper = mapper.fit(X)
+        else:
+            from residuals.boosting._sharded import fit_bins
+
+            fit_bins(mapper, X, self.collective)
+            self.bin_mapper = mapper
 
     def prepare(self, X: np.ndarray):
         return self.bin_mapper.transform(X, device=self.device)
@@ -175,14 +184,17 @@ class HistLearner:
 
         from residuals.boosting._hist import HistTree
 
-        p = self.params
+        p, comm = self.params, self.collective
         n = target.shape[0]
         msl = p.min_samples_leaf
-        min_samples_leaf = int(math.ceil(msl * n)) if isinstance(msl, float) else int(msl)
+        n_all = n if comm is None else comm.n_total
+        min_samples_leaf = int(math.ceil(msl * n_all)) if isinstance(msl, float) else int(msl)
+        weight_sum = (np.sum(sample_weight) if comm is None or not p.min_weight_fraction_leaf
+                      else comm.exact_sums(sample_weight[:, None], what="weights")[0, 0])
         tree = HistTree(
             max_depth=p.max_depth, max_leaf_nodes=p.max_leaf_nodes,
             min_samples_leaf=min_samples_leaf,
-            min_weight_leaf=float(p.min_weight_fraction_leaf * np.sum(sample_weight)),
+            min_weight_leaf=float(p.min_weight_fraction_leaf * weight_sum),
             min_impurity_decrease=p.min_impurity_decrease, n_bins=self.max_bins + 1)
         k = self._max_features()
         features = None
@@ -202,14 +214,14 @@ class HistLearner:
             # once. Unit weights are passed as None, which spares the tree its
             # per-stage weight checks (a host sync each).
             sw = np.asarray(sample_weight, dtype=np.float64)
-            unit = bool(np.all(sw == 1.0))
+            unit = comm is None and bool(np.all(sw == 1.0))  # distributed: the tree agrees
             self._weight = (sample_weight, None if unit else torch.as_tensor(sw, device=dev))
         if self._bin_values is None:
             self._bin_values = self.bin_mapper.bin_value_table().numpy()
         # ties between splits go to a random feature order, as DecisionTreeRegressor's
         tree.random_state = int(rng.randint(np.iinfo(np.int32).max))
         return tree.fit(Xp, gradient, hessian, sample_weight=self._weight[1],
-                        features=features, bin_values=self._bin_values)
+                        features=features, bin_values=self._bin_values, collective=comm)
 
     @staticmethod
     def leaf_ids(tree, Xp) -> np.ndarray:

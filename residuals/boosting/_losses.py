@@ -211,6 +211,17 @@ class BoostingLoss:
         """
         raise NotImplementedError
 
+    def newton_terms(self, y: np.ndarray, neg_gradient: np.ndarray,
+                     raw: np.ndarray) -> np.ndarray | None:
+        """Per-row terms ``(n, c)`` whose weighted means give :meth:`leaf_value` through
+        :meth:`newton_step`, for the losses whose leaf is a Newton step (sums over the
+        leaf, which a distributed fit adds exactly); None for the others."""
+        return None
+
+    def newton_step(self, *means: float) -> float:
+        """The leaf value from the weighted means of :meth:`newton_terms`' columns."""
+        raise NotImplementedError
+
     # --- output ------------------------------------------------------------
     def predict_proba(self, raw: np.ndarray) -> np.ndarray:
         raise AttributeError(f"loss={self.name!r} does not support predict_proba")
@@ -364,6 +375,14 @@ class _ClassLoss(BoostingLoss):
         eps = np.finfo(np.float64).eps
         return np.clip(prior, eps, 1 - eps, dtype=np.float64)
 
+    def newton_terms(self, y, neg_gradient, raw):
+        """The log losses' ``r`` and ``p (1 - p)``, with ``p = y - r`` (see leaf_value)."""
+        prob = y - neg_gradient
+        return np.column_stack((neg_gradient, prob * (1 - prob)))
+
+    def newton_step(self, numerator, denominator):
+        return _safe_divide(numerator, denominator)
+
     def _binary_proba(self, p1: np.ndarray) -> np.ndarray:
         proba = np.empty((p1.shape[0], 2), dtype=np.float64)
         proba[:, 1] = p1
@@ -465,6 +484,9 @@ class MultinomialLogLoss(_ClassLoss):
         denominator = np.average(prob * (1 - prob), weights=sample_weight)
         return _safe_divide(numerator, denominator)
 
+    def newton_step(self, numerator, denominator):
+        return _safe_divide(numerator * ((self.n_classes - 1) / self.n_classes), denominator)
+
     def predict_proba(self, raw):
         return _softmax(raw)
 
@@ -495,6 +517,10 @@ class ExponentialLoss(_ClassLoss):
         hessian[y == 0] *= -1
         denominator = np.average(hessian, weights=sample_weight)
         return _safe_divide(numerator, denominator)
+
+    def newton_terms(self, y, neg_gradient, raw):
+        hessian = np.where(y == 0, -neg_gradient, neg_gradient)
+        return np.column_stack((neg_gradient, hessian))
 
     def predict_proba(self, raw):
         return self._binary_proba(special.expit(2 * raw.reshape(raw.shape[0], -1)[:, 0]))
