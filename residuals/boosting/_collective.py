@@ -118,8 +118,10 @@ class Collective:
         """``tensor`` reduced over the ranks (``op``: "sum", "max" or "min"), in place.
 
         Returns ``tensor``. A tensor on another device than the backend's goes
-        there and back.
+        there and back. One rank: nothing to reduce, nothing sent.
         """
+        if self.world == 1:
+            return tensor
         ops = {
             "sum": self._dist.ReduceOp.SUM,
             "max": self._dist.ReduceOp.MAX,
@@ -150,6 +152,8 @@ class Collective:
 
     def _gather_parts(self, rows, what: str) -> list[np.ndarray]:
         rows = np.ascontiguousarray(rows)
+        if self.world == 1:
+            return [rows]
         lengths = self._all_gather(
             torch.tensor([rows.shape[0]], dtype=torch.int64), what
         )
@@ -237,12 +241,12 @@ class Collective:
                 [float(t) for t in tops], grid_bits(self.n_total, _INT_BITS), what
             )
         )
-        counts = torch.from_numpy(np.rint(values / steps).astype(np.int64))
-        sums = torch.zeros((n_groups, values.shape[1]), dtype=torch.int64)
+        counts = np.rint(values / steps).astype(np.int64)
         if groups is None:
-            sums[0] = counts.sum(0)
+            sums = torch.from_numpy(counts.sum(0, keepdims=True))
         else:
-            sums.index_add_(0, torch.as_tensor(groups, dtype=torch.int64), counts)
+            sums = torch.zeros((n_groups, values.shape[1]), dtype=torch.int64)
+            sums.index_add_(0, torch.as_tensor(groups, dtype=torch.int64), torch.from_numpy(counts))
         self.all_reduce(sums, "sum", what)
         return sums.numpy().astype(np.float64) * steps
 

@@ -304,7 +304,7 @@ class _Histograms:
             rows_in_missing = data.hist_q[0, :, -1, 2 if data.quant.q.shape[1] == 4 else 1]
             data.has_missing = bool((rows_in_missing != 0).any())
             return dequantize(data.hist_q, data.quant.unit)
-        if data.cw is None and data.source is not None and data.collective is None:
+        if data.cw is None and data.source is not None:
             XT, nb = data.XT, self.n_bins
             entry = _root_counts_cache.get(data.source)
             if entry is None or entry[0].shape != (XT.shape[0], nb):
@@ -314,9 +314,13 @@ class _Histograms:
                 entry = (counts, bool((counts[:, -1] != 0).any()))
                 _root_counts_cache.put(data.source, entry)
             grad = _scatter_hist(XT, data.g, nb, nb, work=data.work)
-            data.has_missing = entry[1]
-            return torch.complex(grad, entry[0] * data.count_unit).unsqueeze(0), None
-        hist, cw = self._reduce(data, *self._histograms(data, None, None, 1))
+            hist = torch.complex(grad, entry[0] * data.count_unit).unsqueeze(0)
+            if data.collective is None:
+                data.has_missing = entry[1]
+                return hist, None
+            hist, cw = self._reduce(data, hist, None)  # counts * unit: exact on the grid
+        else:
+            hist, cw = self._reduce(data, *self._histograms(data, None, None, 1))
         missing = hist[0, :, -1].imag if cw is None else cw[0, :, -1].real  # hessians or counts
         data.has_missing = bool((missing != 0).any())
         return hist, cw
