@@ -24,6 +24,8 @@ CUTS = {1: [0.0, 1.0], 2: [0.0, 0.3, 1.0], 3: [0.0, 0.55, 0.56, 1.0]}
 # name: (estimator, its parameters, labels, sample weights?, options)
 CASES = {
     "squared_error": ("reg", {"subsample": 0.7, "max_features": 0.8}, None, True, {}),
+    # the integer histograms of the GPU path (here on the CPU): the same model as above
+    "quantized": ("reg", {"subsample": 0.7, "max_features": 0.8}, None, True, {"quantized": 1}),
     "absolute_error": (
         "reg",
         {"loss": "absolute_error", "subsample": 0.8},
@@ -71,18 +73,11 @@ def _data(labels):
     X = rng.normal(size=(N_ROWS, 5))
     X[:, 4] = np.round(X[:, 4] * 2)  # ties
     z = np.nan_to_num(X)
-    y = (
-        2 * z[:, 0]
-        + np.sin(3 * z[:, 1])
-        + z[:, 2] * z[:, 3]
-        + 0.3 * rng.normal(size=N_ROWS)
-    )
+    y = 2 * z[:, 0] + np.sin(3 * z[:, 1]) + z[:, 2] * z[:, 3] + 0.3 * rng.normal(size=N_ROWS)
     X[rng.rand(*X.shape) < 0.08] = np.nan
     w = rng.uniform(0.2, 3.0, N_ROWS)
     w[rng.rand(N_ROWS) < 0.05] = 0.0
-    w[int(0.55 * N_ROWS) : int(0.56 * N_ROWS)] = (
-        0.0  # 3 ranks: the middle shard weighs nothing
-    )
+    w[int(0.55 * N_ROWS) : int(0.56 * N_ROWS)] = 0.0  # 3 ranks: the middle shard weighs nothing
     if labels == "binary":
         y = (y > np.median(y)).astype(int)
     elif labels is not None:
@@ -123,6 +118,7 @@ def fit_cases(rank, world, names):
     from residuals.boosting import (
         BoostingClassifier,
         BoostingRegressor,
+        _hist,
         _histograms,
         _kernels,
     )
@@ -147,15 +143,22 @@ def fit_cases(rank, world, names):
         torch_loops = options.get("torch_loops_on") == rank
         before = _kernels._state["on"]
         _kernels._state["on"] = before and not torch_loops
+        validate = _hist.HistTree._validate_params
+        if options.get("quantized"):
+
+            def quantized(tree, validate=validate):
+                tree.quantized = True
+                validate(tree)
+
+            _hist.HistTree._validate_params = quantized
         try:
             model.fit(X[rows], y[rows], sample_weight=w[rows] if weighted else None)
         finally:
             _histograms._HIST_BYTES = saved
             _kernels._state["on"] = before
+            _hist.HistTree._validate_params = validate
         signature = _signature(model)
-        signature["predict"] = (
-            model.predict(X) if kind == "reg" else model.decision_function(X)
-        )
+        signature["predict"] = model.predict(X) if kind == "reg" else model.decision_function(X)
         signature["classes"] = getattr(model, "classes_", None)
         signature["pickle"] = pickle.dumps(model)
         out[name] = signature
@@ -191,9 +194,12 @@ def test_every_rank_equals_the_single_process_fit_bit_for_bit(one_process, world
     by_rank = _ok(run_ranks(world, fit_cases, list(CASES)))
     for name in CASES:
         for rank, result in enumerate(by_rank):
-            _assert_same(
-                one_process[name], result[name], f"{name}, rank {rank} of {world}"
-            )
+            _assert_same(one_process[name], result[name], f"{name}, rank {rank} of {world}")
+
+
+def test_integer_histograms_give_the_same_model(one_process):
+    """Quantized (int64) histograms of grid values are the float ones, exactly."""
+    _assert_same(one_process["squared_error"], one_process["quantized"], "quantized")
 
 
 def test_the_cases_exercise_what_they_claim(one_process):
@@ -207,9 +213,7 @@ def test_the_fitted_model_predicts_without_a_process_group(one_process):
     model = pickle.loads(one_process["squared_error"]["pickle"])
     X, _y, _ = _data(None)
     assert model._learner.collective is None
-    np.testing.assert_array_equal(
-        model.predict(X), one_process["squared_error"]["predict"]
-    )
+    np.testing.assert_array_equal(model.predict(X), one_process["squared_error"]["predict"])
 
 
 def test_close_to_a_plain_fit():
@@ -233,9 +237,7 @@ def fit_plain_and_distributed(rank, world, kw):
     from residuals.boosting import BoostingRegressor
 
     X, y, w = _data(None)
-    return (
-        BoostingRegressor(distributed=True, **kw).fit(X, y, sample_weight=w).predict(X)
-    )
+    return BoostingRegressor(distributed=True, **kw).fit(X, y, sample_weight=w).predict(X)
 
 
 # ------------------------------------------------------------------ bad input
@@ -250,9 +252,7 @@ def bad_shards(rank, world):
         "no rows": lambda: BoostingRegressor(**reg).fit(
             X[half][: 0 if rank == 1 else None], y[half][: 0 if rank == 1 else None]
         ),
-        "features": lambda: BoostingRegressor(**reg).fit(
-            X[half][:, : 5 - rank], y[half]
-        ),
+        "features": lambda: BoostingRegressor(**reg).fit(X[half][:, : 5 - rank], y[half]),
         "params": lambda: BoostingRegressor(**{**reg, "n_estimators": 2 + rank}).fit(
             X[half], y[half]
         ),
@@ -290,9 +290,7 @@ def test_bad_shards_fail_on_every_rank():
             assert out[name] is not None, f"{name}: rank {rank} did not fail"
             kind, message = out[name]
             assert "Error" in kind
-            if not (
-                name == "no rows" and rank == 1
-            ):  # rank 1 raises its own validation error
+            if not (name == "no rows" and rank == 1):  # rank 1 raises its own validation error
                 assert needle in message, f"{name}, rank {rank}: {message}"
     np.testing.assert_array_equal(by_rank[0]["good"], by_rank[1]["good"])
 
@@ -322,6 +320,4 @@ def test_no_process_group_and_exact_trees_are_clear_errors():
     with pytest.raises(ValueError, match="tree_method='hist'"):
         BoostingRegressor(distributed=True).fit(X, y)
     with pytest.raises(ValueError, match="early stopping"):
-        BoostingRegressor(tree_method="hist", distributed=True, n_iter_no_change=3).fit(
-            X, y
-        )
+        BoostingRegressor(tree_method="hist", distributed=True, n_iter_no_change=3).fit(X, y)

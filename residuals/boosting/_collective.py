@@ -95,9 +95,7 @@ class Collective:
             if backend == "nccl"
             else torch.device("cpu")
         )
-        self.timeout = (
-            timeout if timeout is not None else _group_timeout(dist, group, self.device)
-        )
+        self.timeout = timeout if timeout is not None else _group_timeout(dist, group, self.device)
         self.n_total = 0  # rows over all ranks, once agreed (sizes the grids)
         self.offset = 0  # this rank's first row in the data set the shards make up
 
@@ -112,9 +110,7 @@ class Collective:
                 "error says why."
             ) from e
 
-    def all_reduce(
-        self, tensor: torch.Tensor, op: str = "sum", what: str = "all-reduce"
-    ):
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum", what: str = "all-reduce"):
         """``tensor`` reduced over the ranks (``op``: "sum", "max" or "min"), in place.
 
         Returns ``tensor``. A tensor on another device than the backend's goes
@@ -130,9 +126,7 @@ class Collective:
         moved = tensor if tensor.device == self.device else tensor.to(self.device)
         if not moved.is_contiguous():
             moved = moved.contiguous()
-        self._wait(
-            self._dist.all_reduce(moved, ops[op], group=self.group, async_op=True), what
-        )
+        self._wait(self._dist.all_reduce(moved, ops[op], group=self.group, async_op=True), what)
         if moved is not tensor:
             tensor.copy_(moved)
         return tensor
@@ -140,9 +134,7 @@ class Collective:
     def _all_gather(self, tensor: torch.Tensor, what: str) -> list[torch.Tensor]:
         tensor = tensor.to(self.device).contiguous()
         out = [torch.empty_like(tensor) for _ in range(self.world)]
-        self._wait(
-            self._dist.all_gather(out, tensor, group=self.group, async_op=True), what
-        )
+        self._wait(self._dist.all_gather(out, tensor, group=self.group, async_op=True), what)
         return out
 
     def gather_rows(self, rows, what: str = "gathering rows") -> np.ndarray:
@@ -154,9 +146,7 @@ class Collective:
         rows = np.ascontiguousarray(rows)
         if self.world == 1:
             return [rows]
-        lengths = self._all_gather(
-            torch.tensor([rows.shape[0]], dtype=torch.int64), what
-        )
+        lengths = self._all_gather(torch.tensor([rows.shape[0]], dtype=torch.int64), what)
         lengths = [int(n) for n in torch.cat(lengths).tolist()]
         padded = np.zeros((max(lengths), *rows.shape[1:]), dtype=rows.dtype)
         padded[: rows.shape[0]] = rows
@@ -205,22 +195,17 @@ class Collective:
 
     def on_grid(
         self, *columns: torch.Tensor | None, what: str = "the gradients' grid"
-    ) -> list:
+    ) -> tuple[list, list]:
         """Each column (a float64 tensor, or None) rounded to its grid (see the module
-        docstring): float sums of up to ``n_total`` grid values are exact."""
+        docstring), and the grid steps: float sums of up to ``n_total`` grid values are
+        exact, and ``value / step`` is an integer (the quantized histograms' units)."""
         present = [c for c in columns if c is not None]
         tops = [float(c.abs().max()) if c.numel() else 0.0 for c in present]
-        steps = iter(self._steps(tops, grid_bits(self.n_total), what))
-        out = []
-        for c in columns:
-            if c is None:
-                out.append(None)
-                continue
-            step = next(steps)
-            out.append(
-                torch.round(c / step).mul_(step)
-            )  # exact: step is a power of two
-        return out
+        found = iter(self._steps(tops, grid_bits(self.n_total), what))
+        steps = [None if c is None else next(found) for c in columns]
+        # exact: each step is a power of two
+        out = [None if c is None else torch.round(c / st).mul_(st) for c, st in zip(columns, steps)]
+        return out, steps
 
     def exact_sums(
         self,
@@ -233,13 +218,9 @@ class Collective:
         ``values`` ``(n, c)``, each column on its int64 grid: the same bits at any
         number of ranks. ``groups``: (n,) ints in ``[0, n_groups)``, None for one group."""
         values = np.asarray(values, dtype=np.float64)  # (n, c), n may be 0
-        tops = (
-            list(np.abs(values).max(0)) if values.shape[0] else [0.0] * values.shape[1]
-        )
+        tops = list(np.abs(values).max(0)) if values.shape[0] else [0.0] * values.shape[1]
         steps = np.array(
-            self._steps(
-                [float(t) for t in tops], grid_bits(self.n_total, _INT_BITS), what
-            )
+            self._steps([float(t) for t in tops], grid_bits(self.n_total, _INT_BITS), what)
         )
         counts = np.rint(values / steps).astype(np.int64)
         if groups is None:

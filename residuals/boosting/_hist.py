@@ -390,10 +390,6 @@ class HistTree(_Histograms, _SplitSearch):
         self._validate_params()
         _train_leaves.clear()
         quantized = Xb.device.type != "cpu" if self.quantized is None else bool(self.quantized)
-        if collective is not None:  # grid values: the float histograms are exact already
-            if self.quantized:
-                raise ValueError("quantized=True is not available in a distributed fit.")
-            quantized = False
         data, columns, total_weight = prepare(
             Xb, gradient, hessian, sample_weight, features, self.n_bins, quantized, collective
         )
@@ -423,7 +419,8 @@ class HistTree(_Histograms, _SplitSearch):
             n_rows = data.n_all
         if not (math.isfinite(s.real) and math.isfinite(s.imag)):
             raise ValueError("gradient has NaN or infinite values; check the loss and the raw predictions.")
-        if data.quant is not None and n_rows:  # the node sums the histograms will add up to
+        if data.quant is not None and n_rows and collective is None:  # what the histograms sum to
+            # (in a distributed fit, s is that already: grid values sum exactly)
             q_sum = data.quant.q[:, :2].sum(0).to(torch.float64).mul_(data.quant.unit[:2]).tolist()
             s = complex(*q_sum)
         root = [s.real, s.imag, float(n_rows), total_weight]

@@ -282,8 +282,9 @@ def prepare(
             "n_bins=BinMapper.missing_bin + 1."
         )
     gw, hw = (g, h) if w is None else (g * w, h * w)
+    steps = None
     if collective is not None:  # fixed point: sums over the rows are exact, in any order
-        gw, hw, w = collective.on_grid(gw, hw, w)
+        (gw, hw, w), steps = collective.on_grid(gw, hw, w)
     n_rows = XT.shape[1]
     # One sync: are w*h, h and w constant over the kept rows?
     s = [0.0] * 7
@@ -329,7 +330,7 @@ def prepare(
         collective=collective,
     )
     if quantized:
-        data.quant = quantize(gw, hw, w, count_unit, cw is not None)
+        data.quant = quantize(gw, hw, w, count_unit, cw is not None, steps)
     return data, columns, total_weight
 
 

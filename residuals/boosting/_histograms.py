@@ -234,7 +234,10 @@ class _Histograms:
         exactly and in any order; everything after it (subtraction, split search,
         routing) is then the same on every process.
         """
-        return level_hist(data.XT, data.quant, slot, lo, hi, self.n_bins, rows)
+        sums = level_hist(data.XT, data.quant, slot, lo, hi, self.n_bins, rows)
+        if data.collective is not None:  # every rank's rows: integers, exact in any order
+            data.collective.all_reduce(sums, "sum", "a level's quantized histograms")
+        return sums
 
     def _next_histograms_q(self, data: _Data, slot: torch.Tensor, k: int, parents):
         """The next level's histograms from quantized rows: the k smaller children's
@@ -256,8 +259,9 @@ class _Histograms:
         children's; the larger ones follow by subtraction, as in one process).
         The values are on a fixed-point grid (:mod:`._collective`), so the sums
         are exact: every rank gets the histograms of all the rows, bit for bit.
+        Quantized histograms are summed as integers in :meth:`_level_sums` instead.
         """
-        if data.collective is not None:
+        if data.collective is not None and data.quant is None:  # else reduced as integers
             for t in (hist, cw):
                 if t is not None:
                     data.collective.all_reduce(torch.view_as_real(t), "sum", "a level's histograms")

@@ -69,7 +69,8 @@ def _quantum(v: torch.Tensor, bits: int) -> float:
 
 
 def quantize(
-    gw: torch.Tensor, hw: torch.Tensor, w: torch.Tensor | None, count_unit: float, with_counts: bool
+    gw: torch.Tensor, hw: torch.Tensor, w: torch.Tensor | None, count_unit: float, with_counts: bool,
+    quanta: list | None = None,
 ) -> Quantized:
     """Quantize one fit's rows (see the module docstring).
 
@@ -77,16 +78,18 @@ def quantize(
     ones; count_unit : the constant ``w*h`` of every row, or 0; with_counts :
     also the channels ``count, w`` (when counts cannot be read off ``w*h``).
     When ``count_unit > 0`` channel 1 counts rows and its unit is ``count_unit``.
+    quanta : the quanta of ``gw, hw, w`` when the caller chose them (a distributed
+    fit: the grid every rank agreed on, :mod:`._collective`), else found here.
     """
     n, device = gw.shape[0], gw.device
     bits = _bits(n)
     channels, units = [], []
-    for v, constant in ((gw, 0.0), (hw, count_unit)):
+    for i, (v, constant) in enumerate(((gw, 0.0), (hw, count_unit))):
         if constant > 0:
             channels.append(torch.ones(n, dtype=torch.int64, device=device))
             units.append(constant)
         else:
-            quantum = _quantum(v, bits)
+            quantum = _quantum(v, bits) if quanta is None else quanta[i]
             channels.append(torch.round(v / quantum).to(torch.int64))
             units.append(quantum)
     if with_counts:
@@ -96,7 +99,7 @@ def quantize(
             channels.append(channels[-1])
             units.append(1.0)
         else:
-            quantum = _quantum(w, bits)
+            quantum = _quantum(w, bits) if quanta is None else quanta[2]
             channels.append(torch.round(w / quantum).to(torch.int64))
             units.append(quantum)
     q = torch.stack(channels, 1).contiguous()

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 
@@ -40,9 +41,7 @@ from residuals.boosting._losses import BoostingLoss, update_terminal_regions
 __all__ = ["Rows", "ShardedRows", "fit_bins", "random_sample_mask"]
 
 
-def random_sample_mask(
-    n_total: int, n_in_bag: int, rng: np.random.RandomState
-) -> np.ndarray:
+def random_sample_mask(n_total: int, n_in_bag: int, rng: np.random.RandomState) -> np.ndarray:
     """Exactly ``n_in_bag`` rows drawn without replacement by sequential selection.
 
     Row ``i`` is taken with probability (still needed) / (still available)
@@ -79,9 +78,7 @@ class Rows:
         encoded = encoder.fit_transform(y)
         return encoder.classes_, encoded
 
-    def class_weights(
-        self, encoded: np.ndarray, sample_weight: np.ndarray, n: int
-    ) -> np.ndarray:
+    def class_weights(self, encoded: np.ndarray, sample_weight: np.ndarray, n: int) -> np.ndarray:
         return np.bincount(encoded, sample_weight, minlength=n)
 
     def init_prediction(self, loss: BoostingLoss, y, sample_weight):
@@ -143,6 +140,7 @@ class ShardedRows(Rows):
             X, sw_none = out[0], out[3]
             params = {k: repr(v) for k, v in sorted(est.get_params(deep=False).items())}
             return {
+                "device": str(torch.device(out[4]).type),
                 "rows": X.shape[0],
                 "features": X.shape[1],
                 "params": params,
@@ -180,15 +178,10 @@ class ShardedRows(Rows):
         return classes, np.searchsorted(classes, y)
 
     def class_weights(self, encoded, sample_weight, n: int) -> np.ndarray:
-        return self.collective.exact_sums(
-            sample_weight[:, None], encoded, n, "class weights"
-        )[:, 0]
+        return self.collective.exact_sums(sample_weight[:, None], encoded, n, "class weights")[:, 0]
 
     def _gather(self, *arrays) -> list[np.ndarray]:
-        return [
-            None if a is None else self.collective.gather_rows(np.asarray(a))
-            for a in arrays
-        ]
+        return [None if a is None else self.collective.gather_rows(np.asarray(a)) for a in arrays]
 
     def init_prediction(self, loss: BoostingLoss, y, sample_weight):
         """The start of the model from every rank's rows, by the one-process code."""
@@ -201,18 +194,12 @@ class ShardedRows(Rows):
         return full[self.offset : self.offset + self.n_local]
 
     def begin_stage(self, loss: BoostingLoss, y, raw, sample_weight) -> None:
-        if (
-            type(loss).begin_stage is not BoostingLoss.begin_stage
-        ):  # e.g. huber's quantile
+        if type(loss).begin_stage is not BoostingLoss.begin_stage:  # e.g. huber's quantile
             loss.begin_stage(*self._gather(y, raw, sample_weight))
 
     def score(self, loss: BoostingLoss, y, raw, sample_weight=None) -> float:
         """``score_factor`` times the weighted mean loss, from exact sums."""
-        w = (
-            np.ones(y.shape[0])
-            if sample_weight is None
-            else np.asarray(sample_weight, np.float64)
-        )
+        w = np.ones(y.shape[0]) if sample_weight is None else np.asarray(sample_weight, np.float64)
         terms = np.stack((w * loss.pointwise(y, raw), w), 1)
         total, weight = self.collective.exact_sums(terms, what="scores")[0]
         return float(loss.score_factor * (total / weight)) if weight else float("nan")
@@ -236,22 +223,16 @@ class ShardedRows(Rows):
         keep = slice(None) if sample_mask is None else sample_mask
         ids, w = leaf_ids[keep], sample_weight[keep]
         terms = loss.newton_terms(target[keep], neg_gradient[keep], raw[keep])
-        if (
-            terms is None
-        ):  # an order statistic: the one-process code on the gathered rows
+        if terms is None:  # an order statistic: the one-process code on the gathered rows
             gathered = self._gather(ids, target[keep], neg_gradient[keep], raw[keep], w)
-            update_terminal_regions(
-                loss, gathered[0], leaves, values, *gathered[1:], None
-            )
+            update_terminal_regions(loss, gathered[0], leaves, values, *gathered[1:], None)
             return
         n_leaves = int(values.shape[0])
         per_row = np.column_stack((terms * w[:, None], w, np.ones(w.shape[0])))
         sums = self.collective.exact_sums(per_row, ids, n_leaves, "leaf values")
         for leaf in leaves.tolist():
             *numerators, weight, rows = sums[leaf]
-            if (
-                rows
-            ):  # a leaf with no in-bag rows keeps the tree's value, as in one process
+            if rows:  # a leaf with no in-bag rows keeps the tree's value, as in one process
                 values[leaf] = loss.newton_step(*(s / weight for s in numerators))
 
     def any(self, flag: bool) -> bool:
@@ -267,8 +248,12 @@ def _check_shards(shards: list[dict]) -> None:
             "every rank needs at least one row of the data set."
         )
     if not any(s["positive"] for s in shards):
+        raise ShardError("Sample weights must contain at least one non-zero number (on some rank).")
+    devices = [s["device"] for s in shards]
+    if len(set(devices)) > 1:
         raise ShardError(
-            "Sample weights must contain at least one non-zero number (on some rank)."
+            f"distributed fit: the ranks fit on different kinds of device, "
+            f"{devices} by rank; give every rank the same device."
         )
     features = [s["features"] for s in shards]
     if len(set(features)) > 1:
@@ -281,12 +266,9 @@ def _check_shards(shards: list[dict]) -> None:
         differ = sorted(k for k in params if s["params"].get(k) != params[k])
         if differ:
             detail = ", ".join(
-                f"{k}={params[k]} on rank 0, {s['params'][k]} on rank {r}"
-                for k in differ
+                f"{k}={params[k]} on rank 0, {s['params'][k]} on rank {r}" for k in differ
             )
-            raise ShardError(
-                f"distributed fit: every rank must fit the same estimator; {detail}."
-            )
+            raise ShardError(f"distributed fit: every rank must fit the same estimator; {detail}.")
 
 
 def fit_bins(mapper, X: np.ndarray, collective: Collective) -> None:
@@ -299,7 +281,5 @@ def fit_bins(mapper, X: np.ndarray, collective: Collective) -> None:
         mine = np.arange(X.shape[0])
     else:
         mine = rows[(rows >= lo) & (rows < lo + X.shape[0])] - lo
-    values = collective.gather_rows(
-        np.asarray(X[mine], dtype=np.float64), "the rows to bin"
-    )
+    values = collective.gather_rows(np.asarray(X[mine], dtype=np.float64), "the rows to bin")
     mapper.fit_rows(values, slice(None))
