@@ -204,8 +204,8 @@ def _lesion_curve(lesions: pd.DataFrame, models: pd.DataFrame, families) -> Figu
         )
         ax.fill_between(
             stats.index,
-            stats["mean"] - stats["std"],
-            stats["mean"] + stats["std"],
+            (stats["mean"] - stats["std"]).clip(lower=0),  # an error rate stays in [0, 100]
+            (stats["mean"] + stats["std"]).clip(upper=100),
             color=color,
             alpha=0.15,
             linewidth=0,
