@@ -410,3 +410,18 @@ def test_interrupted_run_keeps_its_partial_results(tmp_path, monkeypatch):
     results = run.read_table("results")
     assert list(results["loss"]) == ["squared_error"] and (results["status"] == "ok").all()
     assert "partial results kept" in res.output
+
+
+def test_hist_profile_smoke(tmp_path):
+    """benchmarks/hist_profile.py: per-op and per-function tables of a tiny CPU fit."""
+    script = ROOT / "benchmarks" / "hist_profile.py"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(script), "--rows", "3000", "--features", "5", "--depth", "3",
+                          "--trees", "3", "--device", "cpu", "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    ops, functions = pd.read_csv(tmp_path / "ops.csv"), pd.read_csv(tmp_path / "functions.csv")
+    assert {"op", "calls", "self_cpu_ms", "self_device_ms"} <= set(ops) and len(ops) > 5
+    assert functions["function"].str.contains("fit").any()
+    meta = json.loads((tmp_path / "profile.json").read_text())
+    assert meta["fit_s"] > 0 and meta["rows"] == 3000

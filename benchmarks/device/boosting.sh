@@ -31,6 +31,18 @@ step() {
   say "$name: rc=$? (124: stopped at its deadline; the fits done are in $out/$name)"
 }
 
+# profile SECONDS ARGS...: benchmarks/hist_profile.py ARGS --out RESULTS_DIR/profile
+profile() {
+  local budget=$1 left
+  shift
+  left=$(( deadline - $(date +%s) ))
+  (( budget > left )) && budget=$left
+  if (( budget < 10 )); then say "profile: skipped (${left}s left)"; return; fi
+  say "profile: start (${budget}s): $*"
+  timeout -k 3 "$budget" python3 benchmarks/hist_profile.py "$@" --out "$out/profile" >"$out/profile.log" 2>&1
+  say "profile: rc=$?"
+}
+
 say "commit ${RESIDUALS_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}, $(nproc) cores"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())' >>"$log" 2>&1
 python3 -c 'import triton; print("triton", triton.__version__)' >>"$log" 2>&1 || say "no triton: torch fallback"
@@ -43,13 +55,16 @@ if [ "${SMOKE:-0}" = 1 ]; then  # the same steps, tiny, on the CPU
     --threads 1,2 --repeats 1
   step lightgbm-16 60 --sizes 2000 --depths 3 --n-estimators 5 --methods "hist,hgb$lgbm" --device cpu \
     --threads 2 --repeats 1
+  profile 60 --rows 5k --features 10 --depth 4 --trees 5 --device cpu
 else
   # the GPU goals: 1M x 50, depth 6, 100 trees in 0.5 s; 10M x 50 in 3 s; memory
-  step gpu-1m 35 --sizes 1mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 2 --timeout 25
-  step gpu-10m 40 --sizes 10mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 1 --timeout 35
+  step gpu-1m 30 --sizes 1mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 2 --timeout 20
+  # where the GPU fit's time goes: per op (torch.profiler) and per Python function (cProfile)
+  profile 25 --rows 1m --features 50 --depth 6 --trees 20 --device cuda
+  step gpu-10m 35 --sizes 10mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 1 --timeout 30
   # thread scaling at 1M x 50, depth 6 (10 trees: what the budget allows), every method
-  step scaling 55 --sizes 1mx50 --depths 6 --n-estimators 10 --methods "hist,hgb$lgbm" --device cpu \
-    --threads 1,2,4,8,16 --repeats 1 --timeout 15
+  step scaling 45 --sizes 1mx50 --depths 6 --n-estimators 10 --methods "hist,hgb$lgbm" --device cpu \
+    --threads 1,2,4,8,16 --repeats 1 --timeout 12
   # 16 threads against LightGBM at 100k x 20 (100 trees), with the time left
   step lightgbm-16 20 --sizes 100k --depths 6,3 --methods "hist$lgbm" --device cpu --threads 16 \
     --repeats 1 --timeout 8

@@ -25,7 +25,8 @@ __all__ = ["available", "level_hist"]
 # Rows per program and features per program (each program reuses its rows'
 # node and values for that many features). The row block fills 4 warps.
 _BLOCK_ROWS = 1024
-_FEATURES_PER_PROGRAM = 4
+_FEATURES_PER_PROGRAM = 2
+_MAX_GRID_Y = 65535
 
 
 @functools.cache
@@ -44,7 +45,7 @@ def _kernel():
     import triton.language as tl
 
     # no specialization on the sizes: the warm-up fit and the real one share one compiled kernel
-    @triton.jit(do_not_specialize=["n", "F", "lo", "width"])
+    @triton.jit(do_not_specialize=["n", "F", "lo", "width", "row0"])
     def level_hist_kernel(
         XT,
         Q,
@@ -54,13 +55,16 @@ def _kernel():
         F,
         lo,
         width,
+        row0,
         NB: tl.constexpr,
         C: tl.constexpr,
         BLOCK: tl.constexpr,
         FEATURES: tl.constexpr,
         ALL_ROWS: tl.constexpr,
     ):
-        rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        # axis 0: feature blocks, so that the programs running at once spread their atomic
+        # adds over every feature's cells (not all on one feature's 256 bins)
+        rows = row0 + tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         in_range = rows < n
         if ALL_ROWS:  # the root: every row, in node 0
             node = tl.zeros((BLOCK,), dtype=tl.int64)
@@ -74,7 +78,7 @@ def _kernel():
             q2 = tl.load(Q + rows * C + 2, mask=keep, other=0)
             q3 = tl.load(Q + rows * C + 3, mask=keep, other=0)
         for j in range(FEATURES):
-            f = tl.program_id(1).to(tl.int64) * FEATURES + j
+            f = tl.program_id(0).to(tl.int64) * FEATURES + j
             mask = keep & (f < F)
             b = tl.load(XT + f * n + rows, mask=mask, other=0).to(tl.int64)
             cell = OUT + ((node * F + f) * NB + b) * C
@@ -114,19 +118,22 @@ def level_hist(
     if n == 0 or F == 0:
         return
     kernel, cdiv = _kernel()
-    grid = (cdiv(n, _BLOCK_ROWS), cdiv(F, _FEATURES_PER_PROGRAM))
-    kernel[grid](
-        XT,
-        q,
-        q if slot is None else slot,  # not read when ALL_ROWS
-        out,
-        n,
-        F,
-        lo,
-        hi - lo,
-        NB=nb,
-        C=C,
-        BLOCK=_BLOCK_ROWS,
-        FEATURES=_FEATURES_PER_PROGRAM,
-        ALL_ROWS=slot is None,
-    )
+    row_blocks = cdiv(n, _BLOCK_ROWS)
+    for first in range(0, row_blocks, _MAX_GRID_Y):  # CUDA grids have at most 65535 rows
+        grid = (cdiv(F, _FEATURES_PER_PROGRAM), min(_MAX_GRID_Y, row_blocks - first))
+        kernel[grid](
+            XT,
+            q,
+            q if slot is None else slot,  # not read when ALL_ROWS
+            out,
+            n,
+            F,
+            lo,
+            hi - lo,
+            first * _BLOCK_ROWS,
+            NB=nb,
+            C=C,
+            BLOCK=_BLOCK_ROWS,
+            FEATURES=_FEATURES_PER_PROGRAM,
+            ALL_ROWS=slot is None,
+        )
