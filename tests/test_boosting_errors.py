@@ -127,7 +127,8 @@ def test_single_class():
 
 def test_single_class_after_zero_weights():
     sw = np.where(Y_CLF == 1, 1.0, 0.0)
-    with pytest.raises(ValueError, match="contains 1 class .with non-zero sample weight."):
+    with pytest.raises(ValueError, match=r"contains 1 class with non-zero sample weight: \[1\]; "
+                                         r"\[0\] only with zero sample weight"):
         BoostingClassifier(n_estimators=2).fit(X, Y_CLF, sample_weight=sw)
 
 

@@ -341,10 +341,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                 raise ValueError(
                     f"n_estimators={self.n_estimators} must be larger or equal to "
                     f"estimators_.shape[0]={self.estimators_.shape[0]} when warm_start==True")
-            if self._learner.kind != self.tree_method:
-                raise ValueError(
-                    f"warm_start=True cannot switch tree_method from {self._learner.kind!r} "
-                    f"to {self.tree_method!r}; fit with warm_start=False to start over.")
+            self._learner = self._warm_learner(device)
             begin_at_stage = self.estimators_.shape[0]
             if not exact:
                 self._learner.collective = self._rows.collective
@@ -369,6 +366,27 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         self.n_estimators_ = n_stages
         return self
 
+    def _warm_learner(self, device: str):
+        """The learner for the trees a warm start adds: built from the parameters as they are
+        now (``set_params`` may have changed the tree shape, as scikit-learn allows), on the
+        binning of the first fit (the trees already fitted read those bins)."""
+        old = self._learner
+        if old.kind != self.tree_method:
+            raise ValueError(
+                f"warm_start=True cannot switch tree_method from {old.kind!r} "
+                f"to {self.tree_method!r}; fit with warm_start=False to start over.")
+        if old.kind == "exact":
+            return make_learner("exact", self._tree_params(), self.n_features_in_)
+        for name, before, now in (("max_bins", old.max_bins, self.max_bins),
+                                  ("device", old.device, device)):
+            if before != now:
+                raise ValueError(
+                    f"warm_start=True cannot change {name} from {before!r} to {now!r}: the "
+                    f"trees already fitted read the first fit's bins on its device; fit with "
+                    f"warm_start=False to start over.")
+        return make_learner("hist", self._tree_params(), self.n_features_in_,
+                            max_bins=old.max_bins, device=old.device, bin_mapper=old.bin_mapper)
+
     def _is_classifier(self) -> bool:
         return isinstance(self, ClassifierMixin)
 
@@ -388,12 +406,17 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         if sample_weight_is_none:
             self.init_.fit(X, y)
         else:
+            unsupported = ValueError(f"The initial estimator {type(self.init_).__name__} does "
+                                     "not support sample weights.")
             try:
                 self.init_.fit(X, y, sample_weight=sample_weight)
-            except TypeError as e:
+            except TypeError as e:   # an estimator whose fit has no sample_weight
                 if "unexpected keyword argument 'sample_weight'" in str(e):
-                    raise ValueError(f"The initial estimator {type(self.init_).__name__} does "
-                                     "not support sample weights.") from e
+                    raise unsupported from e
+                raise
+            except ValueError as e:  # a Pipeline: fit parameters must name their step
+                if "pass parameters to specific steps of your pipeline" in str(e):
+                    raise unsupported from e
                 raise
         return self._loss.raw_from_prediction(self._init_prediction_from_estimator(X))
 
@@ -753,12 +776,16 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
         n_classes = self.classes_.shape[0]
         self.n_trees_per_iteration_ = 1 if n_classes <= 2 else n_classes
         self.n_classes_ = n_classes
-        n_kept = (n_classes if sample_weight is None else
-                  np.count_nonzero(self._rows.class_weights(encoded, sample_weight, n_classes)))
-        if n_kept < 2:
+        kept = (np.arange(n_classes) if sample_weight is None else
+                np.flatnonzero(self._rows.class_weights(encoded, sample_weight, n_classes)))
+        if len(kept) < 2:
+            dropped = np.setdiff1d(np.arange(n_classes), kept)
+            zero = (f"; {self.classes_[dropped].tolist()} only with zero sample weight"
+                    if len(dropped) else "")
+            weighted = "" if sample_weight is None else " with non-zero sample weight"
             raise ValueError(
                 f"{type(self).__name__} needs at least 2 classes in y, but y contains "
-                f"{n_kept} class (with non-zero sample weight): {self.classes_.tolist()}.")
+                f"{len(kept)} class{weighted}: {self.classes_[kept].tolist()}{zero}.")
         return encoded.astype(float, copy=False)
 
     def _make_loss(self, exact):
