@@ -9,6 +9,7 @@ counted, interrupted and made to run out of memory with monkeypatch.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -667,7 +668,9 @@ def test_cuda_sweep_runs_in_worker_processes(tmp_path):
     result = invoke("--depths", "8", "--epochs", "2", "--seeds", "1", "--device", "cuda",
                     "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "on cuda, 2 at a time" in result.output
+    # "2 runs (...) on cuda (bf16 autocast), 2 at a time": the precision sits between the two
+    assert re.search(r"on cuda \([^)]*\), 2 at a time", result.output), result.output
+    assert only_run(tmp_path).read_meta()["jobs"] == 2
     runs = only_run(tmp_path).read_table("runs")
     assert (runs["device"] == "cuda").all() and (runs["images_per_s"] > 0).all()
 

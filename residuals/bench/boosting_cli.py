@@ -128,6 +128,8 @@ def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, l
     """
     from residuals.bench import boosting as B
     from residuals.device import DeviceError
+    from residuals.report.cli import write_error
+    from residuals.runs import RunInUse
 
     cfg = None
     if resume is None:
@@ -150,8 +152,16 @@ def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, l
                        echo=click.echo, started=started.append)
     except DeviceError as e:
         raise click.BadParameter(str(e), param_hint="'--device'") from None
+    except RunInUse as e:
+        raise click.ClickException(str(e)) from None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    except OSError as e:   # a read-only or full folder
+        if not started:
+            raise click.BadParameter(f"cannot create a run folder under {out}: {e}",
+                                     param_hint="--out") from None
+        raise click.ClickException(f"{write_error(e)}; the results measured so far are kept in "
+                                   f"{started[0].path}") from None
     except KeyboardInterrupt:
         if not started:
             raise

@@ -9,6 +9,7 @@ of the name) under ``--root``; ``open`` without RUN opens the newest run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,21 @@ ROOT_OPTION = click.option(
     "--root", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
     envvar="RESIDUALS_REPORTS", show_default=True, show_envvar=True,
     help="Reports folder that holds the run folders.")
+
+
+def write_error(e: OSError, hint: str = "") -> str:
+    """An OSError met while writing, as one line a user can act on."""
+    where = f" {e.filename}" if e.filename else ""
+    return f"cannot write{where}: {e.strerror or e}" + (f"; {hint}" if hint else "")
+
+
+@contextlib.contextmanager
+def writing(hint: str = ""):
+    """Turn an OSError (a read-only or full folder) into a clean error message."""
+    try:
+        yield
+    except OSError as e:
+        raise click.ClickException(write_error(e, hint)) from None
 
 
 def _resolve(root: Path, name: str | None) -> Path:
@@ -34,26 +50,38 @@ def _resolve(root: Path, name: str | None) -> Path:
 @click.argument("runs", nargs=-1)
 @click.option("--all", "all_runs", is_flag=True, help="Rebuild every run under --root (e.g. after a template change).")
 @click.option("--index", "index", is_flag=True, help="Regenerate --root/index.html, the list of all runs.")
+@click.option("--examples", "examples", is_flag=True,
+              help="With --all: rebuild the committed examples (the examples/ group) too; without "
+                   "it --all leaves them as they are, so a checkout stays clean.")
 @ROOT_OPTION
-def build(runs: tuple[str, ...], all_runs: bool, index: bool, root: Path):
+def build(runs: tuple[str, ...], all_runs: bool, index: bool, examples: bool, root: Path):
     """Rebuild run reports from their saved results, without retraining.
 
     \b
     residuals report build reports/20261123-101500-degradation-digits
-    residuals report build --all        # every run under reports/
+    residuals report build --all        # every run under reports/, but not examples/
+    residuals report build --all --examples   # the committed examples too
     residuals report build --index      # only reports/index.html
 
     Exits with status 1 if a run could not be rendered (its page then says why).
     """
     from residuals.report.html import build_report
-    from residuals.report.index import refresh_indexes, scan, write_index
+    from residuals.report.index import EXAMPLES_GROUP, refresh_indexes, scan, write_index
     from residuals.runs import BrokenRun, RunDir
 
     if not runs and not all_runs and not index:
         raise click.UsageError("name a RUN folder to rebuild, or use --all or --index")
     paths = [_resolve(root, r) for r in runs]
+    if examples and not all_runs:
+        raise click.UsageError("--examples goes with --all (name an example's folder to rebuild it alone)")
     if all_runs:
-        paths += [e.path for e in scan(root) if e.kind == "run" and e.path not in paths]
+        # broken folders too: each is then "skipped" with its reason, and the exit status is 1
+        found = [e for e in scan(root) if e.kind != "comparison" and e.path not in paths]
+        kept = [e for e in found if e.group == EXAMPLES_GROUP and not examples]
+        paths += [e.path for e in found if e not in kept]
+        if kept:
+            click.echo(f"left {len(kept)} committed example(s) under {root / EXAMPLES_GROUP} as they "
+                       f"are (add --examples to rebuild them)", err=True)
     failed = 0
     parents = set()
     for path in paths:
@@ -62,6 +90,10 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, root: Path):
         except BrokenRun as e:
             failed += 1
             click.echo(f"skipped {path}: {str(e).removeprefix(f'{path}: ')}", err=True)
+            continue
+        except OSError as e:   # a read-only or full folder
+            failed += 1
+            click.echo(f"skipped {path}: {write_error(e)}", err=True)
             continue
         except Exception as e:  # a renderer bug: show it, but rebuild the other runs
             if len(paths) == 1:
@@ -76,9 +108,10 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, root: Path):
             click.echo(f"wrote {page} -- but the run is incomplete: {problem}", err=True)
         else:
             click.echo(f"wrote {page}")
-    written = [write_index(root)] if index or all_runs else []   # asked for: always written
-    for parent in sorted(parents):
-        written += refresh_indexes(parent)
+    with writing("the runs index was not rewritten"):
+        written = [write_index(root)] if index or all_runs else []   # asked for: always written
+        for parent in sorted(parents):
+            written += refresh_indexes(parent)
     for page in dict.fromkeys(written):
         click.echo(f"wrote {page}")
     if failed:
@@ -108,18 +141,43 @@ def list_runs(root: Path, as_json: bool):
     groups: dict[str, list] = {}
     for e in entries:
         groups.setdefault(e.group, []).append(e)
+    for line in _listing(groups):
+        click.echo(line)
+
+
+LIST_COLUMNS = (("bench", 14), ("dataset", 16), ("device", 24), ("status", 11))  # name, widest
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _listing(groups: dict[str, list]) -> list[str]:
+    """`report list` as aligned text: every column as wide as its longest value (up to a
+    limit, then cut with "..."), the headline in what is left of the terminal's width."""
+    import shutil
+
+    entries = [e for g in groups.values() for e in g]
+
+    def cells(e) -> list[str]:
+        return [e.bench or "-", e.dataset or "-", e.device or "-",
+                e.status if e.kind != "broken" else "BROKEN"]
+
+    widths = [min(limit, max([len(name)] + [len(cells(e)[i]) for e in entries]))
+              for i, (name, limit) in enumerate(LIST_COLUMNS)]
+    used = 18 + sum(w + 1 for w in widths)
+    room = max(30, shutil.get_terminal_size((120, 24)).columns - used)
+    lines = []
     for g in sorted(groups, key=lambda g: (g != "", g)):
         if g:
-            click.echo(f"\n[{g}]")
+            lines.append(f"\n[{g}]")
         for e in groups[g]:
             date = (e.started_at or "")[:16].replace("T", " ") or "-"
-            headline = e.headline if len(e.headline) <= 70 else e.headline[:67] + "..."
-            status = e.status if e.kind != "broken" else "BROKEN"
-            click.echo(f"{date:16}  {e.bench or '-':12} {e.dataset or '-':14} {e.device or '-':10} "
-                       f"{status:11} {headline or '-'}")
-            click.echo(f"{'':18}{e.path}")
-            for p in e.problems:
-                click.echo(f"{'':18}! {p}")
+            row = " ".join(f"{_clip(c, w):{w}}" for c, w in zip(cells(e), widths))
+            lines.append(f"{date:16}  {row} {_clip(e.headline, room) or '-'}")
+            lines.append(f"{'':18}{e.path}")
+            lines.extend(f"{'':18}! {p}" for p in e.problems)
+    return lines
 
 
 # ---------------------------------------------------------------------- open
@@ -151,13 +209,15 @@ def open_run(run: str | None, index: bool, root: Path):
     from residuals.runs import BrokenRun, RunDir
 
     if index:
-        page = write_index(root)
+        with writing():
+            page = write_index(root)
     else:
         path = _resolve(root, run)
         page = RunDir(path).html_path
         if not page.is_file():
             try:
-                page = build_report(path)
+                with writing():
+                    page = build_report(path)
             except BrokenRun as e:
                 raise click.ClickException(f"cannot open {path}: {str(e).removeprefix(f'{path}: ')}") from None
     if _open_in_browser(page):
@@ -181,7 +241,10 @@ def serve(port: int, root: Path):
 
     if not root.is_dir():
         raise click.ClickException(f"{root}/ does not exist yet (make a run with `residuals bench degradation`)")
-    write_index(root)
+    try:
+        write_index(root)
+    except OSError as e:   # a read-only folder can still be served as it is
+        click.echo(f"warning: {write_error(e, 'serving the folder as it is')}", err=True)
     try:
         server = make_server(root, port)
     except OSError as e:
@@ -210,7 +273,8 @@ def compare(runs: tuple[str, ...], out: Path | None, open_page: bool, root: Path
         raise click.UsageError("name at least two runs to compare")
     paths = [_resolve(root, r) for r in runs]
     try:
-        page = compare_runs(paths, out, warn=lambda m: click.echo(f"warning: {m}", err=True))
+        with writing("choose a writable folder with --out"):
+            page = compare_runs(paths, out, warn=lambda m: click.echo(f"warning: {m}", err=True))
     except CompareError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {page}")

@@ -211,7 +211,7 @@ def _runs_table(runs: list[_Run], out: Path) -> str:
         m = r.meta
         name = L.esc(r.run.path.name)
         if r.run.html_path.is_file():  # the run's own page, relative, where it has one
-            name = f'<a href="{L.esc(Path(os.path.relpath(r.run.html_path, out)).as_posix())}">{name}</a>'
+            name = f'<a href="{L.href(Path(os.path.relpath(r.run.html_path, out)))}">{name}</a>'
         rows.append(
             f"<tr><td><b>{r.label}</b></td><td>{name}</td>"
             f"<td>{L.esc(m.get('dataset'))}</td><td class=\"num\">{L.esc(L.fmt_time(m.get('started_at')))}</td>"
@@ -281,7 +281,7 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
             parts.append(f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(first.title)}</h3>'
                          + _img(fig, f"{first.title}, runs overlaid") +
                          f"<figcaption>Runs overlaid ({', '.join(labels)}: marker shapes). "
-                         f"{L.esc(first.caption)} <span class=\"links\"><a href=\"figures/{L.esc(key)}.csv\">"
+                         f"{L.esc(first.caption)} <span class=\"links\"><a href=\"{L.href(f'figures/{key}.csv')}\">"
                          f"data (CSV)</a></span></figcaption></figure>")
         else:
             pd.concat([k[key].data.assign(run=r.label) for r, k in zip(runs, by_key)], ignore_index=True) \
@@ -291,9 +291,10 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
             # one under the other, each at full width: figures are drawn for the page's width
             parts.append(f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(first.title)}</h3>'
                          f'<div class="grid stack">{cells}</div>'
-                         f"<figcaption>Each run's own figure (this figure has no overlay spec). "
+                         f"<figcaption>Each run's own figure, one under the other (its panels do not "
+                         f"overlay into one drawing). "
                          f"{L.esc(first.caption)} "
-                         f"<span class=\"links\"><a href=\"figures/{L.esc(key)}.csv\">data (CSV)</a></span>"
+                         f"<span class=\"links\"><a href=\"{L.href(f'figures/{key}.csv')}\">data (CSV)</a></span>"
                          f"</figcaption></figure>")
     for r in runs:  # close the renderers' figures that were not drawn above
         for f in r.content.figures:
@@ -313,7 +314,7 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
         wide = max(len(L.format_table(t.data).columns) for t in tables) > WIDE_TABLE_COLUMNS
         tparts.append(f'<section id="table-{L.esc(key)}"><h3>{L.esc(tables[0].title)}</h3>'
                       f'<div class="grid{" stack" if wide else ""}">{cells}</div><p class="sub">{L.esc(tables[0].caption)} '
-                      f'<span class="links"><a href="tables/{L.esc(key)}.csv">data (CSV)</a></span></p></section>')
+                      f'<span class="links"><a href="{L.href(f"tables/{key}.csv")}">data (CSV)</a></span></p></section>')
     if tparts:
         body.append('<h2 id="tables">Tables</h2>' + "".join(tparts))
     command = "residuals report compare " + " ".join(shlex.quote(L.display_path(r.run.path)) for r in runs)

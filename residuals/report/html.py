@@ -153,7 +153,7 @@ def _figures_html(figs: list[SavedFigure]) -> str:
             f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(title)}</h3>'
             f'<img src="{uri}" alt="{L.esc(title)}" width="{width}">'
             f'<figcaption>{L.esc(caption)} '
-            f'<span class="links"><a href="figures/{L.esc(key)}.csv">data (CSV)</a></span>'
+            f'<span class="links"><a href="{L.href(f"figures/{key}.csv")}">data (CSV)</a></span>'
             f'</figcaption></figure>')
     return "".join(parts)
 
@@ -165,7 +165,7 @@ def _tables_html(content: ReportContent) -> str:
             f'<section class="table" id="table-{L.esc(t.key)}"><h3>{L.esc(t.title)}</h3>'
             f'{L.table_html(t.data)}'
             f'<p class="sub">{L.esc(t.caption)} '
-            f'<span class="links"><a href="tables/{L.esc(t.key)}.csv">data (CSV)</a></span></p></section>')
+            f'<span class="links"><a href="{L.href(f"tables/{t.key}.csv")}">data (CSV)</a></span></p></section>')
     return "".join(parts)
 
 
@@ -180,8 +180,37 @@ def _build_command(run: RunDir) -> str:
     return f"residuals report build {shlex.quote(L.display_path(run.path))}"
 
 
+# options that only say where files go or come from on the machine that ran: left out of the
+# Reproduce box, so it reads the same on every machine (the details keep the recorded command)
+PLACE_OPTIONS = ("--out", "--data-dir", "--name", "--root")
+
+
+def reproduce_command(command: str | None) -> str:
+    """The recorded command line without :data:`PLACE_OPTIONS` (``--out /tmp/x`` and the
+    like): what anyone can run from a checkout to get the same results."""
+    import shlex
+
+    if not command:
+        return "(not recorded)"
+    try:
+        words = shlex.split(command)
+    except ValueError:   # unbalanced quotes: show it as recorded
+        return command
+    kept, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        name = w.split("=", 1)[0]
+        if name in PLACE_OPTIONS:
+            skip = "=" not in w
+            continue
+        kept.append(w)
+    return shlex.join(kept)
+
+
 def reproduce_html(meta: dict, run: RunDir) -> str:
-    command = meta.get("command") or "(not recorded)"
+    command = reproduce_command(meta.get("command"))
     return (
         '<h2 id="reproduce">Reproduce</h2><div class="reproduce">'
         "<div>Re-run the experiment:</div>"
@@ -202,10 +231,11 @@ def details_html(meta: dict, run: RunDir) -> str:
         "device": device_label(meta),
         "git commit": meta.get("git_commit") or "(not a git checkout)",
         "run folder": run.path.name,
+        "recorded command": meta.get("command"),
         **{k: v for k, v in meta.items() if k not in _SHOWN and not isinstance(v, dict)},
     }
     files = sorted(p.name for p in run.path.glob("*.csv")) + ["meta.json"]
-    links = " ".join(f'<a href="{L.esc(n)}">{L.esc(n)}</a>' for n in files)
+    links = " ".join(f'<a href="{L.href(n)}">{L.esc(n)}</a>' for n in files)
     return (
         '<details id="details"><summary>Run details: config, versions, machine, times</summary>'
         f"<h3>Run</h3>{L.kv_table(when, cls='meta')}"

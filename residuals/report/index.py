@@ -19,18 +19,20 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from residuals.report import layout as L
 from residuals.runs import BrokenRun, RunDir
 
-__all__ = ["Entry", "scan", "write_index", "refresh_indexes", "find_run", "index_html", "COMPARE_FILE"]
+__all__ = ["EXAMPLES_GROUP", "Entry", "scan", "write_index", "refresh_indexes", "find_run", "index_html", "COMPARE_FILE"]
 
 COMPARE_FILE = "compare.json"
 INDEX_KIND = "runs-index"   # in the page's generator meta tag: an index.html this module may rewrite
 _SKIP = {"__pycache__", "figures", "tables"}
-_GROUPS = {"examples", "compare"}   # always groups, even while empty
+EXAMPLES_GROUP = "examples"        # committed example runs: `report build --all` leaves them be
+_GROUPS = {EXAMPLES_GROUP, "compare"}   # always groups, even while empty
 
 
 @dataclass
@@ -102,22 +104,27 @@ def _describe_run(run: RunDir, meta: dict, group: str) -> Entry:
         e.problems.append(f"{main}.csv is missing")
     if meta.get("report_problem"):
         e.problems.append(str(meta["report_problem"]))
-    if e.report is None:
-        e.problems.append(f"no report yet: residuals report build {path.name}")
+    if e.report is None:   # a path works under any --root (a bare name only under the default)
+        e.problems.append(f"no report yet: residuals report build {shlex.quote(L.display_path(path))}")
     return e
 
 
 def _comparison_entry(path: Path, group: str) -> Entry:
     try:
-        info = json.loads((path / COMPARE_FILE).read_text())
+        info = json.loads((path / COMPARE_FILE).read_bytes().decode("utf-8"))
         runs = info["runs"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         return Entry(path, "broken", group, problems=[f"{COMPARE_FILE} is unreadable ({exc})"])
-    e = Entry(path, "comparison", group, bench=str(info.get("bench", "")),
-              dataset=", ".join(sorted(set(map(str, info.get("datasets", []))))),
-              started_at=info.get("created_at"), device=", ".join(info.get("devices", [])),
-              status="complete",
-              headline=str(info.get("headline") or f"compares {len(runs)} runs: " + ", ".join(map(str, runs))))
+    try:
+        created = info.get("created_at")
+        e = Entry(path, "comparison", group, bench=str(info.get("bench", "")),
+                  dataset=", ".join(sorted(set(map(str, info.get("datasets") or [])))),
+                  started_at=None if created is None else str(created),
+                  device=", ".join(map(str, info.get("devices") or [])), status="complete",
+                  headline=str(info.get("headline")
+                               or f"compares {len(runs)} runs: " + ", ".join(map(str, runs))))
+    except (AttributeError, TypeError) as exc:   # fields of unexpected types
+        return Entry(path, "broken", group, problems=[f"{COMPARE_FILE} has unexpected contents ({exc})"])
     if e.report is None:
         e.problems.append("index.html is missing")
     return e
@@ -190,7 +197,7 @@ _GROUP_TITLES = {"": "Runs", "examples": "Examples (committed with the repositor
 def _row(e: Entry, root: Path) -> str:
     rel = e.path.relative_to(root).as_posix()
     report = e.report
-    link = (f'<a href="{L.esc(rel)}/index.html">{L.esc(e.path.name)}</a>' if report
+    link = (f'<a href="{L.href(rel + "/index.html")}">{L.esc(e.path.name)}</a>' if report
             else L.esc(e.path.name))
     status = e.status if e.kind != "broken" else "broken"
     headline = L.esc(e.headline) if e.headline else "\u2013"

@@ -23,7 +23,7 @@ import pandas as pd
 
 from residuals.runs.atomic import atomic_write
 
-__all__ = ["page", "esc", "prose", "verdict_box", "notice", "table_html", "format_table",
+__all__ = ["page", "esc", "href", "prose", "verdict_box", "notice", "table_html", "format_table",
            "kv_table", "flatten", "display_path", "css_width", "png_data_uri", "fmt_value", "fmt_time", "fmt_duration",
            "parse_time", "atomic_write"]
 
@@ -82,6 +82,19 @@ footer { color: var(--muted); font-size: 0.8rem; margin-top: 40px; }
 
 def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def href(relative: str | Path) -> str:
+    """An escaped ``href`` value for a relative path: URL-quoted and prefixed with ``./``, so
+    a folder or file named ``javascript:alert(1)`` is a path, never a scheme or a host."""
+    from urllib.parse import quote
+
+    posix = Path(relative).as_posix() if isinstance(relative, Path) else str(relative)
+    if posix.startswith("/") or posix.startswith("\\"):
+        raise ValueError(f"href: {posix!r} is not a relative path")
+    parts = [quote(part, safe="") for part in posix.split("/")]
+    text = "/".join(parts)
+    return esc(text if text.startswith("../") else "./" + text)
 
 
 _CODE = re.compile(r"`([^`]+)`")

@@ -38,7 +38,24 @@ STATUSES = ("running", "complete", "interrupted", "failed")
 
 
 class BrokenRun(Exception):
-    """A run folder that cannot be read (missing or corrupt meta.json)."""
+    """A run folder that cannot be read (missing or corrupt meta.json or tables)."""
+
+
+# meta.json fields that every reader relies on, and the JSON types they may have (or null)
+META_TYPES: dict[str, tuple[type, ...]] = {
+    "bench": (str,), "dataset": (str,), "config": (dict,), "command": (str,),
+    "started_at": (str,), "finished_at": (str,), "wall_s": (int, float), "status": (str,),
+    "headline": (str,), "verdict": (bool,), "summary": (str,), "git_commit": (str,),
+}
+_TYPE_NAMES = {str: "a string", dict: "an object", int: "a number", float: "a number",
+               bool: "true or false", list: "a list"}
+
+
+def _json_type(value: Any) -> str:
+    for t in (bool, str, dict, list, int, float):
+        if isinstance(value, t):
+            return _TYPE_NAMES[t]
+    return type(value).__name__
 
 
 class RunDir:
@@ -84,15 +101,30 @@ class RunDir:
         return self.path / "meta.json"
 
     def read_meta(self) -> dict:
+        """meta.json as a dict; :class:`BrokenRun` (with the reason) when it is missing, not
+        UTF-8 JSON, or holds a field of the wrong type (see :data:`META_TYPES`)."""
         try:
-            with open(self.meta_path) as f:
-                meta = json.load(f)
+            raw = self.meta_path.read_bytes()
         except FileNotFoundError as e:
             raise BrokenRun(f"{self.path}: no meta.json (not a run folder, or a run that never started)") from e
-        except (OSError, json.JSONDecodeError) as e:
+        except OSError as e:
             raise BrokenRun(f"{self.path}: meta.json is unreadable ({e})") from e
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise BrokenRun(f"{self.path}: meta.json is unreadable (not UTF-8 text: byte "
+                            f"{e.object[e.start]:#04x} at offset {e.start})") from e
+        except ValueError as e:   # json.JSONDecodeError
+            raise BrokenRun(f"{self.path}: meta.json is unreadable ({e})") from e
+        except RecursionError as e:
+            raise BrokenRun(f"{self.path}: meta.json is unreadable (nested too deeply)") from e
         if not isinstance(meta, dict) or "bench" not in meta:
             raise BrokenRun(f"{self.path}: meta.json does not describe a run (no 'bench')")
+        for key, types in META_TYPES.items():
+            value = meta.get(key)
+            if value is not None and not isinstance(value, types):
+                raise BrokenRun(f"{self.path}: meta.json field {key!r} is {_json_type(value)}, "
+                                f"expected {' or '.join(dict.fromkeys(_TYPE_NAMES[t] for t in types))}")
         return meta
 
     @property
@@ -133,13 +165,32 @@ class RunDir:
     def has_table(self, name: str = "results") -> bool:
         return self.table_path(name).is_file()
 
-    def read_table(self, name: str = "results") -> "pd.DataFrame":
+    def read_table(self, name: str = "results", *, columns: tuple[str, ...] | list[str] = (),
+                   numeric: tuple[str, ...] = ()) -> "pd.DataFrame":
+        """A saved table; :class:`BrokenRun` (with the reason) when it is missing, empty, not
+        a CSV, lacks one of ``columns``, or holds something other than numbers (or blanks)
+        in one of the ``numeric`` columns."""
+        import pandas as pd
+
         path = self.table_path(name)
         if not path.is_file():
             raise BrokenRun(f"{self.path}: {path.name} is missing")
-        import pandas as pd
-
-        return pd.read_csv(path)
+        try:
+            df = pd.read_csv(path)
+        except pd.errors.EmptyDataError as e:
+            raise BrokenRun(f"{self.path}: {path.name} is empty") from e
+        except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise BrokenRun(f"{self.path}: {path.name} is not a readable CSV table "
+                            f"({type(e).__name__}: {first})") from e
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise BrokenRun(f"{self.path}: {path.name} lacks the column(s) {', '.join(missing)}")
+        for c in numeric:
+            if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+                raise BrokenRun(f"{self.path}: {path.name} column {c!r} holds something other "
+                                f"than numbers")
+        return df
 
     @property
     def figures_dir(self) -> Path:

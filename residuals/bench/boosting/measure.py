@@ -8,8 +8,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from residuals.bench.boosting.cases import (PARITY_PAIRS, BoostingBenchConfig, Case, Split,
-                                            iter_cases, load_dataset)
+from residuals.bench.boosting.cases import (EXPECTED_TO_MATCH, NOT_EXPECTED_NOTE, PARITY_PAIRS,
+                                            BoostingBenchConfig, Case, Split, iter_cases,
+                                            load_dataset)
 from residuals.bench.boosting.fitting import (FAST_FIT_REPEATS, FAST_FIT_S, make_estimator,
                                               method_unsupported, staged_raw, timed_fit)
 from residuals.bench.boosting.metrics import (METRIC_NAMES, max_abs_diff, paired_gap,
@@ -134,8 +135,11 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
             tables.parity.append({**key, "method": ours, "reference": ref, "n_stages": n_st,
                                   "max_abs_diff": worst, "first_diff_stage": first,
                                   "test_loss": final_test[ours], "reference_test_loss": final_test[ref]})
-            progress("parity", f"  parity {ours} vs {ref}: max |diff| = {worst:.3g}"
-                               + ("" if first is None else f" (first at stage {first})"))
+            if EXPECTED_TO_MATCH.get(ours, True):
+                note = "" if first is None else f" (first at stage {first})"
+            else:
+                note = f" ({NOT_EXPECTED_NOTE})"
+            progress("parity", f"  parity {ours} vs {ref}: max |diff| = {worst:.3g}{note}")
 
 
 def _record_contributions(method: str, est, data: Split, key: dict, tables: BenchTables) -> None:

@@ -105,7 +105,15 @@ def run(config: BoostingBenchConfig | None = None, *, out: str | os.PathLike = "
         run_dir = RunDir.create(out, bench=BENCH, dataset=run_label(config),
                                 config=config.as_dict(), device=config.device, name=name,
                                 command=command)
-    else:
+    # one process at a time in the folder (RunInUse for a second resume of it)
+    with run_dir.lock():
+        return _measure(run_dir, config, resume=resume, previous=previous, jobs=jobs, html=html,
+                        progress=progress, echo=echo, started=started)
+
+
+def _measure(run_dir: RunDir, config: BoostingBenchConfig, *, resume, previous, jobs: int,
+             html: bool, progress, echo, started) -> BoostingResult:
+    if resume is not None:
         run_dir.update_meta(status="running")
     if started is not None:
         started(run_dir)

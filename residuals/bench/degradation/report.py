@@ -40,32 +40,131 @@ def render(run: RunDir) -> ReportContent:
     config = meta.get("config") or {}
 
     verdict = degradation_verdict(runs)
-    planned = len(config.get("variants", ())) * len(config.get("depths", ())) * int(config.get("seeds", 0))
+    try:
+        planned = len(config.get("variants", ())) * len(config.get("depths", ())) * int(config.get("seeds", 0))
+    except (TypeError, ValueError):   # an odd config: the headline then does not count runs
+        planned = 0
     headline = verdict.headline
     if planned and len(runs) < planned:
         headline = (f"partial ({len(runs)} of {planned} runs finished, status {meta.get('status')}): "
                     f"{headline}")
 
     style.apply()
+    diverged = _diverged(runs)
     figures = []
     if not results.empty:
-        figures += [_error_curves(results), _error_vs_depth(runs)]
+        figures += [_error_curves(results, diverged), _error_vs_depth(runs)]
     if not probes.empty:
-        figures += [_layer_responses(probes), _gradient_norms(probes)]
+        figures += [_layer_responses(probes, diverged), _gradient_norms(probes, diverged)]
+    flat = flattening(results)
     tables = [_final_table(runs), _runs_table(runs)] if not runs.empty else []
+    if not flat.empty:
+        tables.append(_flattening_table(flat))
     notes = " ".join(f"Note: {n}." for n in verdict.notes)
     return ReportContent(
         headline=headline,
         verdict=verdict.reproduced,
         summary=_summary(meta, config, runs, verdict.reproduced),
-        intro=INTRO + (" " + _rule_text() + (" " + notes if notes else "")),
+        intro=INTRO + " " + _rule_text() + (" " + notes if notes else "")
+        + ("\n\n" + _flattening_text(flat) if not flat.empty else ""),
         figures=figures,
         tables=tables,
     )
 
 
+# the columns each saved table must have for this page (older runs may lack "replicas")
+NEEDS = {
+    "results": ("model", "variant", "depth", "seed", "epoch", "train_error", "test_error"),
+    "runs": ("model", "variant", "depth", "seed", "status", "epochs", "final_train_error",
+             "final_test_error", "images_per_s", "train_s", "wall_s", "device", "threads"),
+    "probes": ("variant", "depth", "seed", "block", "response_std"),
+}
+
+
+NUMERIC = ("depth", "seed", "epoch", "block", "train_error", "test_error", "final_train_error",
+           "final_test_error", "response_std")
+
+
 def _table(run: RunDir, name: str) -> pd.DataFrame:
-    return run.read_table(name) if run.has_table(name) else pd.DataFrame()
+    if not run.has_table(name):
+        return pd.DataFrame()
+    return run.read_table(name, columns=NEEDS[name], numeric=NUMERIC)
+
+
+def _diverged(runs: pd.DataFrame) -> set[tuple[str, int, int]]:
+    """(variant, depth, seed) of the runs whose loss became non-finite."""
+    if runs.empty:
+        return set()
+    bad = runs[runs["status"] == "diverged"]
+    return {(str(v), int(d), int(s)) for v, d, s in bad[["variant", "depth", "seed"]].itertuples(index=False)}
+
+
+def _finite_probes(probes: pd.DataFrame, diverged: set, cols: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The probe rows of runs that did not diverge and whose ``cols`` are finite, and the
+    labels (``plain-56 seed 1``) of the runs left out."""
+    import numpy as np
+
+    keys = list(zip(probes["variant"].astype(str), probes["depth"].astype(int), probes["seed"].astype(int)))
+    bad = pd.Series([k in diverged for k in keys], index=probes.index)
+    values = probes[cols].apply(pd.to_numeric, errors="coerce")
+    bad |= ~np.isfinite(values).all(axis=1)
+    left_out = sorted({k for k, b in zip(keys, bad) if b}, key=lambda k: (k[0], k[1], k[2]))
+    labels = [f"{model_label(v, d)} seed {s}" for v, d, s in left_out]
+    return probes[~bad], labels
+
+
+def _left_out_text(labels: list[str]) -> str:
+    if not labels:
+        return ""
+    return (f" Left out because they diverged or their probes are not finite numbers: "
+            f"{', '.join(labels)}.")
+
+
+# The curves have flattened when the mean training error moved by at most FLAT_POINTS
+# percentage points over the last FLAT_SHARE of the epochs (at least the last two).
+FLAT_SHARE = 0.25
+FLAT_POINTS = 1.0
+
+
+def flattening(results: pd.DataFrame) -> pd.DataFrame:
+    """Per net: the mean training error (%) at the start and end of the last quarter of its
+    epochs, the change, and whether its curve has flattened (see FLAT_POINTS). Diverged
+    runs are left out; one row per (variant, depth) with finished epochs."""
+    cols = ["net", "variant", "depth", "from_epoch", "to_epoch", "train_error_from",
+            "train_error_to", "change", "flattened"]
+    if results.empty:
+        return pd.DataFrame(columns=cols)
+    ok = results[results["status"] != "diverged"] if "status" in results else results
+    rows = []
+    for (variant, depth), g in ok.groupby(["variant", "depth"], sort=True):
+        curve = g.groupby("epoch")["train_error"].mean().sort_index() * 100
+        if len(curve) < 2:
+            continue
+        window = max(1, round(FLAT_SHARE * (len(curve) - 1)))
+        start, end = curve.index[-1 - window], curve.index[-1]
+        change = float(curve.loc[end] - curve.loc[start])
+        rows.append({"net": model_label(variant, depth), "variant": variant, "depth": int(depth),
+                     "from_epoch": int(start), "to_epoch": int(end),
+                     "train_error_from": round(float(curve.loc[start]), 2),
+                     "train_error_to": round(float(curve.loc[end]), 2), "change": round(change, 2),
+                     "flattened": abs(change) <= FLAT_POINTS})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _flattening_text(flat: pd.DataFrame) -> str:
+    moving = flat[~flat["flattened"]]
+    window = (f"over the last {int(flat['to_epoch'].max() - flat['from_epoch'].min())} epoch(s)"
+              if flat["to_epoch"].nunique() == 1 and flat["from_epoch"].nunique() == 1
+              else "over the last quarter of each run's epochs")
+    if moving.empty:
+        return (f"The training curves have flattened: every net's mean training error moved by at "
+                f"most {FLAT_POINTS:g} point {window}, so the final errors are where training "
+                f"settled, not a snapshot of a net still descending.")
+    still = ", ".join(f"{r.net} ({r.train_error_from:.1f}% to {r.train_error_to:.1f}%)"
+                      for r in moving.itertuples())
+    return (f"Not every training curve has flattened: {still} moved by more than "
+            f"{FLAT_POINTS:g} point {window}. Those nets' final errors are a snapshot of "
+            f"training still under way; train longer (--epochs) to see where they settle.")
 
 
 def _rule_text() -> str:
@@ -101,7 +200,7 @@ def _shade(variant: str, depth: int, depths: list[int]) -> str:
 
 
 # ------------------------------------------------------------------------ figures
-def _error_curves(results: pd.DataFrame) -> Figure:
+def _error_curves(results: pd.DataFrame, diverged: set = frozenset()) -> Figure:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -112,24 +211,31 @@ def _error_curves(results: pd.DataFrame) -> Figure:
     data = data.sort_values(["variant", "depth", "seed", "split", "epoch"], ignore_index=True)
     variants = [v for v in VARIANTS if v in set(data["variant"])]
     depths = sorted(int(d) for d in data["depth"].unique())
+    epochs = sorted(int(e) for e in data["epoch"].unique())
+    # few epochs: a marker on every point (a one-epoch line has no length to draw)
+    marker = "o" if len(epochs) <= 3 else None
 
     fig, axes = plt.subplots(1, len(variants), figsize=style.FIGSIZE, sharey=True, squeeze=False)
     for ax, variant in zip(axes[0], variants):
         for depth in depths:
             color = _shade(variant, depth, depths)
+            n_bad = sum(1 for v, d, _ in diverged if v == variant and d == depth)
             for split in ("train", "test"):
                 sel = data[(data["variant"] == variant) & (data["depth"] == depth) & (data["split"] == split)]
                 if sel.empty:
                     continue
                 stats = sel.groupby("epoch")["error"].agg(["mean", "min", "max"])
+                label = f"{model_label(variant, depth)} {split}" + (" (diverged)" if n_bad else "")
                 ax.plot(stats.index, stats["mean"], linestyle=style.linestyle(split), color=color,
-                        label=f"{model_label(variant, depth)} {split}")
+                        label=label, marker=marker, markersize=4)
                 if sel["seed"].nunique() > 1:
                     ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.12,
                                     linewidth=0)
         ax.set_title(TITLES[variant])
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
         ax.legend(ncols=2 if len(depths) > 2 else 1, fontsize=8)
     axes[0][0].set_ylabel("error (%)")
     return Figure(
@@ -170,8 +276,11 @@ def _error_vs_depth(runs: pd.DataFrame) -> Figure:
             ax.scatter(sel["depth"], sel["error"], color=style.color(variant), s=10, alpha=0.35,
                        zorder=3)
     diverged = data[(data["status"] == "diverged") & (data["split"] == "train")]
-    if not diverged.empty:
-        ax.scatter(diverged["depth"], [0] * len(diverged), marker="x", color="black", label="diverged")
+    if not diverged.empty:  # at the training error they ended with, when it is a number
+        y = diverged["error"].where(diverged["error"].notna() & (diverged["error"].abs() != float("inf")),
+                                    100.0)
+        ax.scatter(diverged["depth"], y, marker="x", color="black", s=40, zorder=4,
+                   label="diverged (left out of the lines)")
     depths = sorted(int(d) for d in data["depth"].unique())
     ax.set_xticks(depths)
     ax.set_xlabel("depth (layers)")
@@ -188,19 +297,21 @@ def _error_vs_depth(runs: pd.DataFrame) -> Figure:
     )
 
 
-def _layer_responses(probes: pd.DataFrame) -> Figure:
+def _layer_responses(probes: pd.DataFrame, diverged: set = frozenset()) -> Figure:
     import matplotlib.pyplot as plt
 
-    data = (probes.groupby(["variant", "depth", "block"], as_index=False)["response_std"].mean()
+    kept, left_out = _finite_probes(probes, diverged, ["response_std"])
+    data = (kept.groupby(["variant", "depth", "block"], as_index=False)["response_std"].mean()
             .sort_values(["variant", "depth", "block"], ignore_index=True))
+    data["block_index"] = data["block"] + 1          # 1 = nearest the input, as drawn
     data["rank"] = (data.groupby(["variant", "depth"])["response_std"]
                     .rank(ascending=False, method="first").astype(int))
-    depths = sorted(int(d) for d in data["depth"].unique())
+    depths = sorted(int(d) for d in probes["depth"].unique())
     fig, (ax_order, ax_rank) = plt.subplots(1, 2, figsize=style.FIGSIZE, sharey=True)
     for (variant, depth), g in data.groupby(["variant", "depth"], sort=True):
         kw = dict(color=_shade(variant, depth, depths), marker=style.MARKERS[variant], markersize=3,
                   label=model_label(variant, depth))
-        ax_order.plot(g["block"] + 1, g["response_std"], **kw)
+        ax_order.plot(g["block_index"], g["response_std"], **kw)
         ranked = g.sort_values("rank")
         ax_rank.plot(ranked["rank"], ranked["response_std"], **kw)
     ax_order.set_xlabel("block index (1 = nearest the input)")
@@ -208,43 +319,97 @@ def _layer_responses(probes: pd.DataFrame) -> Figure:
     ax_order.set_ylabel("std of the residual function's output")
     ax_order.set_title("in the net's order")
     ax_rank.set_title("sorted by magnitude")
-    ax_rank.legend(fontsize=8)
+    _integer_ticks(ax_order, ax_rank)
+    _empty_note(data, ax_order, ax_rank)
+    if not data.empty:
+        ax_rank.legend(fontsize=8)
     return Figure(
         key="layer_responses", title="Layer responses (He et al. 2015, Fig. 7)", fig=fig, data=data,
         caption="Standard deviation of each block's function F(x) after its last batch norm, before "
                 "the addition, on a fixed batch of test images after training (mean over seeds). "
                 "The paper finds residual functions respond less than plain layers, and less in "
-                "deeper nets: they learn small corrections to the identity.",
+                "deeper nets: they learn small corrections to the identity. "
+                + _responses_in_this_run(data) + _left_out_text(left_out),
+        overlay=Overlay(x="block_index", y="response_std", hue="variant", facet="depth",
+                        xlabel="block index (1 = nearest the input)",
+                        ylabel="std of the residual function's output"),
     )
 
 
-def _gradient_norms(probes: pd.DataFrame) -> Figure:
+def _integer_ticks(*axes) -> None:
+    """Block indices and ranks are whole numbers: no 1.5 on an axis of three blocks."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def _empty_note(data: pd.DataFrame, *axes) -> None:
+    if data.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no finite probe: every run diverged", transform=ax.transAxes,
+                    ha="center", va="center", color="#555555")
+
+
+def _responses_in_this_run(data: pd.DataFrame) -> str:
+    """What this run's probes show, in words: each net's median response, and how the
+    residual nets compare with the plain ones of the same depth and with depth."""
+    if data.empty:
+        return ""
+    med = data.groupby(["variant", "depth"])["response_std"].median()
+    listing = ", ".join(f"{model_label(v, d)} {x:.3g}" for (v, d), x in med.items())
+    facts = []
+    depths = sorted({d for _, d in med.index})
+    for d in depths:
+        if ("plain", d) in med.index and ("residual", d) in med.index:
+            p, r = med[("plain", d)], med[("residual", d)]
+            word = "less than" if r < p else "at least as much as"
+            facts.append(f"at depth {d} the residual net responds {word} the plain one ({r:.3g} vs {p:.3g})")
+    res = [(d, med[("residual", d)]) for d in depths if ("residual", d) in med.index]
+    if len(res) >= 2:
+        (d0, r0), (d1, r1) = res[0], res[-1]
+        facts.append(f"resnet-{d1} responds {'less than' if r1 < r0 else 'at least as much as'} resnet-{d0}")
+    text = f"This run: the median response per block is {listing}"
+    return text + ("; " + "; ".join(facts) if facts else "") + "."
+
+
+def _gradient_norms(probes: pd.DataFrame, diverged: set = frozenset()) -> Figure:
     import matplotlib.pyplot as plt
 
     cols = [c for c in ("input_grad_norm", "param_grad_norm") if c in probes.columns]
-    data = (probes.groupby(["variant", "depth", "block"], as_index=False)[cols].mean()
+    kept, left_out = _finite_probes(probes, diverged, cols)
+    data = (kept.groupby(["variant", "depth", "block"], as_index=False)[cols].mean()
             .sort_values(["variant", "depth", "block"], ignore_index=True))
-    depths = sorted(int(d) for d in data["depth"].unique())
+    data["block_index"] = data["block"] + 1
+    depths = sorted(int(d) for d in probes["depth"].unique())
     labels = {"input_grad_norm": ("at each block's input", "gradient norm at the block's input"),
               "param_grad_norm": ("of each block's weights", "gradient norm of the block's weights")}
     fig, axes = plt.subplots(1, len(cols), figsize=style.FIGSIZE, squeeze=False)
     for ax, col in zip(axes[0], cols):
         for (variant, depth), g in data.groupby(["variant", "depth"], sort=True):
-            ax.plot(g["block"] + 1, g[col], color=_shade(variant, depth, depths),
+            ax.plot(g["block_index"], g[col], color=_shade(variant, depth, depths),
                     marker=style.MARKERS[variant], markersize=3, label=model_label(variant, depth))
-        ax.set_yscale("log")
+        if (data[col] > 0).any():
+            ax.set_yscale("log")
         ax.set_xlabel("block index (1 = nearest the input)")
         title, ylabel = labels[col]
         ax.set_ylabel(f"{ylabel} (L2, log scale)")
         ax.set_title(f"gradient {title}")
-    axes[0][-1].legend(fontsize=8)
+    _integer_ticks(*axes[0])
+    _empty_note(data, *axes[0])
+    if not data.empty:
+        axes[0][-1].legend(fontsize=8)
     return Figure(
         key="gradient_norms", title="Gradient norms per block after training", fig=fig, data=data,
         caption="L2 norms of the loss gradient on the same fixed test batch after training, with "
                 "BN in training mode as SGD sees it (mean over seeds). In a residual net the "
                 "identity paths carry the gradient straight to the early blocks; He et al. argue "
                 "that with BN the plain nets' trouble is not vanishing gradients, so compare the "
-                "shapes rather than expecting the plain curve to vanish.",
+                "shapes rather than expecting the plain curve to vanish." + _left_out_text(left_out),
+        overlay=Overlay(x="block_index", y="input_grad_norm", hue="variant", facet="depth",
+                        xlabel="block index (1 = nearest the input)",
+                        ylabel="gradient norm at the block's input", logy=True)
+        if "input_grad_norm" in cols else None,
     )
 
 
@@ -288,3 +453,15 @@ def _runs_table(runs: pd.DataFrame) -> Table:
                  caption="images/s: training throughput, the median over epochs. training s: the "
                          "sum of epoch times (across resumes); wall s: data loading, training and "
                          "probes in the session that finished the run.")
+
+
+def _flattening_table(flat: pd.DataFrame) -> Table:
+    data = flat[["net", "from_epoch", "to_epoch", "train_error_from", "train_error_to", "change",
+                 "flattened"]].rename(columns={
+                     "from_epoch": "from epoch", "to_epoch": "to epoch",
+                     "train_error_from": "train error % then", "train_error_to": "train error % at the end",
+                     "change": "change (points)"})
+    return Table(key="flattening", title="Have the training curves flattened?", data=data,
+                 caption=f"Mean training error over seeds at the start and end of the last quarter "
+                         f"of the epochs; flattened when it moved by at most {FLAT_POINTS:g} point. "
+                         f"A net still descending at the end was stopped, not converged.")
