@@ -6,6 +6,7 @@ for the tiny convolutions the tests use. Set RESIDUALS_TEST_THREADS to change it
 """
 
 import os
+import subprocess
 
 import pytest
 
@@ -37,3 +38,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody may write to: chmod for an ordinary user; for root (whom file modes do
+    not stop) a read-only bind mount where the system allows one, else the test is skipped.
+    Yields (folder, make_read_only): fill the folder first, then call make_read_only()."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    state = {"mounted": False}
+
+    def make_read_only() -> None:
+        if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+            for p in [folder, *folder.rglob("*")]:
+                if p.is_dir():
+                    p.chmod(0o555)
+            return
+        ok = subprocess.run(
+            ["mount", "--bind", str(folder), str(folder)], capture_output=True, check=False
+        )
+        if ok.returncode != 0:
+            pytest.skip("running as root without mount privileges: no read-only folder to test")
+        state["mounted"] = True
+        ro = subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True, check=False
+        )
+        if ro.returncode != 0:
+            pytest.skip("running as root and a read-only remount is not allowed here")
+
+    yield folder, make_read_only
+    if state["mounted"]:
+        subprocess.run(["umount", str(folder)], capture_output=True, check=False)
+    else:
+        for p in [folder, *folder.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o755)

@@ -188,7 +188,7 @@ def synthetic_run(tmp_path, runs: pd.DataFrame) -> RunDir:
                            "response_std": float("nan") if bad else 1.0 + block,
                            "input_grad_norm": 0.1, "param_grad_norm": 0.2})
     run.write_table(pd.DataFrame(results), "results")
-    run.write_table(runs, "runs")
+    run.write_table(runs.assign(epochs=3), "runs")
     run.write_table(pd.DataFrame(probes), "probes")
     return run
 
@@ -285,12 +285,19 @@ def test_tables_drop_rows_of_runs_that_never_reached_runs_csv(tmp_path):
     run = RunDir.create(tmp_path, bench="degradation", dataset="digits", config={})
     finished = runs_table({("plain", 8): [0.1]})
     run.write_table(finished, "runs")
-    rows = [{"model": m, "variant": v, "depth": 8, "seed": 0, "epoch": 1, "train_error": 0.1}
-            for m, v in (("plain8", "plain"), ("resnet8", "residual"))]
+    finished["epochs"] = 1
+    run.write_table(finished, "runs")
+    rows = [{"model": m, "variant": v, "depth": 8, "seed": 0, "epoch": 1, "train_error": 0.1,
+             "test_error": 0.2} for m, v in (("plain8", "plain"), ("resnet8", "residual"))]
     run.write_table(pd.DataFrame(rows), "results")
-    tables = deg.sweep._Tables(run)
+    probes = [{"model": m, "variant": v, "depth": 8, "seed": 0, "block": 0, "response_std": 1.0}
+              for m, v in (("plain8", "plain"), ("resnet8", "residual"))]
+    run.write_table(pd.DataFrame(probes), "probes")
+    from residuals.bench.degradation.tables import SweepTables
+
+    tables = SweepTables(run)
     assert tables.frames["results"]["model"].tolist() == ["plain8"]
-    assert tables.frames["probes"].empty
+    assert tables.frames["probes"]["model"].tolist() == ["plain8"]
     assert deg.finished_runs(run) == {("plain", 8, 0)}
 
 
@@ -370,7 +377,7 @@ def test_render_is_a_pure_function_of_the_saved_tables(tiny_run, tmp_path):
         axes = [ax for ax in a.fig.axes if ax.has_data()]
         assert axes and all(ax.get_title() and ax.get_xlabel() for ax in axes), a.key
         assert any(ax.get_legend() for ax in axes) and axes[0].get_ylabel(), a.key
-    assert [t.key for t in first.tables] == ["final_errors", "runs"]
+    assert [t.key for t in first.tables] == ["final_errors", "runs", "flattening"]
     for a, b in zip(first.tables, second.tables):
         pd.testing.assert_frame_equal(a.data, b.data)
     curves = first.figures[0].data
@@ -685,7 +692,7 @@ def test_which_errors_are_the_users_to_fix():
     assert _user_error(TrainError("out of GPU memory")) == "out of GPU memory"
     assert _user_error(DatasetError("checksum mismatch")) == "checksum mismatch"
     disk_full = OSError(28, "No space left on device")
-    assert _user_error(disk_full) == "OSError: [Errno 28] No space left on device"
+    assert _user_error(disk_full) == "the disk is full (no space left on the device); free some space"
     assert "try fewer --jobs" in _user_error(BrokenProcessPool("a child process terminated"))
     assert _user_error(KeyError("bug")) is None and _user_error(ValueError("bug")) is None
 

@@ -83,9 +83,9 @@ def test_real_report_is_complete_and_self_contained(reports, bench):
     assert figures and figures == sorted(p.stem for p in (run / "figures").glob("*.csv"))
     assert page.count("<img ") == len(figures)
     for key in figures:
-        assert f'href="figures/{key}.csv"' in page and not pd.read_csv(run / "figures" / f"{key}.csv").empty
+        assert f'href="./figures/{key}.csv"' in page and not pd.read_csv(run / "figures" / f"{key}.csv").empty
     assert "<table" in page and meta["command"] in page and meta["versions"]["torch"] in page
-    assert 'href="' + bench + '/index.html"' in (reports / "index.html").read_text()
+    assert 'href="./' + bench + '/index.html"' in (reports / "index.html").read_text()
 
 
 # label keyword -> style.COLORS key: a line so labelled must be drawn in that colour's hue

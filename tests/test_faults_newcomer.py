@@ -20,15 +20,10 @@ from residuals.runs import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the project needs 3.11; this keeps the failure readable
-    tomllib = None
-
 
 def pyproject() -> dict:
-    if tomllib is None:
-        pytest.fail(f"Python {sys.version.split()[0]} is older than the project's floor")
+    import tomllib  # Python >= 3.11, the project's floor
+
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
@@ -54,10 +49,12 @@ def test_requires_python_is_what_the_dependencies_need():
             continue
         installed, low = Version(meta["Version"]), floor(str(req.specifier))
         needs = meta.get("Requires-Python")
-        if needs and installed.release[:2] == low.release[:2]:   # this release is the floor
+        if needs and installed.release[:2] == low.release[:2]:  # this release is the floor
             checked.append(req.name)
-            assert ours >= floor(needs), (f"{req.name} {low} needs Python {needs}, but "
-                                          f"requires-python is {project['requires-python']}")
+            assert ours >= floor(needs), (
+                f"{req.name} {low} needs Python {needs}, but "
+                f"requires-python is {project['requires-python']}"
+            )
     assert "scikit-learn" in checked
     assert Version(".".join(map(str, sys.version_info[:2]))) >= ours
 
@@ -79,9 +76,11 @@ def test_the_licence_pyproject_names_is_in_the_repository():
 @pytest.fixture(scope="module")
 def boosting_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("boosting")
-    result = CliRunner().invoke(main, ["bench", "boosting", "--datasets", "diabetes",
-                                       "--n-estimators", "3", "--out", str(out)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["bench", "boosting", "--datasets", "diabetes", "--n-estimators", "3", "--out", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     (run_path,) = [p for p in out.iterdir() if p.is_dir()]
     return RunDir(run_path), result.output
@@ -101,9 +100,9 @@ def test_hist_parity_is_labelled_as_not_expected_to_match(boosting_run):
 
 
 def test_a_comparison_overlays_every_figure_of_both_benches(boosting_run, tmp_path):
-    from residuals.bench.degradation.report import render as render_degradation
-
     from fault_helpers import degradation_run
+
+    from residuals.bench.degradation.report import render as render_degradation
 
     content = render_degradation(degradation_run(tmp_path, "r"))
     assert all(f.overlay is not None for f in content.figures), [f.key for f in content.figures]
@@ -113,8 +112,17 @@ def test_a_comparison_overlays_every_figure_of_both_benches(boosting_run, tmp_pa
     import shutil
 
     shutil.copytree(boosting_run[0].path, other)
-    page = CliRunner().invoke(main, ["report", "compare", str(boosting_run[0].path), str(other),
-                                     "--out", str(tmp_path / "cmp")])
+    page = CliRunner().invoke(
+        main,
+        [
+            "report",
+            "compare",
+            str(boosting_run[0].path),
+            str(other),
+            "--out",
+            str(tmp_path / "cmp"),
+        ],
+    )
     assert page.exit_code == 0, page.output
     text = (tmp_path / "cmp" / "index.html").read_text()
     assert text.count("Runs overlaid") == len(figures) and "one under the other" not in text

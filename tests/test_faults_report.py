@@ -17,14 +17,13 @@ import matplotlib
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from fault_helpers import degradation_run, set_meta_field, snapshot
 
 from residuals.bench.degradation.report import render
 from residuals.cli import main
 from residuals.report.html import build_report
 from residuals.report.index import scan
 from residuals.runs import BrokenRun, RunDir
-
-from fault_helpers import degradation_run, read_only_dir, set_meta_field, snapshot  # noqa: F401
 
 matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +44,24 @@ def close_figures():
 def test_a_sweep_that_diverges_still_gets_its_report(tmp_path):
     """The issue's command, made certain to diverge (fp32, a huge learning rate)."""
     out = tmp_path / "reports"
-    result = cli("bench", "degradation", "--depths", "8,14", "--epochs", "1", "--seeds", "1",
-                 "--lr", "1e8", "--precision", "fp32", "--jobs", "1", "--out", out)
+    result = cli(
+        "bench",
+        "degradation",
+        "--depths",
+        "8,14",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--lr",
+        "1e8",
+        "--precision",
+        "fp32",
+        "--jobs",
+        "1",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "could not be built" not in result.output
     (run,) = [RunDir(p) for p in out.iterdir() if p.is_dir()]
@@ -58,11 +73,16 @@ def test_a_sweep_that_diverges_still_gets_its_report(tmp_path):
 
 
 def test_every_figure_renders_when_all_seeds_of_a_net_diverged(tmp_path):
-    run = degradation_run(tmp_path, "r", depths=(8, 14, 20), diverged={("plain", 14, 0),
-                                                                       ("residual", 8, 0)})
+    run = degradation_run(
+        tmp_path, "r", depths=(8, 14, 20), diverged={("plain", 14, 0), ("residual", 8, 0)}
+    )
     content = render(run)
-    assert [f.key for f in content.figures] == ["error_curves", "error_vs_depth", "layer_responses",
-                                                "gradient_norms"]
+    assert [f.key for f in content.figures] == [
+        "error_curves",
+        "error_vs_depth",
+        "layer_responses",
+        "gradient_norms",
+    ]
     curves = content.figures[0].fig
     labels = [t.get_text() for ax in curves.axes for t in ax.get_legend().get_texts()]
     assert "plain-14 train (diverged)" in labels and "plain-8 train" in labels
@@ -129,8 +149,12 @@ def test_every_report_command_still_works_for_the_other_runs(damaged_root, tmp_p
     assert (damaged_root / "good-a" / "index.html").is_file()
     for name in BAD_META:
         assert f"skipped {damaged_root / name}" in result.output, name
-    for args in (["build", "good-a"], ["build", "--index"], ["compare", "good-a", "good-b"],
-                 ["open", "--index"]):
+    for args in (
+        ["build", "good-a"],
+        ["build", "--index"],
+        ["compare", "good-a", "good-b"],
+        ["open", "--index"],
+    ):
         result = cli("report", *args, "--root", damaged_root)
         assert result.exit_code == 0, (args, result.output)
     index = (damaged_root / "index.html").read_text()
@@ -173,7 +197,11 @@ def test_a_damaged_table_makes_a_page_that_says_so_and_spares_the_others(tmp_pat
         assert single.exit_code == 1, single.output
         assert isinstance(single.exception, SystemExit), single.exception
     compare = cli("report", "compare", "good-a", "empty", "good-b", "--root", root)
-    assert compare.exit_code == 0 and "skipping" in compare.output and "runs.csv is empty" in compare.output
+    assert (
+        compare.exit_code == 0
+        and "skipping" in compare.output
+        and "runs.csv is empty" in compare.output
+    )
 
 
 # ------------------------------------------------------------------ bug 8: hostile names
@@ -192,7 +220,7 @@ def test_names_never_become_links_with_a_scheme(tmp_path, monkeypatch):
         hrefs = re.findall(r'href="([^"]*)"', text)
         assert hrefs, page
         for h in hrefs:
-            assert h == "data:," or h.startswith("./") or h.startswith("../"), (page, h)
+            assert h == "data:," or h.startswith(("./", "../")), (page, h)
             assert ":" not in h.split("/")[0] or h == "data:,", (page, h)
     assert 'href="./javascript%3Aalert%283%29/index.html"' in (root / "index.html").read_text()
     assert 'href="./javascript%3Aalert%285%29.csv"' in a.html_path.read_text()
@@ -202,11 +230,11 @@ def test_names_never_become_links_with_a_scheme(tmp_path, monkeypatch):
 def test_report_list_suggests_commands_that_work_under_another_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = Path("elsewhere") / "runs"
-    degradation_run(root, "no-page-yet")      # never built: list suggests how to build it
+    degradation_run(root, "no-page-yet")  # never built: list suggests how to build it
     listed = cli("report", "list", "--root", root)
     (suggestion,) = re.findall(r"no report yet: (residuals report build .*)", listed.output)
     args = suggestion.split()[1:]
-    result = cli(*args)   # exactly what it said, without --root
+    result = cli(*args)  # exactly what it said, without --root
     assert result.exit_code == 0, (suggestion, result.output)
     assert (root / "no-page-yet" / "index.html").is_file()
 
@@ -215,12 +243,15 @@ def test_report_list_columns_stay_aligned_with_long_device_names(tmp_path):
     root = tmp_path / "reports"
     degradation_run(root, "a", device="cpu")
     long_run = degradation_run(root, "b", device="cuda:0")
-    set_meta_field(long_run, machine={"device": "cuda:0", "gpu": "NVIDIA H200 NVL 141GB HBM3e PCIe"})
-    lines = [ln for ln in cli("report", "list", "--root", root).output.splitlines()
-             if ln[:4].isdigit()]
+    set_meta_field(
+        long_run, machine={"device": "cuda:0", "gpu": "NVIDIA H200 NVL 141GB HBM3e PCIe"}
+    )
+    lines = [
+        ln for ln in cli("report", "list", "--root", root).output.splitlines() if ln[:4].isdigit()
+    ]
     assert len(lines) == 2
     status_at = {ln.index("complete") for ln in lines}
-    assert len(status_at) == 1, lines       # the status column starts at one place on every line
+    assert len(status_at) == 1, lines  # the status column starts at one place on every line
 
 
 # --------------------------------------------------------- newcomer: read-only or blocked folders
@@ -235,12 +266,27 @@ def test_unwritable_folders_give_a_clean_error(tmp_path, how, read_only_dir):
     else:
         (tmp_path / "file").write_text("not a folder")
         out = tmp_path / "file" / "reports"
-    boosting = cli("bench", "boosting", "--datasets", "diabetes", "--n-estimators", "2",
-                   "--methods", "ours-exact", "--out", out)
+    boosting = cli(
+        "bench",
+        "boosting",
+        "--datasets",
+        "diabetes",
+        "--n-estimators",
+        "2",
+        "--methods",
+        "ours-exact",
+        "--out",
+        out,
+    )
     assert boosting.exit_code == 2 and "cannot create a run folder under" in boosting.output
     assert not isinstance(boosting.exception, OSError)
     if how == "read-only":
-        for args in (["build", "a"], ["build", "--all"], ["compare", "a", "b"], ["open", "--index"]):
+        for args in (
+            ["build", "a"],
+            ["build", "--all"],
+            ["compare", "a", "b"],
+            ["open", "--index"],
+        ):
             result = cli("report", *args, "--root", folder)
             assert result.exit_code != 0, args
             assert not isinstance(result.exception, OSError), (args, result.exception)
@@ -266,12 +312,15 @@ def test_one_epoch_curves_are_visible_and_block_axes_count_whole_blocks(tmp_path
 
 # --------------------------------------------- newcomer: neutral commands, clean checkout
 def test_reproduce_box_leaves_out_where_the_files_went(tmp_path):
-    run = degradation_run(tmp_path, "r", command="residuals bench degradation --seeds 3 --data-dir "
-                                                  "/scratch/data --out /tmp/o/sweep")
+    run = degradation_run(
+        tmp_path,
+        "r",
+        command="residuals bench degradation --seeds 3 --data-dir /scratch/data --out /tmp/o/sweep",
+    )
     page = build_report(run.path).read_text()
     (shown,) = re.findall(r'<pre id="command">(.*?)</pre>', page)
     assert shown == "residuals bench degradation --seeds 3"
-    assert "/tmp/o/sweep" in page      # the recorded command stays in the run details
+    assert "/tmp/o/sweep" in page  # the recorded command stays in the run details
 
 
 def test_rebuilding_everything_leaves_the_committed_examples_alone(tmp_path):

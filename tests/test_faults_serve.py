@@ -35,9 +35,9 @@ def served(tmp_path):
     (root / ".git" / "config").write_text("[core]")
     (root / "noindex").mkdir()
     (root / "noindex" / "results.csv").write_text("a\n1\n")
-    os.symlink(secret, root / "outside_link")                          # a folder outside
-    os.symlink(secret / "passwd", run / "passwd.csv")                  # a file outside, served name
-    os.symlink(run / "results.csv", run / "inside_link.csv")           # inside: fine
+    os.symlink(secret, root / "outside_link")  # a folder outside
+    os.symlink(secret / "passwd", run / "passwd.csv")  # a file outside, served name
+    os.symlink(run / "results.csv", run / "inside_link.csv")  # inside: fine
     server = make_server(root, 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -57,24 +57,41 @@ def get(port: int, path: str, host: str | None = None) -> tuple[int, bytes]:
     return response.status, body
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/", b"<p>runs</p>"), ("/run/", b"<p>run</p>"), ("/run/index.html", b"<p>run</p>"),
-    ("/run/results.csv", b"a\n1\n"), ("/run/meta.json", b'{"bench": "x"}'),
-    ("/run/figures/curves.png", b"\x89PNG\r\n"), ("/run/inside_link.csv", b"a\n1\n"),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/", b"<p>runs</p>"),
+        ("/run/", b"<p>run</p>"),
+        ("/run/index.html", b"<p>run</p>"),
+        ("/run/results.csv", b"a\n1\n"),
+        ("/run/meta.json", b'{"bench": "x"}'),
+        ("/run/figures/curves.png", b"\x89PNG\r\n"),
+        ("/run/inside_link.csv", b"a\n1\n"),
+    ],
+)
 def test_what_a_report_needs_is_served(served, path, body):
     assert get(served, path) == (200, body)
 
 
-@pytest.mark.parametrize("path", [
-    "/outside_link/passwd", "/outside_link/", "/run/passwd.csv",          # links that leave the root
-    "/run/checkpoints/plain8-seed0.pt", "/run/checkpoints/",               # run state
-    "/.git/config", "/.git/", "/run/.meta.json.1234.tmp",                  # dot-files
-    "/run/notes.txt",                                                      # not a report file
-    "/noindex/",                                                           # no directory listings
-    "/../secret/passwd", "/%2e%2e/secret/passwd", "/run/%2e%2e/%2e%2e/secret/passwd",
-    "/run/results.csv%00.html",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/outside_link/passwd",
+        "/outside_link/",
+        "/run/passwd.csv",  # links that leave the root
+        "/run/checkpoints/plain8-seed0.pt",
+        "/run/checkpoints/",  # run state
+        "/.git/config",
+        "/.git/",
+        "/run/.meta.json.1234.tmp",  # dot-files
+        "/run/notes.txt",  # not a report file
+        "/noindex/",  # no directory listings
+        "/../secret/passwd",
+        "/%2e%2e/secret/passwd",
+        "/run/%2e%2e/%2e%2e/secret/passwd",
+        "/run/results.csv%00.html",
+    ],
+)
 def test_nothing_else_leaves_the_server(served, path):
     status, body = get(served, path)
     assert status == 404, (path, status)
@@ -87,11 +104,18 @@ def test_a_folder_without_its_slash_is_redirected_not_listed(served):
     assert get(served, "/noindex")[0] == 404
 
 
-@pytest.mark.parametrize("host, ok", [
-    ("127.0.0.1:{port}", True), ("localhost:{port}", True), ("LOCALHOST:{port}", True),
-    ("evil.example:{port}", False), ("evil.example", False), ("127.0.0.1.evil.example:{port}", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "host, ok",
+    [
+        ("127.0.0.1:{port}", True),
+        ("localhost:{port}", True),
+        ("LOCALHOST:{port}", True),
+        ("evil.example:{port}", False),
+        ("evil.example", False),
+        ("127.0.0.1.evil.example:{port}", False),
+        ("", False),
+    ],
+)
 def test_only_the_bound_host_name_is_answered(served, host, ok):
     status, body = get(served, "/run/results.csv", host=host.format(port=served))
     assert (status == 200) is ok, (host, status)

@@ -42,7 +42,7 @@ def test_page_has_headline_figures_tables_command_and_details(tmp_path):
     assert page.index('id="headline"') < page.index('id="figures"') < page.index('id="tables"') \
         < page.index('id="reproduce"') < page.index('id="details"')
     assert "Error during training" in page and "Dashed: train, solid: test." in page
-    assert 'href="figures/curves.csv"' in page and 'href="tables/final.csv"' in page
+    assert 'href="./figures/curves.csv"' in page and 'href="./tables/final.csv"' in page
     # the table shows mean ± std merged, from the _mean/_std column pair
     assert "error (mean \u00b1 std)" in page and "\u00b1" in page
     # reproduce box and every meta field

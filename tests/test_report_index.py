@@ -63,7 +63,7 @@ def test_index_lists_runs_newest_first_and_broken_ones_with_their_problem(root):
 
     page = write_index(root).read_text()
     assert page.index(">new<") < page.index(">mid<") < page.index(">old<")
-    assert 'href="new/index.html"' in page and "http" not in page
+    assert 'href="./new/index.html"' in page and "http" not in page
     for problem in ("no meta.json", "meta.json is unreadable", "results.csv is missing",
                     "killed before it finished"):
         assert problem in page
@@ -80,7 +80,7 @@ def test_build_report_regenerates_the_parent_index(tmp_path):
     b = H.make_run(root, name="b")
     build_report(b.path)
     page = (root / "index.html").read_text()
-    assert 'href="a/index.html"' in page and 'href="b/index.html"' in page
+    assert 'href="./a/index.html"' in page and 'href="./b/index.html"' in page
 
 
 def test_list_prints_every_run_and_never_crashes_on_broken_ones(root):
@@ -233,8 +233,8 @@ def test_an_example_run_refreshes_both_indexes_and_foreign_pages_are_left_alone(
     build_report(H.make_run(root, name="mine").path)
     example = H.make_run(root / "examples", name="ex")
     build_report(example.path)
-    assert 'href="ex/index.html"' in (root / "examples" / "index.html").read_text()
-    assert 'href="examples/ex/index.html"' in (root / "index.html").read_text()  # grouped, refreshed
+    assert 'href="./ex/index.html"' in (root / "examples" / "index.html").read_text()
+    assert 'href="./examples/ex/index.html"' in (root / "index.html").read_text()  # grouped, refreshed
 
     site = tmp_path / "site"
     site.mkdir()

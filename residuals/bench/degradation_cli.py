@@ -9,6 +9,7 @@ no torch.
 from __future__ import annotations
 
 import contextlib
+import errno
 import shlex
 import signal
 import sys
@@ -128,6 +129,7 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
     """
     from residuals.bench import degradation as deg
     from residuals.device import DeviceError
+    from residuals.runs import RunInUse
 
     depths = _int_list(depths, "--depths")
     variants = _name_list(variants, "--variants", VARIANT_NAMES)
@@ -161,6 +163,8 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
         raise click.BadParameter(str(e), param_hint=f"--{e.option.replace('_', '-')}") from None
     except DeviceError as e:
         raise click.BadParameter(str(e), param_hint="--device") from None
+    except RunInUse as e:
+        raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         if not started:
             raise
@@ -228,13 +232,17 @@ def _user_error(e: Exception) -> str | None:
     from concurrent.futures.process import BrokenProcessPool
 
     from residuals.data import DatasetError
+    from residuals.runs import BrokenRun
     from residuals.train import TrainError
 
-    if isinstance(e, (DatasetError, TrainError)):
+    if isinstance(e, (DatasetError, TrainError, BrokenRun)):
         return str(e)
     if isinstance(e, BrokenProcessPool):
         return ("a worker process died without a Python error (killed by the system, e.g. when "
                 "memory ran out?); try fewer --jobs")
-    if isinstance(e, OSError):          # a full disk, a folder that became unwritable
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" while writing {e.filename}" if e.filename else ""
+        return f"the disk is full (no space left on the device{where}); free some space"
+    if isinstance(e, OSError):          # a folder that became unwritable, ...
         return f"{type(e).__name__}: {e}"
     return None

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from residuals.report import layout as L
 from residuals.report.content import ReportContent
-from residuals.runs import BrokenRun, RunDir, get_renderer, now_iso
+from residuals.runs import BrokenRun, RunDir, RunInUse, get_renderer, now_iso
 
 __all__ = ["build_report", "render_content", "save_figures", "write_tables"]
 
@@ -284,25 +284,34 @@ def build_report(run_dir: str | os.PathLike, *, update_index: bool = True) -> Pa
     """
     run = RunDir(run_dir)
     meta = run.read_meta()
-    content: ReportContent | None = None
-    figs: list = []
-    problem: str | None = None
+    lock = run.lock()
+    try:   # a run still being worked on by another process: its page, but not its meta.json
+        lock.acquire()
+    except RunInUse:
+        pass
     try:
-        content = render_content(run)
-    except BrokenRun as e:
-        problem = str(e).removeprefix(f"{run.path}: ")
-    if content is not None:
-        figs = save_figures(content, run.figures_dir)
-        write_tables(content, run.path / "tables")
-        _remove_stale(run.figures_dir, {f.key for f in figs})
-        _remove_stale(run.path / "tables", {t.key for t in content.tables})
-    L.atomic_write(run.html_path, _page(run, meta, content, figs, problem))
+        content: ReportContent | None = None
+        figs: list = []
+        problem: str | None = None
+        try:
+            content = render_content(run)
+        except BrokenRun as e:
+            problem = str(e).removeprefix(f"{run.path}: ")
+        if content is not None:
+            figs = save_figures(content, run.figures_dir)
+            write_tables(content, run.path / "tables")
+            _remove_stale(run.figures_dir, {f.key for f in figs})
+            _remove_stale(run.path / "tables", {t.key for t in content.tables})
+        L.atomic_write(run.html_path, _page(run, meta, content, figs, problem))
 
-    changes = {"report_built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-               "report_problem": problem}
-    if content is not None:
-        changes.update(headline=content.headline, verdict=content.verdict, summary=content.summary)
-    run.update_meta(**changes)
+        changes = {"report_built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                   "report_problem": problem}
+        if content is not None:
+            changes.update(headline=content.headline, verdict=content.verdict, summary=content.summary)
+        if lock.held:   # meta.json is the working process's to update while it runs
+            run.update_meta(**changes)
+    finally:
+        lock.release()
 
     if update_index:
         from residuals.report.index import refresh_indexes

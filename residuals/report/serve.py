@@ -33,7 +33,7 @@ __all__ = ["HOST", "SERVED_SUFFIXES", "make_server", "serve_forever", "url_of"]
 
 HOST = "127.0.0.1"
 SERVED_SUFFIXES = frozenset({".html", ".csv", ".png", ".json"})
-HIDDEN_FOLDERS = frozenset({"checkpoints"})   # run state, not part of any report
+HIDDEN_FOLDERS = frozenset({"checkpoints"})  # run state, not part of any report
 _LOCAL_NAMES = (HOST, "localhost")
 
 
@@ -41,10 +41,10 @@ class _ReportHandler(SimpleHTTPRequestHandler):
     """Static report files under one root (see the module docstring for what is served);
     errors (404 etc.) are logged one line each, successful requests are not."""
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+    def log_message(self, format, *args):  # the base class's signature
         pass
 
-    def log_error(self, format, *args):  # noqa: A002
+    def log_error(self, format, *args):
         sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
     def end_headers(self):
@@ -58,7 +58,8 @@ class _ReportHandler(SimpleHTTPRequestHandler):
         host = (self.headers.get("Host") or "").strip().lower()
         port = self.server.server_address[1]
         return host in {f"{name}:{port}" for name in _LOCAL_NAMES} | (
-            set(_LOCAL_NAMES) if port == 80 else set())
+            set(_LOCAL_NAMES) if port == 80 else set()
+        )
 
     def _resolve(self) -> tuple[Path | None, bool]:
         """The file this request may read (None: the answer is 404), and whether the request
@@ -76,11 +77,11 @@ class _ReportHandler(SimpleHTTPRequestHandler):
             target = target / "index.html"
         try:
             real = target.resolve(strict=True)
-        except (OSError, RuntimeError):   # missing, or a loop of links
+        except (OSError, RuntimeError):  # missing, or a loop of links
             return None, False
         try:
             inside = real.relative_to(root).parts
-        except ValueError:                # a link that points outside the root
+        except ValueError:  # a link that points outside the root
             return None, False
         if any(p.startswith(".") or p in HIDDEN_FOLDERS for p in inside):
             return None, False
@@ -105,7 +106,7 @@ class _ReportHandler(SimpleHTTPRequestHandler):
             self.send_error(HTTPStatus.NOT_FOUND, "File not found")
             return None
         try:
-            f = open(real, "rb")
+            f = open(real, "rb")  # noqa: SIM115 - returned to the base class, which closes it
         except OSError:
             self.send_error(HTTPStatus.NOT_FOUND, "File not found")
             return None
@@ -121,9 +122,8 @@ class _ReportHandler(SimpleHTTPRequestHandler):
             f.close()
             raise
 
-    def list_directory(self, path):   # never: folders are served through their index.html
+    def list_directory(self, path):  # never: folders are served through their index.html
         self.send_error(HTTPStatus.NOT_FOUND, "File not found")
-        return None
 
 
 def make_server(root: str | os.PathLike, port: int = 0) -> ThreadingHTTPServer:

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from residuals.runs.atomic import atomic_write
 from residuals.runs.environment import environment_info, now_iso
+from residuals.runs.lock import RunInUse, RunLock
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["RunDir", "BrokenRun", "DEFAULT_ROOT", "STATUSES"]
+__all__ = ["RunDir", "BrokenRun", "RunInUse", "DEFAULT_ROOT", "STATUSES"]
 
 DEFAULT_ROOT = Path("reports")
 STATUSES = ("running", "complete", "interrupted", "failed")
@@ -73,12 +74,15 @@ class RunDir:
         root = Path(root)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{bench}-{dataset}"
-        path = root / base
+        root.mkdir(parents=True, exist_ok=True)
         k = 1
-        while path.exists():
-            k += 1
-            path = root / f"{base}-{k}"
-        path.mkdir(parents=True)
+        while True:   # mkdir is the atomic claim: two processes never get one folder
+            path = root / (base if k == 1 else f"{base}-{k}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                k += 1
         run = cls(path)
         meta = {
             "bench": bench,
@@ -94,6 +98,11 @@ class RunDir:
         }
         run.write_meta(meta)
         return run
+
+    def lock(self) -> RunLock:
+        """The folder's lock (``with run.lock(): ...``; see :mod:`residuals.runs.lock`):
+        :class:`RunInUse` at once when another process holds it."""
+        return RunLock(self.path)
 
     # ------------------------------------------------------------------- meta
     @property

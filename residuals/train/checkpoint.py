@@ -1,9 +1,26 @@
 """Checkpoints: one file per run, written atomically after every epoch, holding model,
-optimiser, schedule and RNG states and the history; read back for a bit-for-bit resume."""
+optimiser, schedule and RNG states and the history; read back for a bit-for-bit resume.
+
+A checkpoint carries its own integrity check. The file is::
+
+    MAGIC (21 bytes) | SHA-256 of the payload (32 bytes) | payload length (8 bytes, LE) | payload
+
+where the payload is ``torch.save`` of the state. :func:`load_checkpoint` refuses a file
+whose length or checksum does not match -- bytes overwritten on disk, a copy cut short --
+with a message naming the file and saying that deleting it restarts that run; a resume
+never goes on silently from damaged weights. Files from before the check (a bare
+``torch.save`` zip) are still read, unchecked. The state is serialised in memory before
+anything is written, so a full disk fails as an ``OSError`` (ENOSPC) from the write
+itself, never as a half-written file or an error from inside torch's writer.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,26 +30,81 @@ from residuals.data import ImageData
 from residuals.runs.atomic import atomic_write
 from residuals.train.config import TrainConfig, TrainError
 
-__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "MAGIC", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
+MAGIC = b"residuals checkpoint\n"
+_HEADER = len(MAGIC) + 32 + 8
+_RESTART = "Delete it, and that run starts over from its first epoch."
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically (see :mod:`residuals.runs.atomic`)."""
-    atomic_write(path, lambda f: torch.save(state, f))
+    """Write ``state`` to ``path`` atomically with its checksum (see the module docstring)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getbuffer()
+    header = MAGIC + hashlib.sha256(payload).digest() + len(payload).to_bytes(8, "little")
+    atomic_write(path, lambda f: (f.write(header), f.write(payload)))
+
+
+def _payload(data: bytes, path) -> bytes:
+    """The verified torch payload of a checkpoint file's bytes (TrainError if damaged)."""
+    if not data:
+        raise TrainError(f"cannot read checkpoint {path}: the file is empty (0 bytes), so the "
+                         f"write that made it never finished. {_RESTART}")
+    if not data.startswith(MAGIC):
+        return data   # a checkpoint written before the checksum (or not one at all: torch says)
+    if len(data) < _HEADER:
+        raise TrainError(f"checkpoint {path} is cut short ({len(data)} bytes, less than its "
+                         f"header). {_RESTART}")
+    digest = data[len(MAGIC):len(MAGIC) + 32]
+    length = int.from_bytes(data[len(MAGIC) + 32:_HEADER], "little")
+    payload = data[_HEADER:]
+    if len(payload) != length:
+        raise TrainError(f"checkpoint {path} is damaged: it holds {len(payload)} bytes of state "
+                         f"where its header says {length} (a copy cut short?). {_RESTART}")
+    if hashlib.sha256(payload).digest() != digest:
+        raise TrainError(f"checkpoint {path} is damaged: its SHA-256 checksum does not match "
+                         f"its contents (bytes changed on disk since it was written). {_RESTART}")
+    return payload
+
+
+def _cause(e: BaseException) -> str:
+    """What torch's error says is wrong, in a line, without its advice to load with
+    weights_only=False (which would run any code a tampered file holds)."""
+    text = str(e).strip()
+    if "WeightsUnpickler error:" in text:   # the unpickler's own reason, e.g. "Unsupported operand"
+        after = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        return f"not a torch checkpoint ({after[0].strip() if after else 'unpickling failed'})"
+    first = text.splitlines()[0] if text else ""
+    first = re.split(r"(?<=\.)\s", first)[0]                 # its first sentence
+    first = re.sub(r"[^.]*weights_only[^.]*\.?", "", first).strip(" .:;")
+    return first or type(e).__name__
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`train` (tensors are loaded onto the CPU)."""
+    """Read a checkpoint written by :func:`train` (tensors are loaded onto the CPU), after
+    checking its length and checksum; :class:`TrainError` names the file and the remedy."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise TrainError(f"cannot read checkpoint {path}: {e.strerror or e}. {_RESTART}") from e
+    payload = _payload(data, path)
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", str(e), re.IGNORECASE)
+        if refused is None:   # not a pickle of anything
+            raise TrainError(f"cannot read checkpoint {path}: {_cause(e)}. {_RESTART}") from e
+        # torch refused an object that is not plain data: say so, and never suggest loading it
+        raise TrainError(f"checkpoint {path} holds Python objects other than tensors and plain "
+                         f"data (it names {refused.group(1)}), which are never loaded: "
+                         f"unpickling them could run any code the file contains. {_RESTART}") from e
     except Exception as e:  # truncated, not a torch file, ...
-        raise TrainError(f"cannot read checkpoint {path}: {e}. Delete it or train with "
-                         "resume=False to start over.") from e
+        raise TrainError(f"cannot read checkpoint {path}: {_cause(e)}. {_RESTART}") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainError(f"{path} is not a residuals training checkpoint (format "
-                         f"{CHECKPOINT_FORMAT}); delete it or train with resume=False")
+                         f"{CHECKPOINT_FORMAT}). {_RESTART}")
     return state
 
 
@@ -42,7 +114,12 @@ def _data_signature(data: ImageData) -> dict[str, object]:
 
 
 def _check_compatible(state: dict, cfg: TrainConfig, data: ImageData, path: Path) -> None:
-    saved, now = state["config"], asdict(cfg)
+    saved, now = dict(state["config"]), asdict(cfg)
+    for key in ("amp", "replicas"):   # left to the default then, and recorded as resolved
+        if saved.get(key) is None and key in state:
+            saved[key] = state[key]
+            if now[key] is None:
+                now[key] = state[key]
     diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
             for k in now if saved.get(k) != now[k]]
     sig = _data_signature(data)

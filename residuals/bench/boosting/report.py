@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from residuals.bench.boosting.cases import EXPECTED_TO_MATCH
-from residuals.bench.boosting.runner import TABLE_COLUMNS
 from residuals.report import style
 from residuals.report.content import Figure, Overlay, ReportContent, Table
 
@@ -347,13 +346,23 @@ def _summary_table(results: pd.DataFrame) -> Table:
                  "'unsupported': the learner has no such loss; 'error': see the status table.")
 
 
+# the columns of each saved table this page reads (a table without one is a broken run)
+NEEDS = {
+    "results": ("dataset", "size", "loss", "method", "status"),
+    "staged": ("dataset", "size", "loss", "method", "split", "stage"),
+    "parity": ("dataset", "size", "loss", "method", "reference", "max_abs_diff"),
+    "contributions": ("dataset", "size", "loss", "method", "stage", "correction_rms"),
+    "hist_gap": ("dataset", "size", "loss", "gap", "rel_gap", "gap_se"),
+}
+
+
 def render(run) -> ReportContent:
     """Headline, figures and tables of a boosting run, from its saved CSVs only."""
     style.apply()
-    results = run.read_table("results", columns=TABLE_COLUMNS["results"])
+    results = run.read_table("results", columns=NEEDS["results"])
 
     def optional(name: str, empty: pd.DataFrame | None) -> pd.DataFrame | None:
-        return run.read_table(name, columns=TABLE_COLUMNS[name]) if run.has_table(name) else empty
+        return run.read_table(name, columns=NEEDS[name]) if run.has_table(name) else empty
 
     staged = optional("staged", pd.DataFrame(columns=["method"]))
     parity = optional("parity", pd.DataFrame(columns=["method"]))

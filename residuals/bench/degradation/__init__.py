@@ -58,8 +58,8 @@ if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
                                                     PRESET_INFO, PRESETS, RESIDUAL_TOLERANCE,
                                                     RESULT_TABLES, RUN_KEYS, SIGNIFICANCE, VARIANTS,
                                                     DegradationConfig, Preset, RunSpec, configure,
-                                                    describe_preset, model_label, plan_runs,
-                                                    verdict_rule)
+                                                    describe_preset, fix_numerics, model_label,
+                                                    plan_runs, verdict_rule)
     from residuals.bench.degradation.runner import (DegradationResult, SweepError, open_resume,
                                                     resume_command, run)
     from residuals.bench.degradation.fusion import FUSE_CHOICES, FusedJob, plan_jobs, resolve_fuse

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from residuals.train.config import TrainConfig
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "PRESET_INFO", "VARIANTS", "DegradationConfig", "Preset",
-           "RunSpec", "configure", "describe_preset", "model_label", "plan_runs",
+           "RunSpec", "configure", "describe_preset", "fix_numerics", "model_label", "plan_runs",
            "verdict_rule"]
 
 # variant -> does the net have identity shortcuts?
@@ -127,6 +127,20 @@ class DegradationConfig:
 
 
 _RECIPE_NAMES = frozenset(f.name for f in fields(TrainConfig)) - set(_PER_RUN)
+
+
+def fix_numerics(cfg: DegradationConfig, device: str, *, threads: int | None = None
+                 ) -> DegradationConfig:
+    """``cfg`` with its precision (``amp``) and CPU data-parallel ``replicas`` resolved for
+    ``device`` and ``threads`` torch threads per run (default: this process's). Both change a
+    run's numbers (BatchNorm normalises each replica's shard), and their defaults depend on
+    the threads, which depend on ``--jobs``: fixed in the run's recorded config when it
+    starts, they are the same for every run of the sweep, resumed or not, under any jobs."""
+    from residuals.device import resolve_replicas_amp
+
+    replicas, _, amp = resolve_replicas_amp(cfg.train_config(cfg.depths[0], 0, device),
+                                            threads=threads)
+    return cfg.replace(amp=bool(amp), replicas=int(replicas))
 
 
 def configure(preset: str = "digits", **overrides) -> DegradationConfig:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from residuals.bench.degradation import (DEGRADATION_MARGIN, RESIDUAL_TOLERANCE, SIGNIFICANCE, VARIANTS,
                                          degradation_verdict, final_errors, model_label)
+from residuals.bench.degradation.tables import check_tables
 from residuals.report import style
 from residuals.report.content import Figure, Overlay, ReportContent, Table
 from residuals.runs import RunDir
@@ -37,6 +38,8 @@ def render(run: RunDir) -> ReportContent:
     results = _table(run, "results")
     runs = _table(run, "runs")
     probes = _table(run, "probes")
+    # every finished run complete in all three tables: never a page drawn from part of them
+    check_tables(run, {"results": results, "runs": runs, "probes": probes})
     config = meta.get("config") or {}
 
     verdict = degradation_verdict(runs)

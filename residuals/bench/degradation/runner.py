@@ -21,7 +21,7 @@ from typing import Callable
 import pandas as pd
 
 from residuals.bench.degradation import ranks
-from residuals.bench.degradation.config import DegradationConfig, plan_runs
+from residuals.bench.degradation.config import DegradationConfig, fix_numerics, plan_runs
 from residuals.bench.degradation.fusion import resolve_fuse
 from residuals.bench.degradation.sweep import (cuda_mps_running, default_jobs, run_sweep,
                                                worker_threads)
@@ -153,7 +153,7 @@ def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "re
 def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn, command,
          started) -> DegradationResult:
     from residuals.device import resolve_device
-    from residuals.distributed import check_all, is_rank0, local_device, world_size
+    from residuals.distributed import check_all, local_device
 
     run_dir: RunDir | None = None
     if resume is not None:
@@ -180,6 +180,15 @@ def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn,
     ranks.local_first(lambda: load_data(config, device if n_jobs == 1 else "cpu", data_dir,
                                         download=True))
 
+    n_runs = len(plan_runs(config))
+    n_at_once = min(n_jobs, n_runs)
+    threads = worker_threads(n_jobs) if n_at_once > 1 else None   # None: this process's
+    # what changes a run's numbers (precision, CPU replicas) is fixed in the run's recorded
+    # config when it starts, so that a resume under another --jobs trains the same nets
+    config = (fix_numerics(config, device, threads=threads) if run_dir is None
+              else _fix_resumed_numerics(run_dir, config, device, threads))
+    held: list = []   # rank 0's hold on the folder (residuals.runs.lock), released at the end
+
     def open_folder() -> tuple[RunDir, None]:
         if run_dir is None:
             try:
@@ -187,15 +196,47 @@ def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn,
                                      config=config.to_dict(), device=asked, command=command)
             except OSError as e:
                 raise SweepError(f"cannot create a run folder under {out}: {e}", "out") from None
+            held.append(made.lock().acquire())
             return made, None
-        run_dir.update_meta(status="running", resumed_command=command or _command_line())
+        held.append(run_dir.lock().acquire())   # RunInUse: another process works in it
+        run_dir.update_meta(status="running", resumed_command=command or _command_line(),
+                            config=config.to_dict())
         return run_dir, None
 
-    run_dir, _ = ranks.shared_folder(open_folder)   # rank 0 makes it, every rank sees it
+    try:
+        run_dir, _ = ranks.shared_folder(open_folder)   # rank 0 makes it, every rank sees it
+        return _train(run_dir, config, device=device, n_jobs=n_jobs, n_runs=n_runs,
+                      fused=fused, data_dir=data_dir, html=html, echo=echo, warn=warn,
+                      started=started)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _fix_resumed_numerics(run_dir: RunDir, cfg: DegradationConfig, device: str,
+                          threads: int | None) -> DegradationConfig:
+    """A folder from before the precision and replicas were fixed in its config: take them
+    from the runs it finished (when all alike), else fix them now, once, for the rest."""
+    if cfg.train.replicas is not None and cfg.train.amp is not None:
+        return cfg
+    try:
+        done = run_dir.read_table("runs") if run_dir.has_table("runs") else None
+    except BrokenRun:   # a damaged table: the sweep's own check says what is wrong with it
+        done = None
+    if done is not None and not done.empty and {"replicas", "precision"} <= set(done.columns):
+        replicas, precision = set(done["replicas"].dropna()), set(done["precision"].dropna())
+        if len(replicas) == 1 and len(precision) == 1:
+            return cfg.replace(replicas=int(replicas.pop()), amp=precision.pop() == "bf16")
+    return fix_numerics(cfg, device, threads=threads)
+
+
+def _train(run_dir: RunDir, config: DegradationConfig, *, device: str, n_jobs: int, n_runs: int,
+           fused: bool, data_dir, html: bool, echo, warn, started) -> DegradationResult:
+    from residuals.distributed import is_rank0, world_size
+
     if started is not None:
         started(run_dir)
     precision = describe_precision(config, device, n_jobs)
-    n_runs = len(plan_runs(config))
     n_at_once = min(n_jobs, n_runs)
     if is_rank0():
         run_dir.update_meta(precision=precision, jobs=n_at_once, fuse=fused, ranks=world_size(),
@@ -212,11 +253,12 @@ def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn,
                          fuse=fused, echo=echo)
     except KeyboardInterrupt:
         if is_rank0():
-            run_dir.finish("interrupted", resume_command=resume_cmd)
+            _record_end(run_dir, "interrupted", warn or echo, resume_command=resume_cmd)
         raise
     except Exception as e:
         if is_rank0():
-            run_dir.finish("failed", error=f"{type(e).__name__}: {e}", resume_command=resume_cmd)
+            _record_end(run_dir, "failed", warn or echo, error=f"{type(e).__name__}: {e}",
+                        resume_command=resume_cmd)
         raise
 
     verdict = degradation_verdict(runs)
@@ -228,6 +270,16 @@ def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn,
     if html:
         result.report = _build_report(run_dir, warn or echo)
     return result
+
+
+def _record_end(run_dir: RunDir, status: str, warn: Callable[[str], None], **changes) -> None:
+    """Mark the run interrupted or failed in meta.json; on a full disk (the likely cause of
+    the failure) say that it could not be recorded instead of failing a second time."""
+    try:
+        run_dir.finish(status, **changes)
+    except OSError as e:
+        warn(f"warning: could not record the run as {status} in {run_dir.meta_path} "
+             f"({e.strerror or e}); it stays marked running")
 
 
 def resume_command(run_dir: RunDir) -> str:

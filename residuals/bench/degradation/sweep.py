@@ -13,13 +13,12 @@ from typing import Callable
 
 import pandas as pd
 
-from residuals.bench.degradation.config import (RESULT_TABLES, RUN_KEYS, DegradationConfig,
-                                                RunSpec, plan_runs)
 from residuals.bench.degradation import ranks
+from residuals.bench.degradation.config import DegradationConfig, RunSpec, plan_runs
 from residuals.bench.degradation.progress import Progress
 from residuals.bench.degradation.fusion import FusedJob, plan_jobs
-from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
-                                                  train_job)
+from residuals.bench.degradation.tables import SweepTables
+from residuals.bench.degradation.training import RunOutcome, checkpoint_path, train_job
 from residuals.bench._workers import spawn_pool, stop_workers
 from residuals.device import spread_devices
 from residuals.distributed import from_rank0, is_rank0, launch, share
@@ -63,35 +62,6 @@ def default_jobs(device: str) -> int:
 def worker_threads(jobs: int) -> int:
     """Torch threads of each of ``jobs`` worker processes: the cores shared out, at least 1."""
     return max(1, default_jobs("cpu") // jobs)
-
-
-class _Tables:
-    """The sweep's three tables, re-written (atomically) after every finished run.
-
-    ``runs.csv`` is written last and is the record of what finished: rows of the
-    other tables whose run is not in it (a sweep stopped between two writes) are
-    dropped on loading, so a resumed run never appears twice.
-    """
-
-    def __init__(self, run: RunDir):
-        self.run = run
-        frames = {name: run.read_table(name) if run.has_table(name) else pd.DataFrame()
-                  for name in RESULT_TABLES}
-        done = frames["runs"][RUN_KEYS] if not frames["runs"].empty else pd.DataFrame(columns=RUN_KEYS)
-        for name in ("results", "probes"):
-            if not frames[name].empty:
-                frames[name] = frames[name].merge(done, on=RUN_KEYS, how="inner")
-        self.frames = frames
-
-    def add(self, outcome: RunOutcome) -> None:
-        new = {"results": outcome.history, "probes": outcome.probes,
-               "runs": pd.DataFrame([outcome.summary])}          # runs.csv last: the commit
-        for name, rows in new.items():
-            old = self.frames[name]
-            df = rows if old.empty else pd.concat([old, rows], ignore_index=True)
-            sort = [c for c in [*RUN_KEYS, "epoch", "block"] if c in df.columns]
-            self.frames[name] = df.sort_values(sort, ignore_index=True)
-            self.run.write_table(self.frames[name], name)
 
 
 # set in each worker process by _init_worker
@@ -141,9 +111,9 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     Exceptions (including KeyboardInterrupt) stop the sweep and propagate.
     """
     planned = plan_runs(cfg)
-    done = finished_runs(run)
+    tables = SweepTables(run, cfg)   # checked: a damaged table stops here (TableError)
+    done = tables.finished()
     todo = [s for s in planned if (s.variant, s.depth, s.seed) not in done]
-    tables = _Tables(run)
     # under torchrun rank 0 plans the jobs and every rank takes its share (see .ranks)
     units = share(from_rank0(lambda: _plan(todo, cfg, device=device, jobs=jobs, fuse=fuse)))
     todo = [s for u in units for s in u.specs]

@@ -20,11 +20,11 @@ __all__ = ["RunOutcome", "checkpoint_path", "finished_runs", "load_data", "probe
 
 
 def finished_runs(run: RunDir) -> set[tuple[str, int, int]]:
-    """(variant, depth, seed) of the runs already recorded in the run's ``runs.csv``."""
-    if not run.has_table("runs"):
-        return set()
-    runs = run.read_table("runs")
-    return {(str(v), int(d), int(s)) for v, d, s in runs[RUN_KEYS].itertuples(index=False)}
+    """(variant, depth, seed) of the runs already recorded in the run's ``runs.csv``, once
+    the tables have passed their check (:func:`residuals.bench.degradation.tables.check_tables`)."""
+    from residuals.bench.degradation.tables import SweepTables
+
+    return SweepTables(run).finished()
 
 
 def checkpoint_path(run_path: str | os.PathLike, spec: RunSpec) -> Path:
