@@ -213,14 +213,14 @@ def test_render_with_a_diverged_run(tmp_path):
 def test_presets_and_plan():
     assert set(deg.PRESETS) == {"digits", "fashion-mnist", "paper"}
     default = deg.PRESETS[deg.DEFAULT_PRESET]
-    assert default.dataset == "digits" and default.depths == (20, 56)
+    assert default.dataset == "digits" and default.depths == (20, 32, 44, 56)
     paper = deg.PRESETS["paper"]
     assert paper.depths == (20, 32, 44, 56, 110) and paper.train.lr == 0.1
     assert paper.train.batch_size == 128
     assert paper.train.schedule == "step" and paper.train.augment and paper.val_size == 5000
     assert paper.warmup_for(56) == "none" and paper.warmup_for(110) == "paper"
     plan = deg.plan_runs(default)
-    assert len(plan) == 2 * 2 * default.seeds
+    assert len(plan) == 2 * 4 * default.seeds
     assert [s.depth for s in plan][:2] == [56, 56]          # the longest runs first
     assert plan[0].model in ("plain56", "resnet56") and plan[0].label.endswith("-56")
 

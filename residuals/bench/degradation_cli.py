@@ -32,7 +32,7 @@ SWEEP_OPTIONS = ("preset", "dataset", "depths", "variants", "seeds", "seed", "ep
 EXAMPLES = """\b
 Examples:
   residuals bench degradation
-  residuals bench degradation --depths 20,32,44,56 --seeds 3
+  residuals bench degradation --depths 20,56 --seeds 3
   residuals bench degradation --preset paper --device cuda
   residuals bench degradation --resume reports/20261123-101500-degradation-digits
 """

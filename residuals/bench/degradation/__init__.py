@@ -6,7 +6,7 @@ training error than a shallower one -- an optimisation failure, not overfitting 
 while the same nets with identity shortcuts get better with depth. This module
 runs that experiment as a sweep over ``variants x depths x seeds``::
 
-    cfg = PRESETS["digits"]                       # the default: 47 s measured on a shared 2-core CPU
+    cfg = PRESETS["digits"]                       # the default (timings: benchmarks/README.md)
     run = RunDir.create("reports", bench="degradation", dataset=cfg.dataset, config=cfg.to_dict())
     run_sweep(run, cfg, device="cpu", jobs=2)     # results.csv, runs.csv, probes.csv
     degradation_verdict(run.read_table("runs")).headline

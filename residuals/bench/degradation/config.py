@@ -52,7 +52,8 @@ class DegradationConfig:
     """
 
     dataset: str = "digits"
-    depths: tuple[int, ...] = (20, 56)           # layers, 6n+2 (He et al. CIFAR nets)
+    depths: tuple[int, ...] = (20, 32, 44, 56)   # layers, 6n+2 (He et al. CIFAR nets): four
+    #                                              points of the error-against-depth curve
     variants: tuple[str, ...] = ("plain", "residual")
     seeds: int = 2                               # runs use seeds first_seed .. first_seed+seeds-1
     train: TrainConfig = field(default_factory=_default_recipe)   # the recipe of every run
