@@ -177,11 +177,11 @@ class Preset:
 
 
 PRESET_INFO: dict[str, Preset] = {
-    # Measured with this preset: see benchmarks/README.md ("Degradation"). Without the warm-up
+    # Measured with this preset: see docs/degradation.md ("Measured"). Without the warm-up
     # resnet-56 fails too.
     "digits": Preset(DegradationConfig(),
                      "the default: scikit-learn's embedded 8x8 digits (no download)",
-                     "3 minutes or less on 2 CPU cores"),
+                     "about 140 CPU-seconds: 3 minutes or less on 2 idle CPU cores"),
     "fashion-mnist": Preset(
         DegradationConfig(dataset="fashion-mnist", depths=(20, 32, 44, 56), seeds=1,
                           train=TrainConfig(epochs=15, lr=0.05, warmup="linear",

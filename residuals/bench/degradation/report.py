@@ -354,26 +354,46 @@ def _empty_note(data: pd.DataFrame, *axes) -> None:
                     ha="center", va="center", color="#555555")
 
 
-def _responses_in_this_run(data: pd.DataFrame) -> str:
-    """What this run's probes show, in words: each net's median response, and how the
-    residual nets compare with the plain ones of the same depth and with depth."""
+def _responses_in_this_run(data: pd.DataFrame, near: float = 0.1) -> str:
+    """What this run's probes show, in words: each net's mean and largest block response,
+    which nets keep every block within ``near`` (10%) of 1, and how the residual nets
+    compare with the plain ones of the same depth."""
     if data.empty:
         return ""
-    med = data.groupby(["variant", "depth"])["response_std"].median()
-    listing = ", ".join(f"{model_label(v, d)} {x:.3g}" for (v, d), x in med.items())
-    facts = []
-    depths = sorted({d for _, d in med.index})
-    for d in depths:
-        if ("plain", d) in med.index and ("residual", d) in med.index:
-            p, r = med[("plain", d)], med[("residual", d)]
-            word = "less than" if r < p else "at least as much as"
-            facts.append(f"at depth {d} the residual net responds {word} the plain one ({r:.3g} vs {p:.3g})")
-    res = [(d, med[("residual", d)]) for d in depths if ("residual", d) in med.index]
+    stats = data.groupby(["variant", "depth"])["response_std"].agg(["mean", "max", "min"])
+    listing = ", ".join(f"{model_label(v, d)} {r['mean']:.2f} ({r['max']:.2f})"
+                        for (v, d), r in stats.iterrows())
+    calm = [(v, d) for (v, d), r in stats.iterrows() if r["max"] <= 1 + near and r["min"] >= 1 - near]
+    loud = [(v, d) for (v, d) in stats.index if (v, d) not in calm]
+    text = f"This run: the mean (largest) response of a block is {listing}."
+    if calm:
+        text += (f" Every block of {_and([model_label(v, d) for v, d in calm])} stays within "
+                 f"{100 * near:.0f}% of 1.0")
+        text += (f"; {_and([model_label(v, d) for v, d in loud])} "
+                 f"{'has' if len(loud) == 1 else 'have'} blocks beyond that." if loud else ".")
+    depths = sorted({d for _, d in stats.index})
+    pairs = [d for d in depths if ("plain", d) in stats.index and ("residual", d) in stats.index]
+    below = [d for d in pairs if stats.loc[("residual", d), "mean"] < stats.loc[("plain", d), "mean"]]
+    above = [d for d in pairs if d not in below]
+    def at(ds: list) -> str:
+        return f"depth{'s' * (len(ds) > 1)} {_and(ds)}"
+
+    if below:
+        text += f" The residual net responds less than the plain one at {at(below)}"
+        text += f", not at {at(above)}." if above else "."
+    elif above:
+        text += f" The residual net responds at least as much as the plain one at {at(above)}."
+    res = [d for d in depths if ("residual", d) in stats.index]
     if len(res) >= 2:
-        (d0, r0), (d1, r1) = res[0], res[-1]
-        facts.append(f"resnet-{d1} responds {'less than' if r1 < r0 else 'at least as much as'} resnet-{d0}")
-    text = f"This run: the median response per block is {listing}"
-    return text + ("; " + "; ".join(facts) if facts else "") + "."
+        r0, r1 = stats.loc[("residual", res[0]), "mean"], stats.loc[("residual", res[-1]), "mean"]
+        text += (f" resnet-{res[-1]} responds {'less than' if r1 < r0 else 'at least as much as'} "
+                 f"resnet-{res[0]} ({r1:.3f} against {r0:.3f}).")
+    return text
+
+
+def _and(items: list) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _gradient_norms(probes: pd.DataFrame, diverged: set = frozenset()) -> Figure:
