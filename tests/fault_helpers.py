@@ -30,7 +30,9 @@ def degradation_run(
     """A degradation run folder with made-up but well-formed tables: plain nets degrade,
     residual nets do not; ``diverged`` (variant, depth, seed) runs have a NaN loss and NaN
     or infinite probes, as a real diverged run has."""
-    cfg = DegradationConfig(depths=tuple(depths), seeds=seeds, epochs=epochs)
+    cfg = DegradationConfig(depths=tuple(depths), seeds=seeds).replace(
+        epochs=epochs, warmup_epochs=epochs / 6
+    )
     run = RunDir.create(
         root,
         bench="degradation",

@@ -236,7 +236,7 @@ def test_help_is_generated_from_the_presets_and_the_verdict_constants():
         assert f"{name} {deg.describe_preset(name)}" in out
     assert deg.verdict_rule() in out
     d, p = deg.PRESETS["digits"].train, deg.PRESETS["paper"]
-    assert (f"Depths 20, 56; 2 seeds; {d.epochs} epochs, batch {d.batch_size}, lr {d.lr:g}, wd 1e-4, "
+    assert (f"Depths 20, 32, 44, 56; 2 seeds; {d.epochs} epochs, batch {d.batch_size}, lr {d.lr:g}, wd 1e-4, "
             f"cosine schedule, {d.warmup_epochs:g}-epoch linear warm-up.") in deg.describe_preset("digits")
     assert "paper warm-up from depth 110" in deg.describe_preset("paper") and p.val_size == 5000
     assert (f"more than {deg.DEGRADATION_MARGIN:g} point and by more than {deg.SIGNIFICANCE:g} "

@@ -145,7 +145,8 @@ def test_build_all_rebuilds_every_run_and_index_only(tmp_path):
     runs = [H.make_run(root, name=n) for n in ("a", "b")]
     H.corrupt(H.make_run(root, name="c").path)
     result = CliRunner().invoke(main, ["report", "build", "--all", "--root", str(root)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output   # the broken folder is named, with its reason
+    assert f"skipped {root / 'c'}: meta.json is unreadable" in result.output
     assert all((r.path / "index.html").is_file() for r in runs)
     assert f"wrote {root / 'index.html'}" in result.output
     (root / "index.html").unlink()
