@@ -11,7 +11,7 @@ from typing import Callable
 
 import pandas as pd
 
-from residuals.bench.degradation.config import RUN_KEYS, DegradationConfig, RunSpec
+from residuals.bench.degradation.config import DegradationConfig, RunSpec
 from residuals.bench.degradation.fusion import FusedJob
 from residuals.runs import RunDir
 
