@@ -195,8 +195,9 @@ class RunDir:
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise BrokenRun(f"{self.path}: {path.name} lacks the column(s) {', '.join(missing)}")
-        for c in numeric:
-            if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]):
+        for c in numeric:   # blanks are allowed (NaN), and so is a table with no rows
+            if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]) and \
+                    (df[c].notna() & pd.to_numeric(df[c], errors="coerce").isna()).any():
                 raise BrokenRun(f"{self.path}: {path.name} column {c!r} holds something other "
                                 f"than numbers")
         return df
