@@ -67,7 +67,10 @@ SHARED_FIELDS = (
     "cuda_graph",
     "device",
 )
-#: Whether :func:`train_many` fuses on a CPU by default; see benchmarks/README.md ("Fused").
+#: Whether :func:`train_many` (and ``--fuse auto``) fuses on a CPU. Measured on a shared 2-core
+#: CPU, one thread per process (benchmarks/README.md, "Fused training"): fused ResNet-20s on
+#: 8x8 images trained at 0.75-0.87x the images/s of one net at a time, and the digits sweep
+#: took 1.00-1.10x as long fused; so not by default.
 FUSE_CPU = False
 
 EpochCallback = Callable[[int, EpochRecord], None]

@@ -39,15 +39,19 @@ class MemberSGD:
         dev = params[0].device
         self.n = model.n
         self.shapes = [p.shape[1:] for p in params]
+        # convolution weights are laid out (out, kh, kw, in) when the activations are
+        # channels_last, so that the grouped kernel reads channels_last weights, as one net does
+        self.nhwc = [bool(model.channels_last) and len(shape) == 4 for shape in self.shapes]
         sizes = [p.numel() for p in params]
-        self.flat = torch.cat([p.detach().reshape(-1) for p in params])
+        self.flat = torch.cat([(p.detach().permute(0, 1, 3, 4, 2) if nhwc else p.detach()).reshape(-1)
+                               for p, nhwc in zip(params, self.nhwc)])
         self.grad = torch.zeros_like(self.flat)
         self.buf = torch.zeros_like(self.flat)
         self.views: list[tuple[int, int]] = []  # (offset, numel per member) of each parameter
         offset = 0
-        for p, size in zip(params, sizes):
-            p.data = self.flat[offset : offset + size].view_as(p)
-            p.grad = self.grad[offset : offset + size].view_as(p)
+        for i, (p, size) in enumerate(zip(params, sizes)):
+            p.data = self._logical(self.flat[offset : offset + size], i, (self.n,))
+            p.grad = self._logical(self.grad[offset : offset + size], i, (self.n,))
             self.views.append((offset, size // self.n))
             offset += size
         self.member_index = torch.cat(
@@ -58,6 +62,15 @@ class MemberSGD:
             [c.weight_decay for c in cfgs], dtype=self.flat.dtype, device=dev
         )
         self._per_element()
+
+    def _logical(self, segment: torch.Tensor, i: int, lead: tuple[int, ...]) -> torch.Tensor:
+        """Parameter ``i``'s ``segment`` of a flat buffer as a tensor of shape ``(*lead, *shape)``."""
+        shape = self.shapes[i]
+        if not self.nhwc[i]:
+            return segment.view(*lead, *shape)
+        out, inp, kh, kw = shape
+        k = len(lead)
+        return segment.view(*lead, out, kh, kw, inp).permute(*range(k), k, k + 3, k + 1, k + 2)
 
     def _per_element(self) -> None:
         self.momentum_e = self.momentum[self.member_index]
@@ -75,10 +88,8 @@ class MemberSGD:
 
     def member_slices(self, buffer: torch.Tensor, k: int) -> list[torch.Tensor]:
         """Member ``k``'s part of ``buffer`` (flat, e.g. :attr:`buf`), one tensor per parameter."""
-        return [
-            buffer[o + k * size : o + (k + 1) * size].view(shape)
-            for (o, size), shape in zip(self.views, self.shapes)
-        ]
+        return [self._logical(buffer[o + k * size : o + (k + 1) * size], i, ())
+                for i, (o, size) in enumerate(self.views)]
 
     def load_momentum(self, k: int, buffers: Sequence[torch.Tensor]) -> None:
         for dst, src in zip(self.member_slices(self.buf, k), buffers, strict=True):
