@@ -1,4 +1,4 @@
-"""The trainer: SGD on uint8 images that live on the device.
+"""The trainer: SGD, Adam or AdamW on uint8 images that live on the device.
 
 He et al. 2015 (sec. 4.2) train CIFAR-10 ResNets with SGD, momentum 0.9,
 weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k of 64k
@@ -30,8 +30,15 @@ normalise their own shards, as on the paper's two GPUs.
 
 Every epoch ends with an atomic checkpoint (temporary file, then
 ``os.replace``) holding model, optimiser, schedule and RNG states and the
-history; ``resume=True`` continues from it bit for bit (on the CPU; cuDNN may
-pick different kernels on a GPU) and returns a finished run without redoing it.
+history (and, with ``checkpoint_every=N``, every N steps within an epoch too);
+``resume=True`` continues from it bit for bit (on the CPU; cuDNN may pick
+different kernels on a GPU) and returns a finished run without redoing it. A
+resume may ask for more epochs: the run goes on with its learning-rate schedule
+re-planned over the new total (:class:`LRSchedule`), and the plans are recorded.
+
+Per-step loss, error and learning rate are kept on the device and handed over
+once per epoch (``on_steps``, a :class:`StepTrace`); ``on_step`` sees every step
+(a progress bar) without forcing a synchronisation.
 
 Many nets of one architecture (seeds, an ensemble, a sweep's plain and residual
 twins) train as one fused model with :func:`train_many` (:mod:`residuals.train.fused`).
@@ -45,10 +52,12 @@ if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
     from residuals.device import (cpu_has_native_bf16, resolve_amp, resolve_device, resolve_replicas,
                                   resolve_replicas_amp)
     from residuals.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-    from residuals.train.config import (SCHEDULES, WARMUPS, EpochRecord, TrainConfig, TrainError,
+    from residuals.train.config import (OPTIMIZERS, SCHEDULES, WARMUPS, EpochRecord,
+                                        StepProgress, StepTrace, TrainConfig, TrainError,
                                         TrainResult, steps_per_epoch)
     from residuals.train.fused import train_many
     from residuals.train.loop import evaluate, train
+    from residuals.train.optim import make_optimizer
     from residuals.train.schedule import LRSchedule
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

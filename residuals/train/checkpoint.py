@@ -113,7 +113,13 @@ def _data_signature(data: ImageData) -> dict[str, object]:
             "n_eval": len(data.test_y), "augment": data.augment}
 
 
+#: Settings a resume may change: more epochs continue the run with a re-planned schedule.
+RESUMABLE = ("epochs",)
+
+
 def _check_compatible(state: dict, cfg: TrainConfig, data: ImageData, path: Path) -> None:
+    """Refuse to resume from a checkpoint written by another run, listing every difference;
+    more ``epochs`` are allowed (the run goes on), fewer than it has trained are not."""
     saved, now = dict(state["config"]), asdict(cfg)
     for key in ("amp", "replicas"):   # left to the default then, and recorded as resolved
         if saved.get(key) is None and key in state:
@@ -121,14 +127,19 @@ def _check_compatible(state: dict, cfg: TrainConfig, data: ImageData, path: Path
             if now[key] is None:
                 now[key] = state[key]
     diff = [f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
-            for k in now if saved.get(k) != now[k]]
+            for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
     sig = _data_signature(data)
     diff += [f"data {k}: {state['data'].get(k)!r} in the checkpoint, {v!r} now"
              for k, v in sig.items() if state["data"].get(k) != v]
+    done = len(state["history"])
+    if cfg.epochs < done:
+        diff.append(f"epochs: {cfg.epochs} asked for, but the checkpoint has trained {done}; "
+                    f"ask for {done} or more")
     if diff:
         raise TrainError(f"checkpoint {path} was written by a different run, so it cannot be "
                          "resumed exactly:\n  " + "\n  ".join(diff)
-                         + "\nUse the same settings, another checkpoint path, or resume=False.")
+                         + "\nUse the same settings (only --epochs may grow), another checkpoint "
+                         "path, or resume=False.")
 
 
 def _rng_state(device: str, data_gen: torch.Generator) -> dict[str, object]:

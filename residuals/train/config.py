@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from residuals.data.spec import AUGMENTATIONS
@@ -13,9 +13,11 @@ from residuals.data.spec import AUGMENTATIONS
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["EpochRecord", "TrainConfig", "TrainError", "TrainResult", "steps_per_epoch"]
+__all__ = ["EpochRecord", "StepProgress", "StepTrace", "TrainConfig", "TrainError", "TrainResult",
+           "steps_per_epoch"]
 
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "step", "constant")
+OPTIMIZERS = ("sgd", "adam", "adamw")  # built by residuals.train.optim
 WARMUPS = ("linear", "paper", "none")
 PAPER_WARMUP_ERROR = 0.8  # He et al. 2015: warm up "until the training error is below 80%"
 PAPER_WARMUP_FACTOR = 0.1  # ... "we use 0.01" = lr / 10
@@ -34,9 +36,11 @@ class TrainConfig:
     epochs: int = 12
     batch_size: int = 128  # images per step
     lr: float = 0.1  # peak learning rate (paper: 0.1)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4  # L2 on every parameter, as in the paper
-    schedule: Literal["cosine", "step"] = "cosine"  # step: /10 at 50% and 75% of the iterations
+    momentum: float = 0.9  # SGD's momentum; Adam's beta1 (see residuals.train.optim)
+    weight_decay: float = 1e-4  # L2 on every parameter, as in the paper (AdamW: decoupled)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    schedule: Literal["cosine", "step", "constant"] = "cosine"  # step: /10 at 50% and 75% of
+    #                                                             the iterations
     warmup: Literal["linear", "paper", "none"] = "linear"  # paper: lr/10 until training error < 80%
     warmup_epochs: float = 2.0  # linear warm-up length, epochs
     augment: bool | str | None = None  # None: the dataset's default (crop-flip on CIFAR-10);
@@ -85,6 +89,7 @@ class TrainConfig:
         number("weight_decay", 0.0)
         number("warmup_epochs", 0.0)
         choice("schedule", SCHEDULES)
+        choice("optimizer", OPTIMIZERS)
         choice("warmup", WARMUPS)
         choice("augment", (None, True, False, *AUGMENTATIONS))
         choice("amp", (None, True, False))
@@ -139,6 +144,9 @@ class TrainResult:
     resumed_from_epoch: int = 0  # epochs already in the checkpoint when this call started
     amp: bool = False  # whether it trained in bf16 autocast (cfg.amp as resolved, or as resumed)
     replicas: int = 1  # data-parallel model copies it trained with (cfg.replicas as resolved)
+    plans: list[dict] = field(default_factory=list)  # the schedule's plans: {"from_epoch",
+    #                                                  "epochs"}, one more per resume that
+    #                                                  asked for more epochs
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -149,3 +157,39 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     if steps == 0:
         raise TrainError(f"{n_train} training image(s) cannot make a batch of at least 2 images")
     return steps
+
+
+@dataclass
+class StepTrace:
+    """One epoch's steps, read from the device once, at the end of the epoch (``on_steps``).
+
+    ``iteration`` counts optimiser steps from 0 over the whole run; ``loss`` is each step's
+    mean cross-entropy (nats), ``error`` the fraction of its batch misclassified, ``lr`` the
+    rate it stepped with. After a resume within an epoch, the steps before the resume come
+    from the checkpoint.
+    """
+
+    epoch: int  # 1-based, as in EpochRecord
+    iteration: list[int]
+    loss: list[float]
+    error: list[float]
+    lr: list[float]
+
+
+@dataclass
+class StepProgress:
+    """Where an epoch is, handed to ``on_step`` after every step (one object, updated in place).
+
+    Reading :meth:`running_loss` synchronises with the device; call it sparingly (a
+    progress bar does, a few times a second).
+    """
+
+    epoch: int = 0  # 0-based
+    step: int = 0  # 0-based, the step just taken
+    steps: int = 0  # per epoch
+    seen: int = 0  # images of this epoch so far
+    loss_sum: object = None  # the device's running sum of loss * batch size
+
+    def running_loss(self) -> float:
+        """The epoch's mean training loss so far (nats)."""
+        return float(self.loss_sum) / max(1, self.seen)  # type: ignore[arg-type]

@@ -25,7 +25,9 @@ from residuals.replicas import Replicas
 from residuals.train import parallel
 from residuals.train.checkpoint import (CHECKPOINT_FORMAT, _check_compatible, _data_signature,
                                         _rng_state, _set_rng_state, save_checkpoint)
-from residuals.train.config import EpochRecord, TrainConfig, TrainError, TrainResult, steps_per_epoch
+from residuals.train.config import (EpochRecord, StepProgress, StepTrace, TrainConfig, TrainError,
+                                    TrainResult, steps_per_epoch)
+from residuals.train.optim import make_optimizer
 from residuals.train.schedule import LRSchedule
 
 __all__ = ["evaluate", "train"]
@@ -63,8 +65,11 @@ class _EpochClock:
 
     def __init__(self, device: str):
         self.cuda = torch.device(device).type == "cuda"
+        self.excluded = 0.0  # seconds inside the epoch that were not training (checkpoints)
+        self.before = 0.0  # seconds of the epoch trained before a resume within it
 
-    def start(self) -> None:
+    def start(self, before: float = 0.0) -> None:
+        self.excluded, self.before = 0.0, before
         if self.cuda:
             self._start = torch.cuda.Event(enable_timing=True)
             self._end = torch.cuda.Event(enable_timing=True)
@@ -82,8 +87,15 @@ class _EpochClock:
         """Call after the epoch's one synchronisation."""
         if self.cuda:
             self._end.synchronize()
-            return self._start.elapsed_time(self._end) / 1000.0
-        return self._t1 - self._t0
+            elapsed = self._start.elapsed_time(self._end) / 1000.0
+        else:
+            elapsed = self._t1 - self._t0
+        return self.before + elapsed - self.excluded
+
+    def so_far(self) -> float:
+        """Training seconds of the epoch up to now (synchronises with the device)."""
+        self.stop()
+        return self.seconds()
 
 
 @contextlib.contextmanager
@@ -123,6 +135,10 @@ class _Loop:
     generator: torch.Generator  # data order and augmentation, on the device
     cuda_graph: bool = False  # capture full-batch steps as one CUDA graph
     replicas: Replicas | None = None  # CPU data parallelism (None: the model alone)
+    trace: bool = False  # keep each step's running sums on the device (StepTrace)
+    on_step: Callable[[StepProgress], None] | None = None
+    every: int = 0  # mid-epoch checkpoints: after every ``every`` optimiser steps (0: none)
+    save_partial: Callable[[dict], None] | None = None  # writes a mid-epoch checkpoint
 
     def __post_init__(self) -> None:
         dev = self.data.device
@@ -134,6 +150,12 @@ class _Loop:
         self.static: tuple[torch.Tensor, torch.Tensor] | None = None  # the graph's (x, y)
         self.warmup_left = GRAPH_WARMUP_STEPS
         self.side_stream = torch.cuda.Stream(dev) if self.cuda_graph else None
+        # after step k: the running loss sum, wrong count and the step's rate (if traced)
+        n = self.steps if self.trace or self.every else 0
+        self.trace_sum = torch.zeros(n, dtype=torch.float64, device=dev)
+        self.trace_wrong = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.trace_lr = torch.zeros(n, dtype=torch.float32, device=dev)
+        self.progress = StepProgress(steps=self.steps, loss_sum=self.loss_sum)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalised, augmented images (B, C, H, W) and labels (B,) of indices ``idx``."""
@@ -221,15 +243,29 @@ class _Loop:
             return
         self.graph = graph
 
-    def epoch(self, epoch: int) -> int:
-        """Train one epoch (0-based); sums stay on the device. Returns the images seen."""
+    def epoch(self, epoch: int, partial: dict | None = None) -> int:
+        """Train one epoch (0-based); sums stay on the device. Returns the images seen.
+
+        ``partial``: the state of a mid-epoch checkpoint of this epoch (:meth:`partial_state`):
+        the epoch goes on from the step after it, with the same order of images.
+        """
         cfg, data, device = self.cfg, self.data, str(self.data.device)
         self.net.train()
-        self.loss_sum.zero_()
-        self.wrong.zero_()
-        seen = 0
-        perm = torch.randperm(len(data.train_y), device=device, generator=self.generator)
-        for step in range(self.steps):
+        if partial is None:
+            self.loss_sum.zero_()
+            self.wrong.zero_()
+            first, seen = 0, 0
+            perm = torch.randperm(len(data.train_y), device=device, generator=self.generator)
+        else:
+            first, seen, perm = int(partial["step"]), int(partial["seen"]), partial["perm"].to(device)
+            self.loss_sum.fill_(float(partial["loss_sum"]))
+            self.wrong.fill_(int(partial["wrong"]))
+            for buf, key in ((self.trace_sum, "sum"), (self.trace_wrong, "wrong"),
+                             (self.trace_lr, "lr")):
+                if len(buf):
+                    buf[:first] = torch.as_tensor(partial["trace"][key], dtype=buf.dtype)
+        self.perm = perm
+        for step in range(first, self.steps):
             it = epoch * self.steps + step
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             xb, yb = self.batch(idx)
@@ -240,7 +276,38 @@ class _Loop:
                 self.step(xb, yb)
             seen += len(idx)
             self.schedule.observe(it, self.wrong, seen)
+            if len(self.trace_sum):  # three small copies on the device, no synchronisation
+                self.trace_sum[step] = self.loss_sum
+                self.trace_wrong[step] = self.wrong
+                self.trace_lr[step] = self.schedule.lr
+            if self.on_step is not None:
+                p = self.progress
+                p.epoch, p.step, p.seen = epoch, step, seen
+                self.on_step(p)
+            if self.every and (it + 1) % self.every == 0 and step + 1 < self.steps:
+                self.save_partial(self.partial_state(epoch, step + 1, seen))
         return seen
+
+    def partial_state(self, epoch: int, step: int, seen: int) -> dict:
+        """What a mid-epoch checkpoint adds: where in the epoch it is and its running sums."""
+        return {"epoch": epoch, "step": step, "seen": seen, "perm": self.perm.cpu(),
+                "loss_sum": float(self.loss_sum), "wrong": int(self.wrong),
+                "trace": {"sum": self.trace_sum[:step].tolist(),
+                          "wrong": self.trace_wrong[:step].tolist(),
+                          "lr": self.trace_lr[:step].tolist()}}
+
+    def step_trace(self, epoch: int) -> StepTrace:
+        """The epoch's steps, from the device's running sums (one read)."""
+        sums = self.trace_sum.tolist()
+        wrong = self.trace_wrong.tolist()
+        n = len(self.data.train_y)
+        bs = self.cfg.batch_size
+        sizes = [min(bs, n - k * bs) for k in range(self.steps)]
+        loss = [(s - p) / b for s, p, b in zip(sums, [0.0, *sums[:-1]], sizes)]
+        error = [(w - p) / b for w, p, b in zip(wrong, [0, *wrong[:-1]], sizes)]
+        first = epoch * self.steps
+        return StepTrace(epoch=epoch + 1, iteration=list(range(first, first + self.steps)),
+                         loss=loss, error=error, lr=self.trace_lr.tolist())
 
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.net, self.data.test_x, self.data.test_y, self.mean, self.std,
@@ -269,8 +336,11 @@ class _Loop:
 def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
           on_epoch: Callable[[EpochRecord], None] | None = None,
+          checkpoint_every: int | None = None,
+          on_step: Callable[[StepProgress], None] | None = None,
+          on_steps: Callable[[StepTrace], None] | None = None,
           distributed: bool = False) -> TrainResult:
-    """Train ``model`` on ``data`` with SGD; return the per-epoch history.
+    """Train ``model`` on ``data`` with ``cfg.optimizer``; return the per-epoch history.
 
     Parameters
     ----------
@@ -280,8 +350,17 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     data : uint8 images; moved to the device once if they are not there.
     checkpoint_path : written atomically after every epoch.
     resume : continue from ``checkpoint_path`` if it exists (a finished run is
-        returned as it is); the configuration and data must be the same.
+        returned as it is); the configuration and data must be the same, except
+        ``cfg.epochs``, which may grow: the run goes on to the new total with its
+        schedule re-planned over it (:class:`LRSchedule`; each plan is recorded in
+        :attr:`TrainResult.plans`).
     on_epoch : called with each new :class:`EpochRecord`, after its checkpoint.
+    checkpoint_every : also checkpoint within epochs, after every this many optimiser
+        steps (a resume then goes on from the step after it, bit for bit on the CPU).
+    on_step : called after every step with a :class:`StepProgress` (a progress bar);
+        it must not synchronise every step if the loop is to stay fast.
+    on_steps : called at the end of every epoch with its :class:`StepTrace` (per-step
+        loss, error and rate), before ``on_epoch``.
     distributed : train one model over every rank of the ``torch.distributed`` process group
         (started by ``torchrun``) with DistributedDataParallel: ``cfg.batch_size`` is the
         global batch, rank 0 alone reads and writes the checkpoint (see
@@ -300,19 +379,23 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     if augment not in AUGMENTATIONS:
         raise TrainError(f"dataset {data.name!r} names an unknown augmentation {augment!r}")
     path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if checkpoint_every is not None and (checkpoint_every < 1 or path is None):
+        raise TrainError(f"checkpoint_every={checkpoint_every!r} needs a checkpoint_path and a "
+                         "positive number of steps")
 
     spe = steps_per_epoch(len(data.train_y), cfg.batch_size)
     model.to(device=device, memory_format=torch.channels_last if cfg.channels_last
              else torch.contiguous_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, fused=cuda or None,
-                                foreach=None if cuda else True)
+    optimizer = make_optimizer(model.parameters(), cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, cuda=cuda)
     schedule = LRSchedule(cfg, spe, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
 
     history: list[EpochRecord] = []
     diverged = False
+    plans = [{"from_epoch": 0, "from_iteration": 0, "epochs": cfg.epochs}]
+    partial: dict | None = None
     if cuda and cfg.replicas not in (None, 1):
         raise TrainError(f"replicas={cfg.replicas} splits batches between CPU threads, but the "
                          f"run is on {device!r}; leave replicas unset (None) on a GPU")
@@ -329,6 +412,13 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         _set_rng_state(state["rng"], device, generator)
         history = [EpochRecord(**r) for r in state["history"]]
         diverged = bool(state["diverged"])
+        partial = state.get("partial")
+        plans = state.get("plans") or [{"from_epoch": 0, "from_iteration": 0,
+                                        "epochs": state["config"]["epochs"]}]
+        if cfg.epochs != plans[-1]["epochs"]:  # more epochs: the schedule is re-planned
+            done = len(history) * spe + (int(partial["step"]) if partial else 0)
+            plans.append({"from_epoch": len(history), "from_iteration": done,
+                          "epochs": cfg.epochs})
         if cfg.amp is None and "amp" in state:
             # the default precision depends on the thread count; keep the run's own, so a
             # resume under another thread count goes on exactly as it started
@@ -337,9 +427,9 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
             # likewise the replicas (a checkpoint without the field had none)
             n_replicas, threads_each = resolve_replicas(int(state.get("replicas", 1)), device,
                                                         cfg.batch_size, threads=threads)
-        if state["finished"]:
+        if state["finished"] and (diverged or cfg.epochs == len(history)):
             return _result(history, diverged, model, schedule, len(history) * spe, len(history), amp,
-                           n_replicas)
+                           n_replicas, plans)
     resumed_from = len(history)
     n_replicas, threads_each, amp = parallel.plan(cfg, device, n_replicas, threads_each, amp,
                                                   resumed=state is not None, world=world)
@@ -352,21 +442,36 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     replicas = parallel.data_parallel(model, cfg, device, len(data.train_y), world) or (
         Replicas(model, n_replicas, threads_each) if n_replicas > 1 else None)
     n_replicas = replicas.n if replicas is not None else 1
+    clock = _EpochClock(device)
+    writes = parallel.writes(world)  # rank 0 alone writes checkpoints
+
+    def save(history: list[EpochRecord], *, finished: bool, partial: dict | None = None) -> None:
+        state = loop.checkpoint(model, history, diverged=diverged, finished=finished)
+        state.update(plans=plans, partial=partial)
+        save_checkpoint(state, path)
+
+    def save_partial(where: dict) -> None:
+        where["seconds"] = clock.so_far()  # synchronises: the queued steps are done
+        t0 = time.perf_counter()
+        save(history, finished=False, partial=where)
+        clock.excluded += time.perf_counter() - t0  # the write is not training time
+
     loop = _Loop(net=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
                  schedule=schedule, data=data, cfg=cfg, steps=spe, augment=augment,
                  amp=amp, generator=generator,
                  cuda_graph=(cuda and not cfg.compile and n_replicas == 1 if cfg.cuda_graph is None
                              else cfg.cuda_graph),
-                 replicas=replicas)
-    clock = _EpochClock(device)
+                 replicas=replicas, trace=on_steps is not None, on_step=on_step,
+                 every=checkpoint_every or 0 if writes else 0, save_partial=save_partial)
     oom: TrainError | None = None
     try:
         with _cudnn_benchmark(device), (replicas or contextlib.nullcontext()):
             for epoch in range(len(history), cfg.epochs):
-                clock.start()
+                clock.start(before=float(partial["seconds"]) if partial else 0.0)
                 with replicas.threads() if replicas is not None else contextlib.nullcontext():
-                    seen = loop.epoch(epoch)
+                    seen = loop.epoch(epoch, partial)
                 clock.stop()
+                partial = None
                 # the epoch's one synchronisation
                 total_loss, total_wrong, lr = torch.stack(
                     [loop.loss_sum, loop.wrong.double(), schedule.lr.double()]).tolist()
@@ -379,9 +484,10 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                                      test_error=test_error, lr=lr, seconds=seconds,
                                      images_per_s=seen / seconds if seconds > 0 else math.inf)
                 history.append(record)
-                if path is not None and parallel.writes(world):
-                    save_checkpoint(loop.checkpoint(model, history, diverged=diverged,
-                                                    finished=diverged or epoch + 1 == cfg.epochs), path)
+                if path is not None and writes:
+                    save(history, finished=diverged or epoch + 1 == cfg.epochs)
+                if on_steps is not None:
+                    on_steps(loop.step_trace(epoch))
                 if on_epoch is not None:
                     on_epoch(record)
                 if diverged:
@@ -393,12 +499,14 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
             torch.cuda.empty_cache()  # so a sweep can go on with the next run
         raise oom
     return _result(history, diverged, model, schedule, len(history) * spe, resumed_from, amp,
-                   n_replicas)
+                   n_replicas, plans)
 
 
 def _result(history: list[EpochRecord], diverged: bool, model: nn.Module, schedule: LRSchedule,
-            iterations: int, resumed_from: int, amp: bool, replicas: int) -> TrainResult:
+            iterations: int, resumed_from: int, amp: bool, replicas: int,
+            plans: list[dict]) -> TrainResult:
     switch = int(schedule.switch_iteration) if schedule.paper else None
     return TrainResult(history=history, diverged=diverged, model=model, iterations=iterations,
                        warmup_end_iteration=switch if switch is not None and switch >= 0 else None,
-                       resumed_from_epoch=resumed_from, amp=amp, replicas=replicas)
+                       resumed_from_epoch=resumed_from, amp=amp, replicas=replicas,
+                       plans=[dict(p) for p in plans])

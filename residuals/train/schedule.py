@@ -1,5 +1,5 @@
-"""The learning-rate schedule: a per-iteration table on the device (cosine or step, linear or
-paper warm-up), so the training loop never waits for the host to set a rate."""
+"""The learning-rate schedule: a per-iteration table on the device (cosine, step or constant,
+linear or paper warm-up), so the training loop never waits for the host to set a rate."""
 
 from __future__ import annotations
 
@@ -24,12 +24,20 @@ class LRSchedule:
       (``T`` total iterations), the peak at ``W`` and near 0 at ``T - 1``;
     * step: ``lr * 0.1**k``, ``k`` the number of milestones (50% and 75% of
       ``T``) reached, times the linear warm-up factor;
+    * constant: ``lr`` (d2l's ``train_ch6``), times the linear warm-up factor;
     * paper warm-up (He et al. 2015, sec. 4.2): the schedule above with no
       linear ramp, times 0.1 until the running training error of the current
       epoch first falls below 80%, and times 1 from the next iteration on.
 
     The paper's switch is evaluated on the device (:meth:`observe`), so it
     costs no synchronisation.
+
+    ``T`` is ``cfg.epochs`` times the steps per epoch. A run resumed with more epochs
+    builds its schedule for the new total: the iterations already taken keep the rates
+    they had, the rest follow the new plan (constant stays constant; the cosine is the
+    cosine over the new ``T``, so the rate steps up at the resume to where that longer
+    curve is; the step milestones move to 50% and 75% of the new ``T``). The trainer
+    records each plan in the checkpoint and in :attr:`TrainResult.plans`.
     """
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int, device: str | torch.device = "cpu"):
@@ -50,6 +58,8 @@ class LRSchedule:
         cfg, w, t = self.cfg, self.warmup_iters, self.total
         if cfg.schedule == "cosine":
             lr = cfg.lr if it < w else cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (it - w) / (t - w)))
+        elif cfg.schedule == "constant":
+            lr = cfg.lr
         else:
             lr = cfg.lr * STEP_FACTOR ** sum(it >= m for m in self.milestones)
         if it < w:
