@@ -3,6 +3,7 @@
 Commands live in their own modules and are imported only when invoked, so
 ``residuals --help`` stays instant (no torch import)::
 
+    residuals train               one net, one dataset, one recipe
     residuals bench degradation   plain vs residual nets at several depths
     residuals bench boosting      our booster against scikit-learn's
     residuals bench ensemble      lesions: do residual nets behave like boosted ensembles?
@@ -33,7 +34,8 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy_subcommands={"train": "residuals.bench.train_cli:train"},
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="residuals")
 def main():
     """Fit the residual: gradient boosting and residual networks, side by side."""

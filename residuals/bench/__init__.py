@@ -4,6 +4,8 @@
 * :mod:`residuals.bench.boosting` -- our booster against scikit-learn's;
 * :mod:`residuals.bench.ensemble` -- lesions of a booster, a ResNet, its plain twin and a
   ResNet trained stage by stage: do residual nets behave like boosted ensembles?
+* :mod:`residuals.bench.train` -- ``residuals train``: one net, one dataset, one recipe (its
+  run folders are listed and compared with the benches').
 
 Each bench registers the renderer of its run folders here, by module path, so that
 :mod:`residuals.report` builds their pages without naming a bench (and without importing one
@@ -15,3 +17,4 @@ from residuals.runs.registry import register_renderer
 register_renderer("degradation", "residuals.bench.degradation.report:render")
 register_renderer("boosting", "residuals.bench.boosting.report:render")
 register_renderer("ensemble", "residuals.bench.ensemble.report:render")
+register_renderer("train", "residuals.bench.train.report:render")

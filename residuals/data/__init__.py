@@ -36,7 +36,7 @@ from residuals._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
     from residuals.data.augment import (AUGMENTATIONS, augment_batch, crop_padding, normalize,
-                                        random_crop_flip)
+                                        random_crop_flip, resize_images)
     from residuals.data.files import data_roots, default_data_dir, fetch_url, md5sum
     from residuals.data.images import ImageData, load_dataset
     from residuals.data.readers import DATASETS, read_idx

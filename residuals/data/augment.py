@@ -1,5 +1,5 @@
-"""Batch transforms on the device: normalisation and the paper's pad-crop-flip augmentation,
-one batched tensor operation each (no per-sample Python loop, no host round trip)."""
+"""Batch transforms on the device: normalisation, the paper's pad-crop-flip augmentation and
+resizing, one batched tensor operation each (no per-sample Python loop, no host round trip)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from residuals.data.spec import AUGMENTATIONS
 
 __all__ = ["AUGMENTATIONS", "augment_batch", "crop_flip", "crop_flip_draws", "crop_padding", "normalize",
-           "random_crop_flip"]
+           "random_crop_flip", "resize_images"]
 
 
 def _per_channel(v: Sequence[float] | torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -94,3 +94,30 @@ def augment_batch(x: torch.Tensor, augment: str, *,
     if augment == "crop-flip":
         return random_crop_flip(x, crop_padding(x.shape[-1]), generator=generator)
     raise ValueError(f"unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+
+
+RESIZE_CHUNK = 4096  # images resized at once (bounds the float copy: 4096 x 96 x 96 x 4 B = 151 MB)
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images ``(N, C, H, W)`` resized to ``(N, C, size, size)``, uint8, on ``x``'s device.
+
+    Bilinear, with antialiasing when shrinking (what ``torchvision.transforms.Resize``
+    does to a tensor or PIL image), rounded back to 0..255; d2l's ``resize=96`` for
+    Fashion-MNIST. Done once, when the data is loaded, in chunks of
+    :data:`RESIZE_CHUNK` images.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"resize must be a positive number of pixels, got {size!r}")
+    if x.dim() != 4:
+        raise ValueError(f"resize_images expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    out = torch.empty((*x.shape[:2], size, size), dtype=torch.uint8, device=x.device)
+    shrink = size < max(x.shape[-2:])
+    for i in range(0, len(x), RESIZE_CHUNK):
+        chunk = x[i:i + RESIZE_CHUNK].float()
+        big = torch.nn.functional.interpolate(chunk, size=(size, size), mode="bilinear",
+                                              align_corners=False, antialias=shrink)
+        out[i:i + RESIZE_CHUNK] = big.round_().clamp_(0, 255).to(torch.uint8)
+    return out

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from residuals.data.augment import resize_images
 from residuals.data.files import _search_dirs, data_roots
 from residuals.data.readers import DATASETS
 from residuals.data.spec import DatasetError
@@ -82,6 +83,17 @@ def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(means), tuple(stds)
 
 
+def _channel_stats_on_device(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """:func:`_channel_stats` of a uint8 tensor, counted where it lives (one histogram each)."""
+    counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256)
+                          for c in range(x.shape[1])]).cpu().numpy().astype(np.float64)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    n = counts.sum(axis=1)
+    means = counts @ levels / n
+    var = (counts * (levels[None, :] - means[:, None]) ** 2).sum(axis=1) / n
+    return tuple(map(float, means)), tuple(float(max(v, 1e-12) ** 0.5) for v in var)
+
+
 def _holdout(y: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
     """(train, val) indices of the training set, and whether the split is stratified.
 
@@ -104,7 +116,8 @@ def _holdout(y: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.nd
 
 def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu", download: bool = True,
-                 val_size: int | None = None, seed: int = 0) -> ImageData:
+                 val_size: int | None = None, seed: int = 0, resize: int | None = None
+                 ) -> ImageData:
     """Load a dataset onto ``device`` as uint8 tensors.
 
     Parameters
@@ -117,6 +130,9 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
         by ``seed``; uniformly at random when too few images per class) as the
         evaluation split instead of the test set, which is then not loaded.
         The paper's 45k/5k CIFAR-10 split is ``val_size=5000``.
+    resize : resize every image to ``resize`` x ``resize`` pixels on ``device``
+        (:func:`~residuals.data.augment.resize_images`; d2l trains its ResNet-18 on
+        Fashion-MNIST at 96); the channel statistics are those of the resized images.
     """
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
@@ -137,6 +153,12 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
     def put(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(dev)
 
-    return ImageData(name=name, train_x=put(train_x), train_y=put(train_y), test_x=put(test_x),
-                     test_y=put(test_y), classes=list(spec.classes), mean=mean, std=std,
-                     augment=spec.augment, split=split, extra=extra)
+    images = {"train_x": put(train_x), "test_x": put(test_x)}
+    if resize is not None:
+        extra["resize"] = resize
+        extra["original_size"] = int(train_x.shape[-1])
+        images = {k: resize_images(v, resize) for k, v in images.items()}
+        mean, std = _channel_stats_on_device(images["train_x"])
+    return ImageData(name=name, train_y=put(train_y), test_y=put(test_y), **images,
+                     classes=list(spec.classes), mean=mean, std=std, augment=spec.augment,
+                     split=split, extra=extra)

@@ -110,7 +110,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def _data_signature(data: ImageData) -> dict[str, object]:
     return {"name": data.name, "split": data.split, "n_train": len(data.train_y),
-            "n_eval": len(data.test_y), "augment": data.augment}
+            "n_eval": len(data.test_y), "augment": data.augment, "image_size": data.image_size}
 
 
 #: Settings a resume may change: more epochs continue the run with a re-planned schedule.
@@ -130,7 +130,8 @@ def _check_compatible(state: dict, cfg: TrainConfig, data: ImageData, path: Path
             for k in now if k not in RESUMABLE and saved.get(k) != now[k]]
     sig = _data_signature(data)
     diff += [f"data {k}: {state['data'].get(k)!r} in the checkpoint, {v!r} now"
-             for k, v in sig.items() if state["data"].get(k) != v]
+             for k, v in sig.items()
+             if state["data"].get(k) != v and (k in state["data"] or k != "image_size")]
     done = len(state["history"])
     if cfg.epochs < done:
         diff.append(f"epochs: {cfg.epochs} asked for, but the checkpoint has trained {done}; "

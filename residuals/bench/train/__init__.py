@@ -1,0 +1,50 @@
+"""``residuals train``: train one net on one dataset with one recipe, into a run folder.
+
+The library behind the command (the command itself is :mod:`residuals.bench.train_cli`)::
+
+    from residuals.bench.train import RECIPES, run
+    outcome = run(RECIPES["default"].with_options(model="resnet56", epochs=3))
+    outcome.headline
+
+Modules: ``recipes`` (:class:`Recipe`, the named recipes and the articles' figures), ``run``
+(:func:`run`: checks, run folder, training, report; :class:`RunWriter`), ``logs`` (the line
+per epoch, the progress bar, TensorBoard), ``report`` (the renderer of these run folders).
+It lives beside the benches because it writes the same run folders, which ``residuals
+report`` lists, rebuilds and compares.
+"""
+
+from residuals.bench.train.recipes import (
+    ARTICLE_FIGURES,
+    DEFAULT_RECIPE,
+    RECIPES,
+    Recipe,
+    get_recipe,
+    parse_warmup,
+)
+from residuals.bench.train.run import (
+    BENCH,
+    RecipeMismatch,
+    RunWriter,
+    TrainOutcome,
+    median_images_per_s,
+    prepare,
+    resume_recipe,
+    run,
+)
+
+__all__ = [
+    "ARTICLE_FIGURES",
+    "BENCH",
+    "DEFAULT_RECIPE",
+    "RECIPES",
+    "Recipe",
+    "RecipeMismatch",
+    "RunWriter",
+    "TrainOutcome",
+    "get_recipe",
+    "median_images_per_s",
+    "parse_warmup",
+    "prepare",
+    "resume_recipe",
+    "run",
+]
