@@ -267,3 +267,11 @@ def test_train_matches_the_degradation_bench_for_resnet20(tmp_path):
 
 def test_recipe_train_config_is_the_trainer_config():
     assert isinstance(RECIPES["default"].train, TrainConfig)
+
+
+def test_subset_trains_on_the_first_images_only(tmp_path):
+    result = invoke(*TINY, "--subset", "200", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    assert len(pd.read_csv(run / "steps.csv")) == 2  # one batch of 200 per epoch
+    assert json.loads((run / "meta.json").read_text())["config"]["subset"] == 200

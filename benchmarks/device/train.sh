@@ -5,7 +5,7 @@
 # (the TensorFlow article's BN-ELU net with Adam) on Fashion-MNIST. 90 s in all.
 #
 #   bash benchmarks/device/train.sh RESULTS_DIR                         # on a CUDA machine
-#   SMOKE=1 DATA_DIR=../shared/data bash benchmarks/device/train.sh /tmp/x   # tiny, on the CPU
+#   SMOKE=1 DATA_DIR=DIR bash benchmarks/device/train.sh /tmp/x   # tiny, on the CPU
 #
 # Run from the repository root with PYTHONPATH=. and fashion-mnist's files in $DATA_DIR
 # (default: data/fashion-mnist/). Each step has its own timeout and one failed step never

@@ -117,6 +117,13 @@ class _Command(click.Command):
     help="Resize the images to NxN pixels first (bilinear; d2l uses 96).",
 )
 @click.option(
+    "--subset",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="N",
+    help="Train on the first N training images only (a quick trial; the test set stays whole).",
+)
+@click.option(
     "--epochs",
     type=click.IntRange(min=1),
     default=None,
@@ -240,6 +247,7 @@ def train(
     model,
     dataset,
     resize,
+    subset,
     epochs,
     batch_size,
     lr,
@@ -274,6 +282,7 @@ def train(
         "model": model,
         "dataset": dataset,
         "resize": resize,
+        "subset": subset,
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Recipe fields that are not the trainer's (the rest are :class:`TrainConfig` fields).
-NET_DATA_FIELDS = ("model", "dataset", "resize", "activation", "head")
+NET_DATA_FIELDS = ("model", "dataset", "resize", "subset", "activation", "head")
 #: The only change a resume accepts: more epochs (the schedule is re-planned, see the trainer).
 RESUMABLE_CHANGES = ("epochs",)
 
@@ -54,6 +54,8 @@ class Recipe:
     model : a registered model name (``residuals train --list-models``).
     dataset : ``digits``, ``fashion-mnist`` or ``cifar10``.
     resize : square side the images are resized to before training (bilinear); None keeps them.
+    subset : train on the first ``subset`` training images only (a quick trial; the test set
+        stays whole); None: all of them.
     activation, head : builder options of the net (None: the model's own).
     train : how to train it.
     name : the recipe's name (``"custom"`` when built from options alone).
@@ -62,6 +64,7 @@ class Recipe:
     model: str = "resnet20"
     dataset: str = "digits"
     resize: int | None = None
+    subset: int | None = None
     activation: str | None = None
     head: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -75,6 +78,14 @@ class Recipe:
         ):
             raise ValueError(
                 f"resize must be a positive number of pixels, got {self.resize!r}"
+            )
+        if self.subset is not None and (
+            isinstance(self.subset, bool)
+            or not isinstance(self.subset, int)
+            or self.subset < 2
+        ):
+            raise ValueError(
+                f"subset must be a number of images >= 2, got {self.subset!r}"
             )
         if isinstance(self.train, dict):  # from JSON
             object.__setattr__(self, "train", TrainConfig(**self.train))

@@ -23,6 +23,7 @@ run writes from one process only (rank 0) by giving the others no writer.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import os
@@ -80,6 +81,13 @@ def prepare(
         download=download,
         resize=recipe.resize,
     )
+    if recipe.subset is not None and recipe.subset < len(data.train_y):
+        data = dataclasses.replace(
+            data,
+            train_x=data.train_x[: recipe.subset],
+            train_y=data.train_y[: recipe.subset],
+            extra={**data.extra, "subset": recipe.subset},
+        )
     torch.manual_seed(
         recipe.train.seed
     )  # the weights, as the degradation bench seeds them
