@@ -11,13 +11,15 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
+
+from residuals.cli_options import device_option, lr_option, out_option, seed_option
 
 PRECISIONS = {
     "auto": None,
     "bf16": True,
     "fp32": False,
 }  # --precision -> TrainConfig.amp
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def _epilog() -> str:
@@ -132,12 +134,7 @@ class _Command(click.Command):
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=None, help="Images per step."
 )
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Peak learning rate (after the warm-up).",
-)
+@lr_option("Peak learning rate (after the warm-up).")
 @click.option(
     "--schedule",
     type=click.Choice(["constant", "step", "cosine"]),
@@ -181,12 +178,7 @@ class _Command(click.Command):
     default=None,
     help="Pooling + linear, or the TensorFlow article's conv head.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(DEVICES),
-    default=None,
-    help="Where to train: auto (the default) picks cuda when available.",
-)
+@device_option("Where to train: auto picks cuda when available.")
 @click.option(
     "--precision",
     type=click.Choice(tuple(PRECISIONS)),
@@ -194,20 +186,8 @@ class _Command(click.Command):
     help="bf16 autocast, fp32, or auto (bf16 on CUDA and on one-thread CPUs with "
     "native bf16).",
 )
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Seeds the weights, the data order and the augmentation.",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("reports"),
-    envvar="RESIDUALS_REPORTS",
-    show_default=True,
-    help="Folder in which the run folder is created.",
-)
+@seed_option("Seeds the weights, the data order and the augmentation (default: the recipe's, 0).", default=None)
+@out_option()
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
@@ -278,7 +258,8 @@ def train(
     from residuals.bench import train as lib
     from residuals.bench.train.logs import ProgressBar
 
-    options = {
+    ctx = click.get_current_context()
+    given = {
         "model": model,
         "dataset": dataset,
         "resize": resize,
@@ -296,8 +277,11 @@ def train(
         "amp": PRECISIONS.get(precision),
         "seed": seed,
     }
-    if precision is None:
-        options.pop("amp")
+    # what the command line sets (a recipe's or a resumed run's own values stay otherwise;
+    # --device has a default, auto, that a resume must not take for a change)
+    options = {k: v for k, v in given.items() if v is not None}
+    if ctx.get_parameter_source("device") is not ParameterSource.COMMANDLINE:
+        options.pop("device")
     try:
         options.update(lib.parse_warmup(warmup))
         if resume is not None:
@@ -308,7 +292,7 @@ def train(
                 )
             chosen = lib.resume_recipe(resume, **options)
         else:
-            options["device"] = device or "auto"
+            options.setdefault("device", device)  # --device's default, auto
             chosen = lib.get_recipe(recipe or lib.DEFAULT_RECIPE).with_options(
                 **options
             )

@@ -179,8 +179,10 @@ class _Block(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, skip: bool, shortcut: str):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, skip: bool, shortcut: str,
+                 activation: str = "relu"):
         super().__init__()
+        self.activation = activation
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         if out_ch % self.expansion:
@@ -243,7 +245,7 @@ class BasicBlock(_Block):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
                  shortcut: str = "A", activation: str = "relu"):
-        super().__init__(in_ch, out_ch, stride, skip, shortcut)
+        super().__init__(in_ch, out_ch, stride, skip, shortcut, activation)
         act = activation
         self.branch = nn.Sequential(
             *conv_bn(conv3x3(in_ch, out_ch, stride), relu=True, activation=act),
@@ -265,7 +267,7 @@ class BottleneckBlock(_Block):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
                  shortcut: str = "A", activation: str = "relu"):
-        super().__init__(in_ch, out_ch, stride, skip, shortcut)
+        super().__init__(in_ch, out_ch, stride, skip, shortcut, activation)
         act = activation
         mid = out_ch // self.expansion
         self.branch = nn.Sequential(
@@ -290,7 +292,7 @@ class PreActBlock(_Block):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
                  shortcut: str = "A", activation: str = "relu"):
-        super().__init__(in_ch, out_ch, stride, skip, shortcut)
+        super().__init__(in_ch, out_ch, stride, skip, shortcut, activation)
         act = activation
         self.branch = nn.Sequential(
             *bn_relu_conv(conv3x3(in_ch, out_ch, stride), act),
@@ -310,7 +312,7 @@ class PreActBottleneckBlock(_Block):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
                  shortcut: str = "A", activation: str = "relu"):
-        super().__init__(in_ch, out_ch, stride, skip, shortcut)
+        super().__init__(in_ch, out_ch, stride, skip, shortcut, activation)
         act = activation
         mid = out_ch // self.expansion
         self.branch = nn.Sequential(

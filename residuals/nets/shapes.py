@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -44,7 +46,7 @@ def layer_shapes(
     net = _on_meta(model)
     x = torch.empty(input_shape, device="meta")
     rows = []
-    for layer in net:
+    for layer in cast(Iterable[nn.Module], net):
         x = layer(x)
         rows.append((type(layer).__name__, tuple(x.shape)))
     return rows

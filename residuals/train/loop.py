@@ -284,7 +284,8 @@ class _Loop:
                 p = self.progress
                 p.epoch, p.step, p.seen = epoch, step, seen
                 self.on_step(p)
-            if self.every and (it + 1) % self.every == 0 and step + 1 < self.steps:
+            if self.save_partial and self.every and (it + 1) % self.every == 0 \
+                    and step + 1 < self.steps:
                 self.save_partial(self.partial_state(epoch, step + 1, seen))
         return seen
 
@@ -448,6 +449,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     def save(history: list[EpochRecord], *, finished: bool, partial: dict | None = None) -> None:
         state = loop.checkpoint(model, history, diverged=diverged, finished=finished)
         state.update(plans=plans, partial=partial)
+        assert path is not None  # saves are only asked for with a checkpoint path
         save_checkpoint(state, path)
 
     def save_partial(where: dict) -> None:

@@ -13,38 +13,14 @@ It lives beside the benches because it writes the same run folders, which ``resi
 report`` lists, rebuilds and compares.
 """
 
-from residuals.bench.train.recipes import (
-    ARTICLE_FIGURES,
-    DEFAULT_RECIPE,
-    RECIPES,
-    Recipe,
-    get_recipe,
-    parse_warmup,
-)
-from residuals.bench.train.run import (
-    BENCH,
-    RecipeMismatch,
-    RunWriter,
-    TrainOutcome,
-    median_images_per_s,
-    prepare,
-    resume_recipe,
-    run,
-)
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "ARTICLE_FIGURES",
-    "BENCH",
-    "DEFAULT_RECIPE",
-    "RECIPES",
-    "Recipe",
-    "RecipeMismatch",
-    "RunWriter",
-    "TrainOutcome",
-    "get_recipe",
-    "median_images_per_s",
-    "parse_warmup",
-    "prepare",
-    "resume_recipe",
-    "run",
-]
+from residuals._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
+    from residuals.bench.train.recipes import (ARTICLE_FIGURES, DEFAULT_RECIPE, RECIPES, Recipe,
+                                               get_recipe, parse_warmup)
+    from residuals.bench.train.run import (BENCH, RecipeMismatch, RunWriter, TrainOutcome,
+                                           median_images_per_s, prepare, resume_recipe, run)
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

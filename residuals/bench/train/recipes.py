@@ -90,7 +90,7 @@ class Recipe:
         if isinstance(self.train, dict):  # from JSON
             object.__setattr__(self, "train", TrainConfig(**self.train))
 
-    def model_options(self) -> dict[str, str]:
+    def model_options(self) -> dict[str, Any]:
         """Builder keyword arguments the recipe sets (``activation``, ``head``)."""
         return {
             k: getattr(self, k)
