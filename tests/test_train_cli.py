@@ -252,7 +252,7 @@ def test_train_matches_the_degradation_bench_for_resnet20(tmp_path):
     assert result.exit_code == 0, result.output
     ours = pd.read_csv(only_run(tmp_path / "train") / "results.csv")
     cfg = PRESETS["digits"]
-    assert cfg.epochs == 12
+    assert cfg.train.epochs == 12
     bench = train_run(
         RunSpec("residual", 20, 0), cfg, device="cpu", run_path=tmp_path / "bench"
     )
@@ -266,7 +266,10 @@ def test_train_matches_the_degradation_bench_for_resnet20(tmp_path):
 
 
 def test_recipe_train_config_is_the_trainer_config():
+    from residuals.bench.degradation import PRESETS
+
     assert isinstance(RECIPES["default"].train, TrainConfig)
+    assert RECIPES["default"].train == PRESETS["digits"].train  # one definition
 
 
 def test_subset_trains_on_the_first_images_only(tmp_path):

@@ -28,6 +28,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from residuals.bench.degradation.config import DEFAULT_PRESET, PRESETS
 from residuals.train import TrainConfig
 
 __all__ = [
@@ -184,8 +185,8 @@ def parse_warmup(value: str | float | None) -> dict[str, Any]:
 DEFAULT_RECIPE = "default"
 
 RECIPES: dict[str, Recipe] = {
-    # the degradation bench's digits recipe (residuals.bench.degradation, preset "digits")
-    "default": Recipe(name="default", train=TrainConfig(lr=0.05)),
+    # the degradation bench's recipe (its default preset, "digits"): the same object
+    "default": Recipe(name="default", train=PRESETS[DEFAULT_PRESET].train),
     # d2l, Sec. 8.6: lr, num_epochs, batch_size = 0.05, 10, 256;
     # load_data_fashion_mnist(batch_size, resize=96); train_ch6: torch.optim.SGD(lr) on
     # CrossEntropyLoss, Xavier-uniform weights; no augmentation
