@@ -35,9 +35,9 @@ if [ "${SMOKE:-0}" = 1 ]; then
   t_ours=240 t_ref=240 t_tf=120
 else
   ours=(--device cuda)
-  ref=(--device cuda --seconds 9)
-  tf=(--device cuda --epochs 3)
-  t_ours=48 t_ref=18 t_tf=17
+  ref=(--device cuda --seconds 8)
+  tf=(--device cuda --epochs 2)
+  t_ours=47 t_ref=16 t_tf=16
 fi
 
 step d2l-resnet18 "$t_ours" python3 -m residuals train --recipe d2l-resnet18 "${ours[@]}" \
@@ -46,5 +46,5 @@ step d2l-reference "$t_ref" python3 benchmarks/d2l_reference.py "${ref[@]}" \
   --data-dir "$data" --out "$out"
 step tf-preact-elu "$t_tf" python3 -m residuals train --recipe tf-preact-elu "${tf[@]}" \
   --data-dir "$data" --out "$out/runs" --no-report
-step summary 10 python3 benchmarks/train_vs_d2l.py --runs "$out/runs" \
+step summary 8 python3 benchmarks/train_vs_d2l.py --runs "$out/runs" \
   --reference "$out/d2l_reference.csv" --out "$out"
