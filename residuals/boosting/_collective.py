@@ -146,8 +146,8 @@ class Collective:
         rows = np.ascontiguousarray(rows)
         if self.world == 1:
             return [rows]
-        lengths = self._all_gather(torch.tensor([rows.shape[0]], dtype=torch.int64), what)
-        lengths = [int(n) for n in torch.cat(lengths).tolist()]
+        sizes = self._all_gather(torch.tensor([rows.shape[0]], dtype=torch.int64), what)
+        lengths = [int(n) for n in torch.cat(sizes).tolist()]
         padded = np.zeros((max(lengths), *rows.shape[1:]), dtype=rows.dtype)
         padded[: rows.shape[0]] = rows
         parts = self._all_gather(torch.from_numpy(padded), what)
@@ -202,9 +202,16 @@ class Collective:
         present = [c for c in columns if c is not None]
         tops = [float(c.abs().max()) if c.numel() else 0.0 for c in present]
         found = iter(self._steps(tops, grid_bits(self.n_total), what))
-        steps = [None if c is None else next(found) for c in columns]
-        # exact: each step is a power of two
-        out = [None if c is None else torch.round(c / st).mul_(st) for c, st in zip(columns, steps)]
+        out: list = []
+        steps: list = []
+        for c in columns:
+            if c is None:
+                out.append(None)
+                steps.append(None)
+                continue
+            step = next(found)
+            out.append(torch.round(c / step).mul_(step))  # exact: step is a power of two
+            steps.append(step)
         return out, steps
 
     def exact_sums(

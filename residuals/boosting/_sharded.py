@@ -124,6 +124,8 @@ class Rows:
 class ShardedRows(Rows):
     """This rank's shard of the rows of a distributed fit (see the module docstring)."""
 
+    collective: Collective
+
     def __init__(self, collective: Collective):
         super().__init__()
         self.collective = collective
@@ -180,7 +182,7 @@ class ShardedRows(Rows):
     def class_weights(self, encoded, sample_weight, n: int) -> np.ndarray:
         return self.collective.exact_sums(sample_weight[:, None], encoded, n, "class weights")[:, 0]
 
-    def _gather(self, *arrays) -> list[np.ndarray]:
+    def _gather(self, *arrays) -> list:
         return [None if a is None else self.collective.gather_rows(np.asarray(a)) for a in arrays]
 
     def init_prediction(self, loss: BoostingLoss, y, sample_weight):
@@ -224,8 +226,12 @@ class ShardedRows(Rows):
         ids, w = leaf_ids[keep], sample_weight[keep]
         terms = loss.newton_terms(target[keep], neg_gradient[keep], raw[keep])
         if terms is None:  # an order statistic: the one-process code on the gathered rows
-            gathered = self._gather(ids, target[keep], neg_gradient[keep], raw[keep], w)
-            update_terminal_regions(loss, gathered[0], leaves, values, *gathered[1:], None)
+            ids_all, y_all, g_all, raw_all, w_all = self._gather(
+                ids, target[keep], neg_gradient[keep], raw[keep], w
+            )
+            update_terminal_regions(
+                loss, ids_all, leaves, values, y_all, g_all, raw_all, w_all, None
+            )
             return
         n_leaves = int(values.shape[0])
         per_row = np.column_stack((terms * w[:, None], w, np.ones(w.shape[0])))
