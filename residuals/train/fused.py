@@ -68,9 +68,9 @@ SHARED_FIELDS = (
     "device",
 )
 #: Whether :func:`train_many` (and ``--fuse auto``) fuses on a CPU. Measured on a shared 2-core
-#: CPU, one thread per process (benchmarks/README.md, "Fused training"): fused ResNet-20s on
-#: 8x8 images trained at 0.75-0.87x the images/s of one net at a time, and the digits sweep
-#: took 1.00-1.10x as long fused; so not by default.
+#: CPU, one thread per process (benchmarks/README.md, "Fused training"): N = 1, 2, 4 fused
+#: ResNet-20s on 8x8 images trained at 0.92-1.03x the images/s of one net at a time, and the
+#: digits sweep took 0.99-1.10x as long fused: no gain, so not by default.
 FUSE_CPU = False
 
 EpochCallback = Callable[[int, EpochRecord], None]
