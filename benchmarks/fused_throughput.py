@@ -6,7 +6,7 @@ defaults for the device: bf16 on CUDA, CUDA graphs), all measured in the same
 run:
 
 ``fused``
-    :func:`residuals.fused_train.train_fused`: the N nets as one
+    :func:`residuals.train.fused.train_fused`: the N nets as one
     :class:`~residuals.nets.fused.FusedResNet` in this process.
 ``processes``
     N worker processes training one net each at the same time (kernels of

@@ -1,4 +1,4 @@
-"""Fused training (residuals.nets.fused, residuals.fused_train): each member of a fused model
+"""Fused training (residuals.nets.fused, residuals.train.fused): each member of a fused model
 gets the training it would get alone.
 
 Tolerance. A grouped convolution, a batched linear head and the vectorised SGD

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import replace
 
 import torch
@@ -64,7 +65,7 @@ class FusionError(ValueError):
     """The models cannot be fused; the message says what differs."""
 
 
-def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+def _stack(tensors: Sequence[Any]) -> torch.Tensor:
     return torch.stack([t.detach() for t in tensors])
 
 
@@ -102,13 +103,18 @@ class FusedBatchNorm2d(nn.Module):
     Parameters and running statistics are ``(N, C)``; ``num_batches_tracked`` is ``(N,)``.
     """
 
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
     def __init__(self, norms: Sequence[nn.BatchNorm2d]):
         super().__init__()
         b = norms[0]
-        if not (b.affine and b.track_running_stats):
-            raise FusionError("fusing BatchNorm needs affine=True and track_running_stats=True")
+        if not (b.affine and b.track_running_stats) or b.momentum is None:
+            raise FusionError("fusing BatchNorm needs affine=True, track_running_stats=True and "
+                              "a momentum (not the cumulative average)")
         self.n, self.num_features = len(norms), b.num_features
-        self.eps, self.momentum = b.eps, b.momentum
+        self.eps, self.momentum = b.eps, float(b.momentum)
         self.weight = nn.Parameter(_stack([m.weight for m in norms]))
         self.bias = nn.Parameter(_stack([m.bias for m in norms]))
         self.register_buffer("running_mean", _stack([m.running_mean for m in norms]))
@@ -177,7 +183,7 @@ class FusedShortcutA(nn.Module):
 class FusedBlock(nn.Module):
     """N blocks: ``act(F(x) + g * shortcut(x))`` with the gate ``g`` per member (1 residual, 0 plain)."""
 
-    def __init__(self, blocks: Sequence[_Block]):
+    def __init__(self, blocks: Sequence[Any]):
         super().__init__()
         first = blocks[0]
         self.n, self.out_ch = len(blocks), first.out_ch
@@ -221,7 +227,7 @@ _STATELESS = (
 _CONTAINERS = (nn.Sequential, ClassifierHead, ConvHead)
 
 
-def _fuse(modules: Sequence[nn.Module], *, n: int | None = None) -> nn.Module:
+def _fuse(modules: Sequence[Any], *, n: int | None = None) -> nn.Module:
     """The fused counterpart of ``modules`` (one per member, the same type and shapes)."""
     first = modules[0]
     n = len(modules) if n is None else n

@@ -155,13 +155,16 @@ def train_many(
             [cfgs[i] for i in group],
             checkpoint_paths=[paths[i] for i in group],
             resume=resume,
-            on_epoch=None
-            if on_epoch is None
-            else (lambda k, r, group=group: on_epoch(group[k], r)),
+            on_epoch=None if on_epoch is None else _reindexed(on_epoch, group),
         )
         for i, result in zip(group, done):
             results[i] = result
     return results  # type: ignore[return-value]
+
+
+def _reindexed(on_epoch: EpochCallback, group: list[int]) -> EpochCallback:
+    """``on_epoch`` for a group's members: their index in the group -> their index in all."""
+    return lambda k, record: on_epoch(group[k], record)
 
 
 def fuse_groups(
@@ -289,7 +292,8 @@ def train_fused(
 
 
 def _augment(cfg: TrainConfig, data: ImageData) -> str:
-    augment = {None: data.augment, True: "crop-flip", False: "none"}.get(cfg.augment, cfg.augment)
+    named = {None: data.augment, True: "crop-flip", False: "none"}
+    augment = cfg.augment if isinstance(cfg.augment, str) else named[cfg.augment]
     if augment not in AUGMENTATIONS:
         raise TrainError(f"dataset {data.name!r} names an unknown augmentation {augment!r}")
     return str(augment)

@@ -116,8 +116,8 @@ class FusedLoop:
 
     # the one-net loop's CUDA-graph machinery: eager warm-up steps on a side stream, one
     # capture of :meth:`step` on static copies of the batch, replays (eager if capture fails)
-    graphed_step = _Loop.graphed_step
-    capture = _Loop.capture
+    graphed_step = _Loop.graphed_step  # type: ignore[misc]
+    capture = _Loop.capture  # type: ignore[misc]
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch (0-based) of every live member. Returns the images each one saw."""
@@ -139,7 +139,7 @@ class FusedLoop:
             xb, yb = self.batch(idx)
             self.schedules.set(it)
             if self.cuda_graph and idx.shape[1] == bsz:
-                self.graphed_step(xb, yb)
+                self.graphed_step(xb, yb)  # type: ignore[misc]
             else:
                 self.step(xb, yb)
             seen += idx.shape[1]
