@@ -94,7 +94,16 @@ def test_two_ranks_write_the_tables_of_one_process(tmp_path, one_process):
 
 
 def _resume(rank: int, folder: str) -> None:
-    result = deg.run(resume=folder, jobs=1, html=False, echo=lambda _: None)
+    from residuals.runs import RunInUse, RunLock
+
+    def under_rank0s_hold(run: RunDir) -> None:  # every rank, once the folder is open
+        if rank == 1:  # rank 0 holds the lock while the other ranks work in the folder
+            with pytest.raises(RunInUse):
+                RunLock(run.path).acquire()
+
+    result = deg.run(
+        resume=folder, jobs=1, html=False, echo=lambda _: None, started=under_rank0s_hold
+    )
     assert len(result.runs) == 2  # every rank returns the whole table
 
 
@@ -119,3 +128,24 @@ def test_resume_with_two_ranks_finishes_a_sweep(tmp_path, one_process):
     want, got = tables(one_process), tables(folder)
     for name in RESULT_TABLES:
         pd.testing.assert_frame_equal(got[name], want[name], check_exact=True, obj=name)
+
+
+def _in_use(rank: int, folder: str) -> None:
+    from residuals.runs import RunInUse
+
+    with pytest.raises(RunInUse, match="in use by"):  # raised on rank 0, carried to rank 1
+        deg.run(resume=folder, jobs=1, html=False, echo=lambda _: None)
+
+
+def test_a_folder_another_job_holds_stops_every_rank(tmp_path, one_process):
+    """Rank 0 takes the run folder's lock for the whole job (the other ranks never do: they
+    would find it held); a folder that another process holds stops both ranks at once."""
+    import shutil
+
+    from residuals.runs import RunLock
+
+    folder = tmp_path / "run"
+    shutil.copytree(one_process, folder)
+    RunDir(folder).update_meta(status="interrupted")
+    with RunLock(folder):
+        spawn(_in_use, 2, str(folder))

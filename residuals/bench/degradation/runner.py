@@ -187,9 +187,12 @@ def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn,
     # config when it starts, so that a resume under another --jobs trains the same nets
     config = (fix_numerics(config, device, threads=threads) if run_dir is None
               else _fix_resumed_numerics(run_dir, config, device, threads))
+    # under torchrun, rank 0 alone creates or reopens the folder and takes its lock, which it
+    # holds for the whole job; the other ranks never take it (they would find it held) and
+    # work inside the folder under rank 0's hold, with rank 0's config (see .ranks)
     held: list = []   # rank 0's hold on the folder (residuals.runs.lock), released at the end
 
-    def open_folder() -> tuple[RunDir, None]:
+    def open_folder() -> tuple[RunDir, DegradationConfig]:
         if run_dir is None:
             try:
                 made = RunDir.create(out, bench=BENCH, dataset=config.dataset,
@@ -197,14 +200,14 @@ def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn,
             except OSError as e:
                 raise SweepError(f"cannot create a run folder under {out}: {e}", "out") from None
             held.append(made.lock().acquire())
-            return made, None
+            return made, config
         held.append(run_dir.lock().acquire())   # RunInUse: another process works in it
         run_dir.update_meta(status="running", resumed_command=command or _command_line(),
                             config=config.to_dict())
-        return run_dir, None
+        return run_dir, config
 
     try:
-        run_dir, _ = ranks.shared_folder(open_folder)   # rank 0 makes it, every rank sees it
+        run_dir, config = ranks.shared_folder(open_folder)   # rank 0's folder and config
         return _train(run_dir, config, device=device, n_jobs=n_jobs, n_runs=n_runs,
                       fused=fused, data_dir=data_dir, html=html, echo=echo, warn=warn,
                       started=started)
