@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 import pickle
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -371,12 +372,15 @@ class DataParallel:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         self.model = model
-        # buffers are averaged after each step (per-rank BatchNorm) instead of broadcast
-        # from rank 0 before each forward, DDP's default
         dev = torch.device(device)
         if self.cuda and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
-        self.ddp = DDP(model, device_ids=[dev] if self.cuda else None, broadcast_buffers=False)
+        # buffers: DDP copies rank 0's at construction (wanted), and by default before every
+        # forward too (not wanted: per-rank BatchNorm statistics are averaged after each step)
+        params = inspect.signature(DDP).parameters
+        off = {"forward_sync_buffers" if "forward_sync_buffers" in params  # torch >= 2.13
+               else "broadcast_buffers": False}
+        self.ddp = DDP(model, device_ids=[dev] if self.cuda else None, **off)
         self._params = list(model.parameters())
         self._float_buffers = [b for b in model.buffers() if b.is_floating_point()]
         self._other_buffers = [b for b in model.buffers() if not b.is_floating_point()]
