@@ -1,7 +1,8 @@
 """Multi-process tests on the CPU: ``spawn`` starts ``nprocs`` processes joined in a gloo
 process group on 127.0.0.1 (a free port), exactly as ``torchrun`` would describe it in their
 environment, each with one torch thread; results come back through files. ``run_ranks``
-returns each rank's result, or the error it raised, to the test."""
+returns each rank's result, or the error it raised, to the test. ``torchrun`` runs a
+``residuals`` command under torchrun itself."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import multiprocessing as mp
 import os
 import queue
 import socket
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch.multiprocessing as tmp
@@ -115,3 +119,34 @@ def run_ranks(world: int, fn, *args, timeout: float = 120.0, group_timeout_s: fl
             if p.is_alive():
                 p.kill()
     return [out[r] for r in range(world)]
+
+
+def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node NPROC -m residuals ARGS`` on 127.0.0.1 with a free port,
+    this checkout's ``residuals`` first on the path; fails the test unless it succeeds."""
+    import residuals
+
+    root = Path(residuals.__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "RESIDUALS_DIST_TIMEOUT": TIMEOUT_S,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "residuals",
+        *args,
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done

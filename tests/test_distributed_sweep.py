@@ -3,52 +3,19 @@ sweep's, and a resume with another number of ranks finishes what a sweep left.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from dist_helpers import free_port, spawn
+from dist_helpers import spawn, torchrun
 
-import residuals
 from residuals.bench import degradation as deg
 from residuals.bench.degradation.config import RESULT_TABLES, RUN_KEYS
 from residuals.runs import RunDir
 
-ROOT = Path(residuals.__file__).resolve().parents[1]
 TIMING = {"seconds", "images_per_s", "train_s", "wall_s"}
 SWEEP = "--dataset digits --depths 8 --seeds 1 --epochs 1 --device cpu --jobs 1".split()
-
-
-def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "RESIDUALS_DIST_TIMEOUT": "60",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(nproc),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "residuals",
-        "bench",
-        "degradation",
-        *args,
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
 
 
 def tables(path: Path) -> dict[str, pd.DataFrame]:
@@ -82,7 +49,7 @@ def one_process(tmp_path_factory):
 
 
 def test_two_ranks_write_the_tables_of_one_process(tmp_path, one_process):
-    done = torchrun([*SWEEP, "--out", str(tmp_path)])
+    done = torchrun(["bench", "degradation", *SWEEP, "--out", str(tmp_path)])
     folder = only_folder(tmp_path)
     meta = RunDir(folder).read_meta()
     assert meta["status"] == "complete" and meta["ranks"] == 2

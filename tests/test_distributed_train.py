@@ -134,3 +134,39 @@ def test_sync_bn_two_ranks_match_one_process_within_rounding(tmp_path):
         # SyncBatchNorm combines per-rank sums, cuDNN reduces the whole batch at once: the
         # statistics differ in float32 rounding (~1e-7 relative), which 8 steps carry on
         torch.testing.assert_close(r0[k].cpu(), v.cpu(), rtol=1e-4, atol=1e-5)
+
+
+def test_residuals_train_under_torchrun_equals_one_process_with_two_replicas(tmp_path):
+    """The command end to end: 2 ranks of `residuals train` write the per-epoch results of
+    one process training the same recipe with 2 replicas; rank 0 alone writes the folder."""
+    import pandas as pd
+    from dist_helpers import torchrun
+
+    from residuals.bench import train as lib
+
+    args = (
+        "--model resnet8 --epochs 1 --batch-size 64 --precision fp32 --device cpu "
+        f"--no-report --subset {N_TRAIN}"
+    ).split()
+    done = torchrun(["train", *args, "--out", str(tmp_path / "ranks")])
+    assert done.stdout.count("run folder:") == 1  # rank 0 alone prints
+    (folder,) = (tmp_path / "ranks").iterdir()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recipe = lib.get_recipe(lib.DEFAULT_RECIPE).with_options(
+            model="resnet8",
+            subset=N_TRAIN,
+            epochs=1,
+            batch_size=64,
+            amp=False,
+            device="cpu",
+            replicas=2,
+        )
+        one = lib.run(recipe, out=tmp_path / "one", report=False, echo=lambda _: None)
+    finally:
+        torch.set_num_threads(before)
+    timing = ["seconds", "images_per_s"]
+    got = pd.read_csv(folder / "results.csv").drop(columns=timing)
+    want = one.run.read_table("results").drop(columns=timing)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)

@@ -186,6 +186,12 @@ class _Command(click.Command):
     help="bf16 autocast, fp32, or auto (bf16 on CUDA and on one-thread CPUs with "
     "native bf16).",
 )
+@click.option(
+    "--sync-bn/--no-sync-bn",
+    default=None,
+    help="Under torchrun: SyncBatchNorm, statistics over the global batch (GPUs only); "
+    "default: each GPU normalises its own share, as in the paper. See docs/distributed.md.",
+)
 @seed_option("Seeds the weights, the data order and the augmentation (default: the recipe's, 0).", default=None)
 @out_option()
 @click.option(
@@ -240,6 +246,7 @@ def train(
     head,
     device,
     precision,
+    sync_bn,
     seed,
     out,
     resume,
@@ -275,6 +282,7 @@ def train(
         "head": head,
         "device": device,
         "amp": PRECISIONS.get(precision),
+        "sync_bn": sync_bn,
         "seed": seed,
     }
     # what the command line sets (a recipe's or a resumed run's own values stay otherwise;
@@ -321,6 +329,11 @@ def train(
         if message is None:
             raise
         raise click.ClickException(message) from None
+    from residuals.distributed import launch
+
+    info = launch()
+    if info is not None and info.rank != 0:  # under torchrun, rank 0 tells the outcome
+        return
     click.echo(outcome.headline)
     if report:
         click.echo(f"report: {outcome.run.html_path}")

@@ -255,35 +255,74 @@ def run(
     ``echo`` prints a line per epoch; ``progress`` draws within epochs (a terminal's bar).
     ``report``: build ``index.html`` at the end. Ctrl-C keeps the checkpoint; the run is
     marked interrupted and ``KeyboardInterrupt`` propagates.
+
+    Under ``torchrun`` every rank calls it and they train one net together
+    (DistributedDataParallel: ``recipe.train.batch_size`` is the global batch; ``sync_bn``
+    for SyncBatchNorm): rank 0 alone opens and writes the run folder and the report and
+    prints; the other ranks need not see the folder (``docs/distributed.md``).
     """
+    from residuals import distributed
+    from residuals.device import resolve_device
+
+    with distributed.process_group(resolve_device(recipe.train.device)):
+        if distributed.is_rank0():
+            return _run(recipe, out=out, resume=resume, data_dir=data_dir,
+                        checkpoint_every=checkpoint_every, tensorboard=tensorboard, echo=echo,
+                        progress=progress, report=report, command=command)
+        return _other_rank(recipe, data_dir=data_dir)
+
+
+def _other_rank(recipe: Recipe, *, data_dir) -> TrainOutcome:
+    """A rank other than 0 under torchrun: the collectives of :func:`_run` in the same order
+    (so rank 0's errors are raised here too), training, and nothing written or printed."""
+    from residuals import distributed
     from residuals.train import train
 
-    run_dir = _open_resume(resume, recipe) if resume is not None else None
-    tb = open_tensorboard(tensorboard) if tensorboard is not None else None
-    model, data, device = prepare(recipe, data_dir=data_dir)
+    distributed.check_all(lambda: None)  # rank 0 opens the resumed folder
+    model, data, _ = distributed.local_first(lambda: prepare(recipe, data_dir=data_dir))
+    run_dir = distributed.from_rank0(lambda: None)  # rank 0 creates (or reopens) the folder
+    result = train(model, data, recipe.train, checkpoint_path=run_dir.path / CHECKPOINT,
+                   resume=True, distributed=True)
+    return TrainOutcome(run_dir, recipe, result.history, result,
+                        _headline(recipe, result.history, result.diverged))
+
+
+def _run(recipe: Recipe, *, out, resume, data_dir, checkpoint_every, tensorboard, echo,
+         progress, report, command) -> TrainOutcome:
+    from residuals import distributed
+    from residuals.train import train
+
+    run_dir, tb = distributed.check_all(lambda: (
+        _open_resume(resume, recipe) if resume is not None else None,
+        open_tensorboard(tensorboard) if tensorboard is not None else None))
+    model, data, device = distributed.local_first(lambda: prepare(recipe, data_dir=data_dir))
     command = (
         command
         if command is not None
         else " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
     )
-    if run_dir is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = RunDir.create(
-            out,
-            bench=BENCH,
-            dataset=recipe.dataset,
-            config=recipe.to_dict(),
-            device=device,
-            command=command,
-            name=f"{stamp}-{BENCH}-{recipe.model}-{recipe.dataset}",
-        )
-    else:
+
+    def open_folder() -> RunDir:
+        if run_dir is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            return RunDir.create(
+                out,
+                bench=BENCH,
+                dataset=recipe.dataset,
+                config=recipe.to_dict(),
+                device=device,
+                command=command,
+                name=f"{stamp}-{BENCH}-{recipe.model}-{recipe.dataset}",
+            )
         meta = run_dir.read_meta()
         run_dir.update_meta(
             status="running",
             config=recipe.to_dict(),
             resumed_commands=[*meta.get("resumed_commands", []), command],
         )
+        return run_dir
+
+    run_dir = distributed.from_rank0(open_folder)  # and to the other ranks
     ckpt = run_dir.path / CHECKPOINT
     writer = RunWriter(
         run_dir, recipe.train.epochs, echo=echo, progress=progress, tensorboard=tb
@@ -296,11 +335,12 @@ def run(
             data,
             recipe.train,
             checkpoint_path=ckpt,
-            resume=ckpt.is_file(),
+            resume=True,  # from the checkpoint if there is one
             on_epoch=writer.on_epoch,
             on_step=writer.on_step,
             on_steps=writer.on_steps,
             checkpoint_every=checkpoint_every,
+            distributed=True,
         )
     except KeyboardInterrupt:
         writer.close()
