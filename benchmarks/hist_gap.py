@@ -56,7 +56,7 @@ import torch  # noqa: E402  (after the path, before the package, as the other sc
 
 from _machine import run_benchmark  # noqa: E402
 from residuals.bench.boosting import (  # noqa: E402
-    DATASETS, QUICK_LOSSES, BoostingBenchConfig, Case, load_dataset, make_estimator, stage_metrics,
+    DATASETS, QUICK_LOSSES, BoostingBenchConfig, Case, load_split, make_estimator, stage_metrics,
 )
 
 
@@ -112,7 +112,7 @@ def measure(cfg: Config) -> dict:
     rows = []
     for label, name, case, size, noiseless in _cases(cfg):
         for split in range(cfg.splits):
-            data = load_dataset(name, size, seed=split)
+            data = load_split(name, size, seed=split)
             y_train, y_test = data.y_train, data.y_test
             if noiseless:
                 y_train, y_test = _friedman1_target(data.X_train), _friedman1_target(data.X_test)

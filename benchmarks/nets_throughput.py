@@ -63,6 +63,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
@@ -71,6 +72,12 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from residuals.data import ImageData
+    from residuals.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import (  # noqa: E402
@@ -757,7 +764,7 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     for name in cfg.ablation_models:
         torch.manual_seed(cfg.seed)
         base = build_model(name, in_channels=IMAGE_SHAPE[0], num_classes=NUM_CLASSES)
-        jobs = [lambda on_epoch, sw=switches: project_loop(copy.deepcopy(base), data,
+        jobs = [lambda on_epoch, sw=switches, base=base: project_loop(copy.deepcopy(base), data,
                                                            project_config(cfg, **sw), on_epoch=on_epoch)
                 for _, switches in settings]
         # On CUDA the settings run one after another, in this thread: CUDA-graph captures

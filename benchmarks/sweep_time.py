@@ -57,9 +57,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import device_label, run_benchmark, spread, time_block  # noqa: E402

@@ -6,10 +6,10 @@ state plus stages that each add a correction to it.
 
 import os as _os
 
-# Measured on shared 2-core machines: with another tenant holding a core, torch's
-# default OpenMP busy-waiting made 2-thread training 10-25x slower. Passive
-# waiting fixes it. It must be set before torch (and its OpenMP runtime) loads,
-# which is why it lives here; a value the user set wins.
+# On a shared machine torch's default OpenMP busy-waiting makes multi-thread training many
+# times slower when another tenant holds a core (benchmarks/README.md, "Figures behind the
+# defaults"); passive waiting fixes it. It must be set before torch (and its OpenMP runtime)
+# loads, which is why it lives here; a value the user set wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"

@@ -4,12 +4,11 @@ Why. Torch's default on a CPU is one model and intra-op threads: every
 operator is split between the cores, which join before the next one. A bf16
 ResNet-56 training step is 1,266 ATen operators, so the cores spend much of
 the step waiting for each other, and on a shared machine a descheduled thread
-stalls all of them (``residuals.train.resolve_amp`` has the bf16 case). Giving
+stalls all of them (``residuals.device.resolve_amp`` has the bf16 case). Giving
 each core a whole model instead, and a share of the batch, leaves one join per
-step. Measured on a shared 2-core AMD EPYC (batch 128, the trainer's
-ablation in benchmarks/README.md, "Latest figures: CPU"): two one-thread
-replicas trained ResNet-56 1.45x faster than one model on two threads, both
-in bf16, and 1.33x both in fp32 (ResNet-20: 1.10x in bf16).
+step: on a shared 2-core CPU two one-thread replicas trained ResNet-20/56
+faster than one model on two threads (the trainer's ablation in
+benchmarks/README.md, "Latest figures: CPU").
 
 What changes. He et al. 2015 (sec. 4.2) trained the CIFAR-10 ResNets "with a
 mini-batch size of 128 on two GPUs": BatchNorm normalised each GPU's 64
@@ -135,8 +134,8 @@ class Replicas:
         except BaseException as e:  # noqa: BLE001 - raised below, after the other shards
             outcomes.append((False, e))
         for f in futures:
-            e = f.exception()
-            outcomes.append((False, e) if e is not None else (True, f.result()))
+            err = f.exception()
+            outcomes.append((False, err) if err is not None else (True, f.result()))
         for ok, value in outcomes:
             if not ok:
                 raise value  # type: ignore[misc]

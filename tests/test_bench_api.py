@@ -57,6 +57,7 @@ def test_boosting_run_is_a_library_call_and_resumes(tmp_path):
     assert sorted(again.run.read_table("results")["dataset"]) == ["diabetes", "wine"]
 
 
+@pytest.mark.slow
 def test_boosting_jobs_measure_cases_in_workers_and_keep_their_order(tmp_path):
     cfg = boosting.PRESETS["quick"].replace(datasets=("diabetes", "wine", "breast_cancer"),
                                             methods=("sklearn-gbrt",), n_estimators=2)

@@ -42,6 +42,7 @@ def tiny_run(tmp_path_factory) -> tuple[RunDir, str]:
 # ------------------------------------------------------------------ the run
 
 
+@pytest.mark.slow
 def test_run_writes_tables_meta_and_report(tiny_run):
     run, output = tiny_run
     meta = run.read_meta()
@@ -104,7 +105,7 @@ def test_staged_test_loss_matches_the_final_prediction(tiny_run):
     from sklearn.metrics import mean_squared_error
 
     run, _ = tiny_run
-    data = B.load_dataset("diabetes", seed=0)
+    data = B.load_split("diabetes", seed=0)
     gbrt = GradientBoostingRegressor(n_estimators=6, max_depth=3, random_state=0).fit(data.X_train, data.y_train)
     staged = run.read_table("staged")
     last = staged[(staged["dataset"] == "diabetes") & (staged["loss"] == "squared_error")
@@ -256,9 +257,9 @@ def test_cases_and_datasets():
         ("classification", 50, "log_loss"), ("classification", 100, "log_loss")]
     full = list(B.iter_cases(B.BoostingBenchConfig.full(datasets=("diabetes", "breast_cancer"))))
     assert [c.loss for c in full] == [*B.LOSSES["regression"], *B.LOSSES["binary"]]
-    s = B.load_dataset("friedman1", 120, seed=1)
+    s = B.load_split("friedman1", 120, seed=1)
     assert s.X_train.shape == (120, 10) and s.X_test.shape == (40, 10)
-    assert B.load_dataset("digits").n_classes == 10
+    assert B.load_split("digits").n_classes == 10
 
 
 # ------------------------------------------------------------------ the command line
@@ -346,6 +347,7 @@ def test_hist_mode_on_cuda(tmp_path):
 # ------------------------------------------------------------------ benchmarks/boosting_speed.py
 
 
+@pytest.mark.slow
 def test_speed_benchmark_smoke(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, str(SPEED), "--sizes", "2000", "--depths", "3", "--repeats", "1",

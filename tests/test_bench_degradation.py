@@ -311,6 +311,7 @@ def tiny_run(tmp_path_factory):
     return only_run(out), result.output
 
 
+@pytest.mark.slow
 def test_cli_writes_a_complete_run_folder(tiny_run):
     from residuals.train import EpochRecord
 
@@ -398,6 +399,7 @@ def test_render_of_a_partial_run_says_so(tiny_run, tmp_path):
     assert content.verdict is None
 
 
+@pytest.mark.slow
 def test_paper_recipe_on_cifar_shaped_data(tmp_path, monkeypatch):
     """The paper preset's wiring, shortened: step schedule, paper warm-up, augmentation, 3 channels."""
     import torch
@@ -460,6 +462,7 @@ class CountingTrain:
         return result
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(tmp_path, monkeypatch):
     args = ["--depths", "8", "--epochs", "2", "--seeds", "1", "--jobs", "1", "--out", tmp_path]
     counting = CountingTrain(monkeypatch, interrupt_call=2)
@@ -489,6 +492,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_continues(tmp_path, monkeypatch)
     assert result.exit_code == 0 and "already complete" in result.output
 
 
+@pytest.mark.slow
 def test_precision_option_reaches_the_trainer_and_is_kept_for_resume(tmp_path, monkeypatch):
     counting = CountingTrain(monkeypatch)
     configs = []

@@ -176,6 +176,7 @@ def test_sweep_time_main_smoke(scripts, tmp_path):
     assert (tmp_path / "sweep_time.json").is_file()
 
 
+@pytest.mark.slow
 def test_sweep_time_runs_and_times_the_real_command(scripts, tmp_path):
     """The measured path: a tiny digits sweep through the real CLI, timed."""
     st = scripts["sweep_time"]
@@ -203,6 +204,7 @@ def test_ablation_flips_each_switch_and_repeats_the_defaults(scripts, monkeypatc
     assert df.loc[df["setting"].str.startswith("defaults"), "vs_defaults"].mean() == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_ablation_compares_replicas_with_one_model_on_a_multi_core_cpu(scripts, monkeypatch):
     """With two torch threads the trainer's default splits a batch of 64 between two one-thread
     replicas; the ablation adds one model on both threads. With one thread there is nothing to flip."""
@@ -230,6 +232,7 @@ def test_ablation_compares_replicas_with_one_model_on_a_multi_core_cpu(scripts, 
     assert list(df["setting"]) == ["defaults", "defaults (again)"]
 
 
+@pytest.mark.slow
 def test_sweep_time_reports_a_failed_sweep_as_failed(scripts):
     """A sweep that cannot run (here: a depth that is not 6n+2) has no wall time to report."""
     st = scripts["sweep_time"]
@@ -265,6 +268,7 @@ def test_in_turn_interleaves_epochs_and_raises_a_jobs_error(scripts):
     assert log == [("a", 1), ("b", 1), ("a", 2)]
 
 
+@pytest.mark.slow
 def test_cpu_layout_smoke(tmp_path):
     """benchmarks/cpu_layout.py: two one-thread trainer processes against the tutorial loop, end to end."""
     import subprocess

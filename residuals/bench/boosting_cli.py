@@ -145,7 +145,7 @@ def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, l
     def progress(kind: str, msg: str) -> None:
         click.secho(msg, fg={"error": "red", "case": None}.get(kind), bold=kind == "case")
 
-    started: list = []   # the run folder, once run() has made or reopened it
+    started = []   # the run folder, once run() has made or reopened it
     try:
         result = B.run(cfg, out=out, device=device if resume is None else None, jobs=jobs or 1,
                        resume=resume, name=name, html=not no_html, progress=progress,

@@ -150,7 +150,7 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
         except ValueError as e:
             raise click.UsageError(str(e)) from None
 
-    started: list = []   # the run folder, once run() has made or reopened it
+    started = []   # the run folder, once run() has made or reopened it
     try:
         with _sigterm_as_interrupt():
             result = deg.run(cfg, out=out, device=device, jobs=jobs, fuse=fuse, resume=resume,

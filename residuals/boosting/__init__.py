@@ -8,7 +8,7 @@
   negative gradient, TreeBoost leaf update, link).
 """
 
-from residuals.boosting._gb import BoostingClassifier, BoostingRegressor
+from residuals.boosting._estimators import BoostingClassifier, BoostingRegressor
 from residuals.boosting._losses import (
     AbsoluteError,
     BinomialLogLoss,

@@ -24,41 +24,42 @@ percentile definition follows scikit-learn 1.9's ``GradientBoosting*``, so
 predictions, staged outputs, ``train_score_``, ``n_estimators_`` under early
 stopping and ``feature_importances_`` are equal to scikit-learn's bit for bit.
 No scikit-learn gradient-boosting class or private module is used.
+
+This module holds the shared machinery (:class:`_BaseBoosting`: validation, the fit loop and
+its Stagewise view, kept in one file, a little over 500 lines, so the algorithm reads top to
+bottom); the estimators are in
+:mod:`residuals.boosting._estimators`, the fit loop's small pieces in
+:mod:`residuals.boosting._fit_support`.
 """
 
 from __future__ import annotations
 
 import warnings
 from numbers import Integral
-from time import perf_counter
 from typing import Any, Iterator
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from residuals.boosting._learners import TreeParams, make_learner
 from residuals.boosting._losses import (
-    CLASSIFICATION_LOSSES,
-    REGRESSION_LOSSES,
     BoostingLoss,
-    make_loss,
 )
-from residuals.boosting._sharded import Rows
 from residuals.boosting._validation import (
     BOOLEAN,
     NONE,
     RANDOM_STATE,
-    HasMethods,
     Interval,
     Options,
     validate_params,
 )
+from residuals.boosting._fit_support import _check_sample_weight, _rows_of, _VerboseReporter
 from residuals.core import StageStep, Stagewise
 
-__all__ = ["BoostingClassifier", "BoostingRegressor"]
+__all__ = ["_BaseBoosting"]
 
 _COMMON_CONSTRAINTS: dict[str, list] = {
     "learning_rate": [Interval("real", 0.0, None, "left")],
@@ -100,6 +101,8 @@ class _Prepared:
 
 class _BaseBoosting(Stagewise, BaseEstimator):
     """Shared fit/predict machinery; subclasses set the loss family and the output."""
+
+    init_: Any  # "zero", None (the loss's own init) or a fitted estimator
 
     _constraints: dict = _COMMON_CONSTRAINTS
 
@@ -281,7 +284,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         if self.criterion != "deprecated":
             warnings.warn("The parameter `criterion` is deprecated (as in scikit-learn 1.9) "
                           "and has no effect. Leave it to its default value to avoid this "
-                          "warning.", FutureWarning)
+                          "warning.", FutureWarning, stacklevel=2)
         if self.tree_method == "hist":
             from residuals.device import resolve_device  # imports torch: hist mode only
 
@@ -581,260 +584,3 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         tags.input_tags.allow_nan = self.tree_method == "hist"
         tags.input_tags.sparse = self.tree_method == "exact"
         return tags
-
-
-# ------------------------------------------------------------------ helpers
-def _rows_of(est) -> Rows:
-    """Where ``fit``'s rows are: in this process, or this rank's shard (``distributed``)."""
-    if not est.distributed:
-        return Rows()
-    est._validate_params()  # e.g. distributed with exact trees: an error before any collective
-    # torch.distributed is imported only here
-    from residuals.boosting._collective import Collective
-    from residuals.boosting._sharded import ShardedRows
-
-    return ShardedRows(Collective())
-
-
-def _check_sample_weight(sample_weight, n_samples: int, one_positive: bool = True) -> np.ndarray:
-    """Validated weights: float32/float64 kept, else float64; ``None`` -> ones."""
-    if sample_weight is None:
-        return np.ones(n_samples, dtype=np.float64)
-    if np.isscalar(sample_weight):
-        return np.full(n_samples, sample_weight, dtype=np.float64)
-    sw = check_array(sample_weight, ensure_2d=False, dtype=[np.float64, np.float32],
-                     order="C", input_name="sample_weight")
-    if sw.ndim != 1 or sw.shape[0] != n_samples:
-        raise ValueError(f"sample_weight.shape == {sw.shape}, expected {(n_samples,)}!")
-    if np.any(sw < 0):
-        raise ValueError("Negative values in data passed to `sample_weight`.")
-    if one_positive and np.all(sw == 0):
-        raise ValueError("Sample weights must contain at least one non-zero number.")
-    return sw
-
-
-class _VerboseReporter:
-    """Progress lines: iteration, train loss, OOB improvement, remaining time."""
-
-    def __init__(self, est: _BaseBoosting, begin_at_stage: int):
-        self.est, self.begin = est, begin_at_stage
-        self.do_oob = est.subsample < 1
-        header = ["Iter", "Train Loss"] + (["OOB Improve"] if self.do_oob else [])
-        print(("%10s " + "%16s " * len(header)) % tuple(header + ["Remaining Time"]))
-        self.verbose_mod, self.start = 1, perf_counter()
-
-    def update(self, j: int) -> None:
-        est, i = self.est, j - self.begin
-        if (i + 1) % self.verbose_mod:
-            return
-        remaining = (est.n_estimators - (j + 1)) * (perf_counter() - self.start) / (i + 1)
-        rem = f"{remaining / 60:.2f}m" if remaining > 60 else f"{remaining:.2f}s"
-        oob = f"{est.oob_improvement_[j]:>16.4f} " if self.do_oob else ""
-        print(f"{j + 1:>10d} {est.train_score_[j]:>16.4f} {oob}{rem:>16s}")
-        if est.verbose == 1 and (i + 1) // (self.verbose_mod * 10) > 0:
-            self.verbose_mod *= 10
-
-
-# --------------------------------------------------------------- estimators
-class BoostingRegressor(RegressorMixin, _BaseBoosting):
-    """Gradient boosting for regression (Friedman 2001), stage by stage.
-
-    Same parameters, defaults and results as scikit-learn's
-    ``GradientBoostingRegressor`` with ``tree_method="exact"``; see that class
-    for the meaning of each shared parameter.
-
-    Parameters (beyond scikit-learn's)
-    ----------------------------------
-    tree_method : {"exact", "hist"}, default="exact"
-        ``"exact"``: scikit-learn's ``DecisionTreeRegressor`` (bit-for-bit
-        parity). ``"hist"``: the project's histogram tree on features binned
-        into at most ``max_bins`` quantile bins (allows NaN in ``X``).
-    max_bins : int in [2, 255], default=255
-        Bins per feature in hist mode (plus one bin for missing values).
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where the hist trees are built; ``"cuda"`` without a GPU is an error.
-    distributed : bool, default=False
-        Hist mode only. Fit inside an initialised ``torch.distributed`` process
-        group, this process's ``X, y, sample_weight`` being its rank's shard of
-        the rows (rank 0's rows first): bin edges come from all ranks, each
-        level's histograms are all-reduced, and every rank ends with the same
-        model -- bit for bit the model one process fits on all the rows with
-        ``distributed=True`` (see ``docs/distributed.md``). Not with early
-        stopping or an init estimator.
-
-    Attributes
-    ----------
-    estimators_ : ndarray of trees, shape (n_estimators_, 1)
-    train_score_ : ndarray of shape (n_estimators_,)
-        ``2 x`` half squared error, or the mean loss, on the in-bag rows after each stage.
-    oob_improvement_, oob_scores_, oob_score_ : only when ``subsample < 1``.
-    n_estimators_ : int, stages kept (fewer under early stopping).
-    init_prediction_ : float, ``F_0`` in target space when ``init=None``.
-    feature_importances_ : ndarray of shape (n_features,)
-    """
-
-    _constraints = {
-        **_COMMON_CONSTRAINTS,
-        "loss": [Options(*REGRESSION_LOSSES)],
-        "init": [Options("zero"), NONE, HasMethods(("fit", "predict"))],
-        "alpha": [Interval("real", 0.0, 1.0, "neither")],
-    }
-
-    def __init__(self, *, loss="squared_error", learning_rate=0.1, n_estimators=100,
-                 subsample=1.0, criterion="deprecated", min_samples_split=2, min_samples_leaf=1,
-                 min_weight_fraction_leaf=0.0, max_depth=3, min_impurity_decrease=0.0, init=None,
-                 random_state=None, max_features=None, alpha=0.9, verbose=0,
-                 max_leaf_nodes=None, warm_start=False, validation_fraction=0.1,
-                 n_iter_no_change=None, tol=1e-4, ccp_alpha=0.0, tree_method="exact",
-                 max_bins=255, device="cpu", distributed=False):
-        super().__init__(
-            loss=loss, learning_rate=learning_rate, n_estimators=n_estimators,
-            subsample=subsample, criterion=criterion, min_samples_split=min_samples_split,
-            min_samples_leaf=min_samples_leaf, min_weight_fraction_leaf=min_weight_fraction_leaf,
-            max_depth=max_depth, min_impurity_decrease=min_impurity_decrease, init=init,
-            random_state=random_state, max_features=max_features, alpha=alpha, verbose=verbose,
-            max_leaf_nodes=max_leaf_nodes, warm_start=warm_start,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device,
-            distributed=distributed)
-
-    def _encode_y(self, y, sample_weight):
-        self.n_trees_per_iteration_ = 1
-        return y.astype(np.float64, copy=False)
-
-    def _make_loss(self, exact):
-        return make_loss(self.loss, alpha=self.alpha, exact=exact)
-
-    def _init_prediction_from_estimator(self, X):
-        return self.init_.predict(X).astype(np.float64)
-
-    def predict(self, X) -> np.ndarray:
-        """Predicted targets ``F_M(X)``, shape ``(n_samples,)``."""
-        return self._raw_predict(X).ravel()
-
-    def staged_predict(self, X) -> Iterator[np.ndarray]:
-        """Predictions after each stage, ``(n_samples,)`` each (copies)."""
-        for raw in self._staged_raw_predict(X):
-            yield raw.ravel()
-
-    def _predict_state(self, state: np.ndarray) -> np.ndarray:
-        return state.ravel()
-
-    def apply(self, X) -> np.ndarray:
-        """Leaf index of each sample in each tree, ``(n_samples, n_estimators)``."""
-        leaves = super().apply(X)
-        return leaves.reshape(leaves.shape[0], self.estimators_.shape[0])
-
-
-class BoostingClassifier(ClassifierMixin, _BaseBoosting):
-    """Gradient boosting for classification (Friedman 2001), stage by stage.
-
-    Same parameters, defaults and results as scikit-learn's
-    ``GradientBoostingClassifier`` with ``tree_method="exact"``. ``loss``:
-    ``"log_loss"`` (binomial, or multinomial with one tree per class and
-    stage) or ``"exponential"`` (binary only; AdaBoost's loss).
-    ``tree_method``, ``max_bins``, ``device`` and ``distributed`` as in
-    :class:`BoostingRegressor`.
-
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-    n_classes_ : int
-    n_trees_per_iteration_ : int, 1 for binary, ``n_classes_`` otherwise.
-    estimators_ : ndarray of trees, shape (n_estimators_, n_trees_per_iteration_)
-    train_score_, oob_improvement_, oob_scores_, oob_score_, n_estimators_,
-    feature_importances_ : as in :class:`BoostingRegressor`.
-    init_prediction_ : class priors ``F_0`` is the link of, when ``init=None``.
-    """
-
-    _constraints = {
-        **_COMMON_CONSTRAINTS,
-        "loss": [Options(*CLASSIFICATION_LOSSES)],
-        "init": [Options("zero"), NONE, HasMethods(("fit", "predict_proba"))],
-    }
-
-    def __init__(self, *, loss="log_loss", learning_rate=0.1, n_estimators=100, subsample=1.0,
-                 criterion="deprecated", min_samples_split=2, min_samples_leaf=1,
-                 min_weight_fraction_leaf=0.0, max_depth=3, min_impurity_decrease=0.0, init=None,
-                 random_state=None, max_features=None, verbose=0, max_leaf_nodes=None,
-                 warm_start=False, validation_fraction=0.1, n_iter_no_change=None, tol=1e-4,
-                 ccp_alpha=0.0, tree_method="exact", max_bins=255, device="cpu",
-                 distributed=False):
-        super().__init__(
-            loss=loss, learning_rate=learning_rate, n_estimators=n_estimators,
-            subsample=subsample, criterion=criterion, min_samples_split=min_samples_split,
-            min_samples_leaf=min_samples_leaf, min_weight_fraction_leaf=min_weight_fraction_leaf,
-            max_depth=max_depth, min_impurity_decrease=min_impurity_decrease, init=init,
-            random_state=random_state, max_features=max_features, verbose=verbose,
-            max_leaf_nodes=max_leaf_nodes, warm_start=warm_start,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device,
-            distributed=distributed)
-
-    def _encode_y(self, y, sample_weight):
-        self.classes_, encoded = self._rows.encode_labels(y)
-        n_classes = self.classes_.shape[0]
-        self.n_trees_per_iteration_ = 1 if n_classes <= 2 else n_classes
-        self.n_classes_ = n_classes
-        kept = (np.arange(n_classes) if sample_weight is None else
-                np.flatnonzero(self._rows.class_weights(encoded, sample_weight, n_classes)))
-        if len(kept) < 2:
-            dropped = np.setdiff1d(np.arange(n_classes), kept)
-            zero = (f"; {self.classes_[dropped].tolist()} only with zero sample weight"
-                    if len(dropped) else "")
-            weighted = "" if sample_weight is None else " with non-zero sample weight"
-            raise ValueError(
-                f"{type(self).__name__} needs at least 2 classes in y, but y contains "
-                f"{len(kept)} class{weighted}: {self.classes_[kept].tolist()}{zero}.")
-        return encoded.astype(float, copy=False)
-
-    def _make_loss(self, exact):
-        return make_loss(self.loss, n_classes=self.n_classes_, exact=exact)
-
-    def _init_prediction_from_estimator(self, X):
-        proba = self.init_.predict_proba(X)
-        if self.n_trees_per_iteration_ == 1:
-            proba = proba[:, 1]
-        eps = np.finfo(np.float64).eps
-        return np.clip(proba, eps, 1 - eps, dtype=np.float64)
-
-    def decision_function(self, X) -> np.ndarray:
-        """Raw predictions ``F_M(X)``: ``(n_samples,)`` for binary, ``(n_samples, K)`` otherwise."""
-        raw = self._raw_predict(X)
-        return raw.ravel() if raw.shape[1] == 1 else raw
-
-    def staged_decision_function(self, X) -> Iterator[np.ndarray]:
-        """Raw predictions after each stage, ``(n_samples, K)`` each (``K = 1`` for binary)."""
-        yield from self._staged_raw_predict(X)
-
-    def _decode(self, raw: np.ndarray) -> np.ndarray:
-        if raw.shape[1] == 1:
-            return self.classes_.take((raw[:, 0] >= 0).astype(int), axis=0)
-        return self.classes_.take(np.argmax(raw, axis=1), axis=0)
-
-    def _predict_state(self, state: np.ndarray) -> np.ndarray:
-        return self._decode(state)
-
-    def predict(self, X) -> np.ndarray:
-        """Predicted class labels: ``F >= 0`` (binary) or ``argmax_k F_k``, ``(n_samples,)``."""
-        return self._decode(self._raw_predict(X))
-
-    def staged_predict(self, X) -> Iterator[np.ndarray]:
-        """Predicted labels after each stage, ``(n_samples,)`` each."""
-        for raw in self._staged_raw_predict(X):
-            yield self._decode(raw)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, ``(n_samples, n_classes)``, columns in ``classes_`` order."""
-        check_is_fitted(self)
-        return self._loss.predict_proba(self._raw_predict(X))
-
-    def predict_log_proba(self, X) -> np.ndarray:
-        """``log(predict_proba(X))``, ``(n_samples, n_classes)``."""
-        return np.log(self.predict_proba(X))
-
-    def staged_predict_proba(self, X) -> Iterator[np.ndarray]:
-        """Class probabilities after each stage, ``(n_samples, n_classes)`` each (copies)."""
-        check_is_fitted(self)
-        for raw in self._staged_raw_predict(X):
-            yield self._loss.predict_proba(raw)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import click
 
-ROOT_OPTION = click.option(
-    "--root", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
-    envvar="RESIDUALS_REPORTS", show_default=True, show_envvar=True,
-    help="Reports folder that holds the run folders.")
+from residuals.cli_options import reports_root_option
+
+ROOT_OPTION = reports_root_option()   # the benches' --out: $RESIDUALS_REPORTS, else reports
 
 
 def write_error(e: OSError, hint: str = "") -> str:

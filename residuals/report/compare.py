@@ -80,7 +80,7 @@ def _load(paths, warn) -> list[_Run]:
         listing = ", ".join(f"{r.path.name} is {m['bench']}" for r, m in metas)
         raise CompareError(f"cannot compare runs of different benches ({listing}); "
                            "compare runs of one bench at a time")
-    loaded = []
+    loaded: list = []
     for run, meta in metas:
         try:
             content = render_content(run)
@@ -248,7 +248,7 @@ def compare_runs(paths, out: str | os.PathLike | None = None, *, warn=print) -> 
     if default_out:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = _unique_dir(runs[0].run.path.parent / "compare" / f"{stamp}-{bench}")
-    out = Path(out)
+    out = Path(out)  # type: ignore[arg-type]  # set above when it was None
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     labels = [r.label for r in runs]

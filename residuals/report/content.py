@@ -12,9 +12,13 @@ out; so ``residuals report build RUN_DIR`` rebuilds a report without retraining.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 import pandas as pd
 
 from residuals.runs.registry import RENDERERS, get_renderer
+
+if TYPE_CHECKING:
+    import matplotlib.figure
 
 __all__ = ["Figure", "Overlay", "Table", "ReportContent", "RENDERERS", "get_renderer"]
 
@@ -44,7 +48,7 @@ class Figure:
 
     key: str                      # file stem under figures/, e.g. "error_curves"
     title: str
-    fig: "matplotlib.figure.Figure"  # noqa: F821
+    fig: matplotlib.figure.Figure
     data: pd.DataFrame            # everything plotted, saved as figures/<key>.csv
     caption: str = ""             # one or two sentences: what to look at
     overlay: Overlay | None = None  # optional: lets `report compare` overlay runs' curves

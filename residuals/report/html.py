@@ -258,6 +258,7 @@ def _page(run: RunDir, meta: dict, content: ReportContent | None, figs, problem:
             "This run folder is incomplete, so there is nothing to plot. Re-run the command "
             "below, or rebuild once the missing files are back.", bad=True))
     else:
+        assert content is not None  # a renderer either returns content or names a problem
         body.append(L.verdict_box(content.headline, content.verdict))
     body.append(_status_notice(meta))
     if content is not None:
@@ -304,7 +305,7 @@ def build_report(run_dir: str | os.PathLike, *, update_index: bool = True) -> Pa
             _remove_stale(run.path / "tables", {t.key for t in content.tables})
         L.atomic_write(run.html_path, _page(run, meta, content, figs, problem))
 
-        changes = {"report_built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        changes: dict[str, object] = {"report_built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                    "report_problem": problem}
         if content is not None:
             changes.update(headline=content.headline, verdict=content.verdict, summary=content.summary)

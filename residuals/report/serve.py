@@ -139,6 +139,7 @@ def make_server(root: str | os.PathLike, port: int = 0) -> ThreadingHTTPServer:
 
 def url_of(server: ThreadingHTTPServer) -> str:
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     return f"http://{host}:{port}/"
 
 

@@ -4,8 +4,8 @@ He et al. 2015 (sec. 4.2) train CIFAR-10 ResNets with SGD, momentum 0.9,
 weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k of 64k
 iterations; ResNet-110 is first warmed up at lr 0.01 "until the training error
 is below 80% (about 400 iterations)". :class:`TrainConfig` holds these, plus a
-cosine schedule and a linear warm-up (the default: measured on digits, without
-it resnet-56 stalled at 4-48% training error in 2 of 3 seeds).
+cosine schedule and a linear warm-up (the default: without it resnet-56 stalled on
+digits; benchmarks/README.md, "Figures behind the defaults").
 
 The step loop never waits for the device: the permutation is drawn by a
 seeded device generator, batches are indexed, augmented and normalised on the

@@ -201,7 +201,9 @@ class _Loop:
 
     def graphed_step(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
         """A full-batch step through the CUDA graph: warm up, capture once, then replay."""
+        assert self.side_stream is not None  # made when cuda_graph is on
         if self.graph is not None:
+            assert self.static is not None
             self.static[0].copy_(xb)
             self.static[1].copy_(yb)
             self.graph.replay()
@@ -376,7 +378,8 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     if data.device != torch.empty(0, device=device).device:
         data = data.to(device)
     cuda = torch.device(device).type == "cuda"
-    augment = {None: data.augment, True: "crop-flip", False: "none"}.get(cfg.augment, cfg.augment)
+    names: dict[object, object] = {None: data.augment, True: "crop-flip", False: "none"}
+    augment = str(names.get(cfg.augment, cfg.augment))
     if augment not in AUGMENTATIONS:
         raise TrainError(f"dataset {data.name!r} names an unknown augmentation {augment!r}")
     path = Path(checkpoint_path) if checkpoint_path is not None else None

@@ -91,4 +91,4 @@ class LRSchedule:
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.warmed.fill_(bool(state["warmed"]))
-        self.switch_iteration.fill_(int(state["switch_iteration"]))  # type: ignore[arg-type]
+        self.switch_iteration.fill_(int(state["switch_iteration"]))  # type: ignore[call-overload]

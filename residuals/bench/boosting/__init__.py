@@ -46,8 +46,9 @@ from residuals._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
     from residuals.bench.boosting.cases import (ALPHA, DATASETS, HIST_LOSSES, LOSSES, METHODS,
-                                                PARITY_PAIRS, PRESETS, BoostingBenchConfig, Case,
-                                                Split, describe_preset, iter_cases, load_dataset)
+                                                PARITY_PAIRS, PRESETS, QUICK_LOSSES,
+                                                BoostingBenchConfig, Case, Split, TabularSpec,
+                                                describe_preset, iter_cases, load_split)
     from residuals.bench.boosting.fitting import (FAST_FIT_REPEATS, FAST_FIT_S, make_estimator,
                                                   method_unsupported, staged_raw, timed_fit)
     from residuals.bench.boosting.measure import (BenchTables, ProgressCallback, load_tables,

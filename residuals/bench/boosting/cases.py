@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = ["BoostingBenchConfig", "Case", "DATASETS", "HIST_LOSSES", "LOSSES", "METHODS",
            "EXPECTED_TO_MATCH", "NOT_EXPECTED_NOTE", "PARITY_PAIRS", "PRESETS", "Split",
-           "describe_preset", "iter_cases", "load_dataset"]
+           "describe_preset", "iter_cases", "load_split"]
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -41,7 +41,7 @@ class Split:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
+class TabularSpec:
     name: str
     task: str
     sized: bool          # True: synthetic, generated at each of the config's sizes
@@ -49,13 +49,13 @@ class DatasetSpec:
 
 
 # Only datasets that load without a network: shipped with scikit-learn, or generated.
-DATASETS: dict[str, DatasetSpec] = {
-    "diabetes": DatasetSpec("diabetes", "regression", False, "442 x 10, disease progression (sklearn)"),
-    "breast_cancer": DatasetSpec("breast_cancer", "binary", False, "569 x 30, malignant vs benign (sklearn)"),
-    "wine": DatasetSpec("wine", "multiclass", False, "178 x 13, 3 cultivars (sklearn)"),
-    "digits": DatasetSpec("digits", "multiclass", False, "1797 x 64, 8x8 digit images, 10 classes (sklearn)"),
-    "friedman1": DatasetSpec("friedman1", "regression", True, "n x 10, Friedman (1991) #1, noise 1.0"),
-    "classification": DatasetSpec("classification", "binary", True,
+DATASETS: dict[str, TabularSpec] = {
+    "diabetes": TabularSpec("diabetes", "regression", False, "442 x 10, disease progression (sklearn)"),
+    "breast_cancer": TabularSpec("breast_cancer", "binary", False, "569 x 30, malignant vs benign (sklearn)"),
+    "wine": TabularSpec("wine", "multiclass", False, "178 x 13, 3 cultivars (sklearn)"),
+    "digits": TabularSpec("digits", "multiclass", False, "1797 x 64, 8x8 digit images, 10 classes (sklearn)"),
+    "friedman1": TabularSpec("friedman1", "regression", True, "n x 10, Friedman (1991) #1, noise 1.0"),
+    "classification": TabularSpec("classification", "binary", True,
                                   "n x 20, make_classification, 10 informative features"),
 }
 
@@ -83,7 +83,7 @@ EXPECTED_TO_MATCH: dict[str, bool] = {"ours-exact": True, "ours-hist": False}
 NOT_EXPECTED_NOTE = "not expected to match: the two bin features their own way"
 
 
-def load_dataset(name: str, n_train: int | None = None, *, seed: int = 0,
+def load_split(name: str, n_train: int | None = None, *, seed: int = 0,
                  test_size: float = 0.25) -> Split:
     """Load (or generate) a dataset and split it.
 

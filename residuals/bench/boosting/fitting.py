@@ -56,9 +56,9 @@ def make_estimator(method: str, case: Case, cfg: BoostingBenchConfig):
 
 
 # A fit faster than FAST_FIT_S seconds is timed FAST_FIT_REPEATS times and its median
-# kept: one sub-second fit on a shared machine varies by +-20% from run to run
-# (measured: hist at 16k rows, 0.098 s in one run, 0.120 s in the next); slow fits
-# (exact mode, GBRT) are timed once, their noise is relatively small.
+# kept: a sub-second fit on a shared machine varies by tens of percent from run to run
+# (benchmarks/README.md, "Figures behind the defaults"); slow fits (exact mode, GBRT) are
+# timed once, their noise is relatively small.
 FAST_FIT_S = 1.0
 FAST_FIT_REPEATS = 3
 

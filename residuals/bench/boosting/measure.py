@@ -10,7 +10,7 @@ import pandas as pd
 
 from residuals.bench.boosting.cases import (EXPECTED_TO_MATCH, NOT_EXPECTED_NOTE, PARITY_PAIRS,
                                             BoostingBenchConfig, Case, Split, iter_cases,
-                                            load_dataset)
+                                            load_split)
 from residuals.bench.boosting.fitting import (FAST_FIT_REPEATS, FAST_FIT_S, make_estimator,
                                               method_unsupported, staged_raw, timed_fit)
 from residuals.bench.boosting.metrics import (METRIC_NAMES, max_abs_diff, paired_gap,
@@ -196,7 +196,7 @@ def _measure_case(case: Case, cfg: BoostingBenchConfig) -> tuple[BenchTables, li
 
     lines: list[tuple[str, str]] = []
     tables = BenchTables()
-    data = load_dataset(case.dataset, case.size, seed=cfg.seed, test_size=cfg.test_size)
+    data = load_split(case.dataset, case.size, seed=cfg.seed, test_size=cfg.test_size)
     with threadpool_limits(limits=cfg.threads):
         run_case(case, data, cfg, tables, lambda kind, msg: lines.append((kind, msg)))
     return tables, lines
@@ -248,7 +248,7 @@ def _measure_here(todo, n_cases, cfg, tables, run, progress) -> None:
                 dkey = (case.dataset, case.size)
                 if dkey not in loaded:
                     loaded.clear()  # one dataset in memory at a time
-                    loaded[dkey] = load_dataset(case.dataset, case.size, seed=cfg.seed,
+                    loaded[dkey] = load_split(case.dataset, case.size, seed=cfg.seed,
                                                 test_size=cfg.test_size)
                 data = loaded[dkey]
                 progress("case", f"[{i}/{n_cases}] {case.label}  ({data.n_train:,} train x "

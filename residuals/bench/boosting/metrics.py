@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -106,7 +106,8 @@ def max_abs_diff(a: Iterator[np.ndarray], b: Iterator[np.ndarray]) -> tuple[floa
     worst, first, n = 0.0, None, 0
     sentinel = object()
     while True:
-        ra, rb = next(a, sentinel), next(b, sentinel)
+        ra: Any = next(a, sentinel)
+        rb: Any = next(b, sentinel)
         if ra is sentinel and rb is sentinel:
             return worst, n, first
         if ra is sentinel or rb is sentinel:

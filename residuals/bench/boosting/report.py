@@ -69,7 +69,7 @@ def _grid(n: int):
 
 
 def _legend(fig, axes, ncols: int = 5) -> None:
-    handles = {}
+    handles: dict = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)

@@ -3,13 +3,12 @@
 He et al. 2015 ("Deep residual learning for image recognition", Sec. 4.2, Fig. 6)
 observed that a deeper *plain* network (no skip connections) reaches a HIGHER
 training error than a shallower one -- an optimisation failure, not overfitting --
-while the same nets with identity shortcuts get better with depth. This module
+while the same nets with identity shortcuts get better with depth. This package
 runs that experiment as a sweep over ``variants x depths x seeds``::
 
-    cfg = PRESETS["digits"]                       # the default (timings: benchmarks/README.md)
-    run = RunDir.create("reports", bench="degradation", dataset=cfg.dataset, config=cfg.to_dict())
-    run_sweep(run, cfg, device="cpu", jobs=2)     # results.csv, runs.csv, probes.csv
-    degradation_verdict(run.read_table("runs")).headline
+    cfg = configure("digits", epochs=6)           # a preset with overrides
+    result = run(cfg, out="reports", device="cpu")  # results.csv, runs.csv, probes.csv, index.html
+    result.verdict.headline
 
 Tables written to the run folder (tidy, one observation per row):
 
@@ -32,16 +31,14 @@ in percentage points (margin 1, tolerance 1): the deeper plain net is clearly
 worse, the deeper residual net is not. ``se`` is the standard error of the
 plain gap over seeds, ``sqrt(s1**2 / n1 + s0**2 / n0)`` (0 when a cell has one
 seed), and SIGNIFICANCE is 2: the gap must stand out of the seed-to-seed spread.
-He et al. (2015, Fig. 6) report gaps of a few points on CIFAR-10; on
-Fashion-MNIST (15 epochs) plain-56 ended 4.2 points above plain-20, and on
-digits 50-75 points above.
+He et al. (2015, Fig. 6) report gaps of a few points on CIFAR-10; the presets'
+measured gaps are in benchmarks/README.md ("Figures behind the defaults").
 
 Diverged runs (a non-finite loss) are left out of the means and named in the
 verdict; a cell with no finished run gives no verdict (``None``).
 
 Independent (model, seed) runs go to worker processes with one torch thread each
-(measured on a shared 2-core machine: two 1-thread processes beat one 2-thread
-process); every run checkpoints each epoch under ``<run>/checkpoints/`` so an
+(on a shared 2-core machine two 1-thread processes beat one 2-thread process); every run checkpoints each epoch under ``<run>/checkpoints/`` so an
 interrupted sweep resumes where it stopped (:func:`run_sweep` skips the runs
 already in ``runs.csv``).
 

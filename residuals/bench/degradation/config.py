@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
 
 from residuals.train.config import TrainConfig
 
@@ -13,7 +14,10 @@ __all__ = ["DEFAULT_PRESET", "PRESETS", "PRESET_INFO", "VARIANTS", "DegradationC
            "verdict_rule"]
 
 # variant -> does the net have identity shortcuts?
-VARIANTS: dict[str, bool] = {"plain": False, "residual": True}
+# One bit, named once: a variant (what --variants says) is whether the net has identity
+# shortcuts (the nets' ``skip``), and the nets' registry names it "resnet" or "plain"
+# (residuals.nets.model_name). Everything below derives its names from this table.
+VARIANTS: dict[str, bool] = {"plain": False, "residual": True}   # variant -> skip
 
 # the verdict's rule, in percentage points of final training error (see module docstring)
 DEGRADATION_MARGIN = 1.0     # the deepest plain net must be worse than the shallowest by more than this
@@ -116,7 +120,7 @@ class DegradationConfig:
         recipe = {k: v for k, v in d.items() if k in _RECIPE_NAMES}
         return cls(train=TrainConfig(**recipe), **{k: v for k, v in d.items() if k in sweep_names})
 
-    def warmup_for(self, depth: int) -> str:
+    def warmup_for(self, depth: int) -> Literal["linear", "paper", "none"]:
         if self.paper_warmup_from_depth is not None and depth >= self.paper_warmup_from_depth:
             return "paper"
         return self.train.warmup
@@ -254,7 +258,14 @@ class RunSpec:
     @property
     def model(self) -> str:
         """The name :func:`residuals.nets.model_name` gives the net: "plain56", "resnet56"."""
-        return model_label(self.variant, self.depth).replace("-", "")
+        return _prefix(self.variant) + str(self.depth)
+
+    @property
+    def registry_name(self) -> str:
+        """The net's name for :func:`residuals.nets.build_model`: "-basic" picks the paper's
+        CIFAR net (basic blocks, option-A shortcuts) at every depth, also where the bare name
+        is an ImageNet-style net ("resnet50")."""
+        return f"{self.model}-basic"
 
     @property
     def label(self) -> str:
@@ -265,9 +276,13 @@ class RunSpec:
         return f"{self.model}-seed{self.seed}"
 
 
+def _prefix(variant: str) -> str:
+    return "resnet" if VARIANTS[variant] else "plain"
+
+
 def model_label(variant: str, depth: int) -> str:
     """``plain-56`` / ``resnet-56``: how the report and the verdict name a net."""
-    return f"{'resnet' if VARIANTS[variant] else 'plain'}-{int(depth)}"
+    return f"{_prefix(variant)}-{int(depth)}"
 
 
 def plan_runs(cfg: DegradationConfig) -> list[RunSpec]:

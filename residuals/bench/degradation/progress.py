@@ -38,6 +38,7 @@ class Progress:
     def _eta(self) -> str:
         now = time.perf_counter()
         left = max(self.total_work - self.work_done, 0.0)
+        assert self.first is not None  # set by the first epoch() before any ETA
         t0, w0 = self.first
         mean_epoch_s = self.train_seconds / self.n_epochs
         if now - t0 >= 2 * mean_epoch_s and self.work_done > w0:

@@ -21,7 +21,8 @@ from typing import Callable
 import pandas as pd
 
 from residuals.bench.degradation import ranks
-from residuals.bench.degradation.config import DegradationConfig, fix_numerics, plan_runs
+from residuals.bench.degradation.config import (DegradationConfig, RunSpec, fix_numerics,
+                                                plan_runs)
 from residuals.bench.degradation.fusion import resolve_fuse
 from residuals.bench.degradation.sweep import (cuda_mps_running, default_jobs, run_sweep,
                                                worker_threads)
@@ -77,17 +78,16 @@ def open_resume(path: str | os.PathLike) -> tuple[RunDir, DegradationConfig, dic
 def check(cfg: DegradationConfig, device: str) -> None:
     """Everything that can fail before training: dataset name, every net, every run's recipe."""
     from residuals.data import DATASETS
-    from residuals.nets import cifar_resnet
+    from residuals.nets import build_model
 
     if cfg.dataset not in DATASETS:
         raise SweepError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}",
                          "dataset")
-    for depth in cfg.depths:
-        for variant in cfg.variants:
-            try:
-                cifar_resnet(depth, skip=variant == "residual")
-            except ValueError as e:
-                raise SweepError(str(e), "depths") from None
+    for spec in (RunSpec(v, d, 0) for d in cfg.depths for v in cfg.variants):
+        try:
+            build_model(spec.registry_name)
+        except ValueError as e:
+            raise SweepError(str(e), "depths") from None
     for depth in sorted(set(cfg.depths)):
         try:
             cfg.train_config(depth, 0, device)

@@ -9,7 +9,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict
 from pathlib import Path
 from queue import Empty
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -41,13 +41,10 @@ def default_jobs(device: str) -> int:
     them over every visible GPU, see :func:`residuals.device.spread_devices`).
 
     A CIFAR-sized net at batch 128 leaves most of a big GPU idle, even with its
-    step replayed as one CUDA graph. Measured on one H100: the fashion-mnist
-    preset (24 runs) took 5.8 min with 4 processes and NVIDIA's MPS daemon
-    running (kernels of the 4 run concurrently), where its measured per-step
-    times add up to 10.7 min for one run at a time; with 8 processes it took
-    5.5 min. Without MPS the processes are time-sliced; a whole sweep was not
-    measured that way. Threads in one process failed to capture their graphs
-    and ran slower than one process.
+    step replayed as one CUDA graph: several processes (with NVIDIA's MPS daemon
+    running, their kernels run concurrently) finish a sweep in about half the time
+    of one run at a time; threads in one process failed to capture their graphs.
+    Figures: benchmarks/README.md, "Figures behind the defaults".
     """
     if str(device).startswith("cuda"):
         return CUDA_JOBS * len(spread_devices(str(device)))   # on every visible GPU
@@ -65,7 +62,7 @@ def worker_threads(jobs: int) -> int:
 
 
 # set in each worker process by _init_worker
-_PROGRESS_QUEUE = None
+_PROGRESS_QUEUE: Any = None
 _WORKER_DEVICE: str | None = None
 
 

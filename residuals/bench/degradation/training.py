@@ -85,7 +85,7 @@ def train_job(job: FusedJob, cfg: DegradationConfig, *, device: str,
     """
     import torch
 
-    from residuals.nets import cifar_resnet
+    from residuals.nets import build_model
     from residuals.train import train, train_many
 
     start = time.perf_counter()
@@ -93,10 +93,9 @@ def train_job(job: FusedJob, cfg: DegradationConfig, *, device: str,
     models = []
     for spec in job.specs:
         torch.manual_seed(spec.seed)
-        # the paper's CIFAR nets (option-A shortcuts) for every depth 6n+2 -- also 50, which
-        # the name registry would resolve to the ImageNet-style ResNet-50
-        models.append(cifar_resnet(spec.depth, skip=spec.skip, in_channels=data.in_channels,
-                                   num_classes=data.num_classes))
+        # the paper's CIFAR nets (option-A shortcuts) for every depth 6n+2, from the registry
+        models.append(build_model(spec.registry_name, in_channels=data.in_channels,
+                                  num_classes=data.num_classes))
     paths = [checkpoint_path(run_path, spec) for spec in job.specs]
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
