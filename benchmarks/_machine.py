@@ -206,7 +206,7 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
         machine["cpus_usable"] = os.cpu_count()
     machine["torch_threads"] = torch.get_num_threads()
     machine["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
-    from residuals.train import cpu_has_native_bf16
+    from residuals.device import cpu_has_native_bf16
 
     machine["cpu_native_bf16"] = cpu_has_native_bf16()   # the trainer's CPU default is bf16 if so
     if device.type == "cuda" and torch.cuda.is_available():

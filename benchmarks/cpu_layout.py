@@ -91,7 +91,8 @@ def worker(spec: dict) -> None:
     """One trainer process: one torch thread; prints ``ready``, then one JSON line
     per epoch; waits for a line on stdin before every epoch after the first."""
     from residuals.nets import build_model
-    from residuals.train import resolve_amp, train
+    from residuals.device import resolve_amp
+    from residuals.train import train
 
     torch.set_num_threads(1)
     cfg = LayoutConfig(models=(spec["model"],), batch_size=spec["batch_size"], steps=spec["steps"],

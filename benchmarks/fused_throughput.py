@@ -226,7 +226,7 @@ def measure(cfg: FusedBenchConfig) -> dict:
     import pandas as pd
 
     from residuals.bench.degradation import cuda_mps_running
-    from residuals.train import resolve_amp
+    from residuals.device import resolve_amp
 
     torch.set_num_threads(cfg.threads)
     data = bench_data(cfg)

@@ -507,9 +507,9 @@ def peak_memory(base: nn.Module, data, cfg: ThroughputConfig) -> tuple[float, fl
 
 def project_amp_dtype(cfg: ThroughputConfig, **switches) -> torch.dtype | None:
     """The autocast dtype the trainer uses with :func:`project_config`'s settings: bf16 where
-    :func:`residuals.train.resolve_replicas_amp` says (its ``amp=None`` default: CUDA, and
+    :func:`residuals.device.resolve_replicas_amp` says (its ``amp=None`` default: CUDA, and
     CPUs with native bf16 when each of the trainer's replicas runs one thread), else None."""
-    from residuals.train import resolve_replicas_amp
+    from residuals.device import resolve_replicas_amp
 
     return torch.bfloat16 if resolve_replicas_amp(project_config(cfg, **switches))[2] else None
 
@@ -735,7 +735,8 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     """
     import pandas as pd
     from residuals.nets import build_model
-    from residuals.train import TrainConfig, resolve_replicas_amp
+    from residuals.device import resolve_replicas_amp
+    from residuals.train import TrainConfig
 
     device = torch.device(cfg.device)
     defaults = TrainConfig()

@@ -126,7 +126,8 @@ class SweepTimeConfig:
 def time_eval(model: torch.nn.Module, tcfg, n: int, image_shape: tuple[int, int, int],
               seed: int = 0) -> list[float]:
     """Seconds per image of :func:`residuals.train.evaluate` on ``n`` synthetic images, 3 repeats."""
-    from residuals.train import evaluate, resolve_replicas_amp
+    from residuals.device import resolve_replicas_amp
+    from residuals.train import evaluate
 
     _, _, amp = resolve_replicas_amp(tcfg)   # the trainer's precision, as it evaluates
     data = synthetic_data(n, tcfg.device, seed + 1, image_shape=image_shape)

@@ -322,7 +322,7 @@ def test_cli_writes_a_complete_run_folder(tiny_run):
     assert meta["machine"]["device"] == "cpu" and meta["wall_s"] > 0
     assert meta["headline"].startswith(("degradation reproduced", "degradation not reproduced"))
     assert meta["headline"] in output and f"run folder: {run.path}" in output
-    from residuals.train import resolve_amp
+    from residuals.device import resolve_amp
 
     precision = "bf16 autocast" if resolve_amp(None, "cpu", threads=1) else "fp32"   # 2 workers
     assert f"on cpu ({precision}), 2 at a time" in output and meta["precision"] == precision
@@ -341,7 +341,7 @@ def test_cli_writes_a_complete_run_folder(tiny_run):
     for col in ("final_train_error", "final_test_error", "images_per_s", "train_s", "wall_s", "status"):
         assert runs[col].notna().all(), col
     assert (runs["threads"] == 1).all() and (runs["device"] == "cpu").all()
-    from residuals.train import cpu_has_native_bf16   # 1-thread workers: bf16 where native
+    from residuals.device import cpu_has_native_bf16   # 1-thread workers: bf16 where native
 
     assert (runs["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")).all()
     last = results[results["epoch"] == 2].set_index("model")["train_error"]

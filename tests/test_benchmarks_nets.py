@@ -196,7 +196,7 @@ def test_ablation_flips_each_switch_and_repeats_the_defaults(scripts, monkeypatc
     df = nt.ablation(cfg)
     # on the CPU the trainer's defaults are channels_last=True and amp on where the CPU has native
     # bf16, off elsewhere: the ablation flips what the default resolves to
-    from residuals.train import resolve_amp
+    from residuals.device import resolve_amp
 
     amp = f"amp={not resolve_amp(None, 'cpu')}"
     assert list(df["setting"]) == ["defaults", "channels_last=False", amp, "defaults (again)"]
@@ -217,7 +217,7 @@ def test_ablation_compares_replicas_with_one_model_on_a_multi_core_cpu(scripts, 
         df = nt.ablation(cfg)
     finally:
         torch.set_num_threads(before)
-    from residuals.train import cpu_has_native_bf16
+    from residuals.device import cpu_has_native_bf16
 
     # amp's default follows the threads per replica: where the CPU has native bf16 the default
     # trains in bf16 and replicas=1 (two threads) in fp32, so a row keeps bf16 with one model

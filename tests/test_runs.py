@@ -47,3 +47,52 @@ def test_broken_meta_is_reported(tmp_path, content, message):
         (tmp_path / "meta.json").write_text(content)
     with pytest.raises(BrokenRun, match=message):
         RunDir(tmp_path).read_meta()
+
+
+def test_atomic_write_leaves_the_old_file_and_no_temporary_on_failure(tmp_path):
+    from residuals.runs import atomic_write
+
+    target = tmp_path / "sub" / "meta.json"
+    atomic_write(target, "old\n")
+    assert target.read_text() == "old\n"
+
+    def half_then_fail(f):
+        f.write(b"half a fi")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, half_then_fail)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in target.parent.iterdir()] == ["meta.json"]
+    atomic_write(target, b"\x00bytes")
+    assert target.read_bytes() == b"\x00bytes"
+
+
+def test_packages_add_facts_to_the_record_and_benches_register_renderers(tmp_path, monkeypatch):
+    from residuals.runs import environment, registry
+
+    monkeypatch.setitem(environment._FACTS, "answer", lambda: 42)
+    monkeypatch.setitem(environment._FACTS, "absent", lambda: None)
+    run = RunDir.create(tmp_path, "degradation", "digits", {})
+    assert run.meta["machine"]["answer"] == 42 and "absent" not in run.meta["machine"]
+
+    import residuals  # noqa: F401  (registers the built-in benches)
+
+    assert {"degradation", "boosting"} <= set(registry.RENDERERS)
+    assert callable(registry.get_renderer("degradation"))
+    monkeypatch.setitem(registry.RENDERERS, "mine", lambda run: None)
+    assert registry.get_renderer("mine")(None) is None
+    with pytest.raises(ValueError, match="no report renderer for bench 'nope'"):
+        registry.get_renderer("nope")
+    with pytest.raises(ValueError, match="module:function"):
+        registry.register_renderer("x", "not-a-path")
+
+
+def test_report_never_names_a_bench():
+    from pathlib import Path
+
+    import residuals.report
+
+    for path in Path(residuals.report.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "residuals.bench" not in text and "residuals.boosting" not in text, path.name
