@@ -247,8 +247,9 @@ def _reraise(f: _Failure) -> None:
 
 def _failure(e: BaseException) -> _Failure:
     try:
-        blob: bytes | None = pickle.dumps(e)
-        pickle.loads(blob)
+        data = pickle.dumps(e)
+        pickle.loads(data)   # an exception that pickles but cannot be rebuilt fails here
+        blob: bytes | None = data
     except Exception:  # noqa: BLE001 - an exception that does not pickle: its message
         blob = None
     return _Failure(rank(), type(e).__name__, str(e), blob)

@@ -56,7 +56,7 @@ class _ReportHandler(SimpleHTTPRequestHandler):
     # ------------------------------------------------------------- checks
     def _host_ok(self) -> bool:
         host = (self.headers.get("Host") or "").strip().lower()
-        port = self.server.server_address[1]
+        port = self.server.server_address[1]  # type: ignore[index]  # an (host, port) pair
         return host in {f"{name}:{port}" for name in _LOCAL_NAMES} | (
             set(_LOCAL_NAMES) if port == 80 else set()
         )

@@ -23,12 +23,13 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Self
+from typing import Any
 
 __all__ = ["LOCK_FILE", "RunInUse", "RunLock"]
 
 LOCK_FILE = ".lock"
 
+fcntl: Any
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -102,7 +103,7 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None or self._nested
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> "RunLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from residuals.train.config import (EpochRecord, StepProgress, StepTrace, TrainC
                                     TrainResult, steps_per_epoch)
 from residuals.train.optim import make_optimizer
 from residuals.train.schedule import LRSchedule
+
+if TYPE_CHECKING:
+    from residuals.distributed import DataParallel
 
 __all__ = ["evaluate", "train"]
 
@@ -134,7 +137,7 @@ class _Loop:
     amp: bool
     generator: torch.Generator  # data order and augmentation, on the device
     cuda_graph: bool = False  # capture full-batch steps as one CUDA graph
-    replicas: Replicas | None = None  # CPU data parallelism (None: the model alone)
+    replicas: Replicas | DataParallel | None = None  # data parallelism (None: the model alone)
     trace: bool = False  # keep each step's running sums on the device (StepTrace)
     on_step: Callable[[StepProgress], None] | None = None
     every: int = 0  # mid-epoch checkpoints: after every ``every`` optimiser steps (0: none)
@@ -408,6 +411,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     world = parallel.ranks(distributed)
     state = parallel.read_resume(path, world) if resume and path is not None else None
     if state is not None:
+        assert path is not None  # a state is read from the checkpoint path
         _check_compatible(state, cfg, data, path)
         parallel.check_resume(state, cfg, model, device, world)
         model.load_state_dict(state["model"])

@@ -102,7 +102,7 @@ def _diverged(runs: pd.DataFrame) -> set[tuple[str, int, int]]:
     return {(str(v), int(d), int(s)) for v, d, s in bad[["variant", "depth", "seed"]].itertuples(index=False)}
 
 
-def _finite_probes(probes: pd.DataFrame, diverged: set, cols: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def _finite_probes(probes: pd.DataFrame, diverged: set | frozenset, cols: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """The probe rows of runs that did not diverge and whose ``cols`` are finite, and the
     labels (``plain-56 seed 1``) of the runs left out."""
     import numpy as np
@@ -203,7 +203,7 @@ def _shade(variant: str, depth: int, depths: list[int]) -> str:
 
 
 # ------------------------------------------------------------------------ figures
-def _error_curves(results: pd.DataFrame, diverged: set = frozenset()) -> Figure:
+def _error_curves(results: pd.DataFrame, diverged: set | frozenset = frozenset()) -> Figure:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -300,7 +300,7 @@ def _error_vs_depth(runs: pd.DataFrame) -> Figure:
     )
 
 
-def _layer_responses(probes: pd.DataFrame, diverged: set = frozenset()) -> Figure:
+def _layer_responses(probes: pd.DataFrame, diverged: set | frozenset = frozenset()) -> Figure:
     import matplotlib.pyplot as plt
 
     kept, left_out = _finite_probes(probes, diverged, ["response_std"])
@@ -396,7 +396,7 @@ def _and(items: list) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _gradient_norms(probes: pd.DataFrame, diverged: set = frozenset()) -> Figure:
+def _gradient_norms(probes: pd.DataFrame, diverged: set | frozenset = frozenset()) -> Figure:
     import matplotlib.pyplot as plt
 
     cols = [c for c in ("input_grad_norm", "param_grad_norm") if c in probes.columns]

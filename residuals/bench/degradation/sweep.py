@@ -108,8 +108,9 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     Exceptions (including KeyboardInterrupt) stop the sweep and propagate.
     """
     planned = plan_runs(cfg)
-    tables = SweepTables(run, cfg)   # checked: a damaged table stops here (TableError)
-    done = tables.finished()
+    own = SweepTables(run, cfg)   # checked: a damaged table stops here (TableError)
+    tables: SweepTables | ranks.Collected = own
+    done = own.finished()
     todo = [s for s in planned if (s.variant, s.depth, s.seed) not in done]
     # under torchrun rank 0 plans the jobs and every rank takes its share (see .ranks)
     units = share(from_rank0(lambda: _plan(todo, cfg, device=device, jobs=jobs, fuse=fuse)))
@@ -135,7 +136,7 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     elif units:
         _run_parallel(units, cfg, run, device=device, jobs=jobs, data_dir=data_dir,
                       tables=tables, progress=progress)
-    return ranks.gather(tables, lambda: tables.frames["runs"])
+    return ranks.gather(tables, lambda: own.frames["runs"])   # called on rank 0 only
 
 
 def _plan(todo: list[RunSpec], cfg: DegradationConfig, *, device: str, jobs: int,
