@@ -280,7 +280,8 @@ def _other_rank(recipe: Recipe, *, data_dir) -> TrainOutcome:
 
     distributed.check_all(lambda: None)  # rank 0 opens the resumed folder
     model, data, _ = distributed.local_first(lambda: prepare(recipe, data_dir=data_dir))
-    run_dir = distributed.from_rank0(lambda: None)  # rank 0 creates (or reopens) the folder
+    # rank 0 creates (or reopens) the folder and sends it; this rank's argument is unused
+    run_dir: RunDir = distributed.from_rank0(lambda: None)  # type: ignore[arg-type,assignment]
     result = train(model, data, recipe.train, checkpoint_path=run_dir.path / CHECKPOINT,
                    resume=True, distributed=True)
     return TrainOutcome(run_dir, recipe, result.history, result,
