@@ -12,7 +12,11 @@ from setuptools import Extension, setup
 # -fno-trapping-math lets the compiler vectorise the split scores (no FP trap is ever
 # enabled here; results are unchanged); -ffp-contract=off: no fused multiply-adds, so
 # every sum and score rounds exactly as torch's loops round it (bit-identical results).
-flags = ["/O2", "/fp:precise"] if sys.platform == "win32" else ["-O3", "-fno-trapping-math", "-ffp-contract=off"]
+flags = (
+    ["/O2", "/fp:precise"]
+    if sys.platform == "win32"
+    else ["-O3", "-fno-trapping-math", "-ffp-contract=off"]
+)
 
 setup(
     ext_modules=[

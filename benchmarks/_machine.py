@@ -34,14 +34,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
 import torch
 
 if TYPE_CHECKING:  # pandas is imported by the scripts
     import pandas as pd
 
 __all__ = [
-    "Spread", "spread", "synchronize", "time_block", "time_repeats",
-    "matmul_peak", "copy_bandwidth", "machine_info", "device_label", "write_results", "format_si",
+    "Spread",
+    "spread",
+    "synchronize",
+    "time_block",
+    "time_repeats",
+    "matmul_peak",
+    "copy_bandwidth",
+    "machine_info",
+    "device_label",
+    "write_results",
+    "format_si",
     "run_benchmark",
 ]
 
@@ -56,11 +67,11 @@ class Spread:
     max: float
     n: int
 
-    def scaled(self, factor: float) -> "Spread":
+    def scaled(self, factor: float) -> Spread:
         """The same spread of ``factor * value``, for a positive ``factor``."""
         return Spread(self.median * factor, self.min * factor, self.max * factor, self.n)
 
-    def inverted(self, numerator: float = 1.0) -> "Spread":
+    def inverted(self, numerator: float = 1.0) -> Spread:
         """``numerator / value``: turns seconds into a rate (min and max swap)."""
         return Spread(numerator / self.median, numerator / self.max, numerator / self.min, self.n)
 
@@ -72,7 +83,9 @@ def spread(values: Sequence[float]) -> Spread:
     """Median, min and max of repeated measurements (at least one)."""
     if len(values) == 0:
         raise ValueError("spread() needs at least one measurement")
-    return Spread(float(statistics.median(values)), float(min(values)), float(max(values)), len(values))
+    return Spread(
+        float(statistics.median(values)), float(min(values)), float(max(values)), len(values)
+    )
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -108,15 +121,16 @@ def time_block(device: torch.device | str) -> Iterator[_Elapsed]:
         yield out
         end.record()
         torch.cuda.synchronize(device)
-        out.seconds = start.elapsed_time(end) / 1e3          # ms -> s
+        out.seconds = start.elapsed_time(end) / 1e3  # ms -> s
     else:
         t0 = time.perf_counter()
         yield out
         out.seconds = time.perf_counter() - t0
 
 
-def time_repeats(block: Callable[[], Any], device: torch.device | str, *, repeats: int,
-                 warmup: int = 1) -> list[float]:
+def time_repeats(
+    block: Callable[[], Any], device: torch.device | str, *, repeats: int, warmup: int = 1
+) -> list[float]:
     """Seconds per call of ``block()`` for ``repeats`` timed calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         block()
@@ -130,8 +144,14 @@ def time_repeats(block: Callable[[], Any], device: torch.device | str, *, repeat
 
 
 # ------------------------------------------------------------ machine limits
-def matmul_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, *,
-                n: int | None = None, iters: int | None = None, repeats: int = 5) -> Spread:
+def matmul_peak(
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    *,
+    n: int | None = None,
+    iters: int | None = None,
+    repeats: int = 5,
+) -> Spread:
     """Measured dense matmul throughput in FLOP/s: ``2 n^3`` per ``(n, n) @ (n, n)``.
 
     ``n`` defaults to 8192 on a GPU and 2048 on the CPU (large enough to reach the
@@ -156,8 +176,13 @@ def matmul_peak(device: torch.device | str, dtype: torch.dtype = torch.float32, 
     return spread(seconds).inverted(2.0 * n**3 * iters)
 
 
-def copy_bandwidth(device: torch.device | str, *, nbytes: int | None = None,
-                   iters: int | None = None, repeats: int = 5) -> Spread:
+def copy_bandwidth(
+    device: torch.device | str,
+    *,
+    nbytes: int | None = None,
+    iters: int | None = None,
+    repeats: int = 5,
+) -> Spread:
     """Measured memory bandwidth in bytes/s of ``dst.copy_(src)``, counting read + write.
 
     A copy of ``nbytes`` moves ``2 * nbytes`` (each byte read once and written
@@ -208,7 +233,7 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
     machine["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     from residuals.device import cpu_has_native_bf16
 
-    machine["cpu_native_bf16"] = cpu_has_native_bf16()   # the trainer's CPU default is bf16 if so
+    machine["cpu_native_bf16"] = cpu_has_native_bf16()  # the trainer's CPU default is bf16 if so
     if device.type == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(device)
         machine["gpu"] = props.name
@@ -229,8 +254,10 @@ def device_label(info: dict[str, Any]) -> str:
     if m.get("gpu"):
         return f"{m['gpu']} ({m.get('gpu_memory_gib')} GiB)"
     bf16 = ", native bf16" if m.get("cpu_native_bf16") else ""
-    return (f"{m['cpu_model']}{bf16}, {m['cpus_usable']} cores usable, "
-            f"{m['torch_threads']} torch threads")
+    return (
+        f"{m['cpu_model']}{bf16}, {m['cpus_usable']} cores usable, "
+        f"{m['torch_threads']} torch threads"
+    )
 
 
 # -------------------------------------------------------------------- output
@@ -247,8 +274,9 @@ def format_si(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def write_results(tables: dict[str, "pd.DataFrame"], meta: dict[str, Any], out: str | os.PathLike,
-                  name: str) -> dict[str, Path]:
+def write_results(
+    tables: dict[str, pd.DataFrame], meta: dict[str, Any], out: str | os.PathLike, name: str
+) -> dict[str, Path]:
     """Save each table as ``<out>/<name>[-<key>].csv`` and everything as ``<out>/<name>.json``.
 
     The JSON holds ``meta`` (machine, versions, date, config) and every table as a
@@ -261,16 +289,19 @@ def write_results(tables: dict[str, "pd.DataFrame"], meta: dict[str, Any], out: 
         path = out / (f"{name}.csv" if key == "results" else f"{name}-{key}.csv")
         df.to_csv(path, index=False)
         paths[key] = path
-    doc = {**meta, "tables": {k: json.loads(df.to_json(orient="records")) for k, df in tables.items()}}
+    doc = {
+        **meta,
+        "tables": {k: json.loads(df.to_json(orient="records")) for k, df in tables.items()},
+    }
     path = out / f"{name}.json"
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     paths["json"] = path
     return paths
 
 
-
-def run_benchmark(name: str, cfg: Any, measure: Callable[[Any], dict], show: Callable[[dict, dict], None]
-                  ) -> dict:
+def run_benchmark(
+    name: str, cfg: Any, measure: Callable[[Any], dict], show: Callable[[dict, dict], None]
+) -> dict:
     """The common ``main`` of a benchmark script: measure, describe, print, save.
 
     ``cfg`` is the script's config dataclass (with ``device`` and ``out``);
@@ -284,9 +315,15 @@ def run_benchmark(name: str, cfg: Any, measure: Callable[[Any], dict], show: Cal
     load_before = os.getloadavg()
     tables = measure(cfg)
     info = machine_info(cfg.device)
-    meta = {**info, "benchmark": name, "command": " ".join(sys.argv),
-            "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()}}
+    meta = {
+        **info,
+        "benchmark": name,
+        "command": " ".join(sys.argv),
+        "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
+        "config": {
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()
+        },
+    }
     show(tables, info)
     paths = write_results(tables, meta, cfg.out, name)
     print(f"\nsaved: {', '.join(str(p) for p in paths.values())}")

@@ -95,17 +95,44 @@ from pathlib import Path
 import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
 METHODS = ("ours-exact", "ours-hist", "ours-hist-torch", "sklearn-gbrt", "sklearn-hist", "lightgbm")
-ALIASES = {"exact": "ours-exact", "hist": "ours-hist", "hist-torch": "ours-hist-torch", "gbrt": "sklearn-gbrt",
-           "hgb": "sklearn-hist",
-           "sklearn-hgb": "sklearn-hist", "lgbm": "lightgbm"}
+ALIASES = {
+    "exact": "ours-exact",
+    "hist": "ours-hist",
+    "hist-torch": "ours-hist-torch",
+    "gbrt": "sklearn-gbrt",
+    "hgb": "sklearn-hist",
+    "sklearn-hgb": "sklearn-hist",
+    "lgbm": "lightgbm",
+}
 HIST_METHODS = ("ours-hist", "ours-hist-torch", "sklearn-hist", "lightgbm")
 LEARNING_RATE = 0.1
-NOISE = 1.0                      # friedman1 noise std: the best achievable test MSE is 1.0
+NOISE = 1.0  # friedman1 noise std: the best achievable test MSE is 1.0
 TEST_FRACTION, TEST_MAX = 0.2, 100_000
 
-COLUMNS = ["n_train", "n_features", "depth", "n_estimators", "method", "device", "threads", "status",
-           "repeats", "fit_s_median", "fit_s_min", "fit_s_max", "fit_s_all", "test_mse", "base_rss_mb",
-           "peak_rss_mb", "fit_extra_mb", "binned_mb", "gpu_peak_mb", "peak_scope", "kernels", "message"]
+COLUMNS = [
+    "n_train",
+    "n_features",
+    "depth",
+    "n_estimators",
+    "method",
+    "device",
+    "threads",
+    "status",
+    "repeats",
+    "fit_s_median",
+    "fit_s_min",
+    "fit_s_max",
+    "fit_s_all",
+    "test_mse",
+    "base_rss_mb",
+    "peak_rss_mb",
+    "fit_extra_mb",
+    "binned_mb",
+    "gpu_peak_mb",
+    "peak_scope",
+    "kernels",
+    "message",
+]
 
 
 @dataclass(frozen=True)
@@ -114,7 +141,7 @@ class Case:
     n_features: int
     depth: int
     method: str
-    device: str                  # "cpu" or "cuda"; only ours-hist runs anywhere but the CPU
+    device: str  # "cpu" or "cuda"; only ours-hist runs anywhere but the CPU
     n_estimators: int
     max_bins: int
     threads: int
@@ -165,8 +192,13 @@ def make_estimator(case: Case):
 
         if case.method == "ours-exact":
             return BoostingRegressor(n_estimators=case.n_estimators, tree_method="exact", **common)
-        return BoostingRegressor(n_estimators=case.n_estimators, tree_method="hist", max_bins=case.max_bins,
-                                 device=case.device, **common)
+        return BoostingRegressor(
+            n_estimators=case.n_estimators,
+            tree_method="hist",
+            max_bins=case.max_bins,
+            device=case.device,
+            **common,
+        )
     if case.method == "sklearn-gbrt":
         from sklearn.ensemble import GradientBoostingRegressor
 
@@ -174,16 +206,31 @@ def make_estimator(case: Case):
     if case.method == "sklearn-hist":
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        return HistGradientBoostingRegressor(max_iter=case.n_estimators, max_leaf_nodes=None, min_samples_leaf=1,
-                                             l2_regularization=0.0, max_bins=case.max_bins, early_stopping=False,
-                                             **common)
+        return HistGradientBoostingRegressor(
+            max_iter=case.n_estimators,
+            max_leaf_nodes=None,
+            min_samples_leaf=1,
+            l2_regularization=0.0,
+            max_bins=case.max_bins,
+            early_stopping=False,
+            **common,
+        )
     if case.method == "lightgbm":
         import lightgbm
 
-        return lightgbm.LGBMRegressor(n_estimators=case.n_estimators, learning_rate=LEARNING_RATE,
-                                      max_depth=case.depth, num_leaves=2 ** case.depth, min_child_samples=1,
-                                      min_child_weight=0.0, reg_lambda=0.0, max_bin=case.max_bins,
-                                      n_jobs=case.threads, random_state=case.seed, verbose=-1)
+        return lightgbm.LGBMRegressor(
+            n_estimators=case.n_estimators,
+            learning_rate=LEARNING_RATE,
+            max_depth=case.depth,
+            num_leaves=2**case.depth,
+            min_child_samples=1,
+            min_child_weight=0.0,
+            reg_lambda=0.0,
+            max_bin=case.max_bins,
+            n_jobs=case.threads,
+            random_state=case.seed,
+            verbose=-1,
+        )
     raise ValueError(f"unknown method {case.method!r}")
 
 
@@ -193,8 +240,10 @@ def make_data(n: int, n_features: int, seed: int, cache: str | None = None):
     import numpy as np
 
     if cache:
-        paths = [Path(cache) / f"friedman1-{n}x{n_features}-{seed}-{part}.npy"
-                 for part in ("X", "y", "X_test", "y_test")]
+        paths = [
+            Path(cache) / f"friedman1-{n}x{n_features}-{seed}-{part}.npy"
+            for part in ("X", "y", "X_test", "y_test")
+        ]
         if all(p.exists() for p in paths):
             return tuple(np.load(p) for p in paths)
         data = make_data(n, n_features, seed)
@@ -207,7 +256,9 @@ def make_data(n: int, n_features: int, seed: int, cache: str | None = None):
 
     n_test = max(100, min(int(n * TEST_FRACTION), TEST_MAX))
     X, y = make_friedman1(n_samples=n, n_features=n_features, noise=NOISE, random_state=seed)
-    X_test, y_test = make_friedman1(n_samples=n_test, n_features=n_features, noise=NOISE, random_state=seed + 1)
+    X_test, y_test = make_friedman1(
+        n_samples=n_test, n_features=n_features, noise=NOISE, random_state=seed + 1
+    )
     return X, y, X_test, y_test
 
 
@@ -221,6 +272,7 @@ def worker(case: Case, cache: str | None = None) -> dict:
     cuda = case.device.startswith("cuda")
     if case.method.startswith("ours"):
         import torch
+
         torch.set_num_threads(case.threads)
     X, y, X_test, y_test = make_data(case.n_train, case.n_features, case.seed, cache)
     with threadpool_limits(limits=case.threads):
@@ -249,10 +301,16 @@ def worker(case: Case, cache: str | None = None) -> dict:
             kernels = "triton" if _quantized.use_triton(torch.device(case.device)) else "torch"
         else:
             kernels = "c" if _kernels.available() else "torch"
-    return {"fit_s": seconds, "test_mse": float(np.mean((y_test - pred) ** 2)), "base_rss_mb": base / 1024,
-            "kernels": kernels,
-            "peak_rss_mb": peak / 1024, "fit_extra_mb": (peak - base) / 1024, "gpu_peak_mb": gpu_peak,
-            "peak_scope": scope}
+    return {
+        "fit_s": seconds,
+        "test_mse": float(np.mean((y_test - pred) ** 2)),
+        "base_rss_mb": base / 1024,
+        "kernels": kernels,
+        "peak_rss_mb": peak / 1024,
+        "fit_extra_mb": (peak - base) / 1024,
+        "gpu_peak_mb": gpu_peak,
+        "peak_scope": scope,
+    }
 
 
 # ------------------------------------------------------------------- parent
@@ -279,24 +337,50 @@ def run_fit(case: Case, timeout: float, cache: str | None = None) -> dict:
 
 def summarize(case: Case, fits: list[dict]) -> dict:
     """One results row from a case's fits (median and range of the times, worst memory)."""
-    row = {**{k: getattr(case, k) for k in ("n_train", "n_features", "depth", "n_estimators", "method",
-                                            "device", "threads")},
-           "binned_mb": case.n_train * case.n_features / 2**20, "repeats": 0, "status": "ok", "message": ""}
+    row = {
+        **{
+            k: getattr(case, k)
+            for k in (
+                "n_train",
+                "n_features",
+                "depth",
+                "n_estimators",
+                "method",
+                "device",
+                "threads",
+            )
+        },
+        "binned_mb": case.n_train * case.n_features / 2**20,
+        "repeats": 0,
+        "status": "ok",
+        "message": "",
+    }
     failed = [f for f in fits if f["status"] != "ok"]
     fits = [f for f in fits if f["status"] == "ok"]
     if failed:  # the fits that did finish are kept, but the case is not "ok"
-        row.update(status=failed[0]["status"], message=f"{failed[0]['message']} (after {len(fits)} full fit(s))")
+        row.update(
+            status=failed[0]["status"],
+            message=f"{failed[0]['message']} (after {len(fits)} full fit(s))",
+        )
     if not fits:
         return row
     t = [f["fit_s"] for f in fits]
     gpu = [f["gpu_peak_mb"] for f in fits if f["gpu_peak_mb"] is not None]
-    return {**row, "repeats": len(t), "fit_s_median": statistics.median(t), "fit_s_min": min(t),
-            "fit_s_max": max(t), "fit_s_all": ";".join(f"{x:.4f}" for x in t),
-            "test_mse": statistics.median(f["test_mse"] for f in fits),
-            "base_rss_mb": statistics.median(f["base_rss_mb"] for f in fits),
-            "peak_rss_mb": max(f["peak_rss_mb"] for f in fits), "kernels": fits[0].get("kernels"),
-            "fit_extra_mb": max(f["fit_extra_mb"] for f in fits),
-            "gpu_peak_mb": max(gpu) if gpu else None, "peak_scope": fits[0]["peak_scope"]}
+    return {
+        **row,
+        "repeats": len(t),
+        "fit_s_median": statistics.median(t),
+        "fit_s_min": min(t),
+        "fit_s_max": max(t),
+        "fit_s_all": ";".join(f"{x:.4f}" for x in t),
+        "test_mse": statistics.median(f["test_mse"] for f in fits),
+        "base_rss_mb": statistics.median(f["base_rss_mb"] for f in fits),
+        "peak_rss_mb": max(f["peak_rss_mb"] for f in fits),
+        "kernels": fits[0].get("kernels"),
+        "fit_extra_mb": max(f["fit_extra_mb"] for f in fits),
+        "gpu_peak_mb": max(gpu) if gpu else None,
+        "peak_scope": fits[0]["peak_scope"],
+    }
 
 
 def parse_shapes(text: str, n_features: int) -> list[tuple[int, int]]:
@@ -320,32 +404,68 @@ def parse_shapes(text: str, n_features: int) -> list[tuple[int, int]]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See the module docstring (or benchmarks/README.md) for what is measured.")
-    p.add_argument("--sizes", default="10k,100k,1m,1mx50",
-                   help="training shapes: ROWS or ROWSxFEATURES, comma-separated (default: %(default)s)")
-    p.add_argument("--n-features", type=int, default=20, help="features where --sizes gives rows only (default: 20)")
-    p.add_argument("--depths", default="3,6", help="tree depths, comma-separated (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See the module docstring (or benchmarks/README.md) for what is measured.",
+    )
+    p.add_argument(
+        "--sizes",
+        default="10k,100k,1m,1mx50",
+        help="training shapes: ROWS or ROWSxFEATURES, comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--n-features",
+        type=int,
+        default=20,
+        help="features where --sizes gives rows only (default: 20)",
+    )
+    p.add_argument(
+        "--depths", default="3,6", help="tree depths, comma-separated (default: %(default)s)"
+    )
     p.add_argument("--n-estimators", type=int, default=100, help="trees per fit (default: 100)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated: " + ", ".join(f"{m}" for m in METHODS)
-                        + "; aliases exact, hist, gbrt, hgb, lgbm (default: all; lightgbm when installed)")
-    p.add_argument("--device", default="auto",
-                   help="where ours-hist runs: cpu, cuda, a list like cpu,cuda, or auto = cpu plus cuda "
-                        "when available (default: auto)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="rounds; each fits every case once, in a fresh process; median, min, max (default: 3)")
-    p.add_argument("--threads", default="1",
-                   help="thread counts, comma-separated, each a case of its own, e.g. 1,2,4,8,16 for the "
-                        "thread-scaling table (default: 1)")
-    p.add_argument("--max-bins", type=int, default=255, help="histogram bins per feature (default: 255)")
-    p.add_argument("--timeout", type=float, default=3600.0,
-                   help="seconds before one fit (its process) is stopped and its case recorded as timeout "
-                        "(default: 3600)")
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated: "
+        + ", ".join(f"{m}" for m in METHODS)
+        + "; aliases exact, hist, gbrt, hgb, lgbm (default: all; lightgbm when installed)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where ours-hist runs: cpu, cuda, a list like cpu,cuda, or auto = cpu plus cuda "
+        "when available (default: auto)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="rounds; each fits every case once, in a fresh process; median, min, max (default: 3)",
+    )
+    p.add_argument(
+        "--threads",
+        default="1",
+        help="thread counts, comma-separated, each a case of its own, e.g. 1,2,4,8,16 for the "
+        "thread-scaling table (default: 1)",
+    )
+    p.add_argument(
+        "--max-bins", type=int, default=255, help="histogram bins per feature (default: 255)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds before one fit (its process) is stopped and its case recorded as timeout "
+        "(default: 3600)",
+    )
     p.add_argument("--seed", type=int, default=0, help="data and model seed (default: 0)")
-    p.add_argument("--out", default="benchmarks/results", help="output folder (default: %(default)s)")
-    p.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table")
+    p.add_argument(
+        "--out", default="benchmarks/results", help="output folder (default: %(default)s)"
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="also print the results as a Markdown table"
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--cache", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -372,7 +492,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for m in (s.strip().lower() for s in args.methods.split(",") if s.strip()):
         m = ALIASES.get(m, m)
         if m not in METHODS:
-            p.error(f"unknown method {m!r}; choose from {', '.join(METHODS)} (aliases {', '.join(ALIASES)})")
+            p.error(
+                f"unknown method {m!r}; choose from {', '.join(METHODS)} (aliases {', '.join(ALIASES)})"
+            )
         methods.append(m)
     args.methods, args.skipped = list(dict.fromkeys(methods)), {}
     if "lightgbm" in args.methods:
@@ -380,7 +502,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
         if importlib.util.find_spec("lightgbm") is None:
             if "--methods" in (argv if argv is not None else sys.argv):
-                p.error("lightgbm is not installed (pip install lightgbm), or leave it out of --methods")
+                p.error(
+                    "lightgbm is not installed (pip install lightgbm), or leave it out of --methods"
+                )
             args.methods.remove("lightgbm")
             args.skipped["lightgbm"] = "not installed"
     args.shapes = parse_shapes(args.sizes, args.n_features)
@@ -405,11 +529,22 @@ def build_cases(args) -> list[Case]:
     for n, f in args.shapes:
         for depth in args.depths:
             for method in args.methods:
-                for device in (args.devices if method == "ours-hist" else ["cpu"]):
+                for device in args.devices if method == "ours-hist" else ["cpu"]:
                     # on a GPU one fit, with the most threads for its host work
-                    for threads in (args.threads if device == "cpu" else [max(args.threads)]):
-                        cases.append(Case(n, f, depth, method, device, args.n_estimators, args.max_bins,
-                                          threads, args.seed))
+                    for threads in args.threads if device == "cpu" else [max(args.threads)]:
+                        cases.append(
+                            Case(
+                                n,
+                                f,
+                                depth,
+                                method,
+                                device,
+                                args.n_estimators,
+                                args.max_bins,
+                                threads,
+                                args.seed,
+                            )
+                        )
     return cases
 
 
@@ -422,7 +557,13 @@ def main(argv=None) -> int:
     import pandas as pd
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _boosting_goals import GOAL_COLUMNS, check_goals, markdown_scaling, markdown_table, scaling_table
+    from _boosting_goals import (
+        GOAL_COLUMNS,
+        check_goals,
+        markdown_scaling,
+        markdown_table,
+        scaling_table,
+    )
     from _machine import format_si, machine_info, write_results
 
     cases = build_cases(args)
@@ -435,8 +576,10 @@ def main(argv=None) -> int:
         except metadata.PackageNotFoundError:
             info["versions"][pkg] = None
     load_before = os.getloadavg()
-    print(f"{len(cases)} cases, {args.repeats} round(s), threads {args.threads}; "
-          f"{info['machine']['cpu_model']}, {info['machine']['cpu_count']} cores; load average {load_before[0]:.2f}")
+    print(
+        f"{len(cases)} cases, {args.repeats} round(s), threads {args.threads}; "
+        f"{info['machine']['cpu_model']}, {info['machine']['cpu_count']} cores; load average {load_before[0]:.2f}"
+    )
     for what, why in args.skipped.items():
         print(f"  {what}: skipped ({why})")
     fits: dict[Case, list[dict]] = {case: [] for case in cases}
@@ -449,8 +592,12 @@ def main(argv=None) -> int:
         return {"results": results, "scaling": scaling_table(results), "goals": goals}
 
     def save(done: bool):
-        meta = {**info, "config": {k: v for k, v in vars(args).items() if k not in ("worker", "cache")},
-                "complete": done, "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()}}
+        meta = {
+            **info,
+            "config": {k: v for k, v in vars(args).items() if k not in ("worker", "cache")},
+            "complete": done,
+            "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
+        }
         return write_results(tables(), meta, args.out, "boosting_speed")
 
     # data kept on disk for the workers only where several fits read it (10M x 50 is 4 GB)
@@ -461,12 +608,21 @@ def main(argv=None) -> int:
             for i, case in enumerate(cases, 1):
                 if any(f["status"] != "ok" for f in fits[case]):
                     continue  # timed out or failed in an earlier round: not run again
-                print(f"[round {rnd}/{args.repeats}, {i}/{len(cases)}] {case.label} ...", end=" ", flush=True)
-                fit = run_fit(case, args.timeout, cache if shared[case.n_train, case.n_features] else None)
+                print(
+                    f"[round {rnd}/{args.repeats}, {i}/{len(cases)}] {case.label} ...",
+                    end=" ",
+                    flush=True,
+                )
+                fit = run_fit(
+                    case, args.timeout, cache if shared[case.n_train, case.n_features] else None
+                )
                 fits[case].append(fit)
                 if fit["status"] == "ok":
-                    print(f"{format_si(fit['fit_s'])} s  test MSE {fit['test_mse']:.4g}  "
-                          f"fit +{fit['fit_extra_mb']:.0f} MB", flush=True)
+                    print(
+                        f"{format_si(fit['fit_s'])} s  test MSE {fit['test_mse']:.4g}  "
+                        f"fit +{fit['fit_extra_mb']:.0f} MB",
+                        flush=True,
+                    )
                 else:
                     print(f"{fit['status'].upper()}: {fit['message']}", flush=True)
                 save(done=False)
@@ -475,8 +631,25 @@ def main(argv=None) -> int:
     results, goals, scaling = out["results"], out["goals"], out["scaling"]
     with pd.option_context("display.width", 220, "display.max_columns", 30):
         print()
-        print(results[["n_train", "n_features", "depth", "method", "device", "threads", "status", "fit_s_median",
-                       "fit_s_min", "fit_s_max", "test_mse", "fit_extra_mb", "binned_mb"]].to_string(index=False))
+        print(
+            results[
+                [
+                    "n_train",
+                    "n_features",
+                    "depth",
+                    "method",
+                    "device",
+                    "threads",
+                    "status",
+                    "fit_s_median",
+                    "fit_s_min",
+                    "fit_s_max",
+                    "test_mse",
+                    "fit_extra_mb",
+                    "binned_mb",
+                ]
+            ].to_string(index=False)
+        )
         if len(args.threads) > 1 or len(args.devices) > 1:
             print("\nfit seconds (median) by thread count\n" + scaling.to_string(index=False))
         if len(goals):
@@ -487,7 +660,9 @@ def main(argv=None) -> int:
         if len(args.threads) > 1 or len(args.devices) > 1:
             print("\n" + markdown_scaling(scaling))
     load_after = os.getloadavg()
-    print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
+    print(
+        f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)"
+    )
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

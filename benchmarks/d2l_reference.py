@@ -35,11 +35,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import run_benchmark
@@ -53,9 +54,7 @@ class Residual(nn.Module):  # d2l, Sec. 8.6, verbatim
         )
         self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
         if use_1x1conv:
-            self.conv3 = nn.Conv2d(
-                input_channels, num_channels, kernel_size=1, stride=strides
-            )
+            self.conv3 = nn.Conv2d(input_channels, num_channels, kernel_size=1, stride=strides)
         else:
             self.conv3 = None
         self.bn1 = nn.BatchNorm2d(num_channels)
@@ -74,9 +73,7 @@ def resnet_block(input_channels, num_channels, num_residuals, first_block=False)
     blk = []
     for i in range(num_residuals):
         if i == 0 and not first_block:
-            blk.append(
-                Residual(input_channels, num_channels, use_1x1conv=True, strides=2)
-            )
+            blk.append(Residual(input_channels, num_channels, use_1x1conv=True, strides=2))
         else:
             blk.append(Residual(num_channels, num_channels))
     return blk
@@ -116,9 +113,7 @@ class ResizedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         x = self.images[i].unsqueeze(0).float()  # (1, 1, 28, 28), 0..255
-        x = F.interpolate(
-            x, size=(self.size, self.size), mode="bilinear", align_corners=False
-        )
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return x[0].clamp_(0, 255).div_(255.0), self.labels[i]
 
 
@@ -166,9 +161,7 @@ def measure(cfg: Config) -> dict:
 
     from residuals.data import load_dataset
 
-    data = load_dataset(
-        "fashion-mnist", data_dir=cfg.data_dir, device="cpu", download=False
-    )
+    data = load_dataset("fashion-mnist", data_dir=cfg.data_dir, device="cpu", download=False)
     n, m = (cfg.limit or len(data.train_y)), (cfg.limit or len(data.test_y))
     loader = {"batch_size": cfg.batch_size, "num_workers": cfg.workers}
     train_iter = torch.utils.data.DataLoader(
@@ -228,9 +221,7 @@ def measure(cfg: Config) -> dict:
                 "examples": metric[2],
                 "train_loss": metric[0] / metric[2],
                 "train_acc": metric[1] / metric[2],
-                "test_acc": evaluate_accuracy_gpu(net, test_iter, device)
-                if complete
-                else None,
+                "test_acc": evaluate_accuracy_gpu(net, test_iter, device) if complete else None,
                 "d2l_images_per_s": metric[2] / epoch_step_time,
                 "wall_images_per_s": metric[2] / wall,
                 "step_seconds": epoch_step_time,

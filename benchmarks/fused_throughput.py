@@ -60,9 +60,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import matmul_peak, run_benchmark, spread
@@ -186,8 +187,12 @@ def _worker(cfg: FusedBenchConfig, parent: int, inbox, outbox) -> None:
         marks.clear()
         # the epoch records arrive after each epoch's synchronisation: epoch 1's marks
         # the timed epoch's start (its evaluation of 256 images included), epoch 2's its end
-        train(nets(cfg, 1)[0], data, train_config(cfg, 0),
-              on_epoch=lambda r: marks.append(time.monotonic()))
+        train(
+            nets(cfg, 1)[0],
+            data,
+            train_config(cfg, 0),
+            on_epoch=lambda r: marks.append(time.monotonic()),
+        )
         outbox.put((marks[0], marks[1]))
 
 
@@ -231,8 +236,11 @@ def measure(cfg: FusedBenchConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     data = bench_data(cfg)
     images = cfg.steps * cfg.batch_size
-    workers = (Workers(cfg, max(cfg.process_ns))
-               if "processes" in cfg.modes and cfg.process_ns and not cfg.paper_only else None)
+    workers = (
+        Workers(cfg, max(cfg.process_ns))
+        if "processes" in cfg.modes and cfg.process_ns and not cfg.paper_only
+        else None
+    )
     rows: list[tuple[str, int, int, float, float]] = []
     try:
         for r in range(0 if cfg.paper_only else cfg.repeats):
@@ -245,8 +253,9 @@ def measure(cfg: FusedBenchConfig) -> dict:
                 rows.append(("sequential", 1, r, *sequential_seconds(cfg, data)))
             # kept round by round: a run stopped by a time limit leaves its rounds so far
             cfg.out.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(rows, columns=RAW_COLUMNS).to_csv(cfg.out / "fused_throughput-rounds.csv",
-                                                           index=False)
+            pd.DataFrame(rows, columns=RAW_COLUMNS).to_csv(
+                cfg.out / "fused_throughput-rounds.csv", index=False
+            )
             print(f"round {r + 1}/{cfg.repeats} done", flush=True)
     finally:
         if workers is not None:
@@ -294,22 +303,37 @@ def paper_projection(cfg: FusedBenchConfig):
     from residuals.train import steps_per_epoch
 
     preset = PRESETS["paper"]
-    iterations = preset.train.epochs * steps_per_epoch(50_000 - (preset.val_size or 0),
-                                                       preset.train.batch_size)
+    iterations = preset.train.epochs * steps_per_epoch(
+        50_000 - (preset.val_size or 0), preset.train.batch_size
+    )
     shaped = dataclasses.replace(cfg, image_shape=(3, 32, 32))
     data = bench_data(shaped)
     rows = []
     for depth in preset.depths:
         at_depth = dataclasses.replace(shaped, depth=depth)
-        seconds = [fused_seconds(at_depth, data, len(preset.variants))[0] / cfg.steps
-                   for _ in range(cfg.repeats)]
+        seconds = [
+            fused_seconds(at_depth, data, len(preset.variants))[0] / cfg.steps
+            for _ in range(cfg.repeats)
+        ]
         s = spread(seconds)
-        rows.append({"depth": str(depth), "members": len(preset.variants), "s_per_step": s.median,
-                     "s_per_step_min": s.min, "s_per_step_max": s.max,
-                     "iterations": iterations, "projected_s": s.median * iterations})
+        rows.append(
+            {
+                "depth": str(depth),
+                "members": len(preset.variants),
+                "s_per_step": s.median,
+                "s_per_step_min": s.min,
+                "s_per_step_max": s.max,
+                "iterations": iterations,
+                "projected_s": s.median * iterations,
+            }
+        )
     table = pd.DataFrame(rows)
-    total = {"depth": "all, one job at a time", "members": int(table["members"].sum()),
-             "iterations": iterations, "projected_s": float(table["projected_s"].sum())}
+    total = {
+        "depth": "all, one job at a time",
+        "members": int(table["members"].sum()),
+        "iterations": iterations,
+        "projected_s": float(table["projected_s"].sum()),
+    }
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 
 
@@ -355,17 +379,23 @@ def show(tables: dict, info: dict) -> None:
     machine = info.get("machine", {})
     print(f"\n{machine.get('gpu') or machine.get('cpu_model', '')}: ResNet fused throughput")
     if "summary" in tables:
-        print(f"{'mode':>11} {'N':>3} {'images/s':>12} {'[min-max]':>21} {'/member':>9} "
-              f"{'x seq':>6} {'TFLOP/s':>8} {'%peak':>6} {'MB/member':>10}")
+        print(
+            f"{'mode':>11} {'N':>3} {'images/s':>12} {'[min-max]':>21} {'/member':>9} "
+            f"{'x seq':>6} {'TFLOP/s':>8} {'%peak':>6} {'MB/member':>10}"
+        )
         for r in tables["summary"].itertuples():
-            print(f"{r.mode:>11} {r.members:>3} {r.images_per_s:>12,.0f} "
-                  f"[{r.images_per_s_min:>9,.0f}-{r.images_per_s_max:>9,.0f}] "
-                  f"{r.images_per_s_per_member:>9,.0f} {r.vs_sequential:>6.2f} "
-                  f"{r.tflop_per_s:>8.3f} {100 * r.fraction_of_peak:>5.2f}% "
-                  f"{r.peak_memory_per_member_mb:>10.0f}")
+            print(
+                f"{r.mode:>11} {r.members:>3} {r.images_per_s:>12,.0f} "
+                f"[{r.images_per_s_min:>9,.0f}-{r.images_per_s_max:>9,.0f}] "
+                f"{r.images_per_s_per_member:>9,.0f} {r.vs_sequential:>6.2f} "
+                f"{r.tflop_per_s:>8.3f} {100 * r.fraction_of_peak:>5.2f}% "
+                f"{r.peak_memory_per_member_mb:>10.0f}"
+            )
     lim = tables["limits"].iloc[0]
-    print(f"matmul peak ({lim['precision']}): {lim['median'] / 1e12:.1f} TFLOP/s; "
-          f"MPS daemon running: {bool(lim['mps_running'])}")
+    print(
+        f"matmul peak ({lim['precision']}): {lim['median'] / 1e12:.1f} TFLOP/s; "
+        f"MPS daemon running: {bool(lim['mps_running'])}"
+    )
     if "paper" in tables:
         print("CIFAR-10 paper preset, projected from fused steps (plain + residual per depth):")
         for r in tables["paper"].itertuples():

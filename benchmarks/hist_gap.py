@@ -53,20 +53,37 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402  (after the path, before the package, as the other scripts)
-
 from _machine import run_benchmark  # noqa: E402
+
 from residuals.bench.boosting import (  # noqa: E402
-    DATASETS, QUICK_LOSSES, BoostingBenchConfig, Case, load_split, make_estimator, stage_metrics,
+    DATASETS,
+    QUICK_LOSSES,
+    BoostingBenchConfig,
+    Case,
+    load_split,
+    make_estimator,
+    stage_metrics,
 )
 
 
 @dataclass
 class Config:
-    datasets: tuple[str, ...] = ("diabetes", "breast_cancer", "wine", "digits", "friedman1", "classification")
-    sizes: tuple[int, ...] = (1000, 4000, 16000)  # training rows of the generated datasets (the quick bench's)
+    datasets: tuple[str, ...] = (
+        "diabetes",
+        "breast_cancer",
+        "wine",
+        "digits",
+        "friedman1",
+        "classification",
+    )
+    sizes: tuple[int, ...] = (
+        1000,
+        4000,
+        16000,
+    )  # training rows of the generated datasets (the quick bench's)
     noiseless: bool = True  # add friedman1 with its noiseless target (the label-noise control)
-    splits: int = 5         # data seeds 0 .. splits-1
-    seeds: int = 3          # model seeds 0 .. seeds-1
+    splits: int = 5  # data seeds 0 .. splits-1
+    seeds: int = 3  # model seeds 0 .. seeds-1
     n_estimators: int = 100
     max_depth: int = 3
     device: str = "cpu"
@@ -89,7 +106,12 @@ GAP_GOAL = 0.02  # hist's expected test loss within 2% of exact's
 
 def _friedman1_target(X: np.ndarray) -> np.ndarray:
     """Friedman (1991) #1 without its noise: what ``make_friedman1`` adds noise to."""
-    return (10 * np.sin(np.pi * X[:, 0] * X[:, 1]) + 20 * (X[:, 2] - 0.5) ** 2 + 10 * X[:, 3] + 5 * X[:, 4])
+    return (
+        10 * np.sin(np.pi * X[:, 0] * X[:, 1])
+        + 20 * (X[:, 2] - 0.5) ** 2
+        + 10 * X[:, 3]
+        + 5 * X[:, 4]
+    )
 
 
 def _cases(cfg: Config):
@@ -97,11 +119,13 @@ def _cases(cfg: Config):
     out = []
     for name in cfg.datasets:
         spec = DATASETS[name]
-        for size in (cfg.sizes if spec.sized else [None]):
+        for size in cfg.sizes if spec.sized else [None]:
             for loss in QUICK_LOSSES[spec.task]:
                 out.append((name, name, Case(name, size, spec.task, loss), size, False))
                 if name == "friedman1" and cfg.noiseless:
-                    out.append(("friedman1-noiseless", name, Case(name, size, spec.task, loss), size, True))
+                    out.append(
+                        ("friedman1-noiseless", name, Case(name, size, spec.task, loss), size, True)
+                    )
     return out
 
 
@@ -119,21 +143,37 @@ def measure(cfg: Config) -> dict:
             if case.task != "regression":
                 y_test = np.searchsorted(np.unique(y_train), y_test)
             for seed in range(cfg.seeds):
-                bench = BoostingBenchConfig.quick(seed=seed, n_estimators=cfg.n_estimators,
-                                                  max_depth=cfg.max_depth)
+                bench = BoostingBenchConfig.quick(
+                    seed=seed, n_estimators=cfg.n_estimators, max_depth=cfg.max_depth
+                )
                 exact = make_estimator("ours-exact", case, bench).fit(data.X_train, y_train)
                 hist = make_estimator("ours-hist", case, bench).fit(data.X_train, y_train)
-                row = {"dataset": label, "size": size, "loss": case.loss, "n_test": len(y_test), "split": split,
-                       "seed": seed, "exact": _test_loss(exact, case, data.X_test, y_test),
-                       "hist": _test_loss(hist, case, data.X_test, y_test), "binned_exact": np.nan}
+                row = {
+                    "dataset": label,
+                    "size": size,
+                    "loss": case.loss,
+                    "n_test": len(y_test),
+                    "split": split,
+                    "seed": seed,
+                    "exact": _test_loss(exact, case, data.X_test, y_test),
+                    "hist": _test_loss(hist, case, data.X_test, y_test),
+                    "binned_exact": np.nan,
+                }
                 if seed == 0:
                     mapper = hist._learner.bin_mapper
-                    on_bins = make_estimator("ours-exact", case, bench).fit(_binned(mapper, data.X_train), y_train)
-                    row["binned_exact"] = _test_loss(on_bins, case, _binned(mapper, data.X_test), y_test)
+                    on_bins = make_estimator("ours-exact", case, bench).fit(
+                        _binned(mapper, data.X_train), y_train
+                    )
+                    row["binned_exact"] = _test_loss(
+                        on_bins, case, _binned(mapper, data.X_test), y_test
+                    )
                 rows.append(row)
                 where = label if size is None else f"{label} n={size}"
-                print(f"{where} / {case.loss} split {split} seed {seed}: exact {row['exact']:.5g}  "
-                      f"hist {row['hist']:.5g}", flush=True)
+                print(
+                    f"{where} / {case.loss} split {split} seed {seed}: exact {row['exact']:.5g}  "
+                    f"hist {row['hist']:.5g}",
+                    flush=True,
+                )
     runs = pd.DataFrame(rows)
     return {"results": runs, "summary": summarize(runs)}
 
@@ -154,58 +194,104 @@ def summarize(runs):
     import pandas as pd
 
     out = []
-    for (name, size, loss), g in runs.groupby(["dataset", "size", "loss"], dropna=False, sort=False):
+    for (name, size, loss), g in runs.groupby(
+        ["dataset", "size", "loss"], dropna=False, sort=False
+    ):
         per_split = g.groupby("split")
         mean = per_split[["exact", "hist"]].mean()
         gap = (mean["hist"] - mean["exact"]) / mean["exact"].abs()
         gap_seed0 = (g[g.seed == 0]["hist"].values - g[g.seed == 0]["exact"].values) / np.abs(
-            g[g.seed == 0]["exact"].values)
+            g[g.seed == 0]["exact"].values
+        )
         spread = per_split["exact"].agg(lambda v: (v.max() - v.min()) / abs(v.mean()))
-        gap_of_means = float((mean["hist"].mean() - mean["exact"].mean()) / abs(mean["exact"].mean()))
+        gap_of_means = float(
+            (mean["hist"].mean() - mean["exact"].mean()) / abs(mean["exact"].mean())
+        )
         # its standard error over the splits (the splits are the independent draws)
         gap_se = float(np.std(gap, ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan")
         first = g[g.seed == 0]
-        binned = np.abs(first["binned_exact"].values - first["hist"].values) / np.abs(first["hist"].values)
-        out.append({"dataset": name, "size": size, "loss": loss, "n_test": int(g["n_test"].iloc[0]),
-                    "splits": len(mean), "seeds": int(g["seed"].nunique()),
-                    "exact_mean": float(mean["exact"].mean()), "hist_mean": float(mean["hist"].mean()),
-                    "gap_of_means": gap_of_means, "gap_of_means_se": gap_se,
-                    "verdict": verdict(gap_of_means, gap_se),
-                    "gap_median": float(np.median(gap)), "gap_mean": float(np.mean(gap)),
-                    "gap_min": float(gap.min()), "gap_max": float(gap.max()),
-                    "gap_seed0_median": float(np.median(gap_seed0)),
-                    "exact_seed_spread_median": float(spread.median()), "exact_seed_spread_max": float(spread.max()),
-                    "binned_exact_vs_hist_max": float(binned.max())})
+        binned = np.abs(first["binned_exact"].values - first["hist"].values) / np.abs(
+            first["hist"].values
+        )
+        out.append(
+            {
+                "dataset": name,
+                "size": size,
+                "loss": loss,
+                "n_test": int(g["n_test"].iloc[0]),
+                "splits": len(mean),
+                "seeds": int(g["seed"].nunique()),
+                "exact_mean": float(mean["exact"].mean()),
+                "hist_mean": float(mean["hist"].mean()),
+                "gap_of_means": gap_of_means,
+                "gap_of_means_se": gap_se,
+                "verdict": verdict(gap_of_means, gap_se),
+                "gap_median": float(np.median(gap)),
+                "gap_mean": float(np.mean(gap)),
+                "gap_min": float(gap.min()),
+                "gap_max": float(gap.max()),
+                "gap_seed0_median": float(np.median(gap_seed0)),
+                "exact_seed_spread_median": float(spread.median()),
+                "exact_seed_spread_max": float(spread.max()),
+                "binned_exact_vs_hist_max": float(binned.max()),
+            }
+        )
     return pd.DataFrame(out)
 
 
 def show(tables: dict, info: dict) -> None:
     s = tables["summary"]
     pct = lambda v: f"{100 * v:+.1f}%"  # noqa: E731
-    print(f"\nhist vs exact test loss, {int(s['splits'].max())} splits x {int(s['seeds'].max())} seeds "
-          f"({info['machine']['cpu_model']}):")
-    print("case | test rows | gap of the means ± SE | verdict | gap: median over splits [min, max] | "
-          "exact seed spread: median [max] | binned exact vs hist: max")
+    print(
+        f"\nhist vs exact test loss, {int(s['splits'].max())} splits x {int(s['seeds'].max())} seeds "
+        f"({info['machine']['cpu_model']}):"
+    )
+    print(
+        "case | test rows | gap of the means ± SE | verdict | gap: median over splits [min, max] | "
+        "exact seed spread: median [max] | binned exact vs hist: max"
+    )
     for r in s.itertuples():
-        label = r.dataset if not isinstance(r.size, (int, float)) or np.isnan(r.size) else f"{r.dataset} n={int(r.size)}"
-        print(f"{label} / {r.loss} | {r.n_test} | {pct(r.gap_of_means)} ± {100 * r.gap_of_means_se:.1f}% | "
-              f"{r.verdict} | "
-              f"{pct(r.gap_median)} [{pct(r.gap_min)}, {pct(r.gap_max)}] | "
-              f"{100 * r.exact_seed_spread_median:.1f}% [{100 * r.exact_seed_spread_max:.1f}%] | "
-              f"{100 * r.binned_exact_vs_hist_max:.2f}%")
+        label = (
+            r.dataset
+            if not isinstance(r.size, (int, float)) or np.isnan(r.size)
+            else f"{r.dataset} n={int(r.size)}"
+        )
+        print(
+            f"{label} / {r.loss} | {r.n_test} | {pct(r.gap_of_means)} ± {100 * r.gap_of_means_se:.1f}% | "
+            f"{r.verdict} | "
+            f"{pct(r.gap_median)} [{pct(r.gap_min)}, {pct(r.gap_max)}] | "
+            f"{100 * r.exact_seed_spread_median:.1f}% [{100 * r.exact_seed_spread_max:.1f}%] | "
+            f"{100 * r.binned_exact_vs_hist_max:.2f}%"
+        )
 
 
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     d = Config()
-    p.add_argument("--datasets", default=",".join(d.datasets), help="comma-separated (default: %(default)s)")
-    p.add_argument("--sizes", default=",".join(map(str, d.sizes)),
-                   help="training rows of the generated datasets, comma-separated (default: %(default)s)")
-    p.add_argument("--no-noiseless", dest="noiseless", action="store_false",
-                   help="leave out the friedman1-noiseless control case")
-    p.add_argument("--splits", type=int, default=d.splits, help="train/test splits (default: %(default)s)")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="model seeds per split (default: %(default)s)")
+    p.add_argument(
+        "--datasets", default=",".join(d.datasets), help="comma-separated (default: %(default)s)"
+    )
+    p.add_argument(
+        "--sizes",
+        default=",".join(map(str, d.sizes)),
+        help="training rows of the generated datasets, comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-noiseless",
+        dest="noiseless",
+        action="store_false",
+        help="leave out the friedman1-noiseless control case",
+    )
+    p.add_argument(
+        "--splits", type=int, default=d.splits, help="train/test splits (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=d.seeds, help="model seeds per split (default: %(default)s)"
+    )
     p.add_argument("--n-estimators", type=int, default=d.n_estimators, help="default: %(default)s")
     p.add_argument("--max-depth", type=int, default=d.max_depth, help="default: %(default)s")
     p.add_argument("--out", default=d.out, help="output folder (default: %(default)s)")
@@ -222,8 +308,16 @@ def parse_args(argv=None) -> Config:
         p.error(f"--sizes: expected comma-separated integers, got {a.sizes!r}")
     if not sizes or min(sizes) < 20:
         p.error("--sizes: give at least one size, each >= 20 training rows")
-    return Config(datasets=datasets, sizes=sizes, noiseless=a.noiseless, splits=a.splits, seeds=a.seeds,
-                  n_estimators=a.n_estimators, max_depth=a.max_depth, out=a.out)
+    return Config(
+        datasets=datasets,
+        sizes=sizes,
+        noiseless=a.noiseless,
+        splits=a.splits,
+        seeds=a.seeds,
+        n_estimators=a.n_estimators,
+        max_depth=a.max_depth,
+        out=a.out,
+    )
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import residuals  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,13 +83,20 @@ if TYPE_CHECKING:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import (  # noqa: E402
-    Spread, copy_bandwidth, device_label, format_si, matmul_peak, run_benchmark, spread,
-    synchronize, time_block,
+    Spread,
+    copy_bandwidth,
+    device_label,
+    format_si,
+    matmul_peak,
+    run_benchmark,
+    spread,
+    synchronize,
+    time_block,
 )
 
-IMAGE_SHAPE = (3, 32, 32)   # CIFAR-10: channels, height, width
+IMAGE_SHAPE = (3, 32, 32)  # CIFAR-10: channels, height, width
 NUM_CLASSES = 10
-CROP_PAD = 4                # pixels of zero padding of the random crop (He et al. 2015, Sec. 4.2)
+CROP_PAD = 4  # pixels of zero padding of the random crop (He et al. 2015, Sec. 4.2)
 # CIFAR-10 training-set statistics, as the tutorials hard-code them
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -98,25 +107,25 @@ class ThroughputConfig:
     """What to measure. Steps and repeats are small by default so a CPU run takes minutes."""
 
     models: tuple[str, ...] = ("resnet20", "resnet56")
-    batch_size: int = 128              # images per step (the paper's)
-    steps: int = 10                    # steps per timed round
-    repeats: int = 5                   # timed rounds per loop (after one warm-up round)
+    batch_size: int = 128  # images per step (the paper's)
+    steps: int = 10  # steps per timed round
+    repeats: int = 5  # timed rounds per loop (after one warm-up round)
     workers: tuple[int, ...] = (0, 2)  # DataLoader workers of the reference loop; the first is
     #                                    the baseline of the speedups (the tutorials' default 0)
     device: str = "cpu"
-    threads: int | None = None         # torch CPU threads (None: torch's default, one per core)
-    lr: float = 0.1                    # the paper's SGD settings, same in both loops
+    threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
+    lr: float = 0.1  # the paper's SGD settings, same in both loops
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    ablation: bool = False             # trainer switches on/off
+    ablation: bool = False  # trainer switches on/off
     ablation_models: tuple[str, ...] = ("resnet20", "resnet56")
-    big_model: str | None = None       # e.g. "resnet1202": trains at big_batch? (None: skip)
+    big_model: str | None = None  # e.g. "resnet1202": trains at big_batch? (None: skip)
     big_batch: int = 128
     big_steps: int = 10
-    big_lr: float = 0.01               # He et al. 2015, Sec. 4.2: ResNet-110/1202 start at lr 0.01
-    limit_repeats: int = 5             # repeats of each machine-limit measurement
-    matmul_n: int | None = None        # matmul size of the peak (None: 8192 on GPU, 2048 on CPU)
-    copy_mib: int | None = None        # copied buffer, MiB (None: 1024 on GPU, 256 on CPU)
+    big_lr: float = 0.01  # He et al. 2015, Sec. 4.2: ResNet-110/1202 start at lr 0.01
+    limit_repeats: int = 5  # repeats of each machine-limit measurement
+    matmul_n: int | None = None  # matmul size of the peak (None: 8192 on GPU, 2048 on CPU)
+    copy_mib: int | None = None  # copied buffer, MiB (None: 1024 on GPU, 256 on CPU)
     seed: int = 0
     out: Path = Path("benchmarks/results")
 
@@ -133,7 +142,9 @@ class ThroughputConfig:
 
 
 # ============================================================== cost of a step
-def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> tuple[float, float]:
+def count_flops(
+    model: nn.Module, image_shape: tuple[int, int, int] = IMAGE_SHAPE
+) -> tuple[float, float]:
     """``(forward FLOPs, forward + backward FLOPs)`` per image, from the conv and linear layers.
 
     Analytic, read off the layers with forward hooks while one image goes
@@ -165,8 +176,11 @@ def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = IMAGE_SHAP
         fwd += macs
         bwd += macs * (2 if inputs[0].requires_grad else 1)
 
-    handles = [m.register_forward_hook(hook) for m in net.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in net.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     try:
         net(torch.zeros(1, *image_shape))
     finally:
@@ -175,11 +189,12 @@ def count_flops(model: nn.Module, image_shape: tuple[int, int, int] = IMAGE_SHAP
     return 2.0 * fwd, 2.0 * (fwd + bwd)
 
 
-def count_flops_dispatch(model: nn.Module, image_shape: tuple[int, int, int] = IMAGE_SHAPE
-                         ) -> tuple[float, float]:
+def count_flops_dispatch(
+    model: nn.Module, image_shape: tuple[int, int, int] = IMAGE_SHAPE
+) -> tuple[float, float]:
     """The same as :func:`count_flops`, counted by torch's ``FlopCounterMode`` (slow; a check)."""
     net = copy.deepcopy(model).cpu().float().train()
-    x = torch.zeros(2, *image_shape)           # 2: BN in training mode needs more than one value
+    x = torch.zeros(2, *image_shape)  # 2: BN in training mode needs more than one value
     with FlopCounterMode(display=False) as fwd:
         net(x)
     with FlopCounterMode(display=False) as both:
@@ -204,9 +219,14 @@ class _Traffic(TorchDispatchMode):
         return out
 
 
-def count_traffic(model: nn.Module, batch_size: int, *, device: torch.device | str,
-                  amp_dtype: torch.dtype | None = None,
-                  image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> float:
+def count_traffic(
+    model: nn.Module,
+    batch_size: int,
+    *,
+    device: torch.device | str,
+    amp_dtype: torch.dtype | None = None,
+    image_shape: tuple[int, int, int] = IMAGE_SHAPE,
+) -> float:
     """Bytes moved by one eager training step: an estimate, by this method.
 
     Every ATen op of the step (forward, cross-entropy, backward, SGD update with
@@ -227,7 +247,9 @@ def count_traffic(model: nn.Module, batch_size: int, *, device: torch.device | s
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None
+        ):
             loss = F.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
@@ -249,8 +271,14 @@ class TutorialDataset(torch.utils.data.Dataset):
     loop pays for. ``images``: uint8 ``(N, C, H, W)`` on the CPU; ``labels`` int64 ``(N,)``.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor,
-                 mean=CIFAR_MEAN, std=CIFAR_STD, pad: int = CROP_PAD):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+        pad: int = CROP_PAD,
+    ):
         self.images, self.labels, self.pad = images.cpu(), labels.cpu(), pad
         self.mean = torch.tensor(mean).view(-1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1)
@@ -259,17 +287,17 @@ class TutorialDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = self.images[i]                                   # (C, H, W) uint8
+        img = self.images[i]  # (C, H, W) uint8
         _, h, w = img.shape
         p = self.pad
-        padded = F.pad(img, (p, p, p, p))                      # RandomCrop(padding=4): zeros
+        padded = F.pad(img, (p, p, p, p))  # RandomCrop(padding=4): zeros
         top = int(torch.randint(0, 2 * p + 1, (1,)))
         left = int(torch.randint(0, 2 * p + 1, (1,)))
-        img = padded[:, top:top + h, left:left + w]
-        if torch.rand(1).item() < 0.5:                         # RandomHorizontalFlip
+        img = padded[:, top : top + h, left : left + w]
+        if torch.rand(1).item() < 0.5:  # RandomHorizontalFlip
             img = img.flip(-1)
-        x = img.float().div(255.0)                             # ToTensor
-        x = (x - self.mean) / self.std                         # Normalize
+        x = img.float().div(255.0)  # ToTensor
+        x = (x - self.mean) / self.std  # Normalize
         return x, int(self.labels[i])
 
 
@@ -297,7 +325,9 @@ def _param_snapshot(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _changed(model: nn.Module, before: list[torch.Tensor]) -> bool:
-    return any(not torch.equal(p.detach().cpu(), b.cpu()) for p, b in zip(model.parameters(), before))
+    return any(
+        not torch.equal(p.detach().cpu(), b.cpu()) for p, b in zip(model.parameters(), before)
+    )
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -310,7 +340,7 @@ def _peak(device: torch.device) -> float:
     if device.type == "cuda":
         synchronize(device)
         return float(torch.cuda.max_memory_allocated(device))
-    return math.nan   # no allocator statistics on the CPU
+    return math.nan  # no allocator statistics on the CPU
 
 
 class TutorialLoop:
@@ -322,36 +352,56 @@ class TutorialLoop:
     on a GPU; the ``loss.item()`` of every step synchronises anyway).
     """
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 cfg: ThroughputConfig, *, workers: int = 0, mean=CIFAR_MEAN, std=CIFAR_STD):
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        cfg: ThroughputConfig,
+        *,
+        workers: int = 0,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+    ):
         self.device = torch.device(cfg.device)
         self.workers = workers
         self.loader = torch.utils.data.DataLoader(
-            TutorialDataset(images, labels, mean, std), batch_size=cfg.batch_size, shuffle=True,
-            num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+            TutorialDataset(images, labels, mean, std),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            drop_last=True,
+            persistent_workers=workers > 0,
+        )
         self.model = model.to(self.device)
         self.criterion = nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
         self.before = _param_snapshot(self.model)
         self.losses: list[float] = []
-        self.round_seconds: list[float] = []   # timed rounds only
+        self.round_seconds: list[float] = []  # timed rounds only
 
     @property
     def images_per_round(self) -> int:
         return len(self.loader) * self.loader.batch_size
 
     def _round(self) -> None:
-        model, optimizer, criterion, device = self.model, self.optimizer, self.criterion, self.device
+        model, optimizer, criterion, device = (
+            self.model,
+            self.optimizer,
+            self.criterion,
+            self.device,
+        )
         model.train()
-        for inputs, targets in self.loader:            # the tutorial's loop body, verbatim
+        for inputs, targets in self.loader:  # the tutorial's loop body, verbatim
             inputs, targets = inputs.to(device), targets.to(device)
             optimizer.zero_grad()
             outputs = model(inputs)
             loss = criterion(outputs, targets)
             loss.backward()
             optimizer.step()
-            self.losses.append(loss.item())            # running_loss += loss.item()
+            self.losses.append(loss.item())  # running_loss += loss.item()
 
     def loader_seconds_per_step(self, repeats: int) -> Spread:
         """Seconds per batch of the data pipeline alone: a pass of the DataLoader, no model.
@@ -378,20 +428,30 @@ class TutorialLoop:
         return t.seconds
 
     def result(self, peak_memory_bytes: float = math.nan) -> LoopResult:
-        return LoopResult("reference", list(self.round_seconds), self.images_per_round,
-                          self.losses[0], self.losses[-1], _changed(self.model, self.before),
-                          peak_memory_bytes, workers=self.workers)
+        return LoopResult(
+            "reference",
+            list(self.round_seconds),
+            self.images_per_round,
+            self.losses[0],
+            self.losses[-1],
+            _changed(self.model, self.before),
+            peak_memory_bytes,
+            workers=self.workers,
+        )
 
 
-def reference_loop(model: nn.Module, data, cfg: ThroughputConfig, *, workers: int = 0) -> LoopResult:
+def reference_loop(
+    model: nn.Module, data, cfg: ThroughputConfig, *, workers: int = 0
+) -> LoopResult:
     """The tutorial loop alone: one warm-up round, then ``cfg.repeats`` timed rounds.
 
     On CUDA the peak memory of these rounds is recorded.
     """
     device = torch.device(cfg.device)
     _reset_peak(device)
-    loop = TutorialLoop(model, data.train_x, data.train_y, cfg, workers=workers, mean=data.mean,
-                        std=data.std)
+    loop = TutorialLoop(
+        model, data.train_x, data.train_y, cfg, workers=workers, mean=data.mean, std=data.std
+    )
     loop.warmup()
     for _ in range(cfg.repeats):
         loop.timed_round()
@@ -399,8 +459,9 @@ def reference_loop(model: nn.Module, data, cfg: ThroughputConfig, *, workers: in
 
 
 # ============================================================ the project's trainer
-def synthetic_data(n: int, device: str, seed: int = 0,
-                   image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> "ImageData":
+def synthetic_data(
+    n: int, device: str, seed: int = 0, image_shape: tuple[int, int, int] = IMAGE_SHAPE
+) -> ImageData:
     """``n`` uniform-noise uint8 images with random labels (10 classes), for throughput only.
 
     Default shape CIFAR-10's. ``mean``/``std`` are the CIFAR-10 statistics the
@@ -415,24 +476,41 @@ def synthetic_data(n: int, device: str, seed: int = 0,
     c = image_shape[0]
     mean, std = (CIFAR_MEAN, CIFAR_STD) if c == 3 else ((0.5,) * c, (0.2887,) * c)
     n_test = min(n, 256)
-    return ImageData(name="synthetic", train_x=x.to(device), train_y=y.to(device),
-                     test_x=x[:n_test].to(device), test_y=y[:n_test].to(device),
-                     classes=[str(i) for i in range(NUM_CLASSES)], mean=mean, std=std,
-                     augment="crop-flip")
+    return ImageData(
+        name="synthetic",
+        train_x=x.to(device),
+        train_y=y.to(device),
+        test_x=x[:n_test].to(device),
+        test_y=y[:n_test].to(device),
+        classes=[str(i) for i in range(NUM_CLASSES)],
+        mean=mean,
+        std=std,
+        augment="crop-flip",
+    )
 
 
-def project_config(cfg: ThroughputConfig, **switches) -> "TrainConfig":
+def project_config(cfg: ThroughputConfig, **switches) -> TrainConfig:
     """The trainer's config for a throughput run: its defaults (or ``switches``), our batch
     size and SGD settings, ``1 + cfg.repeats`` epochs (the first is the warm-up), no lr warm-up."""
     from residuals.train import TrainConfig
 
-    return TrainConfig(epochs=1 + cfg.repeats, batch_size=cfg.batch_size, lr=cfg.lr,
-                       momentum=cfg.momentum, weight_decay=cfg.weight_decay, warmup="none",
-                       augment="crop-flip", seed=cfg.seed, device=cfg.device, **switches)
+    return TrainConfig(
+        epochs=1 + cfg.repeats,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        warmup="none",
+        augment="crop-flip",
+        seed=cfg.seed,
+        device=cfg.device,
+        **switches,
+    )
 
 
-def project_loop(model: nn.Module, data, tcfg: "TrainConfig", *,
-                 on_epoch: Callable | None = None) -> LoopResult:
+def project_loop(
+    model: nn.Module, data, tcfg: TrainConfig, *, on_epoch: Callable | None = None
+) -> LoopResult:
     """Time :func:`residuals.train.train` for ``tcfg.epochs`` epochs over ``data``.
 
     The first epoch is the warm-up (cuDNN autotuning; compilation when
@@ -451,14 +529,26 @@ def project_loop(model: nn.Module, data, tcfg: "TrainConfig", *,
     _reset_peak(device)
     result = train(model, data, tcfg, on_epoch=on_epoch)
     history = result.history
-    return LoopResult("project", [rec.seconds for rec in history[1:]], len(data.train_y),
-                      history[0].train_loss, history[-1].train_loss, _changed(model, before),
-                      _peak(device), extra={"warmup_s": history[0].seconds, "diverged": result.diverged,
-                                            "replicas": result.replicas, "amp": result.amp})
+    return LoopResult(
+        "project",
+        [rec.seconds for rec in history[1:]],
+        len(data.train_y),
+        history[0].train_loss,
+        history[-1].train_loss,
+        _changed(model, before),
+        _peak(device),
+        extra={
+            "warmup_s": history[0].seconds,
+            "diverged": result.diverged,
+            "replicas": result.replicas,
+            "amp": result.amp,
+        },
+    )
 
 
-def side_by_side(base: nn.Module, data, cfg: ThroughputConfig, *,
-                 between: Callable[[int], None] | None = None) -> list[LoopResult]:
+def side_by_side(
+    base: nn.Module, data, cfg: ThroughputConfig, *, between: Callable[[int], None] | None = None
+) -> list[LoopResult]:
     """The reference loop(s) and the trainer on copies of ``base``, rounds interleaved.
 
     Epoch ``k`` of the trainer is followed by round ``k`` of each reference loop
@@ -468,8 +558,18 @@ def side_by_side(base: nn.Module, data, cfg: ThroughputConfig, *,
     project's. Peak memory is left out here (the loops share the device); see
     :func:`peak_memory`.
     """
-    refs = [TutorialLoop(copy.deepcopy(base), data.train_x, data.train_y, cfg, workers=w,
-                         mean=data.mean, std=data.std) for w in cfg.workers]
+    refs = [
+        TutorialLoop(
+            copy.deepcopy(base),
+            data.train_x,
+            data.train_y,
+            cfg,
+            workers=w,
+            mean=data.mean,
+            std=data.std,
+        )
+        for w in cfg.workers
+    ]
 
     def after_epoch(record) -> None:
         for loop in refs:
@@ -515,8 +615,9 @@ def project_amp_dtype(cfg: ThroughputConfig, **switches) -> torch.dtype | None:
 
 
 # ================================================================ machine limits
-def machine_limits(device: torch.device, repeats: int = 5, matmul_n: int | None = None,
-                   copy_mib: int | None = None) -> "pd.DataFrame":
+def machine_limits(
+    device: torch.device, repeats: int = 5, matmul_n: int | None = None, copy_mib: int | None = None
+) -> pd.DataFrame:
     """Measured ceilings, median with min-max: matmul FLOP/s per precision, copy bytes/s.
 
     On CUDA: fp32 (TF32 off), tf32 and bf16; on the CPU: fp32 and bf16 (what
@@ -527,8 +628,17 @@ def machine_limits(device: torch.device, repeats: int = 5, matmul_n: int | None 
     rows = []
 
     def add(quantity: str, precision: str, s: Spread, unit: str) -> None:
-        rows.append(dict(quantity=quantity, precision=precision, median=s.median, min=s.min,
-                         max=s.max, repeats=s.n, unit=unit))
+        rows.append(
+            dict(
+                quantity=quantity,
+                precision=precision,
+                median=s.median,
+                min=s.min,
+                max=s.max,
+                repeats=s.n,
+                unit=unit,
+            )
+        )
 
     def peak(precision: str, dtype: torch.dtype) -> None:
         add("matmul", precision, matmul_peak(device, dtype, n=matmul_n, repeats=repeats), "FLOP/s")
@@ -565,10 +675,11 @@ class LimitProbe:
 
     def __call__(self, when: str, repeats: int = 1) -> None:
         cfg = self.cfg
-        self.frames.append(machine_limits(self.device, repeats, cfg.matmul_n, cfg.copy_mib)
-                           .assign(when=when))
+        self.frames.append(
+            machine_limits(self.device, repeats, cfg.matmul_n, cfg.copy_mib).assign(when=when)
+        )
 
-    def table(self) -> "pd.DataFrame":
+    def table(self) -> pd.DataFrame:
         import pandas as pd
 
         return pd.concat(self.frames, ignore_index=True)
@@ -585,22 +696,38 @@ def _compute_precision(device: torch.device, amp_dtype: torch.dtype | None) -> s
 
 
 # ======================================================================= the run
-def _row(model_name: str, res: LoopResult, cfg: ThroughputConfig, flops: tuple[float, float],
-         traffic: float, precision: str) -> dict:
+def _row(
+    model_name: str,
+    res: LoopResult,
+    cfg: ThroughputConfig,
+    flops: tuple[float, float],
+    traffic: float,
+    precision: str,
+) -> dict:
     ips = res.images_per_s
     fwd, train_flops = flops
     return dict(
-        model=model_name, loop=res.loop,
-        workers=res.workers if res.workers is not None else "", batch_size=cfg.batch_size,
-        steps=cfg.steps, repeats=len(res.round_seconds),
-        images_per_s=ips.median, images_per_s_min=ips.min, images_per_s_max=ips.max,
-        forward_macs_per_image=fwd / 2, train_flops_per_image=train_flops,
-        achieved_flops_s=train_flops * ips.median, precision=precision,
-        replicas=res.extra.get("replicas", 1),   # the trainer's CPU data parallelism; 1: one model
-        bytes_per_step=traffic, achieved_bytes_s=traffic / cfg.batch_size * ips.median,
-        data_s_per_step=res.extra.get("loader_s_per_step", math.nan),   # reference: DataLoader alone
+        model=model_name,
+        loop=res.loop,
+        workers=res.workers if res.workers is not None else "",
+        batch_size=cfg.batch_size,
+        steps=cfg.steps,
+        repeats=len(res.round_seconds),
+        images_per_s=ips.median,
+        images_per_s_min=ips.min,
+        images_per_s_max=ips.max,
+        forward_macs_per_image=fwd / 2,
+        train_flops_per_image=train_flops,
+        achieved_flops_s=train_flops * ips.median,
+        precision=precision,
+        replicas=res.extra.get("replicas", 1),  # the trainer's CPU data parallelism; 1: one model
+        bytes_per_step=traffic,
+        achieved_bytes_s=traffic / cfg.batch_size * ips.median,
+        data_s_per_step=res.extra.get("loader_s_per_step", math.nan),  # reference: DataLoader alone
         peak_memory_bytes=res.peak_memory_bytes,
-        first_loss=res.first_loss, last_loss=res.last_loss, params_changed=res.params_changed,
+        first_loss=res.first_loss,
+        last_loss=res.last_loss,
+        params_changed=res.params_changed,
     )
 
 
@@ -611,6 +738,7 @@ def _speedups(rows: list[dict], results: list[LoopResult]) -> None:
     and max of the per-round ratios, round ``k`` of one loop against round ``k``
     of the other, which ran right beside it: robust to load that drifts.
     """
+
     def rates(res: LoopResult) -> list[float]:
         return [res.images_per_round / t for t in res.round_seconds]
 
@@ -621,7 +749,7 @@ def _speedups(rows: list[dict], results: list[LoopResult]) -> None:
         row.update(speedup_paired=s.median, speedup_paired_min=s.min, speedup_paired_max=s.max)
 
 
-def measure_model(name: str, cfg: ThroughputConfig, probe: "LimitProbe | None" = None) -> list[dict]:
+def measure_model(name: str, cfg: ThroughputConfig, probe: LimitProbe | None = None) -> list[dict]:
     """Both loops (the reference once per worker count) on one model, with the speedups.
 
     ``probe``, if given, measures the machine's limits after every round.
@@ -638,19 +766,30 @@ def measure_model(name: str, cfg: ThroughputConfig, probe: "LimitProbe | None" =
     results = side_by_side(base, data, cfg, between=between)
     traffic_fp32 = count_traffic(base, cfg.batch_size, device=device)
     amp = project_amp_dtype(cfg)
-    traffic_amp = traffic_fp32 if amp is None else count_traffic(base, cfg.batch_size, device=device,
-                                                                  amp_dtype=amp)
+    traffic_amp = (
+        traffic_fp32
+        if amp is None
+        else count_traffic(base, cfg.batch_size, device=device, amp_dtype=amp)
+    )
     rows = []
     for res in results:
         ours = res.loop == "project"
         res.peak_memory_bytes = proj_mem if ours else ref_mem
-        rows.append(_row(name, res, cfg, flops, traffic_amp if ours else traffic_fp32,
-                         _compute_precision(device, amp if ours else None)))
+        rows.append(
+            _row(
+                name,
+                res,
+                cfg,
+                flops,
+                traffic_amp if ours else traffic_fp32,
+                _compute_precision(device, amp if ours else None),
+            )
+        )
     _speedups(rows, results)
     return rows
 
 
-def add_limit_fractions(results: "pd.DataFrame", limits: "pd.DataFrame") -> "pd.DataFrame":
+def add_limit_fractions(results: pd.DataFrame, limits: pd.DataFrame) -> pd.DataFrame:
     """Achieved FLOP/s and bytes/s as fractions of the machine's ceilings.
 
     The ceiling is the best the machine showed in any limit measurement of the
@@ -703,7 +842,7 @@ def in_turn(jobs: list[Callable[[Callable], LoopResult]]) -> list[LoopResult]:
         wait(i)
         try:
             results[i] = jobs[i](lambda record: (hand_on(i), wait(i)))
-        except BaseException as e:   # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(e)
         finally:
             hand_on(i, leave=True)
@@ -718,7 +857,7 @@ def in_turn(jobs: list[Callable[[Callable], LoopResult]]) -> list[LoopResult]:
     return results
 
 
-def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
+def ablation(cfg: ThroughputConfig) -> pd.DataFrame:
     """The trainer with its defaults, with each switch flipped, and with the defaults again.
 
     For each of ``cfg.ablation_models``. A switch left at ``None`` by the
@@ -734,8 +873,9 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     two defaults rows differ by the noise alone.
     """
     import pandas as pd
-    from residuals.nets import build_model
+
     from residuals.device import resolve_replicas_amp
+    from residuals.nets import build_model
     from residuals.train import TrainConfig
 
     device = torch.device(cfg.device)
@@ -751,23 +891,27 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
         if switch == "cuda_graph" and value is None:
             value = device.type == "cuda"
         if switch == "replicas":
-            if default_replicas > 1:   # one model on all the threads, against the default's
+            if default_replicas > 1:  # one model on all the threads, against the default's
                 settings.append(("replicas=1", {"replicas": 1}))
                 if resolve_replicas_amp(project_config(cfg, replicas=1))[2] != default_amp:
                     # amp's default follows the threads per replica: the replicas alone
-                    settings.append((f"replicas=1, amp={default_amp}",
-                                     {"replicas": 1, "amp": default_amp}))
+                    settings.append(
+                        (f"replicas=1, amp={default_amp}", {"replicas": 1, "amp": default_amp})
+                    )
             continue
         settings.append((f"{switch}={not value}", {switch: not bool(value)}))
-    settings.append(("defaults (again)", {}))   # the drift of the machine over the ablation
+    settings.append(("defaults (again)", {}))  # the drift of the machine over the ablation
     data = synthetic_data(cfg.steps * cfg.batch_size, cfg.device, cfg.seed)
     frames = []
     for name in cfg.ablation_models:
         torch.manual_seed(cfg.seed)
         base = build_model(name, in_channels=IMAGE_SHAPE[0], num_classes=NUM_CLASSES)
-        jobs = [lambda on_epoch, sw=switches, base=base: project_loop(copy.deepcopy(base), data,
-                                                           project_config(cfg, **sw), on_epoch=on_epoch)
-                for _, switches in settings]
+        jobs = [
+            lambda on_epoch, sw=switches, base=base: project_loop(
+                copy.deepcopy(base), data, project_config(cfg, **sw), on_epoch=on_epoch
+            )
+            for _, switches in settings
+        ]
         # On CUDA the settings run one after another, in this thread: CUDA-graph captures
         # from several live threads failed on an H100, and a dedicated GPU drifts little.
         results = in_turn(jobs) if device.type != "cuda" else [job(None) for job in jobs]
@@ -775,16 +919,26 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
         for (label, _), res in zip(settings, results):
             ips = res.images_per_s
             paired = spread([d / s for s, d in zip(res.round_seconds, results[0].round_seconds)])
-            rows.append(dict(model=name, setting=label, batch_size=cfg.batch_size,
-                             # what the setting resolved to (amp's default follows the threads
-                             # per replica; compile trains one model)
-                             replicas=res.extra["replicas"],
-                             precision="bf16" if res.extra["amp"] else "fp32",
-                             images_per_s=ips.median, images_per_s_min=ips.min,
-                             images_per_s_max=ips.max, vs_defaults_paired=paired.median,
-                             vs_defaults_paired_min=paired.min, vs_defaults_paired_max=paired.max,
-                             warmup_s=res.extra["warmup_s"],
-                             last_loss=res.last_loss, params_changed=res.params_changed))
+            rows.append(
+                dict(
+                    model=name,
+                    setting=label,
+                    batch_size=cfg.batch_size,
+                    # what the setting resolved to (amp's default follows the threads
+                    # per replica; compile trains one model)
+                    replicas=res.extra["replicas"],
+                    precision="bf16" if res.extra["amp"] else "fp32",
+                    images_per_s=ips.median,
+                    images_per_s_min=ips.min,
+                    images_per_s_max=ips.max,
+                    vs_defaults_paired=paired.median,
+                    vs_defaults_paired_min=paired.min,
+                    vs_defaults_paired_max=paired.max,
+                    warmup_s=res.extra["warmup_s"],
+                    last_loss=res.last_loss,
+                    params_changed=res.params_changed,
+                )
+            )
         df = pd.DataFrame(rows)
         defaults_ips = df.loc[df["setting"].str.startswith("defaults"), "images_per_s"].mean()
         df["vs_defaults"] = df["images_per_s"] / defaults_ips
@@ -792,39 +946,63 @@ def ablation(cfg: ThroughputConfig) -> "pd.DataFrame":
     return pd.concat(frames, ignore_index=True)
 
 
-def big_model_check(cfg: ThroughputConfig) -> "pd.DataFrame":
+def big_model_check(cfg: ThroughputConfig) -> pd.DataFrame:
     """Does ``cfg.big_model`` train at ``cfg.big_batch``? Peak memory, loss, images/s."""
     import pandas as pd
+
     from residuals.nets import build_model
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.big_model, in_channels=IMAGE_SHAPE[0], num_classes=NUM_CLASSES)
-    small = dataclasses.replace(cfg, batch_size=cfg.big_batch, steps=cfg.big_steps, repeats=1,
-                                lr=cfg.big_lr)
+    small = dataclasses.replace(
+        cfg, batch_size=cfg.big_batch, steps=cfg.big_steps, repeats=1, lr=cfg.big_lr
+    )
     data = synthetic_data(small.steps * small.batch_size, cfg.device, cfg.seed)
     from residuals.train import TrainError
 
     try:
         res = project_loop(model, data, project_config(small))
-    except TrainError as e:      # out of memory: say so in the table, do not hide it
-        return pd.DataFrame([dict(model=cfg.big_model, batch_size=small.batch_size, steps=small.steps,
-                                  trained=False, error=str(e).splitlines()[0])])
+    except TrainError as e:  # out of memory: say so in the table, do not hide it
+        return pd.DataFrame(
+            [
+                dict(
+                    model=cfg.big_model,
+                    batch_size=small.batch_size,
+                    steps=small.steps,
+                    trained=False,
+                    error=str(e).splitlines()[0],
+                )
+            ]
+        )
     ips = res.images_per_s
-    return pd.DataFrame([dict(
-        model=cfg.big_model, batch_size=small.batch_size, steps=small.steps,
-        trained=bool(res.params_changed and math.isfinite(res.last_loss)), lr=small.lr,
-        first_loss=res.first_loss, last_loss=res.last_loss, peak_memory_bytes=res.peak_memory_bytes,
-        images_per_s=ips.median, parameters=sum(p.numel() for p in model.parameters()),
-        error="")])
+    return pd.DataFrame(
+        [
+            dict(
+                model=cfg.big_model,
+                batch_size=small.batch_size,
+                steps=small.steps,
+                trained=bool(res.params_changed and math.isfinite(res.last_loss)),
+                lr=small.lr,
+                first_loss=res.first_loss,
+                last_loss=res.last_loss,
+                peak_memory_bytes=res.peak_memory_bytes,
+                images_per_s=ips.median,
+                parameters=sum(p.numel() for p in model.parameters()),
+                error="",
+            )
+        ]
+    )
 
 
-def run(cfg: ThroughputConfig) -> dict[str, "pd.DataFrame"]:
+def run(cfg: ThroughputConfig) -> dict[str, pd.DataFrame]:
     """Measure everything ``cfg`` asks for; returns the tables (see :func:`main` for saving)."""
     import pandas as pd
 
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {cfg.device}: no CUDA GPU is visible to torch {torch.__version__}")
+        raise SystemExit(
+            f"--device {cfg.device}: no CUDA GPU is visible to torch {torch.__version__}"
+        )
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     probe = LimitProbe(device, cfg)
@@ -837,7 +1015,11 @@ def run(cfg: ThroughputConfig) -> dict[str, "pd.DataFrame"]:
     if cfg.ablation:
         tables["ablation"] = ablation(cfg)
     limits = probe.table()
-    tables = {"results": add_limit_fractions(pd.DataFrame(rows), limits), "limits": limits, **tables}
+    tables = {
+        "results": add_limit_fractions(pd.DataFrame(rows), limits),
+        "limits": limits,
+        **tables,
+    }
     tables["goals"] = check_goals(tables, device)
     return tables
 
@@ -846,7 +1028,7 @@ def run(cfg: ThroughputConfig) -> dict[str, "pd.DataFrame"]:
 GOALS = (("cuda", "resnet56", 5.0), ("cpu", "resnet56", 1.5))
 
 
-def check_goals(tables: dict, device: torch.device) -> "pd.DataFrame":
+def check_goals(tables: dict, device: torch.device) -> pd.DataFrame:
     """Each goal ``pass`` / ``FAIL`` on this device, ``not measured`` elsewhere.
 
     The speedup is the trainer's median images/s over the tutorial loop's with
@@ -864,15 +1046,30 @@ def check_goals(tables: dict, device: torch.device) -> "pd.DataFrame":
         speedup = float(got["speedup"].iloc[0]) if measured else math.nan
         paired = float(got["speedup_paired"].iloc[0]) if measured else math.nan
         status = ("pass" if speedup >= minimum else "FAIL") if measured else "not measured"
-        rows.append(dict(goal=f"{model} trainer >= {minimum:g}x the tutorial loop on {dev}",
-                         device=dev, model=model, minimum=minimum, speedup=speedup,
-                         speedup_paired=paired, status=status))
+        rows.append(
+            dict(
+                goal=f"{model} trainer >= {minimum:g}x the tutorial loop on {dev}",
+                device=dev,
+                model=model,
+                minimum=minimum,
+                speedup=speedup,
+                speedup_paired=paired,
+                status=status,
+            )
+        )
     big = tables.get("big_model")
     if big is not None and device.type == "cuda":
         r = big.iloc[0]
-        rows.append(dict(goal=f"{r['model']} trains at batch {r['batch_size']} on cuda", device="cuda",
-                         model=r["model"], minimum=math.nan, speedup=math.nan,
-                         status="pass" if r["trained"] else "FAIL"))
+        rows.append(
+            dict(
+                goal=f"{r['model']} trains at batch {r['batch_size']} on cuda",
+                device="cuda",
+                model=r["model"],
+                minimum=math.nan,
+                speedup=math.nan,
+                status="pass" if r["trained"] else "FAIL",
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -881,66 +1078,116 @@ def print_tables(tables: dict, info: dict) -> None:
     print(f"\nnets throughput -- {info['date']} -- {device_label(info)}")
     lim = tables["limits"].groupby(["quantity", "precision", "unit"], sort=False)
     for (quantity, precision, unit), g in lim:
-        print(f"  limit: {quantity} {precision}: median {format_si(g['median'].median())}{unit}, "
-              f"best {format_si(g['max'].max())}{unit} ({len(g)} measurements, start to end)")
-    print(f"\n{'model':<11}{'loop':<10}{'wrk':>4}{'images/s [min-max]':>26}{'x ref':>7}{'paired':>7}"
-          f"{'FLOP/s':>9}{'%peak':>7}{'B/s':>9}{'%copy':>7}{'peak mem':>10}{'data ms/step':>13}")
+        print(
+            f"  limit: {quantity} {precision}: median {format_si(g['median'].median())}{unit}, "
+            f"best {format_si(g['max'].max())}{unit} ({len(g)} measurements, start to end)"
+        )
+    print(
+        f"\n{'model':<11}{'loop':<10}{'wrk':>4}{'images/s [min-max]':>26}{'x ref':>7}{'paired':>7}"
+        f"{'FLOP/s':>9}{'%peak':>7}{'B/s':>9}{'%copy':>7}{'peak mem':>10}{'data ms/step':>13}"
+    )
     for r in tables["results"].itertuples():
-        mem = format_si(r.peak_memory_bytes) + ("B" if r.peak_memory_bytes == r.peak_memory_bytes else "")
+        mem = format_si(r.peak_memory_bytes) + (
+            "B" if r.peak_memory_bytes == r.peak_memory_bytes else ""
+        )
         ips = f"{r.images_per_s:.1f} [{r.images_per_s_min:.1f}-{r.images_per_s_max:.1f}]"
-        print(f"{r.model:<11}{r.loop:<10}{str(r.workers):>4}{ips:>26}{r.speedup:>7.2f}"
-              f"{r.speedup_paired:>7.2f}"
-              f"{format_si(r.achieved_flops_s):>9}{100 * r.flops_fraction:>6.1f}%"
-              f"{format_si(r.achieved_bytes_s):>9}{100 * r.bytes_fraction:>6.1f}%{mem:>10}"
-              f"{(f'{1e3 * r.data_s_per_step:.1f}' if r.data_s_per_step == r.data_s_per_step else ''):>13}")
+        print(
+            f"{r.model:<11}{r.loop:<10}{str(r.workers):>4}{ips:>26}{r.speedup:>7.2f}"
+            f"{r.speedup_paired:>7.2f}"
+            f"{format_si(r.achieved_flops_s):>9}{100 * r.flops_fraction:>6.1f}%"
+            f"{format_si(r.achieved_bytes_s):>9}{100 * r.bytes_fraction:>6.1f}%{mem:>10}"
+            f"{(f'{1e3 * r.data_s_per_step:.1f}' if r.data_s_per_step == r.data_s_per_step else ''):>13}"
+        )
     if "big_model" in tables:
         for r in tables["big_model"].itertuples():
             if r.error:
                 print(f"\n{r.model} at batch {r.batch_size}: did NOT train: {r.error}")
             else:
-                print(f"\n{r.model} at batch {r.batch_size}, lr {r.lr:g}: trained={r.trained}, loss "
-                      f"{r.first_loss:.3f} -> {r.last_loss:.3f}, peak memory {format_si(r.peak_memory_bytes)}B, "
-                      f"{r.images_per_s:.1f} images/s")
+                print(
+                    f"\n{r.model} at batch {r.batch_size}, lr {r.lr:g}: trained={r.trained}, loss "
+                    f"{r.first_loss:.3f} -> {r.last_loss:.3f}, peak memory {format_si(r.peak_memory_bytes)}B, "
+                    f"{r.images_per_s:.1f} images/s"
+                )
     print()
     for r in tables["goals"].itertuples():
-        got = (f" (measured {r.speedup:.2f}x; paired rounds {r.speedup_paired:.2f}x)"
-               if r.speedup == r.speedup else "")
+        got = (
+            f" (measured {r.speedup:.2f}x; paired rounds {r.speedup_paired:.2f}x)"
+            if r.speedup == r.speedup
+            else ""
+        )
         print(f"goal: {r.goal}: {r.status}{got}")
     if "ablation" in tables:
         print("\nablation (the project's trainer):")
         for r in tables["ablation"].itertuples():
-            print(f"  {r.model} {r.setting:<24} {r.precision} x{r.replicas} {r.images_per_s:8.1f} images/s "
-                  f"[{r.images_per_s_min:.1f}-{r.images_per_s_max:.1f}]  x{r.vs_defaults:.2f}"
-                  f"  paired x{r.vs_defaults_paired:.2f} [{r.vs_defaults_paired_min:.2f}-"
-                  f"{r.vs_defaults_paired_max:.2f}]  (warm-up epoch {r.warmup_s:.1f} s)")
+            print(
+                f"  {r.model} {r.setting:<24} {r.precision} x{r.replicas} {r.images_per_s:8.1f} images/s "
+                f"[{r.images_per_s_min:.1f}-{r.images_per_s_max:.1f}]  x{r.vs_defaults:.2f}"
+                f"  paired x{r.vs_defaults_paired:.2f} [{r.vs_defaults_paired_min:.2f}-"
+                f"{r.vs_defaults_paired_max:.2f}]  (warm-up epoch {r.warmup_s:.1f} s)"
+            )
 
 
 def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     d = ThroughputConfig()
-    p.add_argument("--models", nargs="+", default=list(d.models), help="model names (default: %(default)s)")
+    p.add_argument(
+        "--models", nargs="+", default=list(d.models), help="model names (default: %(default)s)"
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--steps", type=int, default=d.steps, help="steps per timed round")
     p.add_argument("--repeats", type=int, default=d.repeats, help="timed rounds per loop")
-    p.add_argument("--workers", type=int, nargs="+", default=list(d.workers),
-                   help="DataLoader workers of the reference loop, one measurement each")
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=list(d.workers),
+        help="DataLoader workers of the reference loop, one measurement each",
+    )
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:<i>")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch CPU threads for every loop (default: torch's, one per core)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch CPU threads for every loop (default: torch's, one per core)",
+    )
     p.add_argument("--ablation", action="store_true", help="also time each trainer switch on/off")
-    p.add_argument("--ablation-models", nargs="+", default=list(d.ablation_models),
-                   help="models of the ablation (default: %(default)s)")
-    p.add_argument("--big-model", default=None,
-                   help="check that this model trains at --big-batch (default on CUDA: resnet1202)")
+    p.add_argument(
+        "--ablation-models",
+        nargs="+",
+        default=list(d.ablation_models),
+        help="models of the ablation (default: %(default)s)",
+    )
+    p.add_argument(
+        "--big-model",
+        default=None,
+        help="check that this model trains at --big-batch (default on CUDA: resnet1202)",
+    )
     p.add_argument("--no-big-model", action="store_true", help="skip that check")
     p.add_argument("--big-batch", type=int, default=d.big_batch)
-    p.add_argument("--big-steps", type=int, default=d.big_steps, help="steps per epoch of that check (2 epochs)")
-    p.add_argument("--big-lr", type=float, default=d.big_lr, help="learning rate of that check (the paper's warm-up lr)")
-    p.add_argument("--limit-repeats", type=int, default=d.limit_repeats,
-                   help="repeats of each machine-limit measurement")
+    p.add_argument(
+        "--big-steps",
+        type=int,
+        default=d.big_steps,
+        help="steps per epoch of that check (2 epochs)",
+    )
+    p.add_argument(
+        "--big-lr",
+        type=float,
+        default=d.big_lr,
+        help="learning rate of that check (the paper's warm-up lr)",
+    )
+    p.add_argument(
+        "--limit-repeats",
+        type=int,
+        default=d.limit_repeats,
+        help="repeats of each machine-limit measurement",
+    )
     p.add_argument("--matmul-n", type=int, default=None, help="matmul size of the FLOP/s peak")
-    p.add_argument("--copy-mib", type=int, default=None, help="buffer size of the copy bandwidth, MiB")
+    p.add_argument(
+        "--copy-mib", type=int, default=None, help="buffer size of the copy bandwidth, MiB"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", type=Path, default=d.out, help="results folder (default: %(default)s)")
     a = p.parse_args(argv)
@@ -949,15 +1196,29 @@ def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
         big = "resnet1202"
     if a.no_big_model:
         big = None
-    return ThroughputConfig(models=tuple(a.models), batch_size=a.batch_size, steps=a.steps,
-                            repeats=a.repeats, workers=tuple(a.workers), device=a.device,
-                            threads=a.threads,
-                            ablation=a.ablation, ablation_models=tuple(a.ablation_models), big_model=big,
-                            big_batch=a.big_batch, big_steps=a.big_steps, big_lr=a.big_lr, limit_repeats=a.limit_repeats,
-                            matmul_n=a.matmul_n, copy_mib=a.copy_mib, seed=a.seed, out=a.out)
+    return ThroughputConfig(
+        models=tuple(a.models),
+        batch_size=a.batch_size,
+        steps=a.steps,
+        repeats=a.repeats,
+        workers=tuple(a.workers),
+        device=a.device,
+        threads=a.threads,
+        ablation=a.ablation,
+        ablation_models=tuple(a.ablation_models),
+        big_model=big,
+        big_batch=a.big_batch,
+        big_steps=a.big_steps,
+        big_lr=a.big_lr,
+        limit_repeats=a.limit_repeats,
+        matmul_n=a.matmul_n,
+        copy_mib=a.copy_mib,
+        seed=a.seed,
+        out=a.out,
+    )
 
 
-def main(argv: list[str] | None = None) -> dict[str, "pd.DataFrame"]:
+def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Parse arguments, measure, print, save; returns the tables."""
     return run_benchmark("nets_throughput", parse_args(argv), run, print_tables)
 

@@ -65,8 +65,7 @@ def compare(runs: Path, reference: Path | None) -> pd.DataFrame:
         ours(runs), columns=["recipe", "measure", "ours", "status", "run", "device"]
     )
     table["article"] = [
-        ARTICLE_FIGURES.get(r, {}).get(m)
-        for r, m in zip(table["recipe"], table["measure"])
+        ARTICLE_FIGURES.get(r, {}).get(m) for r, m in zip(table["recipe"], table["measure"])
     ]
     table["reference"] = None
     if reference is not None and reference.is_file():
@@ -74,9 +73,7 @@ def compare(runs: Path, reference: Path | None) -> pd.DataFrame:
         examples = ref["examples"].sum()
         d2l = examples / ref["step_seconds"].sum()
         wall = examples / ref["wall_seconds"].sum()
-        mask = (table["recipe"] == "d2l-resnet18") & (
-            table["measure"] == "images_per_s"
-        )
+        mask = (table["recipe"] == "d2l-resnet18") & (table["measure"] == "images_per_s")
         table.loc[mask, "reference"] = d2l
         table = pd.concat(
             [

@@ -14,9 +14,8 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-from residuals.core import StageStep, Stagewise  # noqa: E402
-
 # the benches register their report renderers (by module path: nothing heavy is imported)
 import residuals.bench  # noqa: E402,F401
+from residuals.core import StageStep, Stagewise  # noqa: E402
 
 __all__ = ["StageStep", "Stagewise", "__version__"]

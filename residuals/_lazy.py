@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["lazy_exports"]
 
@@ -24,8 +25,11 @@ def _type_checking_imports(source: str) -> dict[str, tuple[str, str]]:
     """``{exported name: (module, name in it)}`` of the ``if TYPE_CHECKING:`` imports."""
     exports: dict[str, tuple[str, str]] = {}
     for node in ast.parse(source).body:
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) \
-                and node.test.id == "TYPE_CHECKING":
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+        ):
             for stmt in node.body:
                 if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
                     for alias in stmt.names:
@@ -33,8 +37,9 @@ def _type_checking_imports(source: str) -> dict[str, tuple[str, str]]:
     return exports
 
 
-def lazy_exports(package: str, init_file: str) -> tuple[Callable[[str], Any],
-                                                         Callable[[], list[str]], list[str]]:
+def lazy_exports(
+    package: str, init_file: str
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """``(__getattr__, __dir__, __all__)`` for the package ``package`` whose ``__init__.py`` is
     ``init_file``."""
     exports = _type_checking_imports(Path(init_file).read_text(encoding="utf-8"))
@@ -50,7 +55,7 @@ def lazy_exports(package: str, init_file: str) -> tuple[Callable[[str], Any],
                 raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
         module, attr = exports[name]
         value = getattr(importlib.import_module(module), attr)
-        namespace[name] = value   # later lookups do not come back here
+        namespace[name] = value  # later lookups do not come back here
         return value
 
     def __dir__() -> list[str]:

@@ -34,8 +34,11 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, lazy_subcommands={"train": "residuals.bench.train_cli:train"},
-             context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands={"train": "residuals.bench.train_cli:train"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="residuals")
 def main():
     """Fit the residual: gradient boosting and residual networks, side by side."""

@@ -9,13 +9,22 @@ stays instant.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-__all__ = ["DEVICES", "REPORTS_ENV", "device_option", "jobs_option", "lr_option", "out_option",
-           "reports_root_option", "seed_option"]
+__all__ = [
+    "DEVICES",
+    "REPORTS_ENV",
+    "device_option",
+    "jobs_option",
+    "lr_option",
+    "out_option",
+    "reports_root_option",
+    "seed_option",
+]
 
 DEVICES = ("auto", "cpu", "cuda")  # residuals.device.DEVICES; kept here so --help needs no torch
 REPORTS_ENV = "RESIDUALS_REPORTS"  # the reports folder, for `bench --out` and `report --root`
@@ -25,34 +34,51 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 def device_option(help: str) -> Decorator:
     """``--device auto|cpu|cuda``, default ``auto`` (CUDA when available)."""
-    return click.option("--device", type=click.Choice(DEVICES), default="auto",
-                        show_default=True, help=help)
+    return click.option(
+        "--device", type=click.Choice(DEVICES), default="auto", show_default=True, help=help
+    )
 
 
 def out_option(help: str = "Folder in which the new run folder is created.") -> Decorator:
     """``--out DIR``: where run folders go; ``$RESIDUALS_REPORTS``, else ``reports``."""
-    return click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-                        default=Path("reports"), envvar=REPORTS_ENV, show_default=True,
-                        show_envvar=True, help=help)
+    return click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("reports"),
+        envvar=REPORTS_ENV,
+        show_default=True,
+        show_envvar=True,
+        help=help,
+    )
 
 
 def reports_root_option(help: str = "Reports folder that holds the run folders.") -> Decorator:
     """``--root DIR`` of the report commands: the same folder as the benches' ``--out``."""
-    return click.option("--root", type=click.Path(file_okay=False, path_type=Path),
-                        default=Path("reports"), envvar=REPORTS_ENV, show_default=True,
-                        show_envvar=True, help=help)
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("reports"),
+        envvar=REPORTS_ENV,
+        show_default=True,
+        show_envvar=True,
+        help=help,
+    )
 
 
 def seed_option(help: str, default: int | None = 0) -> Decorator:
     """``--seed N`` (an integer >= 0)."""
-    return click.option("--seed", type=click.IntRange(min=0), default=default,
-                        show_default=default is not None, help=help)
+    return click.option(
+        "--seed",
+        type=click.IntRange(min=0),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def jobs_option(help: str) -> Decorator:
     """``--jobs N``: how many things run at once (an integer >= 1; default: the command's)."""
-    return click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
-                        help=help)
+    return click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N", help=help)
 
 
 def lr_option(help: str, default: float | None = None, *, max: float | None = None) -> Decorator:
@@ -69,9 +95,16 @@ def lr_option(help: str, default: float | None = None, *, max: float | None = No
                 kwargs["lr"] = learning_rate
             return f(*args, **kwargs)
 
-        command = click.option("--learning-rate", "learning_rate", type=kind, default=None,
-                               hidden=True, help="Old name of --lr.")(command)
-        return click.option("--lr", type=kind, default=default, show_default=default is not None,
-                            help=help)(command)
+        command = click.option(
+            "--learning-rate",
+            "learning_rate",
+            type=kind,
+            default=None,
+            hidden=True,
+            help="Old name of --lr.",
+        )(command)
+        return click.option(
+            "--lr", type=kind, default=default, show_default=default is not None, help=help
+        )(command)
 
     return decorate

@@ -34,8 +34,9 @@ States may be numpy arrays or torch tensors; this module never imports torch.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -125,8 +126,10 @@ class Stagewise(abc.ABC):
 
         Needed only to score lesions (:meth:`lesion_predictions`).
         """
-        raise NotImplementedError(f"{type(self).__name__} does not define _predict_state, so its "
-                                  "lesions can be computed (lesioned_states) but not scored")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define _predict_state, so its "
+            "lesions can be computed (lesioned_states) but not scored"
+        )
 
     # ------------------------------------------------------------------ derived
     def drop_set(self, drop: Drop) -> frozenset[int]:
@@ -206,8 +209,11 @@ class Stagewise(abc.ABC):
             first = min(dropped, default=n)
             state = before[first]
             for m in range(first, n):
-                state = (self._drop_step(m, state, P) if m in dropped
-                         else self._stage_step(m, state, P).state)
+                state = (
+                    self._drop_step(m, state, P)
+                    if m in dropped
+                    else self._stage_step(m, state, P).state
+                )
             yield _copy(state) if first == n else state
 
     def lesion_predictions(self, X: Any, drops: Iterable[Drop]) -> Iterator[Any]:
@@ -250,6 +256,12 @@ def contribution_table(model: Stagewise, X: Any):
         step = model._stage_step(m, state, P)
         state = step.state
         c, b = _fro_norm(step.correction), _fro_norm(step.base)
-        rows.append({"stage": m, "correction_norm": c, "base_norm": b,
-                     "ratio": c / b if b > 0 else float("inf")})
+        rows.append(
+            {
+                "stage": m,
+                "correction_norm": c,
+                "base_norm": b,
+                "ratio": c / b if b > 0 else float("inf"),
+            }
+        )
     return pd.DataFrame(rows, columns=["stage", "correction_norm", "base_norm", "ratio"])

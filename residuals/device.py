@@ -62,17 +62,21 @@ def resolve_device(device: str | torch.device) -> str:
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise DeviceError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or "
-                          "'cuda:<index>'") from e
+        raise DeviceError(
+            f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:<index>'"
+        ) from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(
                 f"device {name!r} was asked for but no CUDA GPU is available (torch "
                 f"{torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu or "
-                "--device auto (device='cpu' or 'auto' in Python)")
+                "--device auto (device='cpu' or 'auto' in Python)"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} does not exist: {torch.cuda.device_count()} "
-                              "CUDA device(s) are visible")
+            raise DeviceError(
+                f"device {name!r} does not exist: {torch.cuda.device_count()} "
+                "CUDA device(s) are visible"
+            )
     elif dev.type != "cpu":
         raise DeviceError(f"device {name!r} is not supported: use 'auto', 'cpu' or 'cuda[:i]'")
     return name
@@ -92,7 +96,7 @@ def is_cuda(device: str | torch.device) -> bool:
     return torch.device(device).type == "cuda"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16).
 
@@ -130,8 +134,14 @@ def resolve_amp(amp: bool | None, device: str, threads: int | None = None) -> bo
     return kind == "cpu" and cpu_has_native_bf16() and threads == 1
 
 
-def resolve_replicas(replicas: int | None, device: str, batch_size: int, *, compile: bool = False,
-                     threads: int | None = None) -> tuple[int, int]:
+def resolve_replicas(
+    replicas: int | None,
+    device: str,
+    batch_size: int,
+    *,
+    compile: bool = False,
+    threads: int | None = None,
+) -> tuple[int, int]:
     """``(replicas, torch threads per replica)`` for training on ``device`` at ``batch_size``.
 
     ``replicas`` if given. By default (None), on the CPU, one per torch thread
@@ -166,8 +176,9 @@ def resolve_replicas_amp(cfg: _Recipe, *, threads: int | None = None) -> tuple[i
     """``(replicas, torch threads per replica, amp)`` that the trainer picks for ``cfg`` (its
     device resolved) with ``threads`` torch threads (default: this process's): the precision's
     default follows the threads per replica."""
-    replicas, threads_each = resolve_replicas(cfg.replicas, cfg.device, cfg.batch_size,
-                                              compile=cfg.compile, threads=threads)
+    replicas, threads_each = resolve_replicas(
+        cfg.replicas, cfg.device, cfg.batch_size, compile=cfg.compile, threads=threads
+    )
     return replicas, threads_each, resolve_amp(cfg.amp, cfg.device, threads_each)
 
 

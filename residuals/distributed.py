@@ -248,7 +248,7 @@ def _reraise(f: _Failure) -> None:
 def _failure(e: BaseException) -> _Failure:
     try:
         data = pickle.dumps(e)
-        pickle.loads(data)   # an exception that pickles but cannot be rebuilt fails here
+        pickle.loads(data)  # an exception that pickles but cannot be rebuilt fails here
         blob: bytes | None = data
     except Exception:  # noqa: BLE001 - an exception that does not pickle: its message
         blob = None
@@ -379,8 +379,11 @@ class DataParallel:
         # buffers: DDP copies rank 0's at construction (wanted), and by default before every
         # forward too (not wanted: per-rank BatchNorm statistics are averaged after each step)
         params = inspect.signature(DDP).parameters
-        off = {"forward_sync_buffers" if "forward_sync_buffers" in params  # torch >= 2.13
-               else "broadcast_buffers": False}
+        off = {
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in params  # torch >= 2.13
+            else "broadcast_buffers": False
+        }
         self.ddp = DDP(model, device_ids=[dev] if self.cuda else None, **off)
         self._params = list(model.parameters())
         self._float_buffers = [b for b in model.buffers() if b.is_floating_point()]

@@ -77,11 +77,19 @@ class Replicas:
         self.threads_each = threads_each
         self.models = [model] + [copy.deepcopy(model) for _ in range(n - 1)]
         self._params = [list(m.parameters()) for m in self.models]
-        self._float_buffers = [[b for b in m.buffers() if b.is_floating_point()] for m in self.models]
-        self._other_buffers = [[b for b in m.buffers() if not b.is_floating_point()] for m in self.models]
+        self._float_buffers = [
+            [b for b in m.buffers() if b.is_floating_point()] for m in self.models
+        ]
+        self._other_buffers = [
+            [b for b in m.buffers() if not b.is_floating_point()] for m in self.models
+        ]
         self._weights: list[float] = [1.0]  # shard weights of the last step
-        self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="residuals-replica",
-                                        initializer=torch.set_num_threads, initargs=(threads_each,))
+        self._pool = ThreadPoolExecutor(
+            n - 1,
+            thread_name_prefix="residuals-replica",
+            initializer=torch.set_num_threads,
+            initargs=(threads_each,),
+        )
         for params in self._params[1:]:  # the copies' gradients are set afresh every step
             for p in params:
                 p.grad = None
@@ -108,8 +116,12 @@ class Replicas:
             torch.set_num_threads(before)
 
     # ----------------------------------------------------------------- the step
-    def forward_backward(self, fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], T],
-                         x: torch.Tensor, y: torch.Tensor) -> list[tuple[T, int]]:
+    def forward_backward(
+        self,
+        fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], T],
+        x: torch.Tensor,
+        y: torch.Tensor,
+    ) -> list[tuple[T, int]]:
         """Steps 1-2: ``fn(replica, x_k, y_k, n_k / n)`` on each shard, each replica in its own
         thread; ``fn`` must backpropagate ``(n_k / n) * (mean loss of the shard)``. Returns
         ``[(fn's result, n_k), ...]`` in shard order, with the summed gradients in the model.
@@ -126,8 +138,10 @@ class Replicas:
                 model.train(training)
             for p in params:
                 p.grad = None
-        futures = [self._pool.submit(fn, self.models[i], xs[i], ys[i], self._weights[i])
-                   for i in range(1, k)]
+        futures = [
+            self._pool.submit(fn, self.models[i], xs[i], ys[i], self._weights[i])
+            for i in range(1, k)
+        ]
         outcomes: list[tuple[bool, object]] = []
         try:
             outcomes.append((True, fn(self.models[0], xs[0], ys[0], self._weights[0])))
@@ -170,8 +184,10 @@ class Replicas:
     def broadcast(self) -> None:
         """Copy the model's parameters and buffers to every replica."""
         for i in range(1, self.n):
-            for src, dst in ((self._params[0], self._params[i]),
-                             (self._float_buffers[0], self._float_buffers[i]),
-                             (self._other_buffers[0], self._other_buffers[i])):
+            for src, dst in (
+                (self._params[0], self._params[i]),
+                (self._float_buffers[0], self._float_buffers[i]),
+                (self._other_buffers[0], self._other_buffers[i]),
+            ):
                 if src:
                     torch._foreach_copy_(dst, src)

@@ -28,16 +28,44 @@ def results_frame(lr: float = 0.1, seeds=(0, 1), epochs: int = 6) -> pd.DataFram
                 floor = 0.05 + (0.15 if (net == "plain" and depth == 8) else 0.0)
                 for epoch in range(1, epochs + 1):
                     for split, gap in (("train", 0.0), ("test", 0.03)):
-                        err = floor + gap + 0.5 * np.exp(-epoch * lr * 4) + 0.005 * rng.standard_normal()
-                        rows.append(dict(seed=seed, depth=depth, net=net, split=split, epoch=epoch,
-                                         error=round(float(err), 6)))
+                        err = (
+                            floor
+                            + gap
+                            + 0.5 * np.exp(-epoch * lr * 4)
+                            + 0.005 * rng.standard_normal()
+                        )
+                        rows.append(
+                            dict(
+                                seed=seed,
+                                depth=depth,
+                                net=net,
+                                split=split,
+                                epoch=epoch,
+                                error=round(float(err), 6),
+                            )
+                        )
     return pd.DataFrame(rows)
 
 
-def make_run(root, *, lr: float = 0.1, name: str | None = None, started_at: str | None = None,
-             status: str = "complete", device: str = "cpu", results: bool = True) -> RunDir:
-    run = RunDir.create(root, BENCH, "toy", {"lr": lr, "epochs": 6, "model": {"widths": [16, 32]}},
-                        command=f"residuals bench fake --lr {lr}", device=device, name=name)
+def make_run(
+    root,
+    *,
+    lr: float = 0.1,
+    name: str | None = None,
+    started_at: str | None = None,
+    status: str = "complete",
+    device: str = "cpu",
+    results: bool = True,
+) -> RunDir:
+    run = RunDir.create(
+        root,
+        BENCH,
+        "toy",
+        {"lr": lr, "epochs": 6, "model": {"widths": [16, 32]}},
+        command=f"residuals bench fake --lr {lr}",
+        device=device,
+        name=name,
+    )
     if results:
         run.write_table(results_frame(lr))
     if status != "running":
@@ -66,24 +94,52 @@ def render(run: RunDir) -> ReportContent:
     fig, axes = plt.subplots(1, 2, figsize=style.FIGSIZE, sharey=True)
     for ax, (depth, d) in zip(axes, curves.groupby("depth")):
         for (net, split), s in d.groupby(["net", "split"]):
-            ax.plot(s.epoch, s.error, color=style.color(net), linestyle=style.linestyle(split),
-                    label=f"{net} {split}")
+            ax.plot(
+                s.epoch,
+                s.error,
+                color=style.color(net),
+                linestyle=style.linestyle(split),
+                label=f"{net} {split}",
+            )
         ax.set(title=f"depth {depth}", xlabel="epoch", ylabel="error (fraction misclassified)")
         ax.legend()
     fig.suptitle("Training and test error")
     final = final_table(df)
     test = final[final.split == "test"].set_index(["depth", "net"])["error_mean"]
-    degraded = bool(test[(8, "plain")] > test[(2, "plain")] and test[(8, "residual")] <= test[(8, "plain")])
-    headline = ("Degradation reproduced: plain 8 is worse than plain 2, residual 8 is not"
-                if degraded else "Degradation not reproduced")
+    degraded = bool(
+        test[(8, "plain")] > test[(2, "plain")] and test[(8, "residual")] <= test[(8, "plain")]
+    )
+    headline = (
+        "Degradation reproduced: plain 8 is worse than plain 2, residual 8 is not"
+        if degraded
+        else "Degradation not reproduced"
+    )
     return ReportContent(
-        headline=headline, verdict=degraded, summary=headline,
+        headline=headline,
+        verdict=degraded,
+        summary=headline,
         intro="A toy bench for tests. Deeper `plain` nets train worse; `residual` ones do not.",
-        figures=[Figure("curves", "Error during training", fig, curves,
-                        caption="Dashed: train, solid: test.",
-                        overlay=Overlay(x="epoch", y="error", hue="net", style="split", facet="depth",
-                                        xlabel="epoch", ylabel="error (fraction)"))],
-        tables=[Table("final", "Final error (mean \u00b1 std over seeds)", final, caption="Last epoch.")],
+        figures=[
+            Figure(
+                "curves",
+                "Error during training",
+                fig,
+                curves,
+                caption="Dashed: train, solid: test.",
+                overlay=Overlay(
+                    x="epoch",
+                    y="error",
+                    hue="net",
+                    style="split",
+                    facet="depth",
+                    xlabel="epoch",
+                    ylabel="error (fraction)",
+                ),
+            )
+        ],
+        tables=[
+            Table("final", "Final error (mean \u00b1 std over seeds)", final, caption="Last epoch.")
+        ],
     )
 
 

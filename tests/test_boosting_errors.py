@@ -68,9 +68,15 @@ def test_one_dimensional_X(cls, y):
         fitted.predict(X[0])
 
 
-@pytest.mark.parametrize("cls,bad", [(BoostingRegressor, "log_loss"), (BoostingRegressor, "lad"),
-                                     (BoostingClassifier, "squared_error"),
-                                     (BoostingClassifier, "deviance")])
+@pytest.mark.parametrize(
+    "cls,bad",
+    [
+        (BoostingRegressor, "log_loss"),
+        (BoostingRegressor, "lad"),
+        (BoostingClassifier, "squared_error"),
+        (BoostingClassifier, "deviance"),
+    ],
+)
 def test_unknown_loss(cls, bad):
     y = Y_CLF if cls is BoostingClassifier else Y_REG
     with pytest.raises(InvalidParameterError) as info:
@@ -78,40 +84,58 @@ def test_unknown_loss(cls, bad):
     msg = str(info.value)
     assert f"The 'loss' parameter of {cls.__name__} must be a str among" in msg
     assert f"Got {bad!r} instead." in msg
-    valid = ("'absolute_error', 'huber', 'quantile', 'squared_error'"
-             if cls is BoostingRegressor else "'exponential', 'log_loss'")
+    valid = (
+        "'absolute_error', 'huber', 'quantile', 'squared_error'"
+        if cls is BoostingRegressor
+        else "'exponential', 'log_loss'"
+    )
     assert valid in msg
 
 
-@pytest.mark.parametrize("param,value,expect", [
-    ("learning_rate", -1, "must be a float in the range [0.0, inf). Got -1 instead."),
-    ("n_estimators", 0, "must be an int in the range [1, inf). Got 0 instead."),
-    ("n_estimators", 2.5, "must be an int in the range [1, inf). Got 2.5 instead."),
-    ("subsample", 0.0, "must be a float in the range (0.0, 1.0]. Got 0.0 instead."),
-    ("subsample", 1.5, "must be a float in the range (0.0, 1.0]. Got 1.5 instead."),
-    ("max_depth", 0, "must be an int in the range [1, inf) or None. Got 0 instead."),
-    ("min_samples_split", 1, "must be an int in the range [2, inf) or a float in the range "
-                             "(0.0, 1.0]. Got 1 instead."),
-    ("min_samples_leaf", 0, "Got 0 instead."),
-    ("min_weight_fraction_leaf", 0.6, "must be a float in the range [0.0, 0.5]. Got 0.6"),
-    ("max_features", "auto", "a str among {'log2', 'sqrt'} or None. Got 'auto' instead."),
-    ("max_features", 1.5, "Got 1.5 instead."),
-    ("alpha", 1.0, "The 'alpha' parameter of BoostingRegressor must be a float in the range "
-                   "(0.0, 1.0). Got 1.0 instead."),
-    ("validation_fraction", 1.0, "(0.0, 1.0). Got 1.0 instead."),
-    ("n_iter_no_change", 0, "or None. Got 0 instead."),
-    ("tol", -1e-3, "must be a float in the range [0.0, inf). Got -0.001 instead."),
-    ("ccp_alpha", -1.0, "Got -1.0 instead."),
-    ("max_leaf_nodes", 1, "must be an int in the range [2, inf) or None. Got 1 instead."),
-    ("warm_start", "yes", "must be an instance of 'bool'. Got 'yes' instead."),
-    ("random_state", "seed", "'random_state' parameter"),
-    ("init", "mean", "must be a str among {'zero'}, None or an object implementing 'fit' "
-                     "and 'predict'. Got 'mean' instead."),
-    ("init", BoostingRegressor, "Got <class"),  # a class, not an instance
-    ("tree_method", "approx", "a str among {'exact', 'hist'}. Got 'approx' instead."),
-    ("max_bins", 256, "must be an int in the range [2, 255]. Got 256 instead."),
-    ("device", "tpu", "a str among {'auto', 'cpu', 'cuda'}. Got 'tpu' instead."),
-])
+@pytest.mark.parametrize(
+    "param,value,expect",
+    [
+        ("learning_rate", -1, "must be a float in the range [0.0, inf). Got -1 instead."),
+        ("n_estimators", 0, "must be an int in the range [1, inf). Got 0 instead."),
+        ("n_estimators", 2.5, "must be an int in the range [1, inf). Got 2.5 instead."),
+        ("subsample", 0.0, "must be a float in the range (0.0, 1.0]. Got 0.0 instead."),
+        ("subsample", 1.5, "must be a float in the range (0.0, 1.0]. Got 1.5 instead."),
+        ("max_depth", 0, "must be an int in the range [1, inf) or None. Got 0 instead."),
+        (
+            "min_samples_split",
+            1,
+            "must be an int in the range [2, inf) or a float in the range "
+            "(0.0, 1.0]. Got 1 instead.",
+        ),
+        ("min_samples_leaf", 0, "Got 0 instead."),
+        ("min_weight_fraction_leaf", 0.6, "must be a float in the range [0.0, 0.5]. Got 0.6"),
+        ("max_features", "auto", "a str among {'log2', 'sqrt'} or None. Got 'auto' instead."),
+        ("max_features", 1.5, "Got 1.5 instead."),
+        (
+            "alpha",
+            1.0,
+            "The 'alpha' parameter of BoostingRegressor must be a float in the range "
+            "(0.0, 1.0). Got 1.0 instead.",
+        ),
+        ("validation_fraction", 1.0, "(0.0, 1.0). Got 1.0 instead."),
+        ("n_iter_no_change", 0, "or None. Got 0 instead."),
+        ("tol", -1e-3, "must be a float in the range [0.0, inf). Got -0.001 instead."),
+        ("ccp_alpha", -1.0, "Got -1.0 instead."),
+        ("max_leaf_nodes", 1, "must be an int in the range [2, inf) or None. Got 1 instead."),
+        ("warm_start", "yes", "must be an instance of 'bool'. Got 'yes' instead."),
+        ("random_state", "seed", "'random_state' parameter"),
+        (
+            "init",
+            "mean",
+            "must be a str among {'zero'}, None or an object implementing 'fit' "
+            "and 'predict'. Got 'mean' instead.",
+        ),
+        ("init", BoostingRegressor, "Got <class"),  # a class, not an instance
+        ("tree_method", "approx", "a str among {'exact', 'hist'}. Got 'approx' instead."),
+        ("max_bins", 256, "must be an int in the range [2, 255]. Got 256 instead."),
+        ("device", "tpu", "a str among {'auto', 'cpu', 'cuda'}. Got 'tpu' instead."),
+    ],
+)
 def test_out_of_range_parameters(param, value, expect):
     est = BoostingRegressor(n_estimators=2).set_params(**{param: value})
     with pytest.raises(InvalidParameterError, match=re.escape(expect)) as info:
@@ -127,8 +151,11 @@ def test_single_class():
 
 def test_single_class_after_zero_weights():
     sw = np.where(Y_CLF == 1, 1.0, 0.0)
-    with pytest.raises(ValueError, match=r"contains 1 class with non-zero sample weight: \[1\]; "
-                                         r"\[0\] only with zero sample weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"contains 1 class with non-zero sample weight: \[1\]; "
+        r"\[0\] only with zero sample weight",
+    ):
         BoostingClassifier(n_estimators=2).fit(X, Y_CLF, sample_weight=sw)
 
 
@@ -151,8 +178,9 @@ def test_bad_sample_weight():
 
 
 @pytest.mark.parametrize("cls", [BoostingRegressor, BoostingClassifier], ids=IDS)
-@pytest.mark.parametrize("method", ["predict", "staged_predict", "apply", "final_state",
-                                    "feature_importances_"])
+@pytest.mark.parametrize(
+    "method", ["predict", "staged_predict", "apply", "final_state", "feature_importances_"]
+)
 def test_predict_before_fit(cls, method):
     est = cls()
     with pytest.raises(NotFittedError, match=f"This {cls.__name__} instance is not fitted yet"):
@@ -162,8 +190,7 @@ def test_predict_before_fit(cls, method):
             next(out)
 
 
-@pytest.mark.parametrize("method", ["predict_proba", "decision_function",
-                                    "staged_predict_proba"])
+@pytest.mark.parametrize("method", ["predict_proba", "decision_function", "staged_predict_proba"])
 def test_classifier_outputs_before_fit(method):
     with pytest.raises(NotFittedError, match="not fitted yet"):
         out = getattr(BoostingClassifier(), method)(X)
@@ -194,12 +221,16 @@ def test_exact_mode_rejects_gpu_device():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_cuda_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="device 'cuda' was asked for but no CUDA GPU is available"):
+    with pytest.raises(
+        RuntimeError, match="device 'cuda' was asked for but no CUDA GPU is available"
+    ):
         BoostingRegressor(tree_method="hist", device="cuda").fit(X, Y_REG)
 
 
 def test_hist_rejects_exact_only_parameters():
-    with pytest.raises(ValueError, match="ccp_alpha > 0 .* only supported with tree_method='exact'"):
+    with pytest.raises(
+        ValueError, match="ccp_alpha > 0 .* only supported with tree_method='exact'"
+    ):
         BoostingRegressor(tree_method="hist", ccp_alpha=0.1).fit(X, Y_REG)
     with pytest.raises(ValueError, match="min_samples_split is only supported"):
         BoostingRegressor(tree_method="hist", min_samples_split=5).fit(X, Y_REG)
@@ -225,10 +256,10 @@ def test_init_estimator_without_sample_weight_support():
         def set_params(self, **params):
             return self
 
-    with pytest.raises(ValueError, match="The initial estimator NoWeights does not support "
-                                         "sample weights"):
-        BoostingRegressor(init=NoWeights(), n_estimators=2).fit(X, Y_REG,
-                                                                sample_weight=np.ones(40))
+    with pytest.raises(
+        ValueError, match="The initial estimator NoWeights does not support sample weights"
+    ):
+        BoostingRegressor(init=NoWeights(), n_estimators=2).fit(X, Y_REG, sample_weight=np.ones(40))
     est = BoostingRegressor(init=NoWeights(), n_estimators=2).fit(X, Y_REG)
     assert np.isfinite(est.predict(X)).all()
 
@@ -237,11 +268,13 @@ def test_early_stopping_split_with_a_rare_class():
     y = np.zeros(40, dtype=int)
     y[:2] = 1
     y[2] = 2
-    with pytest.raises(ValueError, match=r"Early stopping \(n_iter_no_change=2\) could not hold "
-                                         r"out validation_fraction=0.5 of the 40 rows, stratified "
-                                         r"by class: The least populated classes"):
-        BoostingClassifier(n_iter_no_change=2, validation_fraction=0.5,
-                           random_state=0).fit(X, y)
+    with pytest.raises(
+        ValueError,
+        match=r"Early stopping \(n_iter_no_change=2\) could not hold "
+        r"out validation_fraction=0.5 of the 40 rows, stratified "
+        r"by class: The least populated classes",
+    ):
+        BoostingClassifier(n_iter_no_change=2, validation_fraction=0.5, random_state=0).fit(X, y)
 
 
 def test_drop_stage_index_out_of_range():

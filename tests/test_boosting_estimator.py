@@ -24,11 +24,14 @@ SAMPLE_WEIGHT_REASON = (
     "scikit-learn's GradientBoosting* fails this check too (it is in scikit-learn's own "
     "expected-failure list): the trees' min_samples_* counts and the unweighted "
     "interpolated-percentile init are not equivalent to repeating rows. Exact mode "
-    "reproduces scikit-learn bit for bit, including this.")
+    "reproduces scikit-learn bit for bit, including this."
+)
 
 
-EXPECTED_FAILED = ("check_sample_weight_equivalence_on_dense_data",
-                   "check_sample_weight_equivalence_on_sparse_data")
+EXPECTED_FAILED = (
+    "check_sample_weight_equivalence_on_dense_data",
+    "check_sample_weight_equivalence_on_sparse_data",
+)
 
 
 def _expected_failed_checks(estimator):
@@ -36,9 +39,12 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [BoostingRegressor(n_estimators=10), BoostingClassifier(n_estimators=10),
-     BoostingRegressor(n_estimators=10, tree_method="hist", max_bins=32),
-     BoostingClassifier(n_estimators=3, max_depth=2, tree_method="hist", max_bins=32)],
+    [
+        BoostingRegressor(n_estimators=10),
+        BoostingClassifier(n_estimators=10),
+        BoostingRegressor(n_estimators=10, tree_method="hist", max_bins=32),
+        BoostingClassifier(n_estimators=3, max_depth=2, tree_method="hist", max_bins=32),
+    ],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_estimator_checks(estimator, check):
@@ -51,8 +57,9 @@ def test_expected_failure_is_also_sklearns():
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.utils.estimator_checks import check_estimator
 
-    results = check_estimator(GradientBoostingRegressor(n_estimators=10), on_fail=None,
-                              expected_failed_checks={})
+    results = check_estimator(
+        GradientBoostingRegressor(n_estimators=10), on_fail=None, expected_failed_checks={}
+    )
     failed = {r["check_name"] for r in results if r["status"] == "failed"}
     assert set(EXPECTED_FAILED) <= failed
 
@@ -73,7 +80,9 @@ def cancer():
 # -------------------------------------------------------- sklearn plumbing
 def test_clone_keeps_params_and_drops_fit(diabetes):
     Xa, _, ya, _ = diabetes
-    est = BoostingRegressor(n_estimators=7, loss="huber", alpha=0.8, tree_method="exact").fit(Xa, ya)
+    est = BoostingRegressor(n_estimators=7, loss="huber", alpha=0.8, tree_method="exact").fit(
+        Xa, ya
+    )
     twin = clone(est)
     assert twin.get_params() == est.get_params()
     assert not hasattr(twin, "estimators_")
@@ -82,11 +91,16 @@ def test_clone_keeps_params_and_drops_fit(diabetes):
 def test_pipeline_and_grid_search(diabetes):
     Xa, Xb, ya, yb = diabetes
     pipe = make_pipeline(StandardScaler(), BoostingRegressor(n_estimators=20, random_state=0))
-    grid = GridSearchCV(pipe, {"boostingregressor__max_depth": [1, 3],
-                               "boostingregressor__learning_rate": [0.05, 0.3]}, cv=3)
+    grid = GridSearchCV(
+        pipe,
+        {"boostingregressor__max_depth": [1, 3], "boostingregressor__learning_rate": [0.05, 0.3]},
+        cv=3,
+    )
     grid.fit(Xa, ya)
-    assert set(grid.best_params_) == {"boostingregressor__max_depth",
-                                      "boostingregressor__learning_rate"}
+    assert set(grid.best_params_) == {
+        "boostingregressor__max_depth",
+        "boostingregressor__learning_rate",
+    }
     assert grid.best_estimator_.score(Xb, yb) > 0.2
     assert len(grid.cv_results_["mean_test_score"]) == 4
 
@@ -124,8 +138,9 @@ def test_stage_steps_and_drop_stage(diabetes):
     np.testing.assert_allclose(steps[0].base, np.mean(ya), rtol=1e-12)
     # lesioning stage 4 removes exactly its correction from the final prediction
     dropped = est.drop_stage(Xb, 4)
-    np.testing.assert_allclose(dropped[:, 0], est.predict(Xb) - steps[4].correction[:, 0],
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        dropped[:, 0], est.predict(Xb) - steps[4].correction[:, 0], rtol=0, atol=1e-9
+    )
     ratios = est.stage_contributions(Xb)
     assert ratios.shape == (10,) and np.all(ratios > 0) and np.all(np.isfinite(ratios))
     # shrinkage 0.3 with a decaying residual: later stages move F less than the first one
@@ -146,22 +161,23 @@ def test_staged_outputs_are_copies(cancer):
 
 
 @pytest.mark.parametrize("tree_method", ["exact", "hist"])
-def test_predict_is_the_stagewise_final_state_and_prepares_X_once(diabetes, tree_method,
-                                                                    monkeypatch):
+def test_predict_is_the_stagewise_final_state_and_prepares_X_once(
+    diabetes, tree_method, monkeypatch
+):
     Xa, Xb, ya, _ = diabetes
     est = BoostingRegressor(n_estimators=4, tree_method=tree_method).fit(Xa, ya)
     calls = []
     real = est._validate_X_predict
     monkeypatch.setattr(est, "_validate_X_predict", lambda X: calls.append(1) or real(X))
     expected = est.predict(Xb)
-    assert len(calls) == 1                                  # once for all 4 stages
+    assert len(calls) == 1  # once for all 4 stages
     np.testing.assert_array_equal(est.final_state(Xb)[:, 0], expected)
     staged = list(est.staged_predict(Xb))
     assert len(calls) == 3 and len(staged) == 4
     np.testing.assert_array_equal(staged[-1], expected)
-    for state, pred in zip(est.staged_states(Xb.tolist()), staged):   # lists work too
+    for state, pred in zip(est.staged_states(Xb.tolist()), staged):  # lists work too
         np.testing.assert_array_equal(state[:, 0], pred)
-    assert not any("cache" in k for k in vars(est))          # nothing of X is kept
+    assert not any("cache" in k for k in vars(est))  # nothing of X is kept
 
 
 def test_zero_init_first_stage_ratio_is_infinite(diabetes):
@@ -260,8 +276,9 @@ def test_hist_mode_bins_the_float32_values_of_a_float64_X():
 def test_hist_mode_terminal_region_update(loss):
     """The TreeBoost leaf update runs on hist trees too: leaves hold the loss's optimum."""
     X, y = make_friedman1(n_samples=600, random_state=1)
-    est = BoostingRegressor(loss=loss, tree_method="hist", n_estimators=1, learning_rate=1.0,
-                            max_depth=2, alpha=0.5).fit(X, y)
+    est = BoostingRegressor(
+        loss=loss, tree_method="hist", n_estimators=1, learning_rate=1.0, max_depth=2, alpha=0.5
+    ).fit(X, y)
     tree = est.estimators_[0, 0]
     Xt = est._learner.prepare(est._validate_X_predict(X))
     leaf = tree.apply(Xt).numpy()

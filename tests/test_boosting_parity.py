@@ -65,8 +65,11 @@ def _first_divergence(ours, ref) -> str | None:
         if a.shape != b.shape:
             return f"stage {m}: shape {a.shape} != {b.shape}"
         if not np.array_equal(a, b):
-            diff = (np.max(np.abs(a.astype(float) - b.astype(float)))
-                    if a.dtype.kind in "fiub" else "n/a")
+            diff = (
+                np.max(np.abs(a.astype(float) - b.astype(float)))
+                if a.dtype.kind in "fiub"
+                else "n/a"
+            )
             return f"first diverging stage {m} (0-based), max |diff| = {diff}"
     return None
 
@@ -74,7 +77,8 @@ def _first_divergence(ours, ref) -> str | None:
 def assert_parity(ours, ref, X):
     """Same staged outputs, predictions, scores, n_estimators_ and importances."""
     assert ours.n_estimators_ == ref.n_estimators_, (
-        f"n_estimators_: ours {ours.n_estimators_} vs sklearn {ref.n_estimators_}")
+        f"n_estimators_: ours {ours.n_estimators_} vs sklearn {ref.n_estimators_}"
+    )
     methods = ["staged_predict"]
     if hasattr(ref, "classes_"):
         methods += ["staged_decision_function", "staged_predict_proba"]
@@ -86,7 +90,9 @@ def assert_parity(ours, ref, X):
         n_ours = sum(1 for _ in getattr(ours, name)(X))
         n_ref = sum(1 for _ in getattr(ref, name)(X))
         assert n_ours == n_ref == ref.n_estimators_
-    final = ["predict"] + (["decision_function", "predict_proba"] if hasattr(ref, "classes_") else [])
+    final = ["predict"] + (
+        ["decision_function", "predict_proba"] if hasattr(ref, "classes_") else []
+    )
     for name in final:
         a, b = getattr(ours, name)(X), getattr(ref, name)(X)
         assert np.array_equal(a, b), f"{name}: max |diff| = {np.max(np.abs(a - b))}"
@@ -94,7 +100,9 @@ def assert_parity(ours, ref, X):
     for attr in ("train_score_", "oob_scores_", "oob_improvement_", "feature_importances_"):
         if hasattr(ref, attr):
             a, b = getattr(ours, attr), getattr(ref, attr)
-            msg = _first_divergence(a[:, None] if a.ndim == 1 else a, b[:, None] if b.ndim == 1 else b)
+            msg = _first_divergence(
+                a[:, None] if a.ndim == 1 else a, b[:, None] if b.ndim == 1 else b
+            )
             assert msg is None, f"{attr}: {msg}"
         else:
             assert not hasattr(ours, attr), attr
@@ -121,27 +129,58 @@ REG_OPTIONS = {
 def test_regressor_parity_diabetes(loss, option, weighted):
     X, y = _diabetes()
     sw = np.random.RandomState(0).uniform(0.2, 3.0, size=y.shape[0]) if weighted else None
-    ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, X, y, sw, loss=loss,
-                          n_estimators=30, learning_rate=0.2, random_state=0,
-                          **REG_OPTIONS[option])
+    ours, ref = _fit_both(
+        BoostingRegressor,
+        GradientBoostingRegressor,
+        X,
+        y,
+        sw,
+        loss=loss,
+        n_estimators=30,
+        learning_rate=0.2,
+        random_state=0,
+        **REG_OPTIONS[option],
+    )
     assert_parity(ours, ref, X)
 
 
-@pytest.mark.parametrize("loss,alpha", [("squared_error", 0.9), ("absolute_error", 0.9),
-                                        ("huber", 0.7), ("quantile", 0.5), ("quantile", 0.1)])
+@pytest.mark.parametrize(
+    "loss,alpha",
+    [
+        ("squared_error", 0.9),
+        ("absolute_error", 0.9),
+        ("huber", 0.7),
+        ("quantile", 0.5),
+        ("quantile", 0.1),
+    ],
+)
 @pytest.mark.parametrize("option", ["plain", "subsample+max_features"])
 def test_regressor_parity_with_ties(loss, alpha, option):
     X, y = _ties_regression()
-    ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, X, y, loss=loss,
-                          alpha=alpha, n_estimators=25, random_state=1, **REG_OPTIONS[option])
+    ours, ref = _fit_both(
+        BoostingRegressor,
+        GradientBoostingRegressor,
+        X,
+        y,
+        loss=loss,
+        alpha=alpha,
+        n_estimators=25,
+        random_state=1,
+        **REG_OPTIONS[option],
+    )
     assert_parity(ours, ref, X)
 
 
 def test_early_stopping_stops_and_matches():
     """The validation split, the loss history and the stop stage all agree."""
     X, y = _diabetes()
-    params = dict(n_estimators=500, learning_rate=0.5, n_iter_no_change=2,
-                  validation_fraction=0.25, random_state=4)
+    params = dict(
+        n_estimators=500,
+        learning_rate=0.5,
+        n_iter_no_change=2,
+        validation_fraction=0.25,
+        random_state=4,
+    )
     ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, X, y, **params)
     assert ref.n_estimators_ < 500  # it did stop early
     assert_parity(ours, ref, X)
@@ -151,8 +190,16 @@ def test_early_stopping_stops_and_matches():
 def test_regressor_parity_init(init):
     X, y = _diabetes()
     init_value = "zero" if init == "zero" else LinearRegression()
-    ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, X, y, init=init_value,
-                          n_estimators=15, random_state=0, subsample=0.8)
+    ours, ref = _fit_both(
+        BoostingRegressor,
+        GradientBoostingRegressor,
+        X,
+        y,
+        init=init_value,
+        n_estimators=15,
+        random_state=0,
+        subsample=0.8,
+    )
     assert_parity(ours, ref, X)
 
 
@@ -179,24 +226,47 @@ CLF_OPTIONS = {
 @pytest.mark.parametrize("option", list(CLF_OPTIONS))
 def test_binary_parity_breast_cancer(loss, option):
     X, y = _breast_cancer()
-    ours, ref = _fit_both(BoostingClassifier, GradientBoostingClassifier, X, y, loss=loss,
-                          n_estimators=25, learning_rate=0.3, random_state=0,
-                          **CLF_OPTIONS[option])
+    ours, ref = _fit_both(
+        BoostingClassifier,
+        GradientBoostingClassifier,
+        X,
+        y,
+        loss=loss,
+        n_estimators=25,
+        learning_rate=0.3,
+        random_state=0,
+        **CLF_OPTIONS[option],
+    )
     assert_parity(ours, ref, X)
 
 
 @pytest.mark.parametrize("option", list(CLF_OPTIONS))
 def test_multiclass_parity_wine(option):
     X, y = _wine()
-    ours, ref = _fit_both(BoostingClassifier, GradientBoostingClassifier, X, y,
-                          n_estimators=20, random_state=2, **CLF_OPTIONS[option])
+    ours, ref = _fit_both(
+        BoostingClassifier,
+        GradientBoostingClassifier,
+        X,
+        y,
+        n_estimators=20,
+        random_state=2,
+        **CLF_OPTIONS[option],
+    )
     assert_parity(ours, ref, X)
 
 
 def test_multiclass_parity_digits():
     X, y = _digits()
-    ours, ref = _fit_both(BoostingClassifier, GradientBoostingClassifier, X, y, n_estimators=8,
-                          subsample=0.8, max_features=0.3, random_state=0)
+    ours, ref = _fit_both(
+        BoostingClassifier,
+        GradientBoostingClassifier,
+        X,
+        y,
+        n_estimators=8,
+        subsample=0.8,
+        max_features=0.3,
+        random_state=0,
+    )
     assert_parity(ours, ref, X)
 
 
@@ -204,8 +274,17 @@ def test_multiclass_parity_digits():
 def test_classifier_parity_ties_and_weights(n_classes, loss):
     X, y = _ties_classification(n_classes)
     sw = np.random.RandomState(1).randint(1, 4, size=y.shape[0]).astype(float)
-    ours, ref = _fit_both(BoostingClassifier, GradientBoostingClassifier, X, y, sw, loss=loss,
-                          n_estimators=20, subsample=0.8, random_state=3)
+    ours, ref = _fit_both(
+        BoostingClassifier,
+        GradientBoostingClassifier,
+        X,
+        y,
+        sw,
+        loss=loss,
+        n_estimators=20,
+        subsample=0.8,
+        random_state=3,
+    )
     assert_parity(ours, ref, X)
 
 
@@ -213,8 +292,15 @@ def test_classifier_parity_ties_and_weights(n_classes, loss):
 def test_classifier_parity_init(init):
     X, y = _wine()
     init_value = "zero" if init == "zero" else DummyClassifier(strategy="prior")
-    ours, ref = _fit_both(BoostingClassifier, GradientBoostingClassifier, X, y, init=init_value,
-                          n_estimators=10, random_state=0)
+    ours, ref = _fit_both(
+        BoostingClassifier,
+        GradientBoostingClassifier,
+        X,
+        y,
+        init=init_value,
+        n_estimators=10,
+        random_state=0,
+    )
     assert_parity(ours, ref, X)
 
 
@@ -222,16 +308,24 @@ def test_classifier_parity_logistic_init_binary():
     X, y = _breast_cancer()
     X = X / X.max(axis=0)
     init_value = LogisticRegression(max_iter=200)
-    ours, ref = _fit_both(BoostingClassifier, GradientBoostingClassifier, X, y, init=init_value,
-                          n_estimators=10, random_state=0)
+    ours, ref = _fit_both(
+        BoostingClassifier,
+        GradientBoostingClassifier,
+        X,
+        y,
+        init=init_value,
+        n_estimators=10,
+        random_state=0,
+    )
     assert_parity(ours, ref, X)
 
 
 def test_string_labels_parity():
     X, y = _wine()
     labels = np.array(["barolo", "grignolino", "barbera"])[y]
-    ours, ref = _fit_both(BoostingClassifier, GradientBoostingClassifier, X, labels,
-                          n_estimators=5, random_state=0)
+    ours, ref = _fit_both(
+        BoostingClassifier, GradientBoostingClassifier, X, labels, n_estimators=5, random_state=0
+    )
     assert_parity(ours, ref, X)
     assert ours.predict(X).dtype == ref.predict(X).dtype
 
@@ -239,22 +333,42 @@ def test_string_labels_parity():
 def test_parity_on_unseen_rows():
     """Predictions on held-out rows (not only the training rows) agree too."""
     X, y = _diabetes()
-    ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, X[:300], y[:300],
-                          loss="huber", n_estimators=20, random_state=0)
+    ours, ref = _fit_both(
+        BoostingRegressor,
+        GradientBoostingRegressor,
+        X[:300],
+        y[:300],
+        loss="huber",
+        n_estimators=20,
+        random_state=0,
+    )
     assert_parity(ours, ref, X[300:])
 
 
-@pytest.mark.parametrize("tree_options", [
-    dict(min_weight_fraction_leaf=0.05), dict(min_impurity_decrease=50.0), dict(ccp_alpha=20.0),
-    dict(min_samples_split=0.1, min_samples_leaf=0.02), dict(max_features="log2", max_depth=5),
-    dict(learning_rate=0.0), dict(criterion="friedman_mse"),
-], ids=lambda d: ",".join(d))
+@pytest.mark.parametrize(
+    "tree_options",
+    [
+        dict(min_weight_fraction_leaf=0.05),
+        dict(min_impurity_decrease=50.0),
+        dict(ccp_alpha=20.0),
+        dict(min_samples_split=0.1, min_samples_leaf=0.02),
+        dict(max_features="log2", max_depth=5),
+        dict(learning_rate=0.0),
+        dict(criterion="friedman_mse"),
+    ],
+    ids=lambda d: ",".join(d),
+)
 def test_tree_options_parity(tree_options):
     X, y = _diabetes()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # criterion is deprecated in both
-        ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, X, y,
-                              **{"n_estimators": 15, "random_state": 1, **tree_options})
+        ours, ref = _fit_both(
+            BoostingRegressor,
+            GradientBoostingRegressor,
+            X,
+            y,
+            **{"n_estimators": 15, "random_state": 1, **tree_options},
+        )
     assert_parity(ours, ref, X)
 
 
@@ -262,9 +376,11 @@ def test_monitor_and_list_inputs_parity():
     X, y = _diabetes()
     stop_at_5 = lambda i, est, env: i == 4  # noqa: E731
     ours = BoostingRegressor(n_estimators=20, random_state=0).fit(
-        X.tolist(), y.tolist(), sample_weight=[1] * len(y), monitor=stop_at_5)
+        X.tolist(), y.tolist(), sample_weight=[1] * len(y), monitor=stop_at_5
+    )
     ref = GradientBoostingRegressor(n_estimators=20, random_state=0).fit(
-        X.tolist(), y.tolist(), sample_weight=[1] * len(y), monitor=stop_at_5)
+        X.tolist(), y.tolist(), sample_weight=[1] * len(y), monitor=stop_at_5
+    )
     assert ours.n_estimators_ == 5
     assert_parity(ours, ref, X)
 
@@ -276,8 +392,17 @@ def test_sparse_X_parity(fmt):
     X, y = _diabetes()
     X = np.where(np.abs(X) < 0.03, 0.0, X)  # ~60% zeros
     Xs = getattr(sparse, f"{fmt}_matrix")(X)
-    ours, ref = _fit_both(BoostingRegressor, GradientBoostingRegressor, Xs, y, loss="huber",
-                          n_estimators=15, subsample=0.7, max_features=0.5, random_state=0)
+    ours, ref = _fit_both(
+        BoostingRegressor,
+        GradientBoostingRegressor,
+        Xs,
+        y,
+        loss="huber",
+        n_estimators=15,
+        subsample=0.7,
+        max_features=0.5,
+        random_state=0,
+    )
     assert_parity(ours, ref, sparse.csr_matrix(X))
     np.testing.assert_array_equal(ours.predict(X), ref.predict(X))  # dense rows, same model
 
@@ -309,8 +434,9 @@ def _sk_losses():
     }
 
 
-@pytest.mark.parametrize("name", ["squared_error", "absolute_error", "quantile", "huber",
-                                  "log_loss", "exponential"])
+@pytest.mark.parametrize(
+    "name", ["squared_error", "absolute_error", "quantile", "huber", "log_loss", "exponential"]
+)
 def test_pointwise_loss_and_gradient_bit_for_bit(name):
     from residuals.boosting._losses import make_loss
 
@@ -363,4 +489,6 @@ def test_weighted_lower_percentile_matches_sklearn():
         assert (np.isnan(ref) and np.isnan(ours)) or ours == ref, (values, weights, q)
         # unit weights take a selection instead of a sort: the same value
         ones = np.ones(n)
-        assert weighted_lower_percentile(values, ones, q) == _weighted_percentile(values, ones, q), (values, q)
+        assert weighted_lower_percentile(values, ones, q) == _weighted_percentile(
+            values, ones, q
+        ), (values, q)

@@ -35,10 +35,18 @@ import pytest
 from residuals.report.html import build_report
 from residuals.report.serve import make_server, url_of
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
-                 if shutil.which(n)), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
-LAPTOP = (1280, 800)   # CSS px
+CHROMIUM = next(
+    (
+        shutil.which(n)
+        for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
+        if shutil.which(n)
+    ),
+    None,
+)
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary (apt-get install chromium)"
+)
+LAPTOP = (1280, 800)  # CSS px
 
 
 # ------------------------------------------------------------------ real runs
@@ -50,17 +58,36 @@ def reports(tmp_path_factory):
     from residuals.runs import RunDir
 
     root = tmp_path_factory.mktemp("browser") / "reports"
-    cfg = D.configure("digits", depths=(8,), seeds=1, epochs=2, warmup="none", batch_size=256,
-                      probe_batch=32)
-    deg = RunDir.create(root, "degradation", cfg.dataset, cfg.to_dict(), device="cpu", name="degradation",
-                        command="residuals bench degradation --depths 8 --seeds 1 --epochs 2 --warmup none")
-    verdict = D.degradation_verdict(D.run_sweep(deg, cfg, device="cpu", jobs=1, echo=lambda m: None))
+    cfg = D.configure(
+        "digits", depths=(8,), seeds=1, epochs=2, warmup="none", batch_size=256, probe_batch=32
+    )
+    deg = RunDir.create(
+        root,
+        "degradation",
+        cfg.dataset,
+        cfg.to_dict(),
+        device="cpu",
+        name="degradation",
+        command="residuals bench degradation --depths 8 --seeds 1 --epochs 2 --warmup none",
+    )
+    verdict = D.degradation_verdict(
+        D.run_sweep(deg, cfg, device="cpu", jobs=1, echo=lambda m: None)
+    )
     deg.finish("complete", headline=verdict.headline, verdict=verdict.reproduced)
 
-    bcfg = B.BoostingBenchConfig.quick(datasets=("diabetes",), losses=("squared_error",), n_estimators=10)
-    boost = RunDir.create(root, "boosting", "custom", bcfg.validate().as_dict(), device="cpu", name="boosting",
-                          command="residuals bench boosting --datasets diabetes --losses squared_error "
-                                  "--n-estimators 10")
+    bcfg = B.BoostingBenchConfig.quick(
+        datasets=("diabetes",), losses=("squared_error",), n_estimators=10
+    )
+    boost = RunDir.create(
+        root,
+        "boosting",
+        "custom",
+        bcfg.validate().as_dict(),
+        device="cpu",
+        name="boosting",
+        command="residuals bench boosting --datasets diabetes --losses squared_error "
+        "--n-estimators 10",
+    )
     B.run_benchmark(bcfg, boost)
     boost.finish("complete")
     for run in (deg, boost):
@@ -83,16 +110,26 @@ def test_real_report_is_complete_and_self_contained(reports, bench):
     assert figures and figures == sorted(p.stem for p in (run / "figures").glob("*.csv"))
     assert page.count("<img ") == len(figures)
     for key in figures:
-        assert f'href="./figures/{key}.csv"' in page and not pd.read_csv(run / "figures" / f"{key}.csv").empty
+        assert (
+            f'href="./figures/{key}.csv"' in page
+            and not pd.read_csv(run / "figures" / f"{key}.csv").empty
+        )
     assert "<table" in page and meta["command"] in page and meta["versions"]["torch"] in page
     assert 'href="./' + bench + '/index.html"' in (reports / "index.html").read_text()
 
 
 # label keyword -> style.COLORS key: a line so labelled must be drawn in that colour's hue
 # (renderers may shade it lighter or darker, e.g. by depth)
-COLOR_FAMILIES = {"plain": "plain", "resnet": "residual", "residual": "residual",
-                  "sklearn gbrt": "sklearn-gbrt", "sklearn histgb": "sklearn-hist",
-                  "ours, exact": "ours-exact", "ours, hist": "ours-hist", "lightgbm": "lightgbm"}
+COLOR_FAMILIES = {
+    "plain": "plain",
+    "resnet": "residual",
+    "residual": "residual",
+    "sklearn gbrt": "sklearn-gbrt",
+    "sklearn histgb": "sklearn-hist",
+    "ours, exact": "ours-exact",
+    "ours, hist": "ours-hist",
+    "lightgbm": "lightgbm",
+}
 
 
 def _hue(color) -> float:
@@ -152,9 +189,13 @@ class DevTools:
         host, port, path = m.group(1), int(m.group(2)), m.group(3)
         self.sock = socket.create_connection((host, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self.sock.recv(4096)
@@ -201,19 +242,21 @@ class DevTools:
             payload = self._read(n)
             if mask:
                 payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            if opcode == 0x9:      # ping
+            if opcode == 0x9:  # ping
                 self._send_frame(0xA, payload)
                 continue
             if opcode == 0x8:
                 raise ConnectionError("DevTools closed the websocket")
             parts.append(payload)
-            if b0 & 0x80:          # FIN: the message is complete
+            if b0 & 0x80:  # FIN: the message is complete
                 return json.loads(b"".join(parts))
 
     def call(self, method: str, **params):
         self.next_id += 1
         my_id = self.next_id
-        self._send_frame(0x1, json.dumps({"id": my_id, "method": method, "params": params}).encode())
+        self._send_frame(
+            0x1, json.dumps({"id": my_id, "method": method, "params": params}).encode()
+        )
         while True:
             msg = self._recv_message()
             if msg.get("id") == my_id:
@@ -248,18 +291,36 @@ def browser():
     profile = tempfile.mkdtemp(prefix="residuals-chromium-")
     log = open(Path(profile) / "stderr.log", "wb")
     proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0",
-         f"--window-size={LAPTOP[0]},{LAPTOP[1]}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=log)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--mute-audio",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     try:
         port_file = Path(profile) / "DevToolsActivePort"
         deadline = time.monotonic() + 30
         while not (port_file.is_file() and port_file.read_text().count("\n") >= 1):
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("chromium did not start: " + (Path(profile) / "stderr.log").read_text()[-2000:])
+                pytest.fail(
+                    "chromium did not start: " + (Path(profile) / "stderr.log").read_text()[-2000:]
+                )
             time.sleep(0.05)
         port = int(port_file.read_text().split()[0])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -297,21 +358,38 @@ PROBE = """JSON.stringify({
 def load_and_check(dt: DevTools, url: str, shot: Path) -> dict:
     """Navigate, wait for load, return the page facts; fail on any console error."""
     dt.events.clear()
-    dt.call("Emulation.setDeviceMetricsOverride", width=LAPTOP[0], height=LAPTOP[1],
-            deviceScaleFactor=1, mobile=False)
+    dt.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=LAPTOP[0],
+        height=LAPTOP[1],
+        deviceScaleFactor=1,
+        mobile=False,
+    )
     dt.call("Page.navigate", url=url)
     dt.wait_for("Page.loadEventFired")
-    facts = json.loads(dt.call("Runtime.evaluate", expression=PROBE, returnByValue=True)["result"]["value"])
-    errors = [e for e in dt.events
-              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-              or e["method"] == "Runtime.exceptionThrown"
-              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    facts = json.loads(
+        dt.call("Runtime.evaluate", expression=PROBE, returnByValue=True)["result"]["value"]
+    )
+    errors = [
+        e
+        for e in dt.events
+        if (
+            e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert")
+        )
+        or e["method"] == "Runtime.exceptionThrown"
+        or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+    ]
     assert not errors, f"console errors on {url}: {errors}"
 
     height = dt.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
-    png = base64.b64decode(dt.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                                   clip={"x": 0, "y": 0, "width": LAPTOP[0], "height": height,
-                                         "scale": 1})["data"])
+    png = base64.b64decode(
+        dt.call(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": LAPTOP[0], "height": height, "scale": 1},
+        )["data"]
+    )
     shot.write_bytes(png)
     extra = os.environ.get("RESIDUALS_SCREENSHOTS")
     if extra:
@@ -325,9 +403,11 @@ def assert_report(facts: dict, n_figures: int) -> None:
     assert len(facts["images"]) == n_figures > 0
     for img in facts["images"]:
         assert img["complete"] and img["w"] > 0 and img["h"] > 0, img
-        assert 0 < img["shown"] <= facts["main"], img          # scaled to the column, never wider
+        assert 0 < img["shown"] <= facts["main"], img  # scaled to the column, never wider
     assert facts["headline"].strip()
-    assert facts["tables"] and all(rows >= 2 for rows in facts["tables"])   # header + at least one row
+    assert facts["tables"] and all(
+        rows >= 2 for rows in facts["tables"]
+    )  # header + at least one row
     assert facts["command"].startswith("residuals bench") and facts["details"]
     assert facts["overflow"] <= 0, "the page scrolls sideways at laptop width"
     assert facts["main"] <= 1000
@@ -349,25 +429,36 @@ def test_report_in_chromium_as_file_served_and_copied(reports, browser, bench, t
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        assert_report(load_and_check(browser, f"{url_of(server)}{bench}/index.html",
-                                     tmp_path / f"{bench}-served.png"), n_figures)
+        assert_report(
+            load_and_check(
+                browser, f"{url_of(server)}{bench}/index.html", tmp_path / f"{bench}-served.png"
+            ),
+            n_figures,
+        )
         index = load_and_check(browser, url_of(server), tmp_path / "index-served.png")
-        assert index["headline"] == "" and index["tables"]   # the runs index: a table, no verdict box
+        assert (
+            index["headline"] == "" and index["tables"]
+        )  # the runs index: a table, no verdict box
     finally:
         server.shutdown()
         server.server_close()
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    shutil.copy(run / "index.html", elsewhere / "report.html")   # the page alone, no CSVs beside it
-    assert_report(load_and_check(browser, (elsewhere / "report.html").as_uri(),
-                                 tmp_path / f"{bench}-copied.png"), n_figures)
+    shutil.copy(run / "index.html", elsewhere / "report.html")  # the page alone, no CSVs beside it
+    assert_report(
+        load_and_check(
+            browser, (elsewhere / "report.html").as_uri(), tmp_path / f"{bench}-copied.png"
+        ),
+        n_figures,
+    )
 
 
 @needs_chromium
 @pytest.mark.browser
 def test_index_and_comparison_pages_in_chromium(reports, browser, tmp_path, monkeypatch):
     import report_helpers as H
+
     from residuals.report.compare import compare_runs
 
     H.register(monkeypatch)
@@ -385,19 +476,25 @@ def test_index_and_comparison_pages_in_chromium(reports, browser, tmp_path, monk
 @pytest.mark.browser
 def test_the_checks_catch_broken_images_and_console_errors(browser, tmp_path):
     """The assertions above are only worth something if they can fail."""
+
     def page(body):
         path = tmp_path / "bad.html"
-        path.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><main>'
-                        f'<div id="headline">h</div><table><tr><td>1</td></tr></table>{body}</main></body></html>')
+        path.write_text(
+            '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><main>'
+            f'<div id="headline">h</div><table><tr><td>1</td></tr></table>{body}</main></body></html>'
+        )
         return path.as_uri()
 
     with pytest.raises(AssertionError, match="console errors.*boom"):
-        load_and_check(browser, page('<script>console.error("boom")</script>'), tmp_path / "bad.png")
+        load_and_check(
+            browser, page('<script>console.error("boom")</script>'), tmp_path / "bad.png"
+        )
     with pytest.raises(AssertionError, match="console errors.*missing.png"):
         load_and_check(browser, page('<img src="missing.png" alt="gone">'), tmp_path / "bad.png")
     # an image that loads but does not decode: no console message, caught by its natural size
-    facts = load_and_check(browser, page('<img src="data:image/png;base64,AAAA" alt="corrupt">'),
-                           tmp_path / "bad.png")
+    facts = load_and_check(
+        browser, page('<img src="data:image/png;base64,AAAA" alt="corrupt">'), tmp_path / "bad.png"
+    )
     assert facts["images"][0]["w"] == 0
     with pytest.raises(AssertionError):
         assert_report(facts, 1)

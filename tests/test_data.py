@@ -19,9 +19,21 @@ import pytest
 import torch
 
 import residuals.data as rdata
-from residuals.data import (DATASETS, DatasetError, ImageData, RemoteFile, augment_batch,
-                            crop_padding, data_roots, default_data_dir, load_dataset, md5sum,
-                            normalize, random_crop_flip, resolve_device)
+from residuals.data import (
+    DATASETS,
+    DatasetError,
+    ImageData,
+    RemoteFile,
+    augment_batch,
+    crop_padding,
+    data_roots,
+    default_data_dir,
+    load_dataset,
+    md5sum,
+    normalize,
+    random_crop_flip,
+    resolve_device,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +88,9 @@ def test_val_split_holds_out_training_images_stratified():
     # the held-out images are training images, not test images, and disjoint from the rest
     as_rows = lambda x: {bytes(r) for r in x.reshape(len(x), -1).numpy()}  # noqa: E731
     assert as_rows(d.test_x) <= as_rows(full.train_x)
-    assert torch.equal(torch.sort(torch.cat([d.train_y, d.test_y])).values,
-                       torch.sort(full.train_y).values)
+    assert torch.equal(
+        torch.sort(torch.cat([d.train_y, d.test_y])).values, torch.sort(full.train_y).values
+    )
     # seeded
     assert torch.equal(load_dataset("digits", val_size=200, seed=3).test_x, d.test_x)
     assert not torch.equal(load_dataset("digits", val_size=200, seed=4).test_x, d.test_x)
@@ -114,7 +127,11 @@ def test_cache_dir_resolution_order(monkeypatch, tmp_path):
     assert default_data_dir() == tmp_path / "xdg" / "residuals"
     monkeypatch.setenv("RESIDUALS_DATA", str(tmp_path / "env"))
     assert default_data_dir() == tmp_path / "env"
-    assert data_roots(tmp_path / "cli") == [tmp_path / "cli", tmp_path / "env", tmp_path / "xdg" / "residuals"]
+    assert data_roots(tmp_path / "cli") == [
+        tmp_path / "cli",
+        tmp_path / "env",
+        tmp_path / "xdg" / "residuals",
+    ]
     assert data_roots() == [tmp_path / "env", tmp_path / "xdg" / "residuals"]
 
 
@@ -154,8 +171,10 @@ def fake_fmnist(tmp_path, monkeypatch):
     for name, (a, magic) in arrays.items():
         _idx_gz(server / name, a, magic)
     spec = DATASETS["fashion-mnist"]
-    files = tuple(RemoteFile(f.name, md5sum(server / f.name), "https://example.org/fm/" + f.name)
-                  for f in spec.files)
+    files = tuple(
+        RemoteFile(f.name, md5sum(server / f.name), "https://example.org/fm/" + f.name)
+        for f in spec.files
+    )
     monkeypatch.setitem(DATASETS, "fashion-mnist", dataclasses.replace(spec, files=files))
     return server, {k: a for k, (a, _) in arrays.items()}
 
@@ -170,7 +189,9 @@ def test_fashion_mnist_reads_official_idx_files(fake_fmnist, tmp_path):
     assert d.classes[0] == "T-shirt/top" and d.num_classes == 10
 
 
-def test_files_found_in_env_dir_under_dataset_folder(fake_fmnist, tmp_path, monkeypatch, no_network):
+def test_files_found_in_env_dir_under_dataset_folder(
+    fake_fmnist, tmp_path, monkeypatch, no_network
+):
     server, _ = fake_fmnist
     root = tmp_path / "env"
     (root / "fashion-mnist").mkdir(parents=True)
@@ -194,13 +215,16 @@ def test_fake_download_lands_verified_in_data_dir(fake_fmnist, tmp_path, monkeyp
     d = load_dataset("fashion-mnist", data_dir=target)
     assert len(fetched) == 4 and d.train_x.shape[0] == 30
     assert sorted(p.name for p in (target / "fashion-mnist").iterdir()) == sorted(
-        p.name for p in server.iterdir())  # no temporary files left
+        p.name for p in server.iterdir()
+    )  # no temporary files left
     load_dataset("fashion-mnist", data_dir=target)
     assert len(fetched) == 4  # second load: found, not downloaded again
 
 
 def test_bad_download_is_not_left_in_place(fake_fmnist, tmp_path, monkeypatch):
-    monkeypatch.setattr(rdata.files, "fetch_url", lambda url, dest, timeout=60.0: Path(dest).write_bytes(b"junk"))
+    monkeypatch.setattr(
+        rdata.files, "fetch_url", lambda url, dest, timeout=60.0: Path(dest).write_bytes(b"junk")
+    )
     target = tmp_path / "mine"
     with pytest.raises(DatasetError) as e:
         load_dataset("fashion-mnist", data_dir=target)
@@ -227,7 +251,9 @@ def test_missing_files_without_network_say_what_where_and_url(fake_fmnist, tmp_p
     server, _ = fake_fmnist
     target = tmp_path / "empty"
     (target).mkdir()
-    (target / "train-images-idx3-ubyte.gz").write_bytes((server / "train-images-idx3-ubyte.gz").read_bytes())
+    (target / "train-images-idx3-ubyte.gz").write_bytes(
+        (server / "train-images-idx3-ubyte.gz").read_bytes()
+    )
     with pytest.raises(DatasetError) as e:
         load_dataset("fashion-mnist", data_dir=target)
     msg = str(e.value)
@@ -259,12 +285,14 @@ def test_idx_with_wrong_magic_or_truncated(tmp_path):
 # --------------------------------------------------------------------------- cifar10 (tarball)
 
 
-def _cifar_tarball(path: Path, n_per_batch: int = 4, extra: dict[str, bytes] | None = None,
-                   seed: int = 0) -> dict[str, np.ndarray]:
+def _cifar_tarball(
+    path: Path, n_per_batch: int = 4, extra: dict[str, bytes] | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
     """The official layout; keys as bytes, as Python 2's pickles load under encoding='bytes'."""
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     with tarfile.open(path, "w:gz") as tar:
+
         def add(name: str, payload: bytes) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(payload)
@@ -275,10 +303,14 @@ def _cifar_tarball(path: Path, n_per_batch: int = 4, extra: dict[str, bytes] | N
             y = list(rng.integers(0, 10, n_per_batch))
             arrays[name] = x
             arrays[name + "_labels"] = np.array(y)
-            add(f"cifar-10-batches-py/{name}",
-                pickle.dumps({b"batch_label": name.encode(), b"data": x, b"labels": y}))
-        add("cifar-10-batches-py/batches.meta",
-            pickle.dumps({b"label_names": [c.encode() for c in DATASETS["cifar10"].classes]}))
+            add(
+                f"cifar-10-batches-py/{name}",
+                pickle.dumps({b"batch_label": name.encode(), b"data": x, b"labels": y}),
+            )
+        add(
+            "cifar-10-batches-py/batches.meta",
+            pickle.dumps({b"label_names": [c.encode() for c in DATASETS["cifar10"].classes]}),
+        )
         for name, payload in (extra or {}).items():
             add(name, payload)
     return arrays
@@ -288,7 +320,9 @@ def _member_md5s(tarball: Path, tmp: Path) -> tuple[tuple[str, str], ...]:
     out = tmp / "md5-scratch"
     with tarfile.open(tarball) as tar:
         tar.extractall(out, filter="data")
-    return tuple((n, md5sum(out / "cifar-10-batches-py" / n)) for n, _ in DATASETS["cifar10"].members)
+    return tuple(
+        (n, md5sum(out / "cifar-10-batches-py" / n)) for n, _ in DATASETS["cifar10"].members
+    )
 
 
 @pytest.fixture
@@ -298,9 +332,15 @@ def fake_cifar(tmp_path, monkeypatch):
     tarball = server / "cifar-10-python.tar.gz"
     arrays = _cifar_tarball(tarball)
     spec = DATASETS["cifar10"]
-    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(
-        spec, files=(RemoteFile(tarball.name, md5sum(tarball), spec.files[0].url),),
-        members=_member_md5s(tarball, tmp_path)))
+    monkeypatch.setitem(
+        DATASETS,
+        "cifar10",
+        dataclasses.replace(
+            spec,
+            files=(RemoteFile(tarball.name, md5sum(tarball), spec.files[0].url),),
+            members=_member_md5s(tarball, tmp_path),
+        ),
+    )
     return tarball, arrays
 
 
@@ -353,8 +393,13 @@ def test_tarball_with_path_traversal_is_refused(tmp_path, monkeypatch, member):
     tarball.parent.mkdir()
     _cifar_tarball(tarball, extra={member: b"owned"})
     spec = DATASETS["cifar10"]
-    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(
-        spec, files=(RemoteFile(tarball.name, md5sum(tarball), spec.files[0].url),)))
+    monkeypatch.setitem(
+        DATASETS,
+        "cifar10",
+        dataclasses.replace(
+            spec, files=(RemoteFile(tarball.name, md5sum(tarball), spec.files[0].url),)
+        ),
+    )
     with pytest.raises(DatasetError, match="refusing to extract") as e:
         load_dataset("cifar10", data_dir=tarball.parent, download=False)
     assert member in str(e.value)
@@ -394,7 +439,9 @@ def test_normalize_matches_formula_and_layout():
     x = torch.randint(0, 256, (5, 3, 6, 7), dtype=torch.uint8, generator=g)
     mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
     out = normalize(x, mean, std)
-    ref = (x.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1).double()) / torch.tensor(std).view(1, 3, 1, 1).double()
+    ref = (x.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1).double()) / torch.tensor(
+        std
+    ).view(1, 3, 1, 1).double()
     assert out.dtype == torch.float32 and out.shape == x.shape
     torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-6)
     cl = normalize(x, torch.tensor(mean), torch.tensor(std), channels_last=True)
@@ -416,7 +463,7 @@ def _reference_crop(x: torch.Tensor, pad: int) -> list[set[bytes]]:
         s = set()
         for dy in range(2 * pad + 1):
             for dx in range(2 * pad + 1):
-                win = img[:, dy:dy + h, dx:dx + w]
+                win = img[:, dy : dy + h, dx : dx + w]
                 s.add(win.numpy().tobytes())
                 s.add(win.flip(-1).numpy().tobytes())
         options.append(s)
@@ -447,7 +494,9 @@ def test_random_crop_flip_really_crops_and_flips_and_is_seeded():
 def test_augment_batch_and_padding():
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     assert augment_batch(x, "none") is x
-    assert augment_batch(x, "crop-flip", generator=torch.Generator().manual_seed(0)).shape == x.shape
+    assert (
+        augment_batch(x, "crop-flip", generator=torch.Generator().manual_seed(0)).shape == x.shape
+    )
     assert (crop_padding(32), crop_padding(28), crop_padding(8)) == (4, 4, 1)
     with pytest.raises(ValueError, match="unknown augmentation"):
         augment_batch(x, "rotate")
@@ -457,6 +506,14 @@ def test_augment_batch_and_padding():
 
 def test_imagedata_is_constructible_by_hand():
     x = torch.zeros(4, 1, 5, 5, dtype=torch.uint8)
-    d = ImageData("tiny", x, torch.zeros(4, dtype=torch.int64), x, torch.zeros(4, dtype=torch.int64),
-                  ["a", "b"], (0.5,), (0.25,))
+    d = ImageData(
+        "tiny",
+        x,
+        torch.zeros(4, dtype=torch.int64),
+        x,
+        torch.zeros(4, dtype=torch.int64),
+        ["a", "b"],
+        (0.5,),
+        (0.25,),
+    )
     assert (d.in_channels, d.num_classes, d.image_size, d.split) == (1, 2, 5, "test")

@@ -12,9 +12,7 @@ from residuals.data.augment import resize_images
 def test_resize_images_keeps_uint8_and_constant_images():
     x = torch.full((3, 1, 8, 8), 200, dtype=torch.uint8)
     y = resize_images(x, 96)
-    assert (
-        y.dtype == torch.uint8 and y.shape == (3, 1, 96, 96) and bool((y == 200).all())
-    )
+    assert y.dtype == torch.uint8 and y.shape == (3, 1, 96, 96) and bool((y == 200).all())
     assert resize_images(x, 8) is x
     small = resize_images(torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8), 16)
     assert small.shape == (5, 3, 16, 16)
@@ -30,11 +28,7 @@ def test_load_dataset_resizes_and_measures_the_resized_images():
         32,
         32,
     )
-    assert (
-        big.image_size == 32
-        and big.extra["resize"] == 32
-        and big.extra["original_size"] == 8
-    )
+    assert big.image_size == 32 and big.extra["resize"] == 32 and big.extra["original_size"] == 8
     assert torch.equal(big.train_y, plain.train_y)
     # bilinear upsampling keeps the mean and smooths: the std shrinks
     assert big.mean[0] == pytest.approx(plain.mean[0], abs=2e-3)

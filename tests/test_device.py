@@ -35,8 +35,12 @@ def test_replicas_and_precision_follow_the_threads_of_each_replica(monkeypatch):
 
     monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: True)
     cfg = TrainConfig(device="cpu", batch_size=128)
-    assert D.resolve_replicas_amp(cfg, threads=2) == (2, 1, True)    # 2 one-thread replicas: bf16
-    assert D.resolve_replicas_amp(TrainConfig(device="cpu", batch_size=32), threads=2) == (1, 2, False)
+    assert D.resolve_replicas_amp(cfg, threads=2) == (2, 1, True)  # 2 one-thread replicas: bf16
+    assert D.resolve_replicas_amp(TrainConfig(device="cpu", batch_size=32), threads=2) == (
+        1,
+        2,
+        False,
+    )
     assert D.resolve_amp(None, "cuda") is True and D.resolve_amp(False, "cuda") is False
     monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: False)
     assert D.resolve_replicas_amp(cfg, threads=2)[2] is False

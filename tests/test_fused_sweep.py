@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from click.testing import CliRunner
 
@@ -19,16 +18,16 @@ def test_plan_groups_each_depth_and_sizes_jobs_by_memory():
     alone = deg.plan_jobs(specs, TINY, fuse=False)
     assert [j.specs for j in alone] == [(s,) for s in specs]
     jobs = deg.plan_jobs(specs, TINY, fuse=True)
-    assert [(j.depth, len(j.specs)) for j in jobs] == [(14, 6), (8, 6)]   # the costliest first
+    assert [(j.depth, len(j.specs)) for j in jobs] == [(14, 6), (8, 6)]  # the costliest first
     assert {s.variant for s in jobs[0].specs} == {"plain", "residual"}
     assert [j.name for j in jobs] == ["job00", "job01"]
     need = member_bytes(14, (3, 32, 32), 10, TINY.train.batch_size, amp=False)
-    room = int(4.5 * need / MEMORY_FRACTION)   # four depth-14 members fit, not five
+    room = int(4.5 * need / MEMORY_FRACTION)  # four depth-14 members fit, not five
     sized = deg.plan_jobs(specs, TINY, fuse=True, amp=False, memory_bytes=room)
-    assert [len(j.specs) for j in sized if j.depth == 14] == [3, 3]       # equal shares of <= 4
+    assert [len(j.specs) for j in sized if j.depth == 14] == [3, 3]  # equal shares of <= 4
     assert max(len(j.specs) for j in sized if j.depth == 8) <= 6
     shared = deg.plan_jobs(specs, TINY, fuse=True, amp=False, memory_bytes=room, concurrent=4)
-    assert all(len(j.specs) == 1 for j in shared if j.depth == 14)        # 1/4 of it each
+    assert all(len(j.specs) == 1 for j in shared if j.depth == 14)  # 1/4 of it each
     assert sorted(s for j in sized for s in j.specs) == sorted(specs)
 
 
@@ -51,21 +50,31 @@ def test_resolve_fuse():
 def test_cli_fuse_on_keeps_per_run_tables_and_names_the_job(tmp_path):
     args = ["--depths", "8", "--epochs", "1", "--seeds", "2", "--precision", "fp32", "--jobs", "1"]
     runner = CliRunner()
-    fused = runner.invoke(degradation_cmd, [*args, "--fuse", "on", "--out", str(tmp_path / "f")],
-                          catch_exceptions=False)
+    fused = runner.invoke(
+        degradation_cmd,
+        [*args, "--fuse", "on", "--out", str(tmp_path / "f")],
+        catch_exceptions=False,
+    )
     assert fused.exit_code == 0, fused.output
     assert "4 runs in 1 fused jobs of 4 members" in fused.output
-    alone = runner.invoke(degradation_cmd, [*args, "--fuse", "off", "--out", str(tmp_path / "a")],
-                          catch_exceptions=False)
+    alone = runner.invoke(
+        degradation_cmd,
+        [*args, "--fuse", "off", "--out", str(tmp_path / "a")],
+        catch_exceptions=False,
+    )
     assert alone.exit_code == 0, alone.output
-    (f_run,), (a_run,) = ([RunDir(p) for p in (tmp_path / d).iterdir() if p.is_dir()]
-                          for d in ("f", "a"))
+    (f_run,), (a_run,) = (
+        [RunDir(p) for p in (tmp_path / d).iterdir() if p.is_dir()] for d in ("f", "a")
+    )
     assert f_run.meta["fuse"] is True and a_run.meta["fuse"] is False
     f_runs, a_runs = f_run.read_table("runs"), a_run.read_table("runs")
-    assert len(f_runs) == 4 and set(f_runs["job"]) == {"job00"} and set(f_runs["job_members"]) == {4}
+    assert (
+        len(f_runs) == 4 and set(f_runs["job"]) == {"job00"} and set(f_runs["job_members"]) == {4}
+    )
     assert a_runs["job"].nunique() == 4 and set(a_runs["job_members"]) == {1}
     assert len(f_run.read_table("results")) == 4 and len(f_run.read_table("probes")) == len(
-        a_run.read_table("probes"))
+        a_run.read_table("probes")
+    )
     # fp32, one epoch: the same training to within float rounding
     diff = (f_runs["final_train_error"] - a_runs["final_train_error"]).abs().max()
     assert diff < 0.01, (f_runs, a_runs)
@@ -75,11 +84,13 @@ def test_an_interrupted_fused_sweep_resumes_exactly(tmp_path, monkeypatch):
     from residuals.train import fused_loop
 
     cfg = TINY.replace(depths=(8,), seeds=2)
-    straight = RunDir.create(tmp_path, bench="degradation", dataset=cfg.dataset,
-                             config=cfg.to_dict(), name="straight")
+    straight = RunDir.create(
+        tmp_path, bench="degradation", dataset=cfg.dataset, config=cfg.to_dict(), name="straight"
+    )
     deg.run_sweep(straight, cfg, device="cpu", fuse=True, echo=lambda s: None)
-    stopped = RunDir.create(tmp_path, bench="degradation", dataset=cfg.dataset,
-                            config=cfg.to_dict(), name="stopped")
+    stopped = RunDir.create(
+        tmp_path, bench="degradation", dataset=cfg.dataset, config=cfg.to_dict(), name="stopped"
+    )
     real_save = fused_loop.save_checkpoint
     saved = []
 

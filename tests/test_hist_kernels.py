@@ -19,20 +19,26 @@ import torch
 from residuals.boosting import BoostingClassifier, BoostingRegressor, _kernels
 from residuals.boosting._histograms import _route, _scatter_hist
 
-requires_c = pytest.mark.skipif(not _kernels.available(), reason="the C loops of hist mode are not built")
+requires_c = pytest.mark.skipif(
+    not _kernels.available(), reason="the C loops of hist mode are not built"
+)
 
 
 def test_built_under_ci():
     """CI installs from a clean clone with a C compiler: the extension must be there."""
     if not os.environ.get("CI"):
         pytest.skip("only checked under CI")
-    assert _kernels.available(), "the optional C extension residuals.boosting._kernels_c did not build"
+    assert _kernels.available(), (
+        "the optional C extension residuals.boosting._kernels_c did not build"
+    )
 
 
 def test_switched_off_by_the_environment():
     code = "from residuals.boosting import _kernels; print(_kernels.available())"
     env = {**os.environ, "RESIDUALS_C_KERNELS": "0"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -60,7 +66,9 @@ def test_histograms_equal_torch_bit_for_bit(monkeypatch, complex_values, threads
     rows = torch.as_tensor(np.flatnonzero(rng.rand(XT.shape[1]) < 0.37))
     nodes = torch.as_tensor(rng.randint(0, 5, size=len(rows)))
     slot = torch.as_tensor(rng.randint(0, 6, size=XT.shape[1]), dtype=torch.int32)
-    ones = torch.ones((), dtype=torch.float64).expand(XT.shape[1])  # an expanded scalar, as the root counts
+    ones = torch.ones((), dtype=torch.float64).expand(
+        XT.shape[1]
+    )  # an expanded scalar, as the root counts
     cases = [
         dict(n_cols=32),
         dict(n_cols=32, rows=rows),
@@ -68,7 +76,9 @@ def test_histograms_equal_torch_bit_for_bit(monkeypatch, complex_values, threads
         dict(n_cols=4 * 32, select=(slot, 1, 5)),
         dict(n_cols=32, select=(slot, 2, 3)),
     ]
-    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)  # split even these small calls between threads
+    monkeypatch.setattr(
+        _kernels, "_PARALLEL_MIN", 1
+    )  # split even these small calls between threads
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # torch's loops (the fallback) and ...
     monkeypatch.setattr(_kernels, "threads", lambda: threads)  # ... the C loops
@@ -83,7 +93,9 @@ def test_histograms_equal_torch_bit_for_bit(monkeypatch, complex_values, threads
         c = _scatter_hist(XT, ones, 32, 32)
         with _kernels.disabled():
             assert torch.equal(c, _scatter_hist(XT, ones, 32, 32))
-        assert torch.equal(c.sum(1), torch.full((XT.shape[0],), float(XT.shape[1]), dtype=torch.float64))
+        assert torch.equal(
+            c.sum(1), torch.full((XT.shape[0],), float(XT.shape[1]), dtype=torch.float64)
+        )
     finally:
         torch.set_num_threads(before)
 
@@ -115,7 +127,9 @@ def test_routing_equals_torch(monkeypatch, dtype, threads):
     slot = torch.as_tensor(rng.randint(0, n_slots, size=XT.shape[1]), dtype=dtype)
     column = torch.as_tensor(rng.randint(0, XT.shape[0], size=n_slots), dtype=dtype)
     table = torch.as_tensor(rng.randint(0, 2 * n_slots, size=n_slots * nb), dtype=dtype)
-    expected = table[slot.long() * nb + XT[column[slot.long()].long(), torch.arange(XT.shape[1])].long()]
+    expected = table[
+        slot.long() * nb + XT[column[slot.long()].long(), torch.arange(XT.shape[1])].long()
+    ]
     monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # torch's loops (the fallback) and ...
@@ -138,12 +152,16 @@ def _fits(make, X, y, **fit):
 
 
 @requires_c
-@pytest.mark.parametrize("params", [
-    dict(loss="squared_error"),
-    dict(loss="absolute_error", subsample=0.7),
-    dict(loss="huber", max_leaf_nodes=9, max_depth=None),
-    dict(loss="quantile", alpha=0.8, max_features=0.5),
-], ids=["squared_error", "absolute_error-subsample", "huber-best_first", "quantile-max_features"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(loss="squared_error"),
+        dict(loss="absolute_error", subsample=0.7),
+        dict(loss="huber", max_leaf_nodes=9, max_depth=None),
+        dict(loss="quantile", alpha=0.8, max_features=0.5),
+    ],
+    ids=["squared_error", "absolute_error-subsample", "huber-best_first", "quantile-max_features"],
+)
 def test_boosting_regressor_is_bit_identical_with_torch_loops(params):
     rng = np.random.RandomState(3)
     X = rng.randn(3000, 8)
@@ -184,15 +202,19 @@ def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
     X = rng.randn(40000, 6)
     y = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.2 * rng.randn(40000)
     w = rng.uniform(0.5, 2.0, size=40000)  # weights: their total is a sum over rows too
-    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)  # the C loops split every call between threads
+    monkeypatch.setattr(
+        _kernels, "_PARALLEL_MIN", 1
+    )  # the C loops split every call between threads
     before = torch.get_num_threads()
     preds = []
     try:
         for threads in (1, 3):
             torch.set_num_threads(threads)
             monkeypatch.setattr(_kernels, "threads", lambda t=threads: t)
-            with (contextlib.nullcontext() if c_loops else _kernels.disabled()):
-                model = BoostingRegressor(tree_method="hist", n_estimators=15, max_depth=5, random_state=0)
+            with contextlib.nullcontext() if c_loops else _kernels.disabled():
+                model = BoostingRegressor(
+                    tree_method="hist", n_estimators=15, max_depth=5, random_state=0
+                )
                 model.fit(X, y, sample_weight=w)
             preds.append(model.predict(X))
     finally:
@@ -213,7 +235,9 @@ def test_unexpected_layouts_are_refused():
         _kernels.hist(XT, g.float(), out.real.contiguous(), 32)  # float32 values
     slot = torch.zeros(XT.shape[1], dtype=torch.int32)
     with pytest.raises(ValueError, match="unexpected dtype or layout"):
-        _kernels.route(XT, slot, torch.zeros(1, dtype=torch.int64), torch.zeros(32, dtype=torch.int32), 32)
+        _kernels.route(
+            XT, slot, torch.zeros(1, dtype=torch.int64), torch.zeros(32, dtype=torch.int32), 32
+        )
     with pytest.raises(ValueError, match="unexpected dtype or layout"):
         _kernels.level_hist(XT, gh, out.view(1, -1, 16), 32, slot, 0, 1)  # not (nodes, F, nb)
 
@@ -227,7 +251,9 @@ def test_default_thread_count_follows_threadpoolctl_and_omp_num_threads():
         assert _kernels.threads() == 1
     code = "from residuals.boosting import _kernels; print(_kernels.threads())"
     env = {**os.environ, "OMP_NUM_THREADS": "3"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "3"
 
 

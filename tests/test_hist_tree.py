@@ -93,7 +93,9 @@ class TestBinMapper:
 
     def test_unseen_values_fall_in_the_enclosing_bin(self):
         mapper = BinMapper().fit(np.array([[0.0], [1.0], [2.0], [3.0]]))  # cuts 0.5, 1.5, 2.5
-        new = np.array([[-100.0], [-np.inf], [0.5], [0.7], [1.49], [2.6], [1e9], [np.inf], [np.nan]])
+        new = np.array(
+            [[-100.0], [-np.inf], [0.5], [0.7], [1.49], [2.6], [1e9], [np.inf], [np.nan]]
+        )
         assert mapper.transform(new).numpy().ravel().tolist() == [0, 0, 0, 1, 1, 3, 3, 3, 255]
 
     def test_constant_and_all_missing_features(self):
@@ -160,7 +162,9 @@ class TestHistTree:
         leaves = tree.apply(Xb).numpy()
         residual = y - raw
         for leaf in range(tree.n_leaves):
-            np.testing.assert_allclose(tree.leaf_values[leaf].item(), residual[leaves == leaf].mean())
+            np.testing.assert_allclose(
+                tree.leaf_values[leaf].item(), residual[leaves == leaf].mean()
+            )
 
     @pytest.mark.parametrize("max_leaf_nodes", [None, 6])
     def test_newton_leaf_values_with_weights_and_hessians(self, max_leaf_nodes):
@@ -181,7 +185,9 @@ class TestHistTree:
             m = leaves == leaf
             expected = -(w[m] * g[m]).sum() / (w[m] * h[m]).sum()
             np.testing.assert_allclose(tree.leaf_values[leaf].item(), expected.item())
-        np.testing.assert_allclose(tree.n_node_samples[tree.leaf_index >= 0], counts[tree.leaf_index[tree.leaf_index >= 0]])
+        np.testing.assert_allclose(
+            tree.n_node_samples[tree.leaf_index >= 0], counts[tree.leaf_index[tree.leaf_index >= 0]]
+        )
 
     @pytest.mark.parametrize("min_samples_leaf", [1, 40])
     def test_root_split_is_the_brute_force_optimum(self, min_samples_leaf):
@@ -220,7 +226,9 @@ class TestHistTree:
         assert tree.depth == max_depth
         assert len(np.unique(tree.apply(Xb).numpy())) == 2**max_depth
 
-    @pytest.mark.parametrize("max_leaf_nodes, max_depth", [(2, None), (5, None), (13, None), (13, 3)])
+    @pytest.mark.parametrize(
+        "max_leaf_nodes, max_depth", [(2, None), (5, None), (13, None), (13, 3)]
+    )
     def test_max_leaf_nodes(self, max_leaf_nodes, max_depth):
         X, y = integer_data()
         tree, _, Xb = fit_tree(X, y, max_depth=max_depth, max_leaf_nodes=max_leaf_nodes)
@@ -268,7 +276,9 @@ class TestHistTree:
         rng = np.random.RandomState(8)
         keep = rng.rand(len(y)) < 0.6
         y_poisoned = np.where(keep, y, 1e3 * rng.randn(len(y)))
-        tree, mapper, Xb = fit_tree(X, y_poisoned, sample_weight=keep.astype(float), max_depth=3, min_samples_leaf=5)
+        tree, mapper, Xb = fit_tree(
+            X, y_poisoned, sample_weight=keep.astype(float), max_depth=3, min_samples_leaf=5
+        )
         g, h = squared_error_grads(y[keep])
         ref = HistTree(max_depth=3, min_samples_leaf=5).fit(Xb[torch.as_tensor(keep)], g, h)
         np.testing.assert_allclose(tree.predict(Xb).numpy(), ref.predict(Xb).numpy())
@@ -276,7 +286,9 @@ class TestHistTree:
 
     def test_unit_weights_equal_no_weights(self):
         X, y = integer_data()
-        tree, _, Xb = fit_tree(X, y, sample_weight=np.ones(len(y)), max_depth=4, min_weight_leaf=30.0)
+        tree, _, Xb = fit_tree(
+            X, y, sample_weight=np.ones(len(y)), max_depth=4, min_weight_leaf=30.0
+        )
         ref, _, _ = fit_tree(X, y, max_depth=4, min_weight_leaf=30.0)
         np.testing.assert_array_equal(tree.threshold_bin, ref.threshold_bin)
         np.testing.assert_allclose(tree.predict(Xb).numpy(), ref.predict(Xb).numpy())
@@ -330,11 +342,17 @@ class TestHistTree:
         probe = mapper.transform(np.array([[np.nan]]))
         assert tree.predict(probe).item() == 0.0  # 80 rows went left
 
-    @pytest.mark.parametrize("max_depth, max_leaf_nodes", [(1, None), (3, None), (5, None), (None, 7), (4, 11)])
+    @pytest.mark.parametrize(
+        "max_depth, max_leaf_nodes", [(1, None), (3, None), (5, None), (None, 7), (4, 11)]
+    )
     def test_matches_decision_tree_regressor(self, max_depth, max_leaf_nodes):
         X, y = integer_data(seed=12)
-        tree, _, Xb = fit_tree(X, y, max_depth=max_depth, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=3)
-        ref = DecisionTreeRegressor(max_depth=max_depth, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=3).fit(X, y)
+        tree, _, Xb = fit_tree(
+            X, y, max_depth=max_depth, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=3
+        )
+        ref = DecisionTreeRegressor(
+            max_depth=max_depth, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=3
+        ).fit(X, y)
         assert tree.n_leaves == ref.get_n_leaves()
         np.testing.assert_allclose(tree.predict(Xb).numpy(), ref.predict(X), atol=1e-12)
         np.testing.assert_allclose(
@@ -383,7 +401,9 @@ class TestHistTree:
         torch.testing.assert_close(both[1], direct[0], rtol=0, atol=1e-12)
         # Against a plain numpy histogram of one feature.
         ref = np.bincount(Xb[:, 0].numpy(), weights=g.numpy(), minlength=64)
-        np.testing.assert_allclose(parent[0, 0].real.numpy(), ref, atol=1e-12)  # (node, feature, bin)
+        np.testing.assert_allclose(
+            parent[0, 0].real.numpy(), ref, atol=1e-12
+        )  # (node, feature, bin)
 
     def test_row_major_bins_give_the_same_tree(self):
         X, y = integer_data()
@@ -449,7 +469,9 @@ class TestHistTree:
         # Sums in another order may break exact ties (two features cutting a small
         # node the same way) differently, but the partition, hence the fit, is the same.
         np.testing.assert_allclose(bounded.predict(Xb).numpy(), reference.predict(Xb).numpy())
-        np.testing.assert_allclose(np.sort(bounded.gain), np.sort(reference.gain), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            np.sort(bounded.gain), np.sort(reference.gain), rtol=1e-9, atol=1e-12
+        )
 
     def test_accelerator_kernels_agree_with_the_cpu_ones(self):
         """The two-pass real scatter and torch.nonzero, used off the CPU, run here too."""
@@ -462,7 +484,9 @@ class TestHistTree:
         rows = torch.as_tensor(np.flatnonzero(rng.rand(3000) < 0.4))
         slots = torch.as_tensor(rng.randint(0, 4, size=len(rows)))
         fused = _scatter_hist(XT, values, 64, 16, rows, slots, fused=True)
-        torch.testing.assert_close(_scatter_hist(XT, values, 64, 16, rows, slots, fused=False), fused)
+        torch.testing.assert_close(
+            _scatter_hist(XT, values, 64, 16, rows, slots, fused=False), fused
+        )
         mask = torch.as_tensor(rng.rand(3000) < 0.3)
         assert torch.equal(_nonzero(mask, use_numpy=False), _nonzero(mask, use_numpy=True))
 
@@ -477,19 +501,25 @@ class TestHistTree:
         slots = torch.as_tensor(rng.randint(0, 4, size=len(rows)))
         whole = torch.zeros((5, 64), dtype=torch.complex128)
         whole.scatter_add_(1, torch.add(XT[:, rows], slots, alpha=16), values[rows].expand(5, -1))
-        root = torch.zeros((5, 16), dtype=torch.complex128).scatter_add_(1, XT.long(), values.expand(5, -1))
+        root = torch.zeros((5, 16), dtype=torch.complex128).scatter_add_(
+            1, XT.long(), values.expand(5, -1)
+        )
         with _kernels.disabled():  # the chunks are torch's loop's (the C loop needs no index)
             for elements in (5, 7 * 5, 1 << 20):  # one row, 7 rows, every row per chunk
                 for name in ("_SLICE_INDEX_ELEMENTS", "_GATHER_INDEX_ELEMENTS"):
                     monkeypatch.setattr(_histograms, name, elements)
-                torch.testing.assert_close(_histograms._scatter_hist(XT, values, 64, 16, rows, slots), whole)
+                torch.testing.assert_close(
+                    _histograms._scatter_hist(XT, values, 64, 16, rows, slots), whole
+                )
                 torch.testing.assert_close(_histograms._scatter_hist(XT, values, 16, 16), root)
 
     def test_leaf_values_can_be_overwritten(self):
         X, y = integer_data()
         tree, _, Xb = fit_tree(X, y, max_depth=2)
         tree.leaf_values = torch.arange(4, dtype=torch.float64)
-        np.testing.assert_array_equal(tree.predict(Xb).numpy(), tree.apply(Xb).numpy().astype(float))
+        np.testing.assert_array_equal(
+            tree.predict(Xb).numpy(), tree.apply(Xb).numpy().astype(float)
+        )
         assert tree.apply(Xb).dtype == torch.int64 and tree.predict(Xb).dtype == torch.float64
 
     def test_no_split_when_nothing_to_gain(self):
@@ -519,7 +549,9 @@ class TestHistTree:
             raw += 0.1 * tree.predict(Xb)
             raw_test += 0.1 * tree.predict(Xb_test)
         ours = float(((raw_test.numpy() - y_test) ** 2).mean())
-        ref = GradientBoostingRegressor(n_estimators=50, max_depth=3, learning_rate=0.1, random_state=0).fit(X, y)
+        ref = GradientBoostingRegressor(
+            n_estimators=50, max_depth=3, learning_rate=0.1, random_state=0
+        ).fit(X, y)
         theirs = float(((ref.predict(X_test) - y_test) ** 2).mean())
         assert ours < 1.02 * theirs
 
@@ -549,11 +581,15 @@ class TestHistTree:
 
         rng = np.random.RandomState(8)
         K, D, F, c = 5, 2, 6, 7
-        score = torch.as_tensor(rng.randint(0, 4, size=(K, D, F, c)).astype(np.float64))  # many ties
+        score = torch.as_tensor(
+            rng.randint(0, 4, size=(K, D, F, c)).astype(np.float64)
+        )  # many ties
         score[1] = -np.inf  # a node with no valid split
         order = torch.as_tensor(rng.permutation(F))
-        flat_order = ((torch.arange(D).view(D, 1, 1) * F + order.view(1, F, 1)) * c
-                      + torch.arange(c).view(1, 1, c)).view(-1)
+        flat_order = (
+            (torch.arange(D).view(D, 1, 1) * F + order.view(1, F, 1)) * c
+            + torch.arange(c).view(1, 1, c)
+        ).view(-1)
         best, arg = _first_best(score, flat_order, use_numpy=use_numpy)
         for k in range(K):
             s = score[k].numpy()
@@ -564,9 +600,13 @@ class TestHistTree:
             rank = {int(x): i for i, x in enumerate(order)}
             tied = [(dd, rank[ff], bb) for dd, ff, bb in zip(*np.nonzero(s == s.max()))]
             assert (d, rank[f], b) == min(tied)
-        best0, arg0 = _first_best(score, None, use_numpy=use_numpy)  # no order: the lowest flat index
+        best0, arg0 = _first_best(
+            score, None, use_numpy=use_numpy
+        )  # no order: the lowest flat index
         for k in range(K):
-            assert int(arg0[k]) == int(np.flatnonzero(score[k].numpy().ravel() == best0[k].item())[0])
+            assert int(arg0[k]) == int(
+                np.flatnonzero(score[k].numpy().ravel() == best0[k].item())[0]
+            )
 
     def test_cut_is_centred_between_the_node_values(self):
         # Bins 1 .. 8 are empty: every cut between bin 0 and bin 9 splits alike.
@@ -639,10 +679,17 @@ def test_cpu_and_cuda_trees_agree(max_leaf_nodes):
     trees = {}
     for device in ("cpu", "cuda"):
         Xb = mapper.transform(X, device=device)
-        tree = HistTree(max_depth=4, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=20, random_state=3)
+        tree = HistTree(
+            max_depth=4, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=20, random_state=3
+        )
         for _ in range(2):  # the second fit reuses the first one's workspace
-            tree.fit(Xb, g.to(device), h.to(device), sample_weight=w.to(device),
-                     bin_values=mapper.bin_value_table(device))
+            tree.fit(
+                Xb,
+                g.to(device),
+                h.to(device),
+                sample_weight=w.to(device),
+                bin_values=mapper.bin_value_table(device),
+            )
         assert tree.leaf_values.device.type == device
         trees[device] = (tree, tree.predict(Xb).cpu())
     (cpu, p_cpu), (gpu, p_gpu) = trees["cpu"], trees["cuda"]

@@ -6,7 +6,7 @@ import copy
 import io
 import math
 import pickle
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -14,13 +14,33 @@ import torch
 from torch import nn
 
 from residuals.core import Stagewise
-from residuals.nets import (CIFAR_DEPTHS, MODELS, BasicBlock, BottleneckBlock, PreActBlock,
-                            PreActBottleneckBlock, ResNet, ResNetConfig, ShortcutA, ShortcutB,
-                            build_model, cifar_resnet, imagenet_resnet, model_name)
+from residuals.nets import (
+    CIFAR_DEPTHS,
+    MODELS,
+    BasicBlock,
+    BottleneckBlock,
+    PreActBlock,
+    PreActBottleneckBlock,
+    ResNet,
+    ResNetConfig,
+    ShortcutA,
+    ShortcutB,
+    build_model,
+    cifar_resnet,
+    imagenet_resnet,
+    model_name,
+)
 
 BIG = {"resnet1202", "plain1202"}  # 19.4M parameters: built, never run forward in tests
-IMAGENET_STYLE = {"resnet18", "plain18", "resnet34", "plain34", "resnet50", "plain50",
-                  "d2l-resnet18"}
+IMAGENET_STYLE = {
+    "resnet18",
+    "plain18",
+    "resnet34",
+    "plain34",
+    "resnet50",
+    "plain50",
+    "d2l-resnet18",
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,7 +57,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _default(name: str) -> ResNet:
     """One default-built model per name (3 channels, 10 classes), shared; tests must not mutate it."""
     torch.manual_seed(0)
@@ -51,15 +71,22 @@ def _image_size(name: str) -> int:
 # ---------------------------------------------------------------------- registry
 # Every registered model with 1 channel / 7 classes and with the defaults (3 / 10); the
 # 1202-layer nets are built once, with the defaults (0.5 s each).
-@pytest.mark.parametrize("name,in_channels,num_classes",
-                         [(n, 1, 7) for n in MODELS if n not in BIG] + [(n, 3, 10) for n in MODELS])
+@pytest.mark.parametrize(
+    "name,in_channels,num_classes",
+    [(n, 1, 7) for n in MODELS if n not in BIG] + [(n, 3, 10) for n in MODELS],
+)
 def test_registry_builds_and_runs(name, in_channels, num_classes):
-    model = (_default(name) if (in_channels, num_classes) == (3, 10)
-             else build_model(name, in_channels=in_channels, num_classes=num_classes))
+    model = (
+        _default(name)
+        if (in_channels, num_classes) == (3, 10)
+        else build_model(name, in_channels=in_channels, num_classes=num_classes)
+    )
     assert isinstance(model, ResNet) and isinstance(model, Stagewise)
     assert model.name == name
     assert model.config.in_channels == in_channels and model.config.num_classes == num_classes
-    head_out = model.head.fc.out_features if hasattr(model.head, "fc") else model.head.conv.out_channels
+    head_out = (
+        model.head.fc.out_features if hasattr(model.head, "fc") else model.head.conv.out_channels
+    )
     assert head_out == num_classes
     if name in BIG:
         return
@@ -83,10 +110,19 @@ def test_registry_has_the_required_names():
 
 
 # One model per block type and shortcut kind (pickling the 20M-parameter nets only costs time).
-@pytest.mark.parametrize("name,kwargs", [
-    ("resnet20", {}), ("plain20", {}), ("resnet20", {"shortcut": "B"}), ("preresnet20", {}),
-    ("preresnet164", {"shortcut": "B"}), ("resnet18", {}), ("plain50", {"width": 16}),
-    ("resnet50", {"stem": "small", "width": 8})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("resnet20", {}),
+        ("plain20", {}),
+        ("resnet20", {"shortcut": "B"}),
+        ("preresnet20", {}),
+        ("preresnet164", {"shortcut": "B"}),
+        ("resnet18", {}),
+        ("plain50", {"width": 16}),
+        ("resnet50", {"stem": "small", "width": 8}),
+    ],
+)
 def test_pickle_and_deepcopy_round_trip(name, kwargs):
     model = build_model(name, **kwargs).eval()
     x = torch.randn(2, 3, _image_size(name), _image_size(name))
@@ -97,8 +133,16 @@ def test_pickle_and_deepcopy_round_trip(name, kwargs):
             torch.testing.assert_close(clone.eval()(x), expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name,kwargs", [("resnet56", {}), ("plain56", {}), ("preresnet164", {}),
-                                         ("resnet18", {}), ("plain50", {"width": 16})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("resnet56", {}),
+        ("plain56", {}),
+        ("preresnet164", {}),
+        ("resnet18", {}),
+        ("plain50", {"width": 16}),
+    ],
+)
 def test_state_dict_loads_into_a_fresh_model(name, kwargs):
     trained = build_model(name, **kwargs).eval()
     torch.manual_seed(123)
@@ -153,8 +197,10 @@ def test_model_name():
 
 # ---------------------------------------------------------------------- paper facts
 # He et al. 2015, Table 6 (CIFAR-10), rounded as the paper prints them.
-@pytest.mark.parametrize("depth,millions,digits", [
-    (20, 0.27, 2), (32, 0.46, 2), (44, 0.66, 2), (56, 0.85, 2), (110, 1.7, 1), (1202, 19.4, 1)])
+@pytest.mark.parametrize(
+    "depth,millions,digits",
+    [(20, 0.27, 2), (32, 0.46, 2), (44, 0.66, 2), (56, 0.85, 2), (110, 1.7, 1), (1202, 19.4, 1)],
+)
 def test_cifar_parameter_counts_match_the_paper(depth, millions, digits):
     residual = _default(f"resnet{depth}")
     plain = _default(f"plain{depth}")
@@ -247,7 +293,10 @@ def test_option_b_projects_only_where_the_shape_changes():
         changes = b.stride != 1 or b.in_ch != b.out_ch
         assert isinstance(b.shortcut, ShortcutB) == changes
     # option B adds exactly the two 1x1 convs + BNs: 16*32 + 2*32 + 32*64 + 2*64
-    assert model.num_parameters() - _default("resnet20").num_parameters() == 16 * 32 + 64 + 32 * 64 + 128
+    assert (
+        model.num_parameters() - _default("resnet20").num_parameters()
+        == 16 * 32 + 64 + 32 * 64 + 128
+    )
 
 
 @pytest.mark.parametrize("name,n_projections", [("resnet18", 3), ("resnet34", 3), ("resnet50", 4)])
@@ -293,8 +342,10 @@ def test_block_forward_is_the_residual_equation(cls, shortcut, in_ch, out_ch, st
     x = torch.randn(2, in_ch, 8, 8)
     residual = cls(in_ch, out_ch, stride, skip=True, shortcut=shortcut).eval()
     plain = cls(in_ch, out_ch, stride, skip=False, shortcut=shortcut).eval()
-    plain.load_state_dict({k: v for k, v in residual.state_dict().items()
-                           if not k.startswith("shortcut.")}, strict=True)
+    plain.load_state_dict(
+        {k: v for k, v in residual.state_dict().items() if not k.startswith("shortcut.")},
+        strict=True,
+    )
     with torch.no_grad():
         f = residual.branch(x)
         assert f.shape == (2, out_ch, 8 // stride, 8 // stride)
@@ -340,8 +391,9 @@ def test_zero_init_residual_makes_blocks_start_as_the_identity():
 
 
 # ---------------------------------------------------------------------- Stagewise contract
-@pytest.mark.parametrize("name", ["resnet20", "plain20", "preresnet20", "preresnet164",
-                                  "resnet18", "plain50"])
+@pytest.mark.parametrize(
+    "name", ["resnet20", "plain20", "preresnet20", "preresnet164", "resnet18", "plain50"]
+)
 def test_stagewise_contract(name):
     model = _default(name).eval()
     x = torch.randn(3, 3, _image_size(name), _image_size(name))

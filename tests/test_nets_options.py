@@ -81,12 +81,8 @@ def test_tf_preact_elu_is_the_seed_000_net():
             nn.Conv2d,
         ] * 2
         assert block.stride == 1 and block.in_ch == block.out_ch == 64
-        assert isinstance(block.shortcut, nn.Identity) and isinstance(
-            block.act, nn.Identity
-        )
-        assert all(
-            c.kernel_size == (3, 3) for c in block.branch if isinstance(c, nn.Conv2d)
-        )
+        assert isinstance(block.shortcut, nn.Identity) and isinstance(block.act, nn.Identity)
+        assert all(c.kernel_size == (3, 3) for c in block.branch if isinstance(c, nn.Conv2d))
     assert isinstance(model.head, ConvHead) and model.head.conv.kernel_size == (3, 3)
     assert [shape for _, shape in layer_shapes(model, (1, 1, 28, 28))] == [
         (1, 64, 28, 28),
@@ -115,9 +111,7 @@ def test_d2l_resnet18_has_the_articles_shapes_and_runs_its_loop():
         ("Flatten", (1, 512)),
         ("Linear", (1, 10)),
     ]
-    assert (
-        net.num_parameters() == 11_175_370
-    )  # d2l's own: 11,178,378 (conv biases, no BN on 1x1)
+    assert net.num_parameters() == 11_175_370  # d2l's own: 11,178,378 (conv biases, no BN on 1x1)
     # the loop as the article writes it, on real tensors: it computes the net's output
     net.eval()
     X = x = torch.rand(size=(2, 1, 96, 96))
@@ -130,9 +124,7 @@ def test_xavier_init_is_an_option():
     he, xavier = build_model("resnet20"), build_model("resnet20", init="xavier")
     w_he, w_x = he.stem[0].weight, xavier.stem[0].weight
     bound = (6 / (w_x.shape[1] * 9 + w_x.shape[0] * 9)) ** 0.5
-    assert (
-        w_x.abs().max() <= bound and w_he.abs().max() > bound
-    )  # normal vs uniform in a bound
+    assert w_x.abs().max() <= bound and w_he.abs().max() > bound  # normal vs uniform in a bound
 
 
 def _builders():
@@ -193,17 +185,11 @@ def test_input_sizes_a_net_can_take():
     with pytest.raises(InputSizeError, match="cannot take 2x2"):
         check_input_size(resnet20, 1, 2)
     assert min_input_size(build_model("tf-preact-elu"), 3) == 1
-    with pytest.raises(
-        InputSizeError, match="fails"
-    ):  # wrong channels: the forward fails
+    with pytest.raises(InputSizeError, match="fails"):  # wrong channels: the forward fails
         check_input_size(resnet20, 3, 8)
 
 
 def test_config_records_options_for_run_metadata():
     cfg = build_model("tf-preact-elu").to_dict()
-    assert (
-        cfg["activation"] == "elu"
-        and cfg["head"] == "conv"
-        and cfg["stem_activation"] == "relu"
-    )
+    assert cfg["activation"] == "elu" and cfg["head"] == "conv" and cfg["stem_activation"] == "relu"
     assert ResNetConfig(**cfg) == build_model("tf-preact-elu").config

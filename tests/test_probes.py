@@ -7,19 +7,24 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from test_nets import _one_thread  # noqa: F401  (autouse, module scope: one torch thread)
 from torch import nn
 
-from residuals.nets import (block_contributions, build_model, cifar_resnet, gradient_norms,
-                            layer_responses)
-from test_nets import _one_thread  # noqa: F401  (autouse, module scope: one torch thread)
-
-
+from residuals.nets import (
+    block_contributions,
+    build_model,
+    cifar_resnet,
+    gradient_norms,
+    layer_responses,
+)
 
 
 def _batch(n=4, size=8, channels=3, classes=10, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, channels, size, size, generator=g),
-            torch.randint(0, classes, (n,), generator=g))
+    return (
+        torch.randn(n, channels, size, size, generator=g),
+        torch.randint(0, classes, (n,), generator=g),
+    )
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -47,7 +52,8 @@ def test_layer_responses_table(name):
     assert table["block"].tolist() == list(range(len(model.blocks)))
     n_stages = len(model.config.stage_blocks)
     assert table["stage"].tolist() == sorted(table["stage"]) and set(table["stage"]) == set(
-        range(1, n_stages + 1))
+        range(1, n_stages + 1)
+    )
     assert (table["std"] > 0).all() and np.isfinite(table["std"]).all()
     _assert_untouched(model, before, training=True)
 
@@ -67,8 +73,10 @@ def test_layer_responses_is_the_std_of_the_branch_output_in_eval_mode():
             h = block(h)
 
 
-@pytest.mark.parametrize("name,per_block", [("resnet20", 2), ("plain20", 2), ("preresnet20", 2),
-                                             ("preresnet164", 3), ("resnet50", 3)])
+@pytest.mark.parametrize(
+    "name,per_block",
+    [("resnet20", 2), ("plain20", 2), ("preresnet20", 2), ("preresnet164", 3), ("resnet50", 3)],
+)
 def test_layer_responses_of_every_layer(name, per_block):
     torch.manual_seed(0)
     model = build_model(name, **({"stem": "small", "width": 8} if name == "resnet50" else {}))
@@ -77,7 +85,9 @@ def test_layer_responses_of_every_layer(name, per_block):
     assert list(table.columns) == ["block", "stage", "layer", "std", "mean", "n_elements"]
     assert len(table) == per_block * len(model.blocks)
     assert table["layer"].tolist() == list(range(1, len(table) + 1))
-    assert table["block"].tolist() == [i for i in range(len(model.blocks)) for _ in range(per_block)]
+    assert table["block"].tolist() == [
+        i for i in range(len(model.blocks)) for _ in range(per_block)
+    ]
     # A block's last layer is its branch output: the same numbers as the default table.
     last = table.groupby("block").tail(1).reset_index(drop=True)
     np.testing.assert_allclose(last["std"], layer_responses(model, x)["std"], rtol=1e-9)
@@ -115,8 +125,14 @@ def test_gradient_norms_table_and_no_side_effects(name):
     x, y = _batch()
     before = _state(model)
     table = gradient_norms(model, x, y)
-    assert list(table.columns) == ["block", "stage", "input_grad_norm", "param_grad_norm",
-                                   "input_norm", "loss"]
+    assert list(table.columns) == [
+        "block",
+        "stage",
+        "input_grad_norm",
+        "param_grad_norm",
+        "input_norm",
+        "loss",
+    ]
     assert len(table) == len(model.blocks)
     for col in ("input_grad_norm", "param_grad_norm", "input_norm"):
         assert (table[col] > 0).all() and np.isfinite(table[col]).all()

@@ -26,8 +26,13 @@ bn_cnn = small_cnn
 
 def no_bn_cnn(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
 
 
 def shard_step(net, x, y, weight):
@@ -82,13 +87,13 @@ def test_after_step_averages_batchnorm_statistics_and_copies_the_model_out():
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(12, 1, 8, 8, generator=g), torch.randint(0, 10, (12,), generator=g)
     with torch.no_grad():
-        whole = model[0](x).mean(dim=(0, 2, 3))   # the first BatchNorm's input, whole batch
+        whole = model[0](x).mean(dim=(0, 2, 3))  # the first BatchNorm's input, whole batch
     with Replicas(model, 2) as reps:
         reps.forward_backward(shard_step, x, y)
         shard_means = [m[1].running_mean.clone() for m in reps.models]
         with torch.no_grad():
             for p in model.parameters():
-                p.sub_(0.1 * p.grad)      # an optimiser step on the model only
+                p.sub_(0.1 * p.grad)  # an optimiser step on the model only
         reps.after_step()
         torch.testing.assert_close(model[1].running_mean, (shard_means[0] + shard_means[1]) / 2)
         # equal shards: the running mean tracks the whole batch's mean (0.9 * 0 + 0.1 * mean)
@@ -107,7 +112,7 @@ def test_replicas_follow_the_models_train_or_eval_mode():
         reps.forward_backward(shard_step, x, y)
         copy_bn = reps.models[1][1]
         assert copy_bn.training and int(copy_bn.num_batches_tracked) == 1
-        assert not torch.equal(copy_bn.running_mean, torch.zeros(8))   # batch statistics used
+        assert not torch.equal(copy_bn.running_mean, torch.zeros(8))  # batch statistics used
 
 
 def test_a_small_last_batch_uses_fewer_replicas():
@@ -115,7 +120,7 @@ def test_a_small_last_batch_uses_fewer_replicas():
     x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 10, (5,))
     with Replicas(model, 4) as reps:
         out = reps.forward_backward(shard_step, x, y)
-    assert [size for _, size in out] == [3, 2]   # 5 // MIN_SHARD = 2 shards
+    assert [size for _, size in out] == [3, 2]  # 5 // MIN_SHARD = 2 shards
     assert MIN_SHARD == 2
 
 
@@ -140,8 +145,9 @@ def test_threads_are_set_per_replica_and_restored(threads_each):
 
     class Probe(nn.Module):
         def forward(self, x):
-            seen.append((threading.current_thread() is threading.main_thread(),
-                         torch.get_num_threads()))
+            seen.append(
+                (threading.current_thread() is threading.main_thread(), torch.get_num_threads())
+            )
             return x
 
     model = nn.Sequential(Probe(), nn.Flatten(), nn.Linear(64, 10))
@@ -163,35 +169,57 @@ def test_bad_replica_counts_are_refused():
 # --------------------------------------------------------------------------- in the trainer
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"replicas": 0}, "replicas must be an integer >= 1"),
-    ({"replicas": True}, "replicas must be an integer"),
-    ({"replicas": 2.0}, "replicas must be an integer"),
-    ({"replicas": 3, "batch_size": 5}, "needs batch_size >= 6"),
-    ({"replicas": 2, "compile": True}, "cannot be combined with compile"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"replicas": 0}, "replicas must be an integer >= 1"),
+        ({"replicas": True}, "replicas must be an integer"),
+        ({"replicas": 2.0}, "replicas must be an integer"),
+        ({"replicas": 3, "batch_size": 5}, "needs batch_size >= 6"),
+        ({"replicas": 2, "compile": True}, "cannot be combined with compile"),
+    ],
+)
 def test_invalid_replicas_are_clear_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
 
 
-@pytest.mark.parametrize("threads, batch, kwargs, expected", [
-    (2, 128, {}, (2, 1)),                       # the 2-core default: one replica per core
-    (8, 128, {}, (4, 2)),                       # at least 32 images each: 4, two threads each
-    (2, 32, {}, (1, 2)),                        # too small a batch to split
-    (1, 128, {}, (1, 1)),
-    (2, 128, {"compile": True}, (1, 2)),
-    (4, 128, {"replicas": 3}, (3, 1)),          # explicit
-])
+@pytest.mark.parametrize(
+    "threads, batch, kwargs, expected",
+    [
+        (2, 128, {}, (2, 1)),  # the 2-core default: one replica per core
+        (8, 128, {}, (4, 2)),  # at least 32 images each: 4, two threads each
+        (2, 32, {}, (1, 2)),  # too small a batch to split
+        (1, 128, {}, (1, 1)),
+        (2, 128, {"compile": True}, (1, 2)),
+        (4, 128, {"replicas": 3}, (3, 1)),  # explicit
+    ],
+)
 def test_resolve_replicas(threads, batch, kwargs, expected):
-    assert rdevice.resolve_replicas(kwargs.get("replicas"), "cpu", batch, threads=threads,
-                                   compile=kwargs.get("compile", False)) == expected
+    assert (
+        rdevice.resolve_replicas(
+            kwargs.get("replicas"),
+            "cpu",
+            batch,
+            threads=threads,
+            compile=kwargs.get("compile", False),
+        )
+        == expected
+    )
     assert rdevice.resolve_replicas(None, "cuda:0", batch, threads=threads)[0] == 1
 
 
 def test_replicas_train_deterministically_and_differ_from_one_model(digits):
-    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, warmup_epochs=1, augment=True, seed=4,
-                      replicas=2, amp=False)
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=64,
+        lr=0.05,
+        warmup_epochs=1,
+        augment=True,
+        seed=4,
+        replicas=2,
+        amp=False,
+    )
     a = train(bn_cnn(), digits, cfg)
     b = train(bn_cnn(), digits, cfg)
     assert a.replicas == 2
@@ -199,8 +227,8 @@ def test_replicas_train_deterministically_and_differ_from_one_model(digits):
     assert a.history[-1].train_loss < a.history[0].train_loss
     one = train(bn_cnn(), digits, TrainConfig(**{**asdict(cfg), "replicas": 1}))
     assert one.replicas == 1
-    assert untimed(one.history) != untimed(a.history)   # BatchNorm saw shards of 32, not 64
-    assert torch.get_num_threads() == 1                 # restored
+    assert untimed(one.history) != untimed(a.history)  # BatchNorm saw shards of 32, not 64
+    assert torch.get_num_threads() == 1  # restored
 
 
 def test_without_batchnorm_replicas_train_like_one_model(digits):
@@ -215,17 +243,18 @@ def test_without_batchnorm_replicas_train_like_one_model(digits):
 
 def test_resume_with_replicas_is_exact_and_keeps_the_replica_count(digits, tmp_path):
     """replicas=None resolves by thread count; a resume keeps the checkpoint's count."""
-    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, warmup_epochs=1, augment=True, seed=6,
-                      amp=False)
-    torch.set_num_threads(2)                           # None -> two replicas of one thread
+    cfg = TrainConfig(
+        epochs=3, batch_size=64, lr=0.05, warmup_epochs=1, augment=True, seed=6, amp=False
+    )
+    torch.set_num_threads(2)  # None -> two replicas of one thread
     full = train(bn_cnn(), digits, cfg)
     assert full.replicas == 2
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
         train(bn_cnn(), digits, cfg, checkpoint_path=path, on_epoch=stop_after(1))
-    assert torch.get_num_threads() == 2                # restored after the interrupt
+    assert torch.get_num_threads() == 2  # restored after the interrupt
     assert load_checkpoint(path)["replicas"] == 2
-    torch.set_num_threads(1)                           # would resolve to one replica afresh
+    torch.set_num_threads(1)  # would resolve to one replica afresh
     resumed = train(bn_cnn(seed=9), digits, cfg, checkpoint_path=path, resume=True)
     assert resumed.replicas == 2 and resumed.resumed_from_epoch == 1
     assert untimed(resumed.history) == untimed(full.history)
@@ -238,8 +267,9 @@ def test_default_precision_follows_the_threads_of_each_replica(digits, monkeypat
     torch.set_num_threads(2)
     r = train(bn_cnn(), digits, TrainConfig(epochs=2, batch_size=64, lr=0.05, warmup_epochs=1))
     assert (r.replicas, r.amp) == (2, True)
-    r = train(bn_cnn(), digits, TrainConfig(epochs=2, batch_size=64, lr=0.05, warmup_epochs=1,
-                                            replicas=1))
+    r = train(
+        bn_cnn(), digits, TrainConfig(epochs=2, batch_size=64, lr=0.05, warmup_epochs=1, replicas=1)
+    )
     assert (r.replicas, r.amp) == (1, False)
 
 
@@ -252,8 +282,9 @@ def test_a_model_error_on_a_replica_is_explained(digits):
 
 def test_no_host_synchronisation_inside_the_step_loop_with_replicas(digits, monkeypatch):
     reads = host_reads(monkeypatch)
-    r = train(bn_cnn(), digits, TrainConfig(epochs=2, batch_size=16, lr=0.05, warmup="paper",
-                                            replicas=2))
+    r = train(
+        bn_cnn(), digits, TrainConfig(epochs=2, batch_size=16, lr=0.05, warmup="paper", replicas=2)
+    )
     assert r.iterations == 2 * 85
     assert 0 < len(reads) <= 2 * 4, reads
 

@@ -5,16 +5,15 @@ import re
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-
 import report_helpers as H
+from click.testing import CliRunner
+from test_report_html import embedded_images, png_size
+
 from residuals.cli import main
 from residuals.report import content as content_mod
-from residuals.report.html import build_report
 from residuals.report.compare import CompareError, compare_runs, config_differences
+from residuals.report.html import build_report
 from residuals.report.index import scan
-
-from test_report_html import embedded_images, png_size
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +24,19 @@ def _fake_bench(monkeypatch):
 @pytest.fixture
 def two_runs(tmp_path):
     root = tmp_path / "reports"
-    return root, H.make_run(root, name="lr-0.1", lr=0.1), H.make_run(root, name="lr-0.05", lr=0.05, device="cuda")
+    return (
+        root,
+        H.make_run(root, name="lr-0.1", lr=0.1),
+        H.make_run(root, name="lr-0.05", lr=0.05, device="cuda"),
+    )
 
 
 def test_compare_overlays_curves_and_puts_tables_side_by_side(two_runs):
     root, a, b = two_runs
     build_report(a.path)  # B has no page yet: it is named, not linked
-    result = CliRunner().invoke(main, ["report", "compare", "lr-0.1", "lr-0.05", "--root", str(root)])
+    result = CliRunner().invoke(
+        main, ["report", "compare", "lr-0.1", "lr-0.05", "--root", str(root)]
+    )
     assert result.exit_code == 0, result.output
     out = [p for p in (root / "compare").iterdir()][0]
     assert result.output.strip() == f"wrote {out / 'index.html'}"
@@ -69,12 +74,23 @@ def test_compare_overlays_curves_and_puts_tables_side_by_side(two_runs):
 
 
 def test_config_differences_lists_only_what_differs():
-    metas = [{"config": {"lr": 0.1, "model": {"depth": 20}}, "dataset": "digits", "machine": {"device": "cpu"}},
-             {"config": {"lr": 0.1, "model": {"depth": 56}}, "dataset": "digits",
-              "machine": {"device": "cuda", "gpu": "NVIDIA H100"}}]
+    metas = [
+        {
+            "config": {"lr": 0.1, "model": {"depth": 20}},
+            "dataset": "digits",
+            "machine": {"device": "cpu"},
+        },
+        {
+            "config": {"lr": 0.1, "model": {"depth": 56}},
+            "dataset": "digits",
+            "machine": {"device": "cuda", "gpu": "NVIDIA H100"},
+        },
+    ]
     d = config_differences(metas, ["A", "B"])
-    assert d.to_dict("records") == [{"setting": "config.model.depth", "A": 20, "B": 56},
-                                    {"setting": "device", "A": "cpu", "B": "cuda (NVIDIA H100)"}]
+    assert d.to_dict("records") == [
+        {"setting": "config.model.depth", "A": 20, "B": 56},
+        {"setting": "device", "A": "cpu", "B": "cuda (NVIDIA H100)"},
+    ]
 
 
 def test_figures_without_overlay_spec_are_shown_run_by_run(two_runs, tmp_path, monkeypatch):
@@ -112,7 +128,9 @@ def test_broken_runs_are_skipped_with_a_warning(two_runs, tmp_path):
     broken.mkdir()
     no_results = H.make_run(root, name="no-results", results=False)
     warnings = []
-    page = compare_runs([a.path, broken, no_results.path, b.path], tmp_path / "cmp", warn=warnings.append)
+    page = compare_runs(
+        [a.path, broken, no_results.path, b.path], tmp_path / "cmp", warn=warnings.append
+    )
     assert page.is_file() and len(warnings) == 2
     assert "no meta.json" in warnings[0] and "results.csv is missing" in warnings[1]
 

@@ -7,9 +7,9 @@ import struct
 
 import pandas as pd
 import pytest
+import report_helpers as H
 from click.testing import CliRunner
 
-import report_helpers as H
 from residuals.cli import main
 from residuals.report.html import build_report
 from residuals.report.layout import format_table, prose
@@ -27,7 +27,10 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def embedded_images(page: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+    return [
+        base64.b64decode(m)
+        for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    ]
 
 
 def test_page_has_headline_figures_tables_command_and_details(tmp_path):
@@ -39,16 +42,29 @@ def test_page_has_headline_figures_tables_command_and_details(tmp_path):
 
     # verdict on top, green: the fake data degrades
     assert re.search(r'class="verdict ok".*Degradation reproduced', page)
-    assert page.index('id="headline"') < page.index('id="figures"') < page.index('id="tables"') \
-        < page.index('id="reproduce"') < page.index('id="details"')
+    assert (
+        page.index('id="headline"')
+        < page.index('id="figures"')
+        < page.index('id="tables"')
+        < page.index('id="reproduce"')
+        < page.index('id="details"')
+    )
     assert "Error during training" in page and "Dashed: train, solid: test." in page
     assert 'href="./figures/curves.csv"' in page and 'href="./tables/final.csv"' in page
     # the table shows mean ± std merged, from the _mean/_std column pair
     assert "error (mean \u00b1 std)" in page and "\u00b1" in page
     # reproduce box and every meta field
     assert "residuals bench fake --lr 0.1" in page and f"residuals report build {run.path}" in page
-    for needle in (meta["git_commit"], meta["versions"]["torch"], meta["versions"]["scikit-learn"],
-                   meta["machine"]["platform"], "config", "model.widths", "16, 32", "wall time"):
+    for needle in (
+        meta["git_commit"],
+        meta["versions"]["torch"],
+        meta["versions"]["scikit-learn"],
+        meta["machine"]["platform"],
+        "config",
+        "model.widths",
+        "16, 32",
+        "wall time",
+    ):
         assert needle and needle in page, needle
     start = meta["started_at"][:10]
     assert page.count(start) >= 2  # started and finished dates
@@ -89,8 +105,9 @@ def test_figure_and_table_csvs_equal_the_renderers_data(tmp_path):
         w, _ = png_size((run.figures_dir / f"{f.key}.png").read_bytes())
         assert w >= 900  # readable at laptop width, sharp on high-density screens
     for t in content.tables:
-        pd.testing.assert_frame_equal(pd.read_csv(run.path / "tables" / f"{t.key}.csv"), t.data,
-                                      check_dtype=False)
+        pd.testing.assert_frame_equal(
+            pd.read_csv(run.path / "tables" / f"{t.key}.csv"), t.data, check_dtype=False
+        )
     assert not (tmp_path / "index.html").exists()  # update_index=False leaves the parent alone
 
 
@@ -145,7 +162,7 @@ def test_build_all_rebuilds_every_run_and_index_only(tmp_path):
     runs = [H.make_run(root, name=n) for n in ("a", "b")]
     H.corrupt(H.make_run(root, name="c").path)
     result = CliRunner().invoke(main, ["report", "build", "--all", "--root", str(root)])
-    assert result.exit_code == 1, result.output   # the broken folder is named, with its reason
+    assert result.exit_code == 1, result.output  # the broken folder is named, with its reason
     assert f"skipped {root / 'c'}: meta.json is unreadable" in result.output
     assert all((r.path / "index.html").is_file() for r in runs)
     assert f"wrote {root / 'index.html'}" in result.output
@@ -175,19 +192,29 @@ def test_html_escapes_everything_from_data(tmp_path):
 
 
 def test_format_table_merges_mean_and_std_and_prose_keeps_code():
-    df = pd.DataFrame({"depth": [20, 56], "err_mean": [0.123456, 0.5], "err_std": [0.01234, float("nan")],
-                       "n": [3, 1]})
+    df = pd.DataFrame(
+        {
+            "depth": [20, 56],
+            "err_mean": [0.123456, 0.5],
+            "err_std": [0.01234, float("nan")],
+            "n": [3, 1],
+        }
+    )
     shown = format_table(df)
     assert list(shown.columns) == ["depth", "err (mean \u00b1 std)", "n"]
     assert shown.iloc[0, 1] == "0.1235 \u00b1 0.012" and shown.iloc[1, 1] == "0.5"
     assert prose("x `a<b`\n\ny") == "<p>x <code>a&lt;b</code></p><p>y</p>"
 
 
-
 def test_odd_meta_and_failed_run_details_are_shown_not_fatal(tmp_path):
     run = H.make_run(tmp_path, name="r1", status="failed")
-    H.set_meta(run, machine="not a dict", versions=None, error="RuntimeError: CUDA out of memory",
-               resume_command="residuals bench fake --resume r1")
+    H.set_meta(
+        run,
+        machine="not a dict",
+        versions=None,
+        error="RuntimeError: CUDA out of memory",
+        resume_command="residuals bench fake --resume r1",
+    )
     page = build_report(run.path).read_text()
     assert "Error: <code>RuntimeError: CUDA out of memory</code>" in page
     assert "Continue it with: <code>residuals bench fake --resume r1</code>" in page

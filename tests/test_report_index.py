@@ -9,9 +9,9 @@ import threading
 import urllib.request
 
 import pytest
+import report_helpers as H
 from click.testing import CliRunner
 
-import report_helpers as H
 from residuals.cli import main
 from residuals.report import cli as report_cli
 from residuals.report.html import build_report
@@ -36,15 +36,22 @@ def root(tmp_path_factory):
 
 
 def _fill(root):
-    for name, started in [("mid", "2026-03-01T10:00:00+00:00"), ("new", "2026-05-01T10:00:00+00:00"),
-                          ("old", "2026-01-01T10:00:00+00:00")]:
+    for name, started in [
+        ("mid", "2026-03-01T10:00:00+00:00"),
+        ("new", "2026-05-01T10:00:00+00:00"),
+        ("old", "2026-01-01T10:00:00+00:00"),
+    ]:
         build_report(H.make_run(root, name=name, started_at=started).path)
     (root / "no-meta").mkdir()
     (root / "compare").mkdir()  # an empty group is not a broken run
     H.corrupt(H.make_run(root, name="corrupt-meta", started_at="2026-02-01T10:00:00+00:00").path)
     H.make_run(root, name="no-results", results=False, started_at="2026-02-02T10:00:00+00:00")
     H.make_run(root, name="killed", status="running", started_at="2026-02-03T10:00:00+00:00")
-    H.set_meta(H.make_run(root, name="odd-meta", started_at="2025-12-01T10:00:00+00:00"), machine=["not", "a", "dict"], status=None)
+    H.set_meta(
+        H.make_run(root, name="odd-meta", started_at="2025-12-01T10:00:00+00:00"),
+        machine=["not", "a", "dict"],
+        status=None,
+    )
     for name in ("ex-a", "ex-b"):
         H.make_run(root / "examples", name=name, started_at="2025-06-01T10:00:00+00:00")
 
@@ -54,7 +61,10 @@ def test_index_lists_runs_newest_first_and_broken_ones_with_their_problem(root):
     good = [e.path.name for e in scan(root) if e.ok and e.group == ""]
     assert good == ["new", "mid", "old"]
     assert entries["no-meta"].kind == "broken" and "no meta.json" in entries["no-meta"].problems[0]
-    assert entries["corrupt-meta"].kind == "broken" and "unreadable" in entries["corrupt-meta"].problems[0]
+    assert (
+        entries["corrupt-meta"].kind == "broken"
+        and "unreadable" in entries["corrupt-meta"].problems[0]
+    )
     assert "results.csv is missing" in entries["no-results"].problems
     assert entries["killed"].status == "running"
     assert entries["odd-meta"].kind == "run" and entries["odd-meta"].device == "cpu"
@@ -64,12 +74,23 @@ def test_index_lists_runs_newest_first_and_broken_ones_with_their_problem(root):
     page = write_index(root).read_text()
     assert page.index(">new<") < page.index(">mid<") < page.index(">old<")
     assert 'href="./new/index.html"' in page and "http" not in page
-    for problem in ("no meta.json", "meta.json is unreadable", "results.csv is missing",
-                    "killed before it finished"):
+    for problem in (
+        "no meta.json",
+        "meta.json is unreadable",
+        "results.csv is missing",
+        "killed before it finished",
+    ):
         assert problem in page
     assert page.index('id="group-runs"') < page.index('id="group-examples"')
     assert "Examples (committed with the repository)" in page
-    for field in ("fakebench", "toy", "2026-05-01 10:00", "cpu", "complete", "Degradation reproduced"):
+    for field in (
+        "fakebench",
+        "toy",
+        "2026-05-01 10:00",
+        "cpu",
+        "complete",
+        "Degradation reproduced",
+    ):
         assert field in page
 
 
@@ -87,7 +108,11 @@ def test_list_prints_every_run_and_never_crashes_on_broken_ones(root):
     result = CliRunner().invoke(main, ["report", "list", "--root", str(root)])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert out.index(f"{root / 'new'}\n") < out.index(f"{root / 'mid'}\n") < out.index(f"{root / 'old'}\n")
+    assert (
+        out.index(f"{root / 'new'}\n")
+        < out.index(f"{root / 'mid'}\n")
+        < out.index(f"{root / 'old'}\n")
+    )
     assert "BROKEN" in out and "results.csv is missing" in out and "[examples]" in out
     assert out.index("[examples]") > out.index(str(root / "old"))
 
@@ -141,7 +166,9 @@ def test_open_without_a_browser_prints_the_path(root, monkeypatch):
 def test_open_of_a_broken_or_unknown_run_is_a_clear_error(root, monkeypatch):
     monkeypatch.setattr("webbrowser.get", lambda *a: pytest.fail("must not open"))
     result = CliRunner().invoke(main, ["report", "open", "no-meta", "--root", str(root)])
-    assert result.exit_code == 1 and "cannot open" in result.output and "no meta.json" in result.output
+    assert (
+        result.exit_code == 1 and "cannot open" in result.output and "no meta.json" in result.output
+    )
     result = CliRunner().invoke(main, ["report", "open", "nope", "--root", str(root)])
     assert result.exit_code == 1 and "no run 'nope'" in result.output
     with pytest.raises(FileNotFoundError, match="no runs under"):
@@ -167,9 +194,23 @@ def test_server_binds_loopback_and_serves_the_reports(root):
 
 def test_serve_command_prints_address_and_stops_cleanly_on_ctrl_c(root):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "residuals.cli", "report", "serve", "--port", "0",
-                             "--root", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "residuals.cli",
+            "report",
+            "serve",
+            "--port",
+            "0",
+            "--root",
+            str(root),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert "at http://127.0.0.1:" in line, line + proc.stderr.read()
@@ -192,18 +233,22 @@ def test_serve_refuses_a_missing_root_and_a_busy_port(tmp_path):
     busy = make_server(tmp_path, 0)
     try:
         port = busy.server_address[1]
-        result = CliRunner().invoke(main, ["report", "serve", "--port", str(port), "--root", str(tmp_path)])
+        result = CliRunner().invoke(
+            main, ["report", "serve", "--port", str(port), "--root", str(tmp_path)]
+        )
         assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
     finally:
         busy.server_close()
 
 
 def test_report_help_is_instant_no_heavy_imports():
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom residuals.cli import main\n"
-            "for cmd in ('build', 'list', 'open', 'serve', 'compare'):\n"
-            "    r = CliRunner().invoke(main, ['report', cmd, '--help'])\n"
-            "    assert r.exit_code == 0 and 'Usage' in r.output, r.output\n"
-            "print(','.join(m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules))\n")
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom residuals.cli import main\n"
+        "for cmd in ('build', 'list', 'open', 'serve', 'compare'):\n"
+        "    r = CliRunner().invoke(main, ['report', cmd, '--help'])\n"
+        "    assert r.exit_code == 0 and 'Usage' in r.output, r.output\n"
+        "print(','.join(m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
@@ -234,7 +279,9 @@ def test_an_example_run_refreshes_both_indexes_and_foreign_pages_are_left_alone(
     example = H.make_run(root / "examples", name="ex")
     build_report(example.path)
     assert 'href="./ex/index.html"' in (root / "examples" / "index.html").read_text()
-    assert 'href="./examples/ex/index.html"' in (root / "index.html").read_text()  # grouped, refreshed
+    assert (
+        'href="./examples/ex/index.html"' in (root / "index.html").read_text()
+    )  # grouped, refreshed
 
     site = tmp_path / "site"
     site.mkdir()

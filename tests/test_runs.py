@@ -9,8 +9,14 @@ from residuals.runs import BrokenRun, RunDir
 
 
 def test_create_records_environment_and_finish_records_time(tmp_path):
-    run = RunDir.create(tmp_path, bench="boosting", dataset="diabetes", config={"n_estimators": 5},
-                        command="residuals bench boosting --quick", device="cpu")
+    run = RunDir.create(
+        tmp_path,
+        bench="boosting",
+        dataset="diabetes",
+        config={"n_estimators": 5},
+        command="residuals bench boosting --quick",
+        device="cpu",
+    )
     meta = run.meta
     assert run.path.parent == tmp_path and run.path.name.endswith("-boosting-diabetes")
     assert meta["status"] == "running" and meta["config"] == {"n_estimators": 5}
@@ -40,8 +46,14 @@ def test_tables_round_trip_and_missing_table_is_broken(tmp_path):
         run.read_table("probes")
 
 
-@pytest.mark.parametrize("content, message", [(None, "no meta.json"), ("{not json", "unreadable"),
-                                              (json.dumps({"x": 1}), "does not describe a run")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no meta.json"),
+        ("{not json", "unreadable"),
+        (json.dumps({"x": 1}), "does not describe a run"),
+    ],
+)
 def test_broken_meta_is_reported(tmp_path, content, message):
     if content is not None:
         (tmp_path / "meta.json").write_text(content)

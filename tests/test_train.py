@@ -38,25 +38,28 @@ def linear_model(seed: int = 0) -> nn.Module:
 # --------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"batch_size": 0}, "batch_size"),
-    ({"batch_size": 2.5}, "batch_size"),
-    ({"epochs": 0}, "epochs"),
-    ({"epochs": True}, "epochs"),
-    ({"lr": 0.0}, "lr"),
-    ({"lr": float("nan")}, "lr"),
-    ({"momentum": 1.0}, "momentum"),
-    ({"weight_decay": -1e-4}, "weight_decay"),
-    ({"schedule": "linear"}, "schedule"),
-    ({"warmup": "gradual"}, "warmup"),
-    ({"warmup_epochs": -1}, "warmup_epochs"),
-    ({"epochs": 2, "warmup_epochs": 2}, "warmup_epochs"),
-    ({"augment": "flip"}, "augment"),
-    ({"eval_batch_size": 0}, "eval_batch_size"),
-    ({"seed": -1}, "seed"),
-    ({"amp": "yes"}, "amp"),
-    ({"device": ""}, "device"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": True}, "epochs"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"weight_decay": -1e-4}, "weight_decay"),
+        ({"schedule": "linear"}, "schedule"),
+        ({"warmup": "gradual"}, "warmup"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
+        ({"epochs": 2, "warmup_epochs": 2}, "warmup_epochs"),
+        ({"augment": "flip"}, "augment"),
+        ({"eval_batch_size": 0}, "eval_batch_size"),
+        ({"seed": -1}, "seed"),
+        ({"amp": "yes"}, "amp"),
+        ({"device": ""}, "device"),
+    ],
+)
 def test_invalid_config_is_a_clear_value_error(kwargs, field):
     with pytest.raises(ValueError, match=rf"TrainConfig\.{field}") as e:
         TrainConfig(**kwargs)
@@ -106,7 +109,8 @@ def test_step_schedule_drops_by_ten_at_half_and_three_quarters():
     s = LRSchedule(cfg, steps_per_epoch=100)  # 800 iterations: the paper's 32k/48k of 64k, scaled
     assert s.milestones == (400, 600)
     assert [s.at(i) for i in (0, 399, 400, 599, 600, 799)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
     warm = LRSchedule(TrainConfig(epochs=8, schedule="step", warmup_epochs=1), steps_per_epoch=100)
     assert warm.at(9) == pytest.approx(0.1 * 10 / 100) and warm.at(450) == pytest.approx(0.01)
 
@@ -139,19 +143,27 @@ def test_paper_warmup_switches_after_the_first_iteration_below_80_percent():
 
 def test_paper_warmup_in_training_switches_exactly_when_the_running_error_drops(digits):
     """Recompute the running error from the model's own predictions and the seeded order."""
-    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.1, warmup="paper", schedule="step",
-                      channels_last=False, seed=5)
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=64,
+        lr=0.1,
+        warmup="paper",
+        schedule="step",
+        channels_last=False,
+        seed=5,
+    )
     model = linear_model()
     predictions: list[torch.Tensor] = []
     model.register_forward_hook(
-        lambda m, i, out: predictions.append(out.argmax(1).clone()) if m.training else None)
+        lambda m, i, out: predictions.append(out.argmax(1).clone()) if m.training else None
+    )
     result = train(model, digits, cfg)
     spe = steps_per_epoch(len(digits.train_y), cfg.batch_size)
     perm = torch.randperm(len(digits.train_y), generator=torch.Generator().manual_seed(cfg.seed))
     wrong = seen = 0
     expected = None
     for it in range(spe):
-        idx = perm[it * cfg.batch_size:(it + 1) * cfg.batch_size]
+        idx = perm[it * cfg.batch_size : (it + 1) * cfg.batch_size]
         wrong += int((predictions[it] != digits.train_y[idx]).sum())
         seen += len(idx)
         if wrong < 0.8 * seen:
@@ -167,8 +179,9 @@ def test_paper_warmup_in_training_switches_exactly_when_the_running_error_drops(
 
 def test_training_lowers_the_loss_and_records_every_field(digits):
     seen = []
-    result = train(small_cnn(), digits, TrainConfig(epochs=3, lr=0.05, warmup_epochs=1),
-                   on_epoch=seen.append)
+    result = train(
+        small_cnn(), digits, TrainConfig(epochs=3, lr=0.05, warmup_epochs=1), on_epoch=seen.append
+    )
     h = result.history
     assert [r.epoch for r in h] == [1, 2, 3] and seen == h
     assert not result.diverged and result.iterations == 33
@@ -188,8 +201,11 @@ def test_same_seed_same_history_bitwise(digits, amp):
     b = train(small_cnn(), digits, cfg)
     assert untimed(a.history) == untimed(b.history)
     assert same_weights(a.model, b.model)
-    c = train(small_cnn(), digits, TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, augment=True,
-                                               seed=8, amp=amp))
+    c = train(
+        small_cnn(),
+        digits,
+        TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, augment=True, seed=8, amp=amp),
+    )
     assert untimed(c.history) != untimed(a.history)
 
 
@@ -199,7 +215,7 @@ def test_default_precision_is_bf16_only_on_cpus_with_native_bf16(digits, monkeyp
     one thread, as here), as amp=False elsewhere."""
     monkeypatch.setattr(rdevice, "cpu_has_native_bf16", lambda: native)
     assert rdevice.resolve_amp(None, "cpu") is native
-    torch.set_num_threads(2)   # oneDNN's multi-threaded bf16 backward stalls on a busy machine
+    torch.set_num_threads(2)  # oneDNN's multi-threaded bf16 backward stalls on a busy machine
     assert rdevice.resolve_amp(None, "cpu") is False
     torch.set_num_threads(1)
     assert rdevice.resolve_amp(None, "cuda") is True
@@ -211,12 +227,18 @@ def test_default_precision_is_bf16_only_on_cpus_with_native_bf16(digits, monkeyp
     assert same_weights(default.model, explicit.model)
 
 
-@pytest.mark.parametrize("caps, expected", [
-    ({"architecture": "x86_64", "avx512_bf16": True, "amx_bf16": False}, True),
-    ({"architecture": "x86_64", "avx512_bf16": False, "amx_bf16": True}, True),
-    ({"architecture": "x86_64", "avx512_bw": True, "avx512_bf16": False}, False),  # emulated bf16
-    ({"architecture": "aarch64", "bf16": True}, False),  # not measured: fp32
-])
+@pytest.mark.parametrize(
+    "caps, expected",
+    [
+        ({"architecture": "x86_64", "avx512_bf16": True, "amx_bf16": False}, True),
+        ({"architecture": "x86_64", "avx512_bf16": False, "amx_bf16": True}, True),
+        (
+            {"architecture": "x86_64", "avx512_bw": True, "avx512_bf16": False},
+            False,
+        ),  # emulated bf16
+        ({"architecture": "aarch64", "bf16": True}, False),  # not measured: fp32
+    ],
+)
 def test_native_bf16_is_read_from_the_cpu_capabilities(monkeypatch, caps, expected):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)
     assert rdevice.cpu_has_native_bf16.__wrapped__() is expected
@@ -269,8 +291,9 @@ def test_interrupt_keeps_a_loadable_checkpoint_and_resume_is_exact(digits, tmp_p
 
     # a finished run is returned as it is, not redone
     calls = []
-    again = train(small_cnn(seed=5), digits, cfg, checkpoint_path=path, resume=True,
-                  on_epoch=calls.append)
+    again = train(
+        small_cnn(seed=5), digits, cfg, checkpoint_path=path, resume=True, on_epoch=calls.append
+    )
     assert calls == [] and again.resumed_from_epoch == 3
     assert untimed(again.history) == untimed(full.history) and same_weights(again.model, full.model)
 
@@ -302,8 +325,13 @@ def test_resume_without_checkpoint_starts_fresh_and_mismatch_is_refused(digits, 
     r = train(small_cnn(), digits, cfg, checkpoint_path=path, resume=True)
     assert r.resumed_from_epoch == 0 and len(r.history) == 2
     with pytest.raises(TrainError, match=r"lr: 0\.05 in the checkpoint, 0\.1 now"):
-        train(small_cnn(), digits, TrainConfig(epochs=2, lr=0.1, warmup_epochs=1),
-              checkpoint_path=path, resume=True)
+        train(
+            small_cnn(),
+            digits,
+            TrainConfig(epochs=2, lr=0.1, warmup_epochs=1),
+            checkpoint_path=path,
+            resume=True,
+        )
     other = load_dataset("digits", val_size=100)
     with pytest.raises(TrainError, match="data split"):
         train(small_cnn(), other, cfg, checkpoint_path=path, resume=True)
@@ -314,14 +342,20 @@ def test_resume_without_checkpoint_starts_fresh_and_mismatch_is_refused(digits, 
 
 def test_divergence_is_detected_and_the_run_stops(digits, tmp_path):
     path = tmp_path / "run.pt"
-    r = train(small_cnn(), digits, TrainConfig(epochs=3, lr=1e6, warmup="none"),
-              checkpoint_path=path)
+    r = train(
+        small_cnn(), digits, TrainConfig(epochs=3, lr=1e6, warmup="none"), checkpoint_path=path
+    )
     assert r.diverged and len(r.history) == 1
     assert not math.isfinite(r.history[0].train_loss)
     state = load_checkpoint(path)
     assert state["finished"] and state["diverged"]
-    again = train(small_cnn(), digits, TrainConfig(epochs=3, lr=1e6, warmup="none"),
-                  checkpoint_path=path, resume=True)
+    again = train(
+        small_cnn(),
+        digits,
+        TrainConfig(epochs=3, lr=1e6, warmup="none"),
+        checkpoint_path=path,
+        resume=True,
+    )
     assert again.diverged and len(again.history) == 1
 
 
@@ -353,7 +387,7 @@ def test_evaluate_counts_errors_and_loss(digits):
             self.offset = 0
 
         def forward(self, x):
-            y = self.labels[self.offset:self.offset + len(x)]
+            y = self.labels[self.offset : self.offset + len(x)]
             self.offset += len(x)
             logits = torch.zeros(len(x), 10)
             logits[torch.arange(len(x)), y] = 10.0
@@ -361,8 +395,9 @@ def test_evaluate_counts_errors_and_loss(digits):
             logits[odd, (y[odd] + 1) % 10] = 20.0  # every other image misclassified
             return logits
 
-    loss, err = evaluate(Oracle(digits.test_y), digits.test_x, digits.test_y, digits.mean,
-                         digits.std, batch_size=100)
+    loss, err = evaluate(
+        Oracle(digits.test_y), digits.test_x, digits.test_y, digits.mean, digits.std, batch_size=100
+    )
     assert err == pytest.approx(225 / 450)
     row_good = -torch.log_softmax(torch.tensor([10.0] + [0.0] * 9), 0)[0]
     row_bad = -torch.log_softmax(torch.tensor([10.0, 20.0] + [0.0] * 8), 0)[0]
@@ -440,8 +475,16 @@ def test_cuda_graph_trains_like_the_eager_loop(digits, warmup):
     for graph in (False, True):
         torch.manual_seed(0)
         model = nets.build_model("resnet20", in_channels=1, num_classes=10)
-        cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, warmup=warmup, warmup_epochs=1,
-                          device="cuda", augment=True, cuda_graph=graph)
+        cfg = TrainConfig(
+            epochs=3,
+            batch_size=64,
+            lr=0.05,
+            warmup=warmup,
+            warmup_epochs=1,
+            device="cuda",
+            augment=True,
+            cuda_graph=graph,
+        )
         runs[graph] = train(model, data, cfg)
     eager, graphed = runs[False], runs[True]
     assert graphed.iterations == eager.iterations
@@ -475,14 +518,14 @@ def test_resume_keeps_the_precision_the_run_started_with(digits, tmp_path, monke
     checkpoint's precision, so it goes on exactly as an unbroken run."""
     cfg = TrainConfig(epochs=2, lr=0.05, warmup_epochs=1, seed=2)  # amp=None
     monkeypatch.setattr(rdevice, "cpu_has_native_bf16", lambda: True)
-    full = train(small_cnn(), digits, cfg)   # one thread (the autouse fixture): bf16
+    full = train(small_cnn(), digits, cfg)  # one thread (the autouse fixture): bf16
     assert full.amp is True
 
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
         train(small_cnn(), digits, cfg, checkpoint_path=path, on_epoch=stop_after(1))
     assert load_checkpoint(path)["amp"] is True
-    torch.set_num_threads(2)                 # would resolve to fp32 on a fresh start
+    torch.set_num_threads(2)  # would resolve to fp32 on a fresh start
     assert rdevice.resolve_amp(None, "cpu") is False
     resumed = train(small_cnn(), digits, cfg, checkpoint_path=path, resume=True)
     torch.set_num_threads(1)

@@ -37,15 +37,11 @@ def test_train_writes_a_run_folder_tables_and_report(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert sum(line.startswith("epoch ") for line in lines) == 2
-    assert (
-        "\r" not in result.output
-    )  # no progress bar when the output is not a terminal
+    assert "\r" not in result.output  # no progress bar when the output is not a terminal
     run = only_run(tmp_path)
     meta = json.loads((run / "meta.json").read_text())
     assert meta["bench"] == "train" and meta["status"] == "complete"
-    assert (
-        meta["config"]["model"] == "resnet8" and meta["config"]["train"]["epochs"] == 2
-    )
+    assert meta["config"]["model"] == "resnet8" and meta["config"]["train"]["epochs"] == 2
     results = pd.read_csv(run / "results.csv")
     assert list(results["epoch"]) == [1, 2]
     steps = pd.read_csv(run / "steps.csv")
@@ -59,9 +55,7 @@ def test_train_writes_a_run_folder_tables_and_report(tmp_path):
         "throughput.png",
     }
     listed = CliRunner().invoke(main, ["report", "list", "--root", str(tmp_path)])
-    assert (
-        listed.exit_code == 0 and "train" in listed.output and run.name in listed.output
-    )
+    assert listed.exit_code == 0 and "train" in listed.output and run.name in listed.output
     rebuilt = CliRunner().invoke(main, ["report", "build", str(run)])
     assert rebuilt.exit_code == 0, rebuilt.output
 
@@ -73,29 +67,20 @@ def test_resume_with_more_epochs_continues_and_records_the_plans(tmp_path):
     assert result.exit_code == 0, result.output
     assert "epoch 3/3" in result.output and "epoch 1/3" not in result.output
     meta = json.loads((run / "meta.json").read_text())
-    assert [p["epochs"] for p in meta["plans"]] == [2, 3] and meta["plans"][1][
-        "from_epoch"
-    ] == 2
+    assert [p["epochs"] for p in meta["plans"]] == [2, 3] and meta["plans"][1]["from_epoch"] == 2
     assert meta["config"]["train"]["epochs"] == 3
-    assert meta["config"]["train"]["warmup_epochs"] == pytest.approx(
-        2 / 12 * 2
-    )  # unchanged
+    assert meta["config"]["train"]["warmup_epochs"] == pytest.approx(2 / 12 * 2)  # unchanged
     assert list(pd.read_csv(run / "results.csv")["epoch"]) == [1, 2, 3]
     assert pd.read_csv(run / "steps.csv")["iteration"].tolist() == list(range(18))
 
-    changed = invoke(
-        "--resume", run, "--epochs", "4", "--model", "resnet14", "--lr", "0.2"
-    )
+    changed = invoke("--resume", run, "--epochs", "4", "--model", "resnet14", "--lr", "0.2")
     assert changed.exit_code == 1 and "Traceback" not in changed.output
     assert (
-        "model: 'resnet8' -> 'resnet14'" in changed.output
-        and "lr: 0.05 -> 0.2" in changed.output
+        "model: 'resnet8' -> 'resnet14'" in changed.output and "lr: 0.05 -> 0.2" in changed.output
     )
     fewer = invoke("--resume", run, "--epochs", "2")
     assert fewer.exit_code == 1 and "has trained 3 epochs" in fewer.output
-    assert (
-        json.loads((run / "meta.json").read_text())["status"] == "complete"
-    )  # untouched
+    assert json.loads((run / "meta.json").read_text())["status"] == "complete"  # untouched
 
 
 def test_resume_refuses_a_bench_folder(tmp_path):
@@ -120,9 +105,7 @@ def test_resume_refuses_a_bench_folder(tmp_path):
         (["--dataset", "mnist"], "unknown dataset 'mnist'", 1),
     ],
 )
-def test_bad_input_gets_a_clear_error_without_a_traceback(
-    tmp_path, args, message, code
-):
+def test_bad_input_gets_a_clear_error_without_a_traceback(tmp_path, args, message, code):
     result = invoke(*args, "--out", tmp_path)
     assert result.exit_code == code, result.output
     assert message in result.output and "Traceback" not in result.output
@@ -174,11 +157,7 @@ def test_recipes_set_what_the_articles_set_and_options_override():
         t.augment,
     ) == (10, 256, 0.05, "sgd", "constant", 0.0, 0.0, "none", False)
     tf = RECIPES["tf-preact-elu"]
-    assert (
-        tf.model == "tf-preact-elu"
-        and tf.train.optimizer == "adam"
-        and tf.train.lr == 1e-3
-    )
+    assert tf.model == "tf-preact-elu" and tf.train.optimizer == "adam" and tf.train.lr == 1e-3
     short = d2l.with_options(epochs=1, dataset="digits", resize=32)
     assert (short.train.epochs, short.dataset, short.resize, short.train.lr) == (
         1,
@@ -187,9 +166,7 @@ def test_recipes_set_what_the_articles_set_and_options_override():
         0.05,
     )
     # the default recipe is the degradation bench's: a linear warm-up keeps its share
-    assert get_recipe("default").with_options(
-        epochs=6
-    ).train.warmup_epochs == pytest.approx(1.0)
+    assert get_recipe("default").with_options(epochs=6).train.warmup_epochs == pytest.approx(1.0)
     assert parse_warmup("paper") == {"warmup": "paper", "warmup_epochs": 0.0}
     assert parse_warmup("0") == {"warmup": "none", "warmup_epochs": 0.0}
     assert Recipe.from_dict(d2l.to_dict()) == d2l
@@ -203,11 +180,7 @@ def test_list_models_and_help_come_from_the_registry_and_recipes():
     for name in ("resnet20", "preresnet1001", "d2l-resnet18", "tf-preact-elu"):
         assert name in result.output
     help_text = invoke("--help").output
-    assert (
-        "d2l-resnet18" in help_text
-        and "tf-preact-elu" in help_text
-        and "--warmup" in help_text
-    )
+    assert "d2l-resnet18" in help_text and "tf-preact-elu" in help_text and "--warmup" in help_text
     assert "train" in CliRunner().invoke(main, ["--help"]).output
 
 
@@ -253,9 +226,7 @@ def test_train_matches_the_degradation_bench_for_resnet20(tmp_path):
     ours = pd.read_csv(only_run(tmp_path / "train") / "results.csv")
     cfg = PRESETS["digits"]
     assert cfg.train.epochs == 12
-    bench = train_run(
-        RunSpec("residual", 20, 0), cfg, device="cpu", run_path=tmp_path / "bench"
-    )
+    bench = train_run(RunSpec("residual", 20, 0), cfg, device="cpu", run_path=tmp_path / "bench")
     cols = ["epoch", "train_loss", "train_error", "test_loss", "test_error", "lr"]
     pd.testing.assert_frame_equal(
         ours[cols],

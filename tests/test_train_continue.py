@@ -24,15 +24,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_constant_schedule_keeps_the_rate_after_the_warmup():
-    cfg = TrainConfig(
-        epochs=3, lr=0.05, schedule="constant", warmup="linear", warmup_epochs=1
-    )
+    cfg = TrainConfig(epochs=3, lr=0.05, schedule="constant", warmup="linear", warmup_epochs=1)
     s = LRSchedule(cfg, steps_per_epoch=10)
     assert [round(s.at(i), 6) for i in range(3)] == [0.005, 0.01, 0.015]
     assert {s.at(i) for i in range(10, 30)} == {0.05}
     assert {
-        LRSchedule(TrainConfig(schedule="constant", warmup="none"), 7).at(i)
-        for i in range(84)
+        LRSchedule(TrainConfig(schedule="constant", warmup="none"), 7).at(i) for i in range(84)
     } == {0.1}
 
 
@@ -54,16 +51,10 @@ def test_each_optimizer_trains(digits, name):
 
 def test_optimizer_options_mean_what_the_docs_say():
     params = [torch.nn.Parameter(torch.ones(3))]
-    adam = make_optimizer(
-        params, "adam", lr=1e-3, momentum=0.8, weight_decay=0.0, cuda=False
-    )
+    adam = make_optimizer(params, "adam", lr=1e-3, momentum=0.8, weight_decay=0.0, cuda=False)
     assert isinstance(adam, torch.optim.Adam) and adam.defaults["betas"] == (0.8, 0.999)
-    adamw = make_optimizer(
-        params, "adamw", lr=1e-3, momentum=0.9, weight_decay=0.1, cuda=False
-    )
-    assert (
-        isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.1
-    )
+    adamw = make_optimizer(params, "adamw", lr=1e-3, momentum=0.9, weight_decay=0.1, cuda=False)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.1
     # AdamW's decay is decoupled: with a zero gradient the weights still shrink by lr * wd
     params[0].grad = torch.zeros(3)
     adamw.step()
@@ -76,9 +67,7 @@ def test_optimizer_options_mean_what_the_docs_say():
 
 def test_step_trace_adds_up_to_the_epoch(digits):
     traces: list[StepTrace] = []
-    cfg = TrainConfig(
-        epochs=2, batch_size=100, lr=0.05, warmup_epochs=1
-    )  # 13 full + one of 47
+    cfg = TrainConfig(epochs=2, batch_size=100, lr=0.05, warmup_epochs=1)  # 13 full + one of 47
     r = train(small_cnn(), digits, cfg, on_steps=traces.append)
     spe = steps_per_epoch(len(digits.train_y), 100)
     assert [t.epoch for t in traces] == [1, 2]
@@ -104,16 +93,12 @@ def test_on_step_sees_every_step_without_reading_the_device(digits):
         on_step=lambda p: seen.append((p.epoch, p.step, p.seen)),
     )
     spe = steps_per_epoch(len(digits.train_y), 128)
-    assert [s for _, s, _ in seen] == list(range(spe)) and seen[-1][2] == len(
-        digits.train_y
-    )
+    assert [s for _, s, _ in seen] == list(range(spe)) and seen[-1][2] == len(digits.train_y)
 
 
 def test_more_epochs_on_resume_continue_the_run(digits, tmp_path):
     """A constant schedule does not depend on the total: 2 epochs + 2 more == 4 straight."""
-    cfg = TrainConfig(
-        epochs=4, lr=0.05, schedule="constant", warmup="none", augment=True, seed=3
-    )
+    cfg = TrainConfig(epochs=4, lr=0.05, schedule="constant", warmup="none", augment=True, seed=3)
     straight = train(small_cnn(), digits, cfg)
     path = tmp_path / "run.pt"
     short = train(
@@ -176,12 +161,8 @@ def test_resume_refuses_other_changes_and_fewer_epochs_listing_each(digits, tmp_
         )
     msg = str(e.value)
     assert "lr: 0.05 in the checkpoint, 0.1 now" in msg
-    assert (
-        "optimizer: 'sgd' in the checkpoint, 'adam' now" in msg and "epochs:" not in msg
-    )
-    with pytest.raises(
-        TrainError, match="epochs: 2 asked for, but the checkpoint has trained 3"
-    ):
+    assert "optimizer: 'sgd' in the checkpoint, 'adam' now" in msg and "epochs:" not in msg
+    with pytest.raises(TrainError, match="epochs: 2 asked for, but the checkpoint has trained 3"):
         train(
             small_cnn(),
             digits,
@@ -193,9 +174,7 @@ def test_resume_refuses_other_changes_and_fewer_epochs_listing_each(digits, tmp_
 
 @pytest.mark.parametrize("stop_at", [7, 17])  # within epoch 1; within epoch 2
 def test_mid_epoch_checkpoints_resume_bit_for_bit(digits, tmp_path, stop_at):
-    cfg = TrainConfig(
-        epochs=2, batch_size=128, lr=0.05, warmup_epochs=1, augment=True, seed=2
-    )
+    cfg = TrainConfig(epochs=2, batch_size=128, lr=0.05, warmup_epochs=1, augment=True, seed=2)
     traces_full: list[StepTrace] = []
     full = train(small_cnn(), digits, cfg, on_steps=traces_full.append)
     path = tmp_path / "run.pt"
@@ -214,9 +193,7 @@ def test_mid_epoch_checkpoints_resume_bit_for_bit(digits, tmp_path, stop_at):
             on_step=interrupt,
         )
     state = load_checkpoint(path)
-    last_saved = (
-        (stop_at - 1) // 3 * 3
-    )  # the step interrupted is not saved; the one before is
+    last_saved = (stop_at - 1) // 3 * 3  # the step interrupted is not saved; the one before is
     assert state["partial"]["epoch"] * 11 + state["partial"]["step"] == last_saved
     torch.manual_seed(321)
     traces: list[StepTrace] = []
@@ -230,9 +207,7 @@ def test_mid_epoch_checkpoints_resume_bit_for_bit(digits, tmp_path, stop_at):
     )
     assert untimed(resumed.history) == untimed(full.history)
     assert same_weights(resumed.model, full.model)
-    assert (
-        traces[-1].loss == traces_full[-1].loss
-    )  # the steps before the resume come back too
+    assert traces[-1].loss == traces_full[-1].loss  # the steps before the resume come back too
     assert load_checkpoint(path)["partial"] is None
 
 
@@ -267,9 +242,7 @@ def test_cuda_graph_adam_trains_like_the_eager_loop(digits, name):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)
-            runs[graph] = train(
-                small_cnn(), digits.to("cuda"), cfg, on_steps=lambda t: None
-            )
+            runs[graph] = train(small_cnn(), digits.to("cuda"), cfg, on_steps=lambda t: None)
     for a, b in zip(runs[False].history, runs[True].history):
         assert b.lr == pytest.approx(a.lr, rel=1e-6)
         assert b.train_loss == pytest.approx(a.train_loss, rel=2e-2, abs=1e-3)

@@ -17,16 +17,25 @@ def small_cnn(seed: int = 0) -> nn.Module:
     """Two conv-BatchNorm-ReLU layers and a linear head, for 1-channel images."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
 
 
 def stop_after(epoch: int):
     """An ``on_epoch`` that interrupts training (as Ctrl-C does) once ``epoch`` is recorded."""
+
     def on_epoch(record: EpochRecord) -> None:
         if record.epoch == epoch:
             raise KeyboardInterrupt
+
     return on_epoch
 
 

@@ -11,13 +11,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["die_with_parent", "spawn_pool", "stop_workers"]
 
-PR_SET_PDEATHSIG = 1          # <linux/prctl.h>
-PARENT_POLL_S = 1.0           # the fallback's check of the parent, seconds
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_S = 1.0  # the fallback's check of the parent, seconds
 
 
 def die_with_parent(parent: int) -> None:
@@ -37,9 +38,9 @@ def die_with_parent(parent: int) -> None:
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):   # no prctl: the watch below still works
+        except (OSError, AttributeError):  # no prctl: the watch below still works
             pass
-    if os.getppid() != parent:   # it died before prctl took effect
+    if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
 
     def watch() -> None:
@@ -63,17 +64,22 @@ def _init(threads: int, parent: int, init: Callable[..., None] | None, args: tup
         init(*args)
 
 
-def spawn_pool(jobs: int, threads: int, init: Callable[..., None] | None = None,
-               args: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
+def spawn_pool(
+    jobs: int, threads: int, init: Callable[..., None] | None = None, args: tuple[Any, ...] = ()
+) -> ProcessPoolExecutor:
     """``jobs`` spawned worker processes with ``threads`` torch threads each; ``init(*args)``
     runs once in each (spawn: forking after torch has started threads is unsafe)."""
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                               initializer=_init, initargs=(threads, os.getpid(), init, args))
+    return ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init,
+        initargs=(threads, os.getpid(), init, args),
+    )
 
 
 def stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stop every worker now (what each wrote atomically stays)."""
-    if hasattr(pool, "terminate_workers"):   # Python >= 3.14
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
         pool.terminate_workers()
         return
     for proc in list((getattr(pool, "_processes", None) or {}).values()):

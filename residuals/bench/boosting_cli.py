@@ -24,6 +24,7 @@ LOSS_NAMES = ("absolute_error", "exponential", "huber", "log_loss", "quantile", 
 
 def _csv_choice(allowed: tuple[str, ...], what: str):
     """A click callback: a comma-separated list, each item one of ``allowed``."""
+
     def convert(ctx, param, value):
         if value is None:
             return None
@@ -34,6 +35,7 @@ def _csv_choice(allowed: tuple[str, ...], what: str):
             if v not in allowed:
                 raise click.BadParameter(f"unknown {what} {v!r}; choose from: {', '.join(allowed)}")
         return tuple(dict.fromkeys(items))
+
     return convert
 
 
@@ -76,42 +78,110 @@ class _Command(click.Command):
 
 
 @click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--quick/--full", "quick", default=True, show_default=True,
-              help="Start from the quick preset (about 2 minutes on a 2-core CPU) or the full one "
-                   "(long: one GBRT fit at 100k rows takes about a minute); see Presets below.")
-@click.option("--datasets", callback=_csv_choice(DATASET_NAMES, "dataset"), metavar="LIST",
-              help=f"Comma-separated datasets, from: {', '.join(DATASET_NAMES)}. [default: all]")
-@click.option("--sizes", callback=_sizes, metavar="LIST",
-              help="Training rows of the generated datasets (friedman1, classification), e.g. "
-                   "1000,10k,100k. [default: the preset's]")
-@click.option("--losses", callback=_csv_choice(LOSS_NAMES, "loss"), metavar="LIST",
-              help="Comma-separated losses (each applies to the datasets whose task has it). "
-                   "[default: the preset's]")
-@click.option("--methods", callback=_csv_choice(METHOD_NAMES, "method"), metavar="LIST",
-              help=f"Comma-separated learners, from: {', '.join(METHOD_NAMES)}. [default: all]")
-@click.option("--n-estimators", type=click.IntRange(min=1), default=None,
-              help="Boosting stages (trees per class) for every learner. [default: 100]")
-@click.option("--max-depth", type=click.IntRange(min=1), default=None,
-              help="Depth of every tree. [default: 3]")
+@click.option(
+    "--quick/--full",
+    "quick",
+    default=True,
+    show_default=True,
+    help="Start from the quick preset (about 2 minutes on a 2-core CPU) or the full one "
+    "(long: one GBRT fit at 100k rows takes about a minute); see Presets below.",
+)
+@click.option(
+    "--datasets",
+    callback=_csv_choice(DATASET_NAMES, "dataset"),
+    metavar="LIST",
+    help=f"Comma-separated datasets, from: {', '.join(DATASET_NAMES)}. [default: all]",
+)
+@click.option(
+    "--sizes",
+    callback=_sizes,
+    metavar="LIST",
+    help="Training rows of the generated datasets (friedman1, classification), e.g. "
+    "1000,10k,100k. [default: the preset's]",
+)
+@click.option(
+    "--losses",
+    callback=_csv_choice(LOSS_NAMES, "loss"),
+    metavar="LIST",
+    help="Comma-separated losses (each applies to the datasets whose task has it). "
+    "[default: the preset's]",
+)
+@click.option(
+    "--methods",
+    callback=_csv_choice(METHOD_NAMES, "method"),
+    metavar="LIST",
+    help=f"Comma-separated learners, from: {', '.join(METHOD_NAMES)}. [default: all]",
+)
+@click.option(
+    "--n-estimators",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Boosting stages (trees per class) for every learner. [default: 100]",
+)
+@click.option(
+    "--max-depth",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Depth of every tree. [default: 3]",
+)
 @lr_option("Shrinkage lr in F_m = F_{m-1} + lr*h_m. [default: 0.1]", max=10)
-@click.option("--max-bins", type=click.IntRange(2, 255), default=None,
-              help="Hist mode: bins per feature (ours and HistGradientBoosting). [default: 255]")
-@device_option("Where our hist mode runs; auto: cuda when available. Exact mode and "
-               "scikit-learn always run on the CPU.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Threads for every learner (OpenMP/BLAS via threadpoolctl, and torch); 1 makes "
-                   "timings a fair single-thread comparison.")
+@click.option(
+    "--max-bins",
+    type=click.IntRange(2, 255),
+    default=None,
+    help="Hist mode: bins per feature (ours and HistGradientBoosting). [default: 255]",
+)
+@device_option(
+    "Where our hist mode runs; auto: cuda when available. Exact mode and "
+    "scikit-learn always run on the CPU."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Threads for every learner (OpenMP/BLAS via threadpoolctl, and torch); 1 makes "
+    "timings a fair single-thread comparison.",
+)
 @seed_option("Seed of the data split, the generated data and every learner.")
-@jobs_option("Cases measured at once, each in its own process (their timings then share the "
-             "machine). [default: 1]")
+@jobs_option(
+    "Cases measured at once, each in its own process (their timings then share the "
+    "machine). [default: 1]"
+)
 @out_option("Folder under which the run folder is created.")
-@click.option("--name", default=None, help="Name of the run folder. [default: <time>-boosting-<quick|full|custom>]")
-@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="RUN_DIR", help="Continue an interrupted run folder: its finished cases are "
-                                      "kept, the others measured (its saved settings are used).")
+@click.option(
+    "--name",
+    default=None,
+    help="Name of the run folder. [default: <time>-boosting-<quick|full|custom>]",
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="RUN_DIR",
+    help="Continue an interrupted run folder: its finished cases are "
+    "kept, the others measured (its saved settings are used).",
+)
 @click.option("--no-html", is_flag=True, help="Write the tables only, without building index.html.")
-def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, lr, max_bins,
-             device, threads, seed, jobs, out, name, resume, no_html):
+def boosting(
+    quick,
+    datasets,
+    sizes,
+    losses,
+    methods,
+    n_estimators,
+    max_depth,
+    lr,
+    max_bins,
+    device,
+    threads,
+    seed,
+    jobs,
+    out,
+    name,
+    resume,
+    no_html,
+):
     """Our gradient booster (exact and hist) against scikit-learn's, measured.
 
     For each dataset and loss, fits our exact and hist boosters, sklearn's
@@ -133,9 +203,18 @@ def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, l
 
     cfg = None
     if resume is None:
-        given = dict(datasets=datasets, sizes=sizes, losses=losses, methods=methods,
-                     n_estimators=n_estimators, max_depth=max_depth, learning_rate=lr,
-                     max_bins=max_bins, threads=threads, seed=seed)
+        given = dict(
+            datasets=datasets,
+            sizes=sizes,
+            losses=losses,
+            methods=methods,
+            n_estimators=n_estimators,
+            max_depth=max_depth,
+            learning_rate=lr,
+            max_bins=max_bins,
+            threads=threads,
+            seed=seed,
+        )
         preset = B.PRESETS["quick" if quick else "full"]
         try:
             cfg = preset.replace(**{k: v for k, v in given.items() if v is not None}).validate()
@@ -145,33 +224,49 @@ def boosting(quick, datasets, sizes, losses, methods, n_estimators, max_depth, l
     def progress(kind: str, msg: str) -> None:
         click.secho(msg, fg={"error": "red", "case": None}.get(kind), bold=kind == "case")
 
-    started = []   # the run folder, once run() has made or reopened it
+    started = []  # the run folder, once run() has made or reopened it
     try:
-        result = B.run(cfg, out=out, device=device if resume is None else None, jobs=jobs or 1,
-                       resume=resume, name=name, html=not no_html, progress=progress,
-                       echo=click.echo, started=started.append)
+        result = B.run(
+            cfg,
+            out=out,
+            device=device if resume is None else None,
+            jobs=jobs or 1,
+            resume=resume,
+            name=name,
+            html=not no_html,
+            progress=progress,
+            echo=click.echo,
+            started=started.append,
+        )
     except DeviceError as e:
         raise click.BadParameter(str(e), param_hint="'--device'") from None
     except RunInUse as e:
         raise click.ClickException(str(e)) from None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    except OSError as e:   # a read-only or full folder
+    except OSError as e:  # a read-only or full folder
         if not started:
-            raise click.BadParameter(f"cannot create a run folder under {out}: {e}",
-                                     param_hint="--out") from None
-        raise click.ClickException(f"{write_error(e)}; the results measured so far are kept in "
-                                   f"{started[0].path}") from None
+            raise click.BadParameter(
+                f"cannot create a run folder under {out}: {e}", param_hint="--out"
+            ) from None
+        raise click.ClickException(
+            f"{write_error(e)}; the results measured so far are kept in {started[0].path}"
+        ) from None
     except KeyboardInterrupt:
         if not started:
             raise
-        click.secho(f"interrupted; partial results kept in {started[0].path} (continue with "
-                    f"--resume {started[0].path})", fg="yellow", err=True)
+        click.secho(
+            f"interrupted; partial results kept in {started[0].path} (continue with "
+            f"--resume {started[0].path})",
+            fg="yellow",
+            err=True,
+        )
         raise SystemExit(130) from None
     except Exception:
         if started:
-            click.secho(f"the run failed; partial results kept in {started[0].path}", fg="red",
-                        err=True)
+            click.secho(
+                f"the run failed; partial results kept in {started[0].path}", fg="red", err=True
+            )
         raise
     click.echo("")
     click.secho(result.headline, bold=True)

@@ -20,14 +20,28 @@ from click.core import ParameterSource
 
 from residuals.cli_options import device_option, jobs_option, lr_option, out_option, seed_option
 
-PRESET_NAMES = ("digits", "fashion-mnist", "paper")   # residuals.bench.degradation.PRESETS
-VARIANT_NAMES = ("plain", "residual")                 # residuals.bench.degradation.VARIANTS
-WARMUPS = ("linear", "paper", "none")                 # residuals.train.WARMUPS
-PRECISIONS = {"auto": None, "bf16": True, "fp32": False}   # --precision -> TrainConfig.amp
+PRESET_NAMES = ("digits", "fashion-mnist", "paper")  # residuals.bench.degradation.PRESETS
+VARIANT_NAMES = ("plain", "residual")  # residuals.bench.degradation.VARIANTS
+WARMUPS = ("linear", "paper", "none")  # residuals.train.WARMUPS
+PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # --precision -> TrainConfig.amp
 
 # options that define the sweep (or its folder); with --resume they come from the run's meta.json
-SWEEP_OPTIONS = ("preset", "dataset", "depths", "variants", "seeds", "seed", "epochs",
-                 "batch_size", "lr", "learning_rate", "warmup", "precision", "device", "out")
+SWEEP_OPTIONS = (
+    "preset",
+    "dataset",
+    "depths",
+    "variants",
+    "seeds",
+    "seed",
+    "epochs",
+    "batch_size",
+    "lr",
+    "learning_rate",
+    "warmup",
+    "precision",
+    "device",
+    "out",
+)
 
 EXAMPLES = """\b
 Examples:
@@ -58,8 +72,9 @@ def _int_list(value: str | None, option: str) -> tuple[int, ...] | None:
     try:
         items = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 20,56; got {value!r}",
-                                 param_hint=option) from None
+        raise click.BadParameter(
+            f"expected comma-separated integers such as 20,56; got {value!r}", param_hint=option
+        ) from None
     if not items:
         raise click.BadParameter("give at least one value, e.g. 20,56", param_hint=option)
     return items
@@ -71,55 +86,129 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
     items = tuple(v for v in value.replace(" ", "").split(",") if v)
     bad = [v for v in items if v not in choices]
     if bad or not items:
-        raise click.BadParameter(f"unknown {', '.join(map(repr, bad)) or 'empty list'}; "
-                                 f"choose from {', '.join(choices)} (comma-separated)", param_hint=option)
+        raise click.BadParameter(
+            f"unknown {', '.join(map(repr, bad)) or 'empty list'}; "
+            f"choose from {', '.join(choices)} (comma-separated)",
+            param_hint=option,
+        )
     return items
 
 
 @click.command(cls=_Command, context_settings={"max_content_width": 100})
-@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
-              help="Start from a preset (default: digits); see Presets below.")
-@click.option("--dataset", default=None, metavar="NAME",
-              help="Dataset: digits (embedded), fashion-mnist or cifar10.")
-@click.option("--depths", default=None, metavar="D,D,...",
-              help="Network depths, each 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), e.g. 20,56.")
-@click.option("--variants", default=None, metavar="V,V",
-              help="Which nets: plain (no shortcuts), residual, or plain,residual (default).")
-@click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Number of seeds; the report shows their spread.")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_NAMES),
+    default=None,
+    help="Start from a preset (default: digits); see Presets below.",
+)
+@click.option(
+    "--dataset",
+    default=None,
+    metavar="NAME",
+    help="Dataset: digits (embedded), fashion-mnist or cifar10.",
+)
+@click.option(
+    "--depths",
+    default=None,
+    metavar="D,D,...",
+    help="Network depths, each 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), e.g. 20,56.",
+)
+@click.option(
+    "--variants",
+    default=None,
+    metavar="V,V",
+    help="Which nets: plain (no shortcuts), residual, or plain,residual (default).",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Number of seeds; the report shows their spread.",
+)
 @seed_option("First seed: runs use seeds SEED..SEED+N-1 (weights and data order).", default=None)
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs per run; a linear warm-up keeps its share (2 of 12 epochs).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per SGD step (on a GPU that runs out of memory: try half).")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training epochs per run; a linear warm-up keeps its share (2 of 12 epochs).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images per SGD step (on a GPU that runs out of memory: try half).",
+)
 @lr_option("Peak learning rate (after the warm-up).")
-@click.option("--warmup", type=click.Choice(WARMUPS), default=None,
-              help="Learning-rate warm-up for every run: linear (a ramp over the first sixth of "
-                   "training in the default preset), paper "
-                   "(lr/10 until training error < 80%, He et al.'s ResNet-110 recipe) or none.")
-@click.option("--precision", type=click.Choice(tuple(PRECISIONS)), default=None,
-              help="Arithmetic of training: bf16 autocast, fp32, or auto (the default): bf16 on "
-                   "CUDA and, where each worker (or, with --jobs 1, each data-parallel replica) "
-                   "runs one thread, on CPUs with native bf16 (AVX512-BF16, AMX); fp32 elsewhere.")
+@click.option(
+    "--warmup",
+    type=click.Choice(WARMUPS),
+    default=None,
+    help="Learning-rate warm-up for every run: linear (a ramp over the first sixth of "
+    "training in the default preset), paper "
+    "(lr/10 until training error < 80%, He et al.'s ResNet-110 recipe) or none.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(tuple(PRECISIONS)),
+    default=None,
+    help="Arithmetic of training: bf16 autocast, fp32, or auto (the default): bf16 on "
+    "CUDA and, where each worker (or, with --jobs 1, each data-parallel replica) "
+    "runs one thread, on CPUs with native bf16 (AVX512-BF16, AMX); fp32 elsewhere.",
+)
 @device_option("Where to train: auto picks cuda when available.")
-@jobs_option("Runs trained at once, each in its own process with one torch thread "
-             "[default: number of cores on CPU, 4 on CUDA: small nets leave a GPU idle].")
-@click.option("--fuse", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
-              help="Train the runs of each depth (seeds, plain and residual) as fused models "
-                   "sized by GPU memory (docs/fused.md); auto: on CUDA, and on a CPU where "
-                   "measured faster.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder holding (or receiving) the dataset files "
-                   "[default: $RESIDUALS_DATA or ~/.cache/residuals].")
+@jobs_option(
+    "Runs trained at once, each in its own process with one torch thread "
+    "[default: number of cores on CPU, 4 on CUDA: small nets leave a GPU idle]."
+)
+@click.option(
+    "--fuse",
+    type=click.Choice(("auto", "on", "off")),
+    default="auto",
+    show_default=True,
+    help="Train the runs of each depth (seeds, plain and residual) as fused models "
+    "sized by GPU memory (docs/fused.md); auto: on CUDA, and on a CPU where "
+    "measured faster.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding (or receiving) the dataset files "
+    "[default: $RESIDUALS_DATA or ~/.cache/residuals].",
+)
 @out_option()
-@click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="RUN_DIR",
-              help="Continue an interrupted run folder with its saved configuration: finished "
-                   "runs are skipped, unfinished ones continue from their checkpoints on the "
-                   "device they started on. Only --jobs, --fuse and --data-dir may be given with it.")
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="RUN_DIR",
+    help="Continue an interrupted run folder with its saved configuration: finished "
+    "runs are skipped, unfinished ones continue from their checkpoints on the "
+    "device they started on. Only --jobs, --fuse and --data-dir may be given with it.",
+)
 @click.pass_context
-def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, batch_size, lr,
-                warmup, precision, device, jobs, fuse, data_dir, out, resume):
+def degradation(
+    ctx,
+    preset,
+    dataset,
+    depths,
+    variants,
+    seeds,
+    seed,
+    epochs,
+    batch_size,
+    lr,
+    warmup,
+    precision,
+    device,
+    jobs,
+    fuse,
+    data_dir,
+    out,
+    resume,
+):
     """Plain vs residual nets at several depths: the degradation problem (He et al. 2015, Fig. 6).
 
     Trains every (variant, depth, seed), writes a run folder under --out with tidy
@@ -135,28 +224,51 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
     variants = _name_list(variants, "--variants", VARIANT_NAMES)
     cfg = None
     if resume is not None:
-        given = [f"--{n.replace('_', '-')}" for n in SWEEP_OPTIONS
-                 if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in SWEEP_OPTIONS
+            if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE
+        ]
         if given:
-            raise click.UsageError(f"--resume continues a run with its saved configuration; drop "
-                                   f"{', '.join(given)} (or start a new run without --resume).")
-        device = None   # the device the run started on
+            raise click.UsageError(
+                f"--resume continues a run with its saved configuration; drop "
+                f"{', '.join(given)} (or start a new run without --resume)."
+            )
+        device = None  # the device the run started on
     else:
         try:
-            cfg = deg.configure(preset or deg.DEFAULT_PRESET, dataset=dataset, depths=depths,
-                                variants=variants, seeds=seeds, first_seed=seed, epochs=epochs,
-                                batch_size=batch_size, lr=lr, warmup=warmup,
-                                amp=PRECISIONS.get(precision))
+            cfg = deg.configure(
+                preset or deg.DEFAULT_PRESET,
+                dataset=dataset,
+                depths=depths,
+                variants=variants,
+                seeds=seeds,
+                first_seed=seed,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                warmup=warmup,
+                amp=PRECISIONS.get(precision),
+            )
         except ValueError as e:
             raise click.UsageError(str(e)) from None
 
-    started = []   # the run folder, once run() has made or reopened it
+    started = []  # the run folder, once run() has made or reopened it
     try:
         with _sigterm_as_interrupt():
-            result = deg.run(cfg, out=out, device=device, jobs=jobs, fuse=fuse, resume=resume,
-                             data_dir=data_dir, echo=click.echo,
-                             warn=lambda line: click.echo(line, err=True),
-                             command=_command_line(), started=started.append)
+            result = deg.run(
+                cfg,
+                out=out,
+                device=device,
+                jobs=jobs,
+                fuse=fuse,
+                resume=resume,
+                data_dir=data_dir,
+                echo=click.echo,
+                warn=lambda line: click.echo(line, err=True),
+                command=_command_line(),
+                started=started.append,
+            )
     except deg.SweepError as e:
         if e.option is None:
             raise click.UsageError(str(e)) from None
@@ -168,8 +280,10 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
     except KeyboardInterrupt:
         if not started:
             raise
-        click.echo(f"\nInterrupted. Finished runs and every checkpoint are kept in "
-                   f"{started[0].path}.", err=True)
+        click.echo(
+            f"\nInterrupted. Finished runs and every checkpoint are kept in {started[0].path}.",
+            err=True,
+        )
         click.echo(f"Continue with: {deg.resume_command(started[0])}", err=True)
         sys.exit(130)
     except Exception as e:
@@ -182,14 +296,16 @@ def degradation(ctx, preset, dataset, depths, variants, seeds, seed, epochs, bat
             f"{message}\nFinished runs are kept in {started[0].path}. To change an option (such "
             f"as --batch-size), start a new run; if the cause was outside this run's settings (a "
             f"GPU another process filled, a full disk), continue with: "
-            f"{deg.resume_command(started[0])}") from None
+            f"{deg.resume_command(started[0])}"
+        ) from None
 
-    if not _rank0():   # under torchrun: rank 0 tells the outcome
+    if not _rank0():  # under torchrun: rank 0 tells the outcome
         return
     if result.already_complete:
         click.echo(f"{result.run.path} is already complete: {result.verdict.headline}")
-        click.echo(f"Rebuild its report with: residuals report build "
-                   f"{shlex.quote(str(result.run.path))}")
+        click.echo(
+            f"Rebuild its report with: residuals report build {shlex.quote(str(result.run.path))}"
+        )
         return
     click.echo("")
     click.echo(result.verdict.headline)
@@ -213,12 +329,13 @@ def _command_line() -> str:
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """Treat ``kill PID`` (SIGTERM, e.g. a job scheduler's stop) like Ctrl-C: keep and report."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:            # not the main thread: leave signals alone
+    except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
@@ -238,11 +355,13 @@ def _user_error(e: Exception) -> str | None:
     if isinstance(e, (DatasetError, TrainError, BrokenRun)):
         return str(e)
     if isinstance(e, BrokenProcessPool):
-        return ("a worker process died without a Python error (killed by the system, e.g. when "
-                "memory ran out?); try fewer --jobs")
+        return (
+            "a worker process died without a Python error (killed by the system, e.g. when "
+            "memory ran out?); try fewer --jobs"
+        )
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" while writing {e.filename}" if e.filename else ""
         return f"the disk is full (no space left on the device{where}); free some space"
-    if isinstance(e, OSError):          # a folder that became unwritable, ...
+    if isinstance(e, OSError):  # a folder that became unwritable, ...
         return f"{type(e).__name__}: {e}"
     return None

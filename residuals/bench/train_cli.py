@@ -57,9 +57,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 
     from residuals.nets import MODELS, build_model
 
-    click.echo(
-        f"{'name':<15} {'depth':>5}  {'block':<18} {'activation':<10} {'head':<6} params"
-    )
+    click.echo(f"{'name':<15} {'depth':>5}  {'block':<18} {'activation':<10} {'head':<6} params")
     for name in MODELS:
         with torch.device("meta"):
             c = build_model(name).config
@@ -131,9 +129,7 @@ class _Command(click.Command):
     default=None,
     help="Epochs in all; with --resume, more than the run has continues it.",
 )
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Images per step."
-)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step.")
 @lr_option("Peak learning rate (after the warm-up).")
 @click.option(
     "--schedule",
@@ -183,8 +179,7 @@ class _Command(click.Command):
     "--precision",
     type=click.Choice(tuple(PRECISIONS)),
     default=None,
-    help="bf16 autocast, fp32, or auto (bf16 on CUDA and on one-thread CPUs with "
-    "native bf16).",
+    help="bf16 autocast, fp32, or auto (bf16 on CUDA and on one-thread CPUs with native bf16).",
 )
 @click.option(
     "--sync-bn/--no-sync-bn",
@@ -192,7 +187,10 @@ class _Command(click.Command):
     help="Under torchrun: SyncBatchNorm, statistics over the global batch (GPUs only); "
     "default: each GPU normalises its own share, as in the paper. See docs/distributed.md.",
 )
-@seed_option("Seeds the weights, the data order and the augmentation (default: the recipe's, 0).", default=None)
+@seed_option(
+    "Seeds the weights, the data order and the augmentation (default: the recipe's, 0).",
+    default=None,
+)
 @out_option()
 @click.option(
     "--resume",
@@ -301,9 +299,7 @@ def train(
             chosen = lib.resume_recipe(resume, **options)
         else:
             options.setdefault("device", device)  # --device's default, auto
-            chosen = lib.get_recipe(recipe or lib.DEFAULT_RECIPE).with_options(
-                **options
-            )
+            chosen = lib.get_recipe(recipe or lib.DEFAULT_RECIPE).with_options(**options)
         outcome = lib.run(
             chosen,
             out=out,
@@ -345,9 +341,7 @@ def _user_error(e: Exception, resume: Path | None) -> str | None:
     from residuals.runs import BrokenRun
     from residuals.train import TrainError
 
-    if isinstance(
-        e, (ValueError, TypeError, DatasetError, TrainError, BrokenRun, ImportError)
-    ):
+    if isinstance(e, (ValueError, TypeError, DatasetError, TrainError, BrokenRun, ImportError)):
         text = str(e)
         if isinstance(e, TrainError) and resume is not None:
             text += f"\nThe run folder is kept: {resume}"

@@ -149,8 +149,13 @@ class BinMapper:
         ``== max_bins``: the bin of missing values (NaN) in every feature.
     """
 
-    def __init__(self, max_bins: int = 255, subsample: int | None = 200_000, random_state=None,
-                 round_to_float32: bool = False):
+    def __init__(
+        self,
+        max_bins: int = 255,
+        subsample: int | None = 200_000,
+        random_state=None,
+        round_to_float32: bool = False,
+    ):
         self.max_bins = max_bins
         self.subsample = subsample
         self.random_state = random_state
@@ -165,7 +170,8 @@ class BinMapper:
         if block.dtype != np.float32 and np.isinf(rounded).any():
             if np.isinf(rounded[np.isfinite(block)]).any():
                 raise ValueError(
-                    "Input X contains infinity or a value too large for dtype('float32').")
+                    "Input X contains infinity or a value too large for dtype('float32')."
+                )
         return rounded.astype(np.float64)
 
     @property
@@ -207,7 +213,7 @@ class BinMapper:
         # float64, so the column copies below convert it as they go (saves a full copy).
         return X if X.dtype in (np.float32, np.float64) else np.asarray(X, dtype=np.float64)
 
-    def fit(self, X: np.ndarray) -> "BinMapper":
+    def fit(self, X: np.ndarray) -> BinMapper:
         """Find the cut points of every feature.
 
         Parameters
@@ -241,7 +247,8 @@ class BinMapper:
         n_features = X.shape[1]
         # column by column, on threads (numpy's sorts release the GIL): no copy of the matrix
         cuts_and_values = _kernels.parallel_map(
-            lambda j: _quantile_thresholds(self._values(X[rows, j]), self.max_bins), list(range(n_features))
+            lambda j: _quantile_thresholds(self._values(X[rows, j]), self.max_bins),
+            list(range(n_features)),
         )
         self.bin_thresholds_ = [cuts for cuts, _ in cuts_and_values]
         self.bin_values_ = [values for _, values in cuts_and_values]
@@ -303,8 +310,9 @@ class BinMapper:
             cuts = self._padded_thresholds("cpu").numpy()
             table = np.full((n_features, 1 << cuts.shape[1].bit_length()), np.inf)
             table[:, : cuts.shape[1]] = cuts
-            out = _kernels.bin_rows(X, table, bool(getattr(self, "round_to_float32", False)),
-                                    self.missing_bin)
+            out = _kernels.bin_rows(
+                X, table, bool(getattr(self, "round_to_float32", False)), self.missing_bin
+            )
             return out.to(device).T
         cuts = self._padded_thresholds(device)
         out = torch.empty((n_features, n_samples), dtype=torch.uint8, device=device)

@@ -9,8 +9,7 @@ import math
 import numpy as np
 from scipy import special, stats
 
-from residuals.boosting._loss_base import (BoostingLoss, _libm, _libm_exp, _safe_divide,
-                                           _softmax)
+from residuals.boosting._loss_base import BoostingLoss, _libm, _libm_exp, _safe_divide, _softmax
 
 __all__ = ["BinomialLogLoss", "ExponentialLoss", "MultinomialLogLoss"]
 

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from residuals.boosting._gb import _COMMON_CONSTRAINTS, _BaseBoosting
 from residuals.boosting._losses import (
     CLASSIFICATION_LOSSES,
     REGRESSION_LOSSES,
@@ -20,7 +21,6 @@ from residuals.boosting._validation import (
     Interval,
     Options,
 )
-from residuals.boosting._gb import _COMMON_CONSTRAINTS, _BaseBoosting
 
 __all__ = ["BoostingClassifier", "BoostingRegressor"]
 
@@ -69,23 +69,62 @@ class BoostingRegressor(RegressorMixin, _BaseBoosting):
         "alpha": [Interval("real", 0.0, 1.0, "neither")],
     }
 
-    def __init__(self, *, loss="squared_error", learning_rate=0.1, n_estimators=100,
-                 subsample=1.0, criterion="deprecated", min_samples_split=2, min_samples_leaf=1,
-                 min_weight_fraction_leaf=0.0, max_depth=3, min_impurity_decrease=0.0, init=None,
-                 random_state=None, max_features=None, alpha=0.9, verbose=0,
-                 max_leaf_nodes=None, warm_start=False, validation_fraction=0.1,
-                 n_iter_no_change=None, tol=1e-4, ccp_alpha=0.0, tree_method="exact",
-                 max_bins=255, device="cpu", distributed=False):
+    def __init__(
+        self,
+        *,
+        loss="squared_error",
+        learning_rate=0.1,
+        n_estimators=100,
+        subsample=1.0,
+        criterion="deprecated",
+        min_samples_split=2,
+        min_samples_leaf=1,
+        min_weight_fraction_leaf=0.0,
+        max_depth=3,
+        min_impurity_decrease=0.0,
+        init=None,
+        random_state=None,
+        max_features=None,
+        alpha=0.9,
+        verbose=0,
+        max_leaf_nodes=None,
+        warm_start=False,
+        validation_fraction=0.1,
+        n_iter_no_change=None,
+        tol=1e-4,
+        ccp_alpha=0.0,
+        tree_method="exact",
+        max_bins=255,
+        device="cpu",
+        distributed=False,
+    ):
         super().__init__(
-            loss=loss, learning_rate=learning_rate, n_estimators=n_estimators,
-            subsample=subsample, criterion=criterion, min_samples_split=min_samples_split,
-            min_samples_leaf=min_samples_leaf, min_weight_fraction_leaf=min_weight_fraction_leaf,
-            max_depth=max_depth, min_impurity_decrease=min_impurity_decrease, init=init,
-            random_state=random_state, max_features=max_features, alpha=alpha, verbose=verbose,
-            max_leaf_nodes=max_leaf_nodes, warm_start=warm_start,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device,
-            distributed=distributed)
+            loss=loss,
+            learning_rate=learning_rate,
+            n_estimators=n_estimators,
+            subsample=subsample,
+            criterion=criterion,
+            min_samples_split=min_samples_split,
+            min_samples_leaf=min_samples_leaf,
+            min_weight_fraction_leaf=min_weight_fraction_leaf,
+            max_depth=max_depth,
+            min_impurity_decrease=min_impurity_decrease,
+            init=init,
+            random_state=random_state,
+            max_features=max_features,
+            alpha=alpha,
+            verbose=verbose,
+            max_leaf_nodes=max_leaf_nodes,
+            warm_start=warm_start,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            ccp_alpha=ccp_alpha,
+            tree_method=tree_method,
+            max_bins=max_bins,
+            device=device,
+            distributed=distributed,
+        )
 
     def _encode_y(self, y, sample_weight):
         self.n_trees_per_iteration_ = 1
@@ -142,39 +181,83 @@ class BoostingClassifier(ClassifierMixin, _BaseBoosting):
         "init": [Options("zero"), NONE, HasMethods(("fit", "predict_proba"))],
     }
 
-    def __init__(self, *, loss="log_loss", learning_rate=0.1, n_estimators=100, subsample=1.0,
-                 criterion="deprecated", min_samples_split=2, min_samples_leaf=1,
-                 min_weight_fraction_leaf=0.0, max_depth=3, min_impurity_decrease=0.0, init=None,
-                 random_state=None, max_features=None, verbose=0, max_leaf_nodes=None,
-                 warm_start=False, validation_fraction=0.1, n_iter_no_change=None, tol=1e-4,
-                 ccp_alpha=0.0, tree_method="exact", max_bins=255, device="cpu",
-                 distributed=False):
+    def __init__(
+        self,
+        *,
+        loss="log_loss",
+        learning_rate=0.1,
+        n_estimators=100,
+        subsample=1.0,
+        criterion="deprecated",
+        min_samples_split=2,
+        min_samples_leaf=1,
+        min_weight_fraction_leaf=0.0,
+        max_depth=3,
+        min_impurity_decrease=0.0,
+        init=None,
+        random_state=None,
+        max_features=None,
+        verbose=0,
+        max_leaf_nodes=None,
+        warm_start=False,
+        validation_fraction=0.1,
+        n_iter_no_change=None,
+        tol=1e-4,
+        ccp_alpha=0.0,
+        tree_method="exact",
+        max_bins=255,
+        device="cpu",
+        distributed=False,
+    ):
         super().__init__(
-            loss=loss, learning_rate=learning_rate, n_estimators=n_estimators,
-            subsample=subsample, criterion=criterion, min_samples_split=min_samples_split,
-            min_samples_leaf=min_samples_leaf, min_weight_fraction_leaf=min_weight_fraction_leaf,
-            max_depth=max_depth, min_impurity_decrease=min_impurity_decrease, init=init,
-            random_state=random_state, max_features=max_features, verbose=verbose,
-            max_leaf_nodes=max_leaf_nodes, warm_start=warm_start,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change, tol=tol,
-            ccp_alpha=ccp_alpha, tree_method=tree_method, max_bins=max_bins, device=device,
-            distributed=distributed)
+            loss=loss,
+            learning_rate=learning_rate,
+            n_estimators=n_estimators,
+            subsample=subsample,
+            criterion=criterion,
+            min_samples_split=min_samples_split,
+            min_samples_leaf=min_samples_leaf,
+            min_weight_fraction_leaf=min_weight_fraction_leaf,
+            max_depth=max_depth,
+            min_impurity_decrease=min_impurity_decrease,
+            init=init,
+            random_state=random_state,
+            max_features=max_features,
+            verbose=verbose,
+            max_leaf_nodes=max_leaf_nodes,
+            warm_start=warm_start,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            ccp_alpha=ccp_alpha,
+            tree_method=tree_method,
+            max_bins=max_bins,
+            device=device,
+            distributed=distributed,
+        )
 
     def _encode_y(self, y, sample_weight):
         self.classes_, encoded = self._rows.encode_labels(y)
         n_classes = self.classes_.shape[0]
         self.n_trees_per_iteration_ = 1 if n_classes <= 2 else n_classes
         self.n_classes_ = n_classes
-        kept = (np.arange(n_classes) if sample_weight is None else
-                np.flatnonzero(self._rows.class_weights(encoded, sample_weight, n_classes)))
+        kept = (
+            np.arange(n_classes)
+            if sample_weight is None
+            else np.flatnonzero(self._rows.class_weights(encoded, sample_weight, n_classes))
+        )
         if len(kept) < 2:
             dropped = np.setdiff1d(np.arange(n_classes), kept)
-            zero = (f"; {self.classes_[dropped].tolist()} only with zero sample weight"
-                    if len(dropped) else "")
+            zero = (
+                f"; {self.classes_[dropped].tolist()} only with zero sample weight"
+                if len(dropped)
+                else ""
+            )
             weighted = "" if sample_weight is None else " with non-zero sample weight"
             raise ValueError(
                 f"{type(self).__name__} needs at least 2 classes in y, but y contains "
-                f"{len(kept)} class{weighted}: {self.classes_[kept].tolist()}{zero}.")
+                f"{len(kept)} class{weighted}: {self.classes_[kept].tolist()}{zero}."
+            )
         return encoded.astype(float, copy=False)
 
     def _make_loss(self, exact):

@@ -35,8 +35,13 @@ def _check_sample_weight(sample_weight, n_samples: int, one_positive: bool = Tru
         return np.ones(n_samples, dtype=np.float64)
     if np.isscalar(sample_weight):
         return np.full(n_samples, sample_weight, dtype=np.float64)
-    sw = check_array(sample_weight, ensure_2d=False, dtype=[np.float64, np.float32],
-                     order="C", input_name="sample_weight")
+    sw = check_array(
+        sample_weight,
+        ensure_2d=False,
+        dtype=[np.float64, np.float32],
+        order="C",
+        input_name="sample_weight",
+    )
     if sw.ndim != 1 or sw.shape[0] != n_samples:
         raise ValueError(f"sample_weight.shape == {sw.shape}, expected {(n_samples,)}!")
     if np.any(sw < 0):

@@ -35,8 +35,9 @@ bottom); the estimators are in
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from numbers import Integral
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -44,6 +45,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from residuals.boosting._fit_support import _check_sample_weight, _rows_of, _VerboseReporter
 from residuals.boosting._learners import TreeParams, make_learner
 from residuals.boosting._losses import (
     BoostingLoss,
@@ -56,7 +58,6 @@ from residuals.boosting._validation import (
     Options,
     validate_params,
 )
-from residuals.boosting._fit_support import _check_sample_weight, _rows_of, _VerboseReporter
 from residuals.core import StageStep, Stagewise
 
 __all__ = ["_BaseBoosting"]
@@ -66,16 +67,24 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
     "n_estimators": [Interval("int", 1, None, "left")],
     "subsample": [Interval("real", 0.0, 1.0, "right")],
     "criterion": [Options("deprecated", "friedman_mse", "squared_error")],
-    "min_samples_split": [Interval("int", 2, None, "left"),
-                          Interval("real_not_int", 0.0, 1.0, "right")],
-    "min_samples_leaf": [Interval("int", 1, None, "left"),
-                         Interval("real_not_int", 0.0, 1.0, "neither")],
+    "min_samples_split": [
+        Interval("int", 2, None, "left"),
+        Interval("real_not_int", 0.0, 1.0, "right"),
+    ],
+    "min_samples_leaf": [
+        Interval("int", 1, None, "left"),
+        Interval("real_not_int", 0.0, 1.0, "neither"),
+    ],
     "min_weight_fraction_leaf": [Interval("real", 0.0, 0.5, "both")],
     "max_depth": [Interval("int", 1, None, "left"), NONE],
     "min_impurity_decrease": [Interval("real", 0.0, None, "left")],
     "random_state": [RANDOM_STATE],
-    "max_features": [Interval("int", 1, None, "left"), Interval("real_not_int", 0.0, 1.0, "right"),
-                     Options("sqrt", "log2"), NONE],
+    "max_features": [
+        Interval("int", 1, None, "left"),
+        Interval("real_not_int", 0.0, 1.0, "right"),
+        Options("sqrt", "log2"),
+        NONE,
+    ],
     "verbose": [Interval("int", 0, None, "left"), BOOLEAN],
     "max_leaf_nodes": [Interval("int", 2, None, "left"), NONE],
     "warm_start": [BOOLEAN],
@@ -106,12 +115,35 @@ class _BaseBoosting(Stagewise, BaseEstimator):
 
     _constraints: dict = _COMMON_CONSTRAINTS
 
-    def __init__(self, *, loss, learning_rate, n_estimators, subsample, criterion,
-                 min_samples_split, min_samples_leaf, min_weight_fraction_leaf, max_depth,
-                 min_impurity_decrease, init, random_state, max_features, alpha=0.9, verbose=0,
-                 max_leaf_nodes=None, warm_start=False, validation_fraction=0.1,
-                 n_iter_no_change=None, tol=1e-4, ccp_alpha=0.0, tree_method="exact",
-                 max_bins=255, device="cpu", distributed=False):
+    def __init__(
+        self,
+        *,
+        loss,
+        learning_rate,
+        n_estimators,
+        subsample,
+        criterion,
+        min_samples_split,
+        min_samples_leaf,
+        min_weight_fraction_leaf,
+        max_depth,
+        min_impurity_decrease,
+        init,
+        random_state,
+        max_features,
+        alpha=0.9,
+        verbose=0,
+        max_leaf_nodes=None,
+        warm_start=False,
+        validation_fraction=0.1,
+        n_iter_no_change=None,
+        tol=1e-4,
+        ccp_alpha=0.0,
+        tree_method="exact",
+        max_bins=255,
+        device="cpu",
+        distributed=False,
+    ):
         self.loss = loss
         self.learning_rate = learning_rate
         self.n_estimators = n_estimators
@@ -154,31 +186,47 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         if self.tree_method == "exact" and self.device != "cpu":
             raise ValueError(
                 f"device={self.device!r} only applies to tree_method='hist'; the exact "
-                "trees run on the CPU. Use tree_method='hist' to train on a GPU.")
+                "trees run on the CPU. Use tree_method='hist' to train on a GPU."
+            )
         if self.tree_method == "hist":
             if self.ccp_alpha != 0.0:
-                raise ValueError("ccp_alpha > 0 (cost-complexity pruning) is only supported "
-                                 "with tree_method='exact'.")
+                raise ValueError(
+                    "ccp_alpha > 0 (cost-complexity pruning) is only supported "
+                    "with tree_method='exact'."
+                )
             if self.min_samples_split != 2:
-                raise ValueError("min_samples_split is only supported with tree_method='exact'; "
-                                 "use min_samples_leaf with tree_method='hist'.")
+                raise ValueError(
+                    "min_samples_split is only supported with tree_method='exact'; "
+                    "use min_samples_leaf with tree_method='hist'."
+                )
         if self.distributed:
             if self.tree_method != "hist":
-                raise ValueError("distributed=True needs tree_method='hist': the exact trees "
-                                 "sort every feature's values, which no rank holds all of.")
+                raise ValueError(
+                    "distributed=True needs tree_method='hist': the exact trees "
+                    "sort every feature's values, which no rank holds all of."
+                )
             if self.n_iter_no_change is not None:
-                raise ValueError("distributed=True does not support early stopping "
-                                 "(n_iter_no_change): hold out a validation set yourself.")
+                raise ValueError(
+                    "distributed=True does not support early stopping "
+                    "(n_iter_no_change): hold out a validation set yourself."
+                )
             if not (self.init is None or isinstance(self.init, str)):
-                raise ValueError("distributed=True supports init=None or 'zero' only: an init "
-                                 "estimator would be fitted on one shard.")
+                raise ValueError(
+                    "distributed=True supports init=None or 'zero' only: an init "
+                    "estimator would be fitted on one shard."
+                )
 
     def _validate_X_predict(self, X) -> np.ndarray:
         check_is_fitted(self)
-        return validate_data(self, X, dtype=self._X_dtype(), reset=False,
-                             order="C" if self.tree_method == "exact" else None,
-                             accept_sparse=self._sparse_formats("csr"),
-                             ensure_all_finite=self._finite_X())
+        return validate_data(
+            self,
+            X,
+            dtype=self._X_dtype(),
+            reset=False,
+            order="C" if self.tree_method == "exact" else None,
+            accept_sparse=self._sparse_formats("csr"),
+            ensure_all_finite=self._finite_X(),
+        )
 
     def _X_dtype(self):
         """float32, as scikit-learn's trees. Hist mode keeps a float64 ``X`` as it
@@ -204,8 +252,17 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         return len(getattr(self, "estimators_", [])) > 0
 
     def _clear_state(self) -> None:
-        for attr in ("estimators_", "train_score_", "oob_improvement_", "oob_scores_",
-                     "oob_score_", "init_", "_rng", "n_estimators_", "_learner"):
+        for attr in (
+            "estimators_",
+            "train_score_",
+            "oob_improvement_",
+            "oob_scores_",
+            "oob_score_",
+            "init_",
+            "_rng",
+            "n_estimators_",
+            "_learner",
+        ):
             if hasattr(self, attr):
                 delattr(self, attr)
 
@@ -244,9 +301,16 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             self.max_features_ = max(1, int(mf * n))
 
     def _tree_params(self) -> TreeParams:
-        return TreeParams(self.max_depth, self.min_samples_split, self.min_samples_leaf,
-                          self.min_weight_fraction_leaf, self.min_impurity_decrease,
-                          self.max_features, self.max_leaf_nodes, self.ccp_alpha)
+        return TreeParams(
+            self.max_depth,
+            self.min_samples_split,
+            self.min_samples_leaf,
+            self.min_weight_fraction_leaf,
+            self.min_impurity_decrease,
+            self.max_features,
+            self.max_leaf_nodes,
+            self.ccp_alpha,
+        )
 
     # -------------------------------------------------------------------- fit
     def fit(self, X, y, sample_weight=None, monitor=None):
@@ -282,27 +346,39 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         if not self.warm_start:
             self._clear_state()
         if self.criterion != "deprecated":
-            warnings.warn("The parameter `criterion` is deprecated (as in scikit-learn 1.9) "
-                          "and has no effect. Leave it to its default value to avoid this "
-                          "warning.", FutureWarning, stacklevel=2)
+            warnings.warn(
+                "The parameter `criterion` is deprecated (as in scikit-learn 1.9) "
+                "and has no effect. Leave it to its default value to avoid this "
+                "warning.",
+                FutureWarning,
+                stacklevel=2,
+            )
         if self.tree_method == "hist":
             from residuals.device import resolve_device  # imports torch: hist mode only
 
             device = resolve_device(self.device)
         else:
             device = "cpu"
-        X, y = validate_data(self, X, y, dtype=self._X_dtype(), multi_output=True,
-                             accept_sparse=self._sparse_formats(["csr", "csc", "coo"]),
-                             ensure_all_finite=self._finite_X())
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            dtype=self._X_dtype(),
+            multi_output=True,
+            accept_sparse=self._sparse_formats(["csr", "csc", "coo"]),
+            ensure_all_finite=self._finite_X(),
+        )
         sample_weight_is_none = sample_weight is None
         # a shard's weights may all be zero: the ranks check the sum together
-        sample_weight = _check_sample_weight(sample_weight, X.shape[0],
-                                             one_positive=not self.distributed)
+        sample_weight = _check_sample_weight(
+            sample_weight, X.shape[0], one_positive=not self.distributed
+        )
         return X, y, sample_weight, sample_weight_is_none, device
 
     def _fit(self, X, y, sample_weight, monitor):
         X, y, sample_weight, sample_weight_is_none, device = self._rows.validated(
-            self, lambda: self._validated(X, y, sample_weight))
+            self, lambda: self._validated(X, y, sample_weight)
+        )
         y = self._encode_y(y, None if sample_weight_is_none else sample_weight)
         y = column_or_1d(y, warn=True)
         self._set_max_features()
@@ -313,17 +389,25 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             stratify = y if self._is_classifier() else None
             try:
                 X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
-                    X, y, sample_weight, random_state=self.random_state,
-                    test_size=self.validation_fraction, stratify=stratify)
+                    X,
+                    y,
+                    sample_weight,
+                    random_state=self.random_state,
+                    test_size=self.validation_fraction,
+                    stratify=stratify,
+                )
             except ValueError as e:
                 how = ", stratified by class" if stratify is not None else ""
                 raise ValueError(
                     f"Early stopping (n_iter_no_change={self.n_iter_no_change}) could not hold "
                     f"out validation_fraction={self.validation_fraction} of the "
-                    f"{X.shape[0]} rows{how}: {e}") from e
+                    f"{X.shape[0]} rows{how}: {e}"
+                ) from e
             if self._is_classifier() and self.n_classes_ != np.unique(y_train).shape[0]:
-                raise ValueError("The training data after the early stopping split is missing "
-                                 "some classes. Try using another random seed.")
+                raise ValueError(
+                    "The training data after the early stopping split is missing "
+                    "some classes. Try using another random seed."
+                )
         else:
             X_train, y_train, sw_train = X, y, sample_weight
             X_val = y_val = sw_val = None
@@ -333,9 +417,13 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             raw = self._fit_init(X_train, y_train, sw_train, sample_weight_is_none)
             begin_at_stage = 0
             self._rng = check_random_state(self.random_state)
-            self._learner = make_learner(self.tree_method, self._tree_params(),
-                                         self.n_features_in_, max_bins=self.max_bins,
-                                         device=device)
+            self._learner = make_learner(
+                self.tree_method,
+                self._tree_params(),
+                self.n_features_in_,
+                max_bins=self.max_bins,
+                device=device,
+            )
             if not exact:
                 self._learner.collective = self._rows.collective
                 self._learner.fit_binning(X_train, self._rng)
@@ -343,20 +431,34 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             if self.n_estimators < self.estimators_.shape[0]:
                 raise ValueError(
                     f"n_estimators={self.n_estimators} must be larger or equal to "
-                    f"estimators_.shape[0]={self.estimators_.shape[0]} when warm_start==True")
+                    f"estimators_.shape[0]={self.estimators_.shape[0]} when warm_start==True"
+                )
             self._learner = self._warm_learner(device)
             begin_at_stage = self.estimators_.shape[0]
             if not exact:
                 self._learner.collective = self._rows.collective
-            X_train = check_array(X_train, dtype=self._X_dtype(),
-                                  accept_sparse=self._sparse_formats("csr"),
-                                  ensure_all_finite=False)
+            X_train = check_array(
+                X_train,
+                dtype=self._X_dtype(),
+                accept_sparse=self._sparse_formats("csr"),
+                ensure_all_finite=False,
+            )
             raw = self._raw_predict(_Prepared(X_train, self._learner.prepare(X_train)))
             self._resize_state()
 
         try:
-            n_stages = self._fit_stages(X_train, y_train, raw, sw_train, self._rng, X_val, y_val,
-                                        sw_val, begin_at_stage, monitor)
+            n_stages = self._fit_stages(
+                X_train,
+                y_train,
+                raw,
+                sw_train,
+                self._rng,
+                X_val,
+                y_val,
+                sw_val,
+                begin_at_stage,
+                monitor,
+            )
         finally:
             self._learner.end_fit()
         if n_stages != self.estimators_.shape[0]:
@@ -377,18 +479,28 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         if old.kind != self.tree_method:
             raise ValueError(
                 f"warm_start=True cannot switch tree_method from {old.kind!r} "
-                f"to {self.tree_method!r}; fit with warm_start=False to start over.")
+                f"to {self.tree_method!r}; fit with warm_start=False to start over."
+            )
         if old.kind == "exact":
             return make_learner("exact", self._tree_params(), self.n_features_in_)
-        for name, before, now in (("max_bins", old.max_bins, self.max_bins),
-                                  ("device", old.device, device)):
+        for name, before, now in (
+            ("max_bins", old.max_bins, self.max_bins),
+            ("device", old.device, device),
+        ):
             if before != now:
                 raise ValueError(
                     f"warm_start=True cannot change {name} from {before!r} to {now!r}: the "
                     f"trees already fitted read the first fit's bins on its device; fit with "
-                    f"warm_start=False to start over.")
-        return make_learner("hist", self._tree_params(), self.n_features_in_,
-                            max_bins=old.max_bins, device=old.device, bin_mapper=old.bin_mapper)
+                    f"warm_start=False to start over."
+                )
+        return make_learner(
+            "hist",
+            self._tree_params(),
+            self.n_features_in_,
+            max_bins=old.max_bins,
+            device=old.device,
+            bin_mapper=old.bin_mapper,
+        )
 
     def _is_classifier(self) -> bool:
         return isinstance(self, ClassifierMixin)
@@ -402,18 +514,21 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         if self.init is None:
             self.init_ = None
             self.init_prediction_ = self._rows.init_prediction(
-                self._loss, y, None if sample_weight_is_none else sample_weight)
+                self._loss, y, None if sample_weight_is_none else sample_weight
+            )
             return self._loss.init_raw(self.init_prediction_, n)
         self.init_ = clone(self.init)
         X = X.astype(np.float32, copy=False)  # the float32 X of exact mode, in either mode
         if sample_weight_is_none:
             self.init_.fit(X, y)
         else:
-            unsupported = ValueError(f"The initial estimator {type(self.init_).__name__} does "
-                                     "not support sample weights.")
+            unsupported = ValueError(
+                f"The initial estimator {type(self.init_).__name__} does "
+                "not support sample weights."
+            )
             try:
                 self.init_.fit(X, y, sample_weight=sample_weight)
-            except TypeError as e:   # an estimator whose fit has no sample_weight
+            except TypeError as e:  # an estimator whose fit has no sample_weight
                 if "unexpected keyword argument 'sample_weight'" in str(e):
                     raise unsupported from e
                 raise
@@ -423,8 +538,19 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                 raise
         return self._loss.raw_from_prediction(self._init_prediction_from_estimator(X))
 
-    def _fit_stages(self, X, y, raw, sample_weight, rng, X_val, y_val, sample_weight_val,
-                    begin_at_stage=0, monitor=None) -> int:
+    def _fit_stages(
+        self,
+        X,
+        y,
+        raw,
+        sample_weight,
+        rng,
+        X_val,
+        y_val,
+        sample_weight_val,
+        begin_at_stage=0,
+        monitor=None,
+    ) -> int:
         """Run the boosting iterations; return the number of stages kept."""
         loss, rows = self._loss, self._rows
         n_samples = X.shape[0]
@@ -441,8 +567,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             reporter = _VerboseReporter(self, begin_at_stage)
         if self.n_iter_no_change is not None:
             loss_history = np.full(self.n_iter_no_change, np.inf)
-            val_raw = self._staged_raw_predict(_Prepared(
-                X_val, self._learner.prepare(X_val)))
+            val_raw = self._staged_raw_predict(_Prepared(X_val, self._learner.prepare(X_val)))
 
         i = begin_at_stage
         for i in range(begin_at_stage, self.n_estimators):
@@ -455,8 +580,9 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             raw = self._fit_stage(i, Xt, y, raw, sample_weight, sample_mask, rng, step)
 
             if do_oob:
-                self.train_score_[i] = rows.score(loss, y[sample_mask], raw[sample_mask],
-                                                  sample_weight[sample_mask])
+                self.train_score_[i] = rows.score(
+                    loss, y[sample_mask], raw[sample_mask], sample_weight[sample_mask]
+                )
                 self.oob_scores_[i] = rows.score(loss, y_oob, raw[~sample_mask], sw_oob)
                 previous = initial_loss if i == 0 else self.oob_scores_[i - 1]
                 self.oob_improvement_[i] = previous - self.oob_scores_[i]
@@ -495,8 +621,17 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             leaf_ids = learner.leaf_ids(tree, Xt)
             values = learner.leaf_values(tree)
             if loss.line_search:  # else the fitted leaves are final (squared error)
-                self._rows.line_search(loss, leaf_ids, learner.leaves(tree), values, target,
-                                       neg_gradient[:, k], raw[:, k], sw, mask)
+                self._rows.line_search(
+                    loss,
+                    leaf_ids,
+                    learner.leaves(tree),
+                    values,
+                    target,
+                    neg_gradient[:, k],
+                    raw[:, k],
+                    sw,
+                    mask,
+                )
                 learner.commit_leaf_values(tree, values)
             np.take(values, leaf_ids, axis=0, out=step, mode="clip")  # "raise" would buffer
             raw[:, k] += np.multiply(self.learning_rate, step, out=step)
@@ -517,8 +652,9 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         for k in range(self.estimators_.shape[1]):
             tree = self.estimators_[m, k]
             values = self._learner.leaf_values(tree)
-            raw[:, k] += self.learning_rate * values.take(self._learner.leaf_ids(tree, P.Xt),
-                                                          axis=0)
+            raw[:, k] += self.learning_rate * values.take(
+                self._learner.leaf_ids(tree, P.Xt), axis=0
+            )
 
     def _raw_predict(self, X) -> np.ndarray:
         """``F_M(X)``, shape ``(n_samples, K)``: the Stagewise model's final state."""
@@ -540,8 +676,9 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         """``F_0(X)``, the init raw prediction, ``(n_samples, K)``."""
         return self._raw_predict_init(P)
 
-    def _stage_step(self, m: int, state: np.ndarray, P: _Prepared, *,
-                    drop: bool = False) -> StageStep:
+    def _stage_step(
+        self, m: int, state: np.ndarray, P: _Prepared, *, drop: bool = False
+    ) -> StageStep:
         """Stage ``m``: base ``F_{m}``, correction ``lr * h_m(X)``, state ``F_{m+1}``.
 
         ``state + correction`` equals scikit-learn's in-place ``raw += lr * h`` bit for bit:

@@ -84,10 +84,29 @@ import torch
 
 from . import _kernels
 from ._hist_data import (
-    _C, _G, _H, _W, _Data, _feature_major, _nonzero, _slot_dtype, _train_leaves, _workspaces, prepare,
+    _C,
+    _G,
+    _H,
+    _W,
+    _Data,
+    _feature_major,
+    _nonzero,
+    _slot_dtype,
+    _train_leaves,
+    _workspaces,
+    prepare,
 )
 from ._histograms import _Histograms, _route
-from ._split_search import _ACCEPT, _BIN, _FEATURE, _GAIN, _LEFT, _MISSING_LEFT, _RIGHT, _SplitSearch
+from ._split_search import (
+    _ACCEPT,
+    _BIN,
+    _FEATURE,
+    _GAIN,
+    _LEFT,
+    _MISSING_LEFT,
+    _RIGHT,
+    _SplitSearch,
+)
 
 __all__ = ["HistTree"]
 
@@ -244,7 +263,9 @@ class HistTree(_Histograms, _SplitSearch):
         left_slot = np.where(small_right, k + rank, rank)
         right_slot = np.where(small_right, rank, k + rank)
         table = np.empty((K + len(done_nodes), nb), dtype=np_dtype)
-        table[taken] = np.where(self._goes_right(host[taken]), right_slot[:, None], left_slot[:, None])
+        table[taken] = np.where(
+            self._goes_right(host[taken]), right_slot[:, None], left_slot[:, None]
+        )
         stays = [i for i in range(K) if host[i, _ACCEPT] == 0]
         finished = [open_nodes[i] for i in stays] + done_nodes
         stays += range(K, K + len(done_nodes))
@@ -253,7 +274,9 @@ class HistTree(_Histograms, _SplitSearch):
         column[taken] = host[taken, _FEATURE]
         return table, column, children, finished
 
-    def _grow_depthwise(self, data: _Data, totals: np.ndarray, total_weight: float, columns) -> tuple | None:
+    def _grow_depthwise(
+        self, data: _Data, totals: np.ndarray, total_weight: float, columns
+    ) -> tuple | None:
         """Level by level; returns ``(slot, node_of_slot)`` for the training rows
         when they were all kept (for the leaf cache), else None.
 
@@ -297,7 +320,9 @@ class HistTree(_Histograms, _SplitSearch):
                 break
             lefts, rights = host[taken, _LEFT : _LEFT + 4], host[taken, _RIGHT : _RIGHT + 4]
             is_right = small_right[:, None]
-            totals = np.concatenate((np.where(is_right, rights, lefts), np.where(is_right, lefts, rights)))
+            totals = np.concatenate(
+                (np.where(is_right, rights, lefts), np.where(is_right, lefts, rights))
+            )
             if hist is None or not self._keeps_histograms(data, 2 * k):
                 hist = cw = data.hist_q = None  # too wide to keep: histogrammed directly below
                 continue
@@ -319,7 +344,9 @@ class HistTree(_Histograms, _SplitSearch):
                 cw = torch.cat((small_cw, cw - small_cw))
         return (slot, open_nodes + done_nodes) if data.all_rows else None
 
-    def _grow_best_first(self, data: _Data, totals: np.ndarray, total_weight: float, columns) -> None:
+    def _grow_best_first(
+        self, data: _Data, totals: np.ndarray, total_weight: float, columns
+    ) -> None:
         """Split the open leaf of largest gain until ``max_leaf_nodes`` leaves.
 
         Each open leaf keeps its rows (int64 indices) and histograms.
@@ -336,7 +363,12 @@ class HistTree(_Histograms, _SplitSearch):
             for i, node in enumerate(nodes):
                 if host[i, _ACCEPT] > 0:
                     heapq.heappush(heap, (-host[i, _GAIN], node))
-                    open_leaves[node] = (rows[i], hist[i : i + 1], None if cw is None else cw[i : i + 1], host[i])
+                    open_leaves[node] = (
+                        rows[i],
+                        hist[i : i + 1],
+                        None if cw is None else cw[i : i + 1],
+                        host[i],
+                    )
 
         hist, cw = self._root_histograms(data)
         consider([0], [torch.arange(data.XT.shape[1], device=device)], hist, cw, totals)
@@ -347,13 +379,18 @@ class HistTree(_Histograms, _SplitSearch):
             left, right = self._split_node(node, row, columns)
             n_leaves += 1
             depth = self._nodes[left][10]
-            if n_leaves >= self.max_leaf_nodes or (self.max_depth is not None and depth >= self.max_depth):
+            if n_leaves >= self.max_leaf_nodes or (
+                self.max_depth is not None and depth >= self.max_depth
+            ):
                 continue
             column = data.XT[int(row[_FEATURE])].index_select(0, rows)
             r = column > int(row[_BIN])
             if data.has_missing:
                 r = torch.where(column == self.n_bins - 1, not row[_MISSING_LEFT], r)
-            left_rows, right_rows = rows.index_select(0, _nonzero(~r)), rows.index_select(0, _nonzero(r))
+            left_rows, right_rows = (
+                rows.index_select(0, _nonzero(~r)),
+                rows.index_select(0, _nonzero(r)),
+            )
             small_right = row[_RIGHT + _C] < row[_LEFT + _C]
             small_rows = right_rows if small_right else left_rows
             small, small_cw = self._reduce(data, *self._histograms(data, small_rows, None, 1))
@@ -366,7 +403,17 @@ class HistTree(_Histograms, _SplitSearch):
                 consider([left, right], [left_rows, right_rows], hists, cws, stats)
 
     # ------------------------------------------------------------------- API
-    def fit(self, Xb: torch.Tensor, gradient: torch.Tensor, hessian: torch.Tensor, *, sample_weight=None, features=None, bin_values=None, collective=None) -> "HistTree":
+    def fit(
+        self,
+        Xb: torch.Tensor,
+        gradient: torch.Tensor,
+        hessian: torch.Tensor,
+        *,
+        sample_weight=None,
+        features=None,
+        bin_values=None,
+        collective=None,
+    ) -> "HistTree":
         """Grow the tree on the gradients of one boosting stage.
 
         Parameters
@@ -415,10 +462,16 @@ class HistTree(_Histograms, _SplitSearch):
         else:
             s = complex(data.gh.sum())
         if collective is not None:  # grid values: an exact sum, the same on every rank
-            s = complex(*collective.all_reduce(torch.tensor([s.real, s.imag], dtype=torch.float64), "sum", "root sums"))
+            s = complex(
+                *collective.all_reduce(
+                    torch.tensor([s.real, s.imag], dtype=torch.float64), "sum", "root sums"
+                )
+            )
             n_rows = data.n_all
         if not (math.isfinite(s.real) and math.isfinite(s.imag)):
-            raise ValueError("gradient has NaN or infinite values; check the loss and the raw predictions.")
+            raise ValueError(
+                "gradient has NaN or infinite values; check the loss and the raw predictions."
+            )
         if data.quant is not None and n_rows and collective is None:  # what the histograms sum to
             # (in a distributed fit, s is that already: grid values sum exactly)
             q_sum = data.quant.q[:, :2].sum(0).to(torch.float64).mul_(data.quant.unit[:2]).tolist()
@@ -495,7 +548,9 @@ class HistTree(_Histograms, _SplitSearch):
         if not hasattr(self, "_routing"):
             raise RuntimeError("This HistTree is not fitted yet: call fit first.")
         if not isinstance(Xb, torch.Tensor) or Xb.dtype != torch.uint8 or Xb.dim() != 2:
-            raise TypeError("HistTree.apply expects a 2-D uint8 tensor of bins (BinMapper.transform).")
+            raise TypeError(
+                "HistTree.apply expects a 2-D uint8 tensor of bins (BinMapper.transform)."
+            )
         if Xb.device != self._device:
             raise ValueError(f"Xb is on {Xb.device}, but the tree was fitted on {self._device}.")
         cached = _train_leaves.get(Xb, owner=self)

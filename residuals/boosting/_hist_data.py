@@ -39,7 +39,7 @@ class _Data:
     source: torch.Tensor | None  # the caller's Xb when XT is exactly Xb.T (for the index cache)
     has_missing: bool = True  # any row in the missing bin of an allowed feature
     bin_values: np.ndarray | None = None  # (F, n_bins - 1) host values of the value bins
-    work: "_Workspace | None" = None  # per-row scratch of this fit
+    work: _Workspace | None = None  # per-row scratch of this fit
     order: torch.Tensor | None = None  # (F,) int64 feature order of the tie-break, on the device
     order_flat: dict = field(default_factory=dict)  # D -> _order_flat's index
     quant: Quantized | None = None  # the rows as integers, when histograms are quantized
@@ -220,7 +220,13 @@ def columns_of(features, n_features: int) -> np.ndarray:
 
 
 def prepare(
-    Xb, gradient, hessian, sample_weight, features, n_bins: int, quantized: bool = False,
+    Xb,
+    gradient,
+    hessian,
+    sample_weight,
+    features,
+    n_bins: int,
+    quantized: bool = False,
     collective=None,
 ) -> tuple[_Data, np.ndarray, float]:
     """Validate the inputs; keep the rows with positive weight and the allowed columns.
@@ -261,7 +267,9 @@ def prepare(
     if w is not None and (n or collective is not None):
         lo = hi = finite = lo_here = math.inf
         if n:
-            lo, hi, finite = torch.stack((*torch.aminmax(w), torch.isfinite(w).all().double())).tolist()
+            lo, hi, finite = torch.stack(
+                (*torch.aminmax(w), torch.isfinite(w).all().double())
+            ).tolist()
             lo_here, hi = lo, -hi
         if collective is not None:  # the same decision on every rank
             bounds = torch.tensor([lo, hi, finite], dtype=torch.float64)

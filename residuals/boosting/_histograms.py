@@ -51,7 +51,7 @@ def _scatter_hist(
     rows=None,
     slots=None,
     fused: bool | None = None,
-    work: "_Workspace | None" = None,
+    work: _Workspace | None = None,
     select: tuple | None = None,
 ) -> torch.Tensor:
     """``out[f, slots[i] * nb + XT[f, rows[i]]] += values[rows[i]]``: (F, n_cols) histogram.
@@ -135,7 +135,7 @@ def _route(
     column: torch.Tensor,
     table: torch.Tensor,
     n_bins: int,
-    work: "_Workspace | None" = None,
+    work: _Workspace | None = None,
 ) -> torch.Tensor:
     """Send every row one level down: ``table[slot, XT[column[slot], row]]``.
 
@@ -291,7 +291,9 @@ class _Histograms:
         hosts = []
         for a in range(0, K, group):
             b = min(K, a + group)
-            hist, cw = self._reduce(data, *self._histograms(data, None, None, b - a, select=(slot, a, b)))
+            hist, cw = self._reduce(
+                data, *self._histograms(data, None, None, b - a, select=(slot, a, b))
+            )
             hosts.append(self._find_splits(data, hist, cw, totals[a:b], total_weight))
         return np.concatenate(hosts)
 

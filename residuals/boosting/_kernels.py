@@ -47,8 +47,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["available", "best_splits", "bin_rows", "disabled", "hist", "level_hist", "parallel_map",
-           "route", "threads"]
+__all__ = [
+    "available",
+    "best_splits",
+    "bin_rows",
+    "disabled",
+    "hist",
+    "level_hist",
+    "parallel_map",
+    "route",
+    "threads",
+]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
 KERNELS_VERSION = 6
@@ -70,14 +79,41 @@ def _load():
     except (OSError, AttributeError):
         version = None
     if version != KERNELS_VERSION:
-        warnings.warn(f"{spec.origin} was built from another version of residuals ({version}, expected "
-                      f"{KERNELS_VERSION}): hist mode uses torch's loops, which are slower on the CPU. "
-                      "Rebuild it with `pip install -e .` (or reinstall the package).", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{spec.origin} was built from another version of residuals ({version}, expected "
+            f"{KERNELS_VERSION}): hist mode uses torch's loops, which are slower on the CPU. "
+            "Rebuild it with `pip install -e .` (or reinstall the package).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     P, I, D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     lib.residuals_hist.argtypes = [P, I, P, I, P, P, I, I, I, P, I, I]
     lib.residuals_hist.restype = None
-    lib.residuals_best_splits.argtypes = [P, P, I, I, I, I, P, D, D, D, D, P, D, D, D, D, D, P, P, P, I, I]
+    lib.residuals_best_splits.argtypes = [
+        P,
+        P,
+        I,
+        I,
+        I,
+        I,
+        P,
+        D,
+        D,
+        D,
+        D,
+        P,
+        D,
+        D,
+        D,
+        D,
+        D,
+        P,
+        P,
+        P,
+        I,
+        I,
+    ]
     for name in ("residuals_level_hist32", "residuals_level_hist64"):
         getattr(lib, name).argtypes = [P, I, P, I, P, I, I, I, I, P, I, I]
         getattr(lib, name).restype = I
@@ -119,8 +155,15 @@ def threads() -> int:
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
         if env.isdigit() and int(env) > 0:
             return int(env)
-        return max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0))
-                          if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+        return max(
+            1,
+            min(
+                torch.get_num_threads(),
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else os.cpu_count() or 1,
+            ),
+        )
     return max(1, _openmp_effective_n_threads())
 
 
@@ -164,16 +207,25 @@ def _check(ok: bool) -> None:
     """The C loops read raw memory: a layout or dtype they were not written for
     would read or write out of bounds, so it is an error here, never a guess."""
     if not ok:
-        raise ValueError("hist mode's C loops were handed tensors of an unexpected dtype or layout "
-                         "(an internal error of residuals; RESIDUALS_C_KERNELS=0 avoids the C loops)")
+        raise ValueError(
+            "hist mode's C loops were handed tensors of an unexpected dtype or layout "
+            "(an internal error of residuals; RESIDUALS_C_KERNELS=0 avoids the C loops)"
+        )
 
 
 def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
 
-def hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int,
-         rows: torch.Tensor | None = None, nodes: torch.Tensor | None = None, node_major: bool = False) -> None:
+def hist(
+    XT: torch.Tensor,
+    values: torch.Tensor,
+    out: torch.Tensor,
+    nb: int,
+    rows: torch.Tensor | None = None,
+    nodes: torch.Tensor | None = None,
+    node_major: bool = False,
+) -> None:
     """Add each row's value to its bin's histogram cell, in place.
 
     ``out[f, nodes[i] * nb + XT[f, rows[i]]] += values[rows[i]]`` for ``out`` of
@@ -185,9 +237,14 @@ def hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int,
     """
     F, n = XT.shape
     k = 2 if values.is_complex() else 1
-    _check(XT.dtype == torch.uint8 and XT.is_contiguous() and out.is_contiguous() and out.dtype == values.dtype
-           and values.dtype in (torch.float64, torch.complex128)
-           and all(t is None or (t.dtype == torch.int64 and t.is_contiguous()) for t in (rows, nodes)))
+    _check(
+        XT.dtype == torch.uint8
+        and XT.is_contiguous()
+        and out.is_contiguous()
+        and out.dtype == values.dtype
+        and values.dtype in (torch.float64, torch.complex128)
+        and all(t is None or (t.dtype == torch.int64 and t.is_contiguous()) for t in (rows, nodes))
+    )
     if rows is not None:  # read once here, not once per feature in the loop
         values = values.index_select(0, rows)
     else:  # a no-op unless strided, e.g. an expanded scalar (the root's row counts)
@@ -195,12 +252,30 @@ def hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int,
     v = torch.view_as_real(values) if k == 2 else values
     m = n if rows is None else rows.shape[0]
     node_stride, feature_stride = (F * nb, nb) if node_major else (nb, out.shape[1])
-    args = (_ptr(XT), n, _ptr(v), k, _ptr(rows), _ptr(nodes), m, node_stride, feature_stride, _ptr(out))
+    args = (
+        _ptr(XT),
+        n,
+        _ptr(v),
+        k,
+        _ptr(rows),
+        _ptr(nodes),
+        m,
+        node_stride,
+        feature_stride,
+        _ptr(out),
+    )
     _run(_lib.residuals_hist, args, _parts(F, F * m))
 
 
-def level_hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: int, slot: torch.Tensor,
-               lo: int, hi: int) -> None:
+def level_hist(
+    XT: torch.Tensor,
+    values: torch.Tensor,
+    out: torch.Tensor,
+    nb: int,
+    slot: torch.Tensor,
+    lo: int,
+    hi: int,
+) -> None:
     """The histograms of the nodes ``lo <= slot < hi`` of a level, in one pass, in place.
 
     ``out[slot[i] - lo, f, XT[f, i]] += values[i]`` for the rows with ``lo <=
@@ -210,9 +285,17 @@ def level_hist(XT: torch.Tensor, values: torch.Tensor, out: torch.Tensor, nb: in
     """
     F, n = XT.shape
     k = 2 if values.is_complex() else 1
-    _check(XT.dtype == torch.uint8 and XT.is_contiguous() and out.is_contiguous() and out.dtype == values.dtype
-           and values.dtype in (torch.float64, torch.complex128) and out.shape == (hi - lo, F, nb)
-           and slot.dtype in (torch.int32, torch.int64) and slot.is_contiguous() and slot.shape == (n,))
+    _check(
+        XT.dtype == torch.uint8
+        and XT.is_contiguous()
+        and out.is_contiguous()
+        and out.dtype == values.dtype
+        and values.dtype in (torch.float64, torch.complex128)
+        and out.shape == (hi - lo, F, nb)
+        and slot.dtype in (torch.int32, torch.int64)
+        and slot.is_contiguous()
+        and slot.shape == (n,)
+    )
     values = values.contiguous()
     v = torch.view_as_real(values) if k == 2 else values
     fn = _lib.residuals_level_hist32 if slot.dtype == torch.int32 else _lib.residuals_level_hist64
@@ -230,32 +313,65 @@ def bin_rows(X: np.ndarray, table: np.ndarray, round32: bool, missing: int) -> t
     finite value too large for float32 when round32 (as scikit-learn's validation).
     """
     n, F = X.shape
-    _check(X.dtype in (np.float32, np.float64) and table.dtype == np.float64 and table.flags.c_contiguous
-           and table.shape[0] == F and table.shape[1] & (table.shape[1] - 1) == 0)
+    _check(
+        X.dtype in (np.float32, np.float64)
+        and table.dtype == np.float64
+        and table.flags.c_contiguous
+        and table.shape[0] == F
+        and table.shape[1] & (table.shape[1] - 1) == 0
+    )
     out = torch.empty((F, n), dtype=torch.uint8)
-    args = (X.ctypes.data, X.itemsize, X.strides[0], X.strides[1], n, F, table.ctypes.data, table.shape[1],
-            int(round32), missing, _ptr(out))
+    args = (
+        X.ctypes.data,
+        X.itemsize,
+        X.strides[0],
+        X.strides[1],
+        n,
+        F,
+        table.ctypes.data,
+        table.shape[1],
+        int(round32),
+        missing,
+        _ptr(out),
+    )
     if sum(_run(_lib.residuals_bin, args, _parts(n, n * F))):
         raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
     return out
 
 
-def route(XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: torch.Tensor, nb: int) -> None:
+def route(
+    XT: torch.Tensor, slot: torch.Tensor, column: torch.Tensor, table: torch.Tensor, nb: int
+) -> None:
     """``slot[i] = table[slot[i] * nb + XT[column[slot[i]], i]]``, in place.
 
     XT : (F, n) uint8, C-contiguous; slot : (n,), column and table : (n_slots,)
     and (n_slots * nb,), contiguous, all three int32 or all int64. On the CPU.
     """
     n = XT.shape[1]
-    _check(XT.dtype == torch.uint8 and XT.is_contiguous() and slot.dtype in (torch.int32, torch.int64)
-           and all(t.dtype == slot.dtype and t.is_contiguous() for t in (slot, column, table)))
+    _check(
+        XT.dtype == torch.uint8
+        and XT.is_contiguous()
+        and slot.dtype in (torch.int32, torch.int64)
+        and all(t.dtype == slot.dtype and t.is_contiguous() for t in (slot, column, table))
+    )
     fn = _lib.residuals_route32 if slot.dtype == torch.int32 else _lib.residuals_route64
     _run(fn, (_ptr(XT), n, _ptr(slot), _ptr(column), _ptr(table), nb), _parts(n, n))
 
 
-def best_splits(hist: torch.Tensor, cw: torch.Tensor | None, D: int, order: torch.Tensor | None,
-                h_floor: float, min_count: float, min_weight: float, tie_tol: float, totals: np.ndarray,
-                units: tuple[float, float, float], rel_gain_tol: float, min_gain: float):
+def best_splits(
+    hist: torch.Tensor,
+    cw: torch.Tensor | None,
+    D: int,
+    order: torch.Tensor | None,
+    h_floor: float,
+    min_count: float,
+    min_weight: float,
+    tie_tol: float,
+    totals: np.ndarray,
+    units: tuple[float, float, float],
+    rel_gain_tol: float,
+    min_gain: float,
+):
     """The best split of each of K nodes, as ``HistTree._find_splits`` and
     ``_split_rows`` find it in torch and numpy.
 
@@ -269,8 +385,12 @@ def best_splits(hist: torch.Tensor, cw: torch.Tensor | None, D: int, order: torc
     only case ``_centred_cuts`` moves a cut). See ``residuals_best_splits``.
     """
     K, F, nb = hist.shape
-    _check(hist.dtype == torch.complex128 and (cw is None or (cw.dtype == torch.complex128 and cw.shape == hist.shape))
-           and (order is None or (order.dtype == torch.int64 and order.shape == (F,))) and totals.shape == (K, 4))
+    _check(
+        hist.dtype == torch.complex128
+        and (cw is None or (cw.dtype == torch.complex128 and cw.shape == hist.shape))
+        and (order is None or (order.dtype == torch.int64 and order.shape == (F,)))
+        and totals.shape == (K, 4)
+    )
     hist = hist.contiguous()
     cw = None if cw is None else cw.contiguous()
     order = None if order is None else order.contiguous()
@@ -279,9 +399,28 @@ def best_splits(hist: torch.Tensor, cw: torch.Tensor | None, D: int, order: torc
 
     def search(k0: int, k1: int) -> None:  # nodes [k0, k1), with a scratch of their own
         scratch = np.empty((D * F + 4) * (nb - 1))
-        _lib.residuals_best_splits(_ptr(hist), _ptr(cw), K, F, nb, D, _ptr(order), h_floor, min_count,
-                                   min_weight, tie_tol, totals.ctypes.data, *units, rel_gain_tol, min_gain,
-                                   scratch.ctypes.data, rows.ctypes.data, uncentred.ctypes.data, k0, k1)
+        _lib.residuals_best_splits(
+            _ptr(hist),
+            _ptr(cw),
+            K,
+            F,
+            nb,
+            D,
+            _ptr(order),
+            h_floor,
+            min_count,
+            min_weight,
+            tie_tol,
+            totals.ctypes.data,
+            *units,
+            rel_gain_tol,
+            min_gain,
+            scratch.ctypes.data,
+            rows.ctypes.data,
+            uncentred.ctypes.data,
+            k0,
+            k1,
+        )
 
     _run(search, (), _parts(K, K * F * nb * 8))  # ~8 row-features' time per candidate
     return rows, uncentred.view(bool)

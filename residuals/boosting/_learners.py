@@ -61,18 +61,26 @@ class ExactLearner:
         Trees are fitted on CSC (column access) and applied to CSR (row access).
         """
         if sparse.issparse(X):
-            return _SparsePair(sparse.csc_array(X, dtype=np.float32),
-                               sparse.csr_array(X, dtype=np.float32))
+            return _SparsePair(
+                sparse.csc_array(X, dtype=np.float32), sparse.csr_array(X, dtype=np.float32)
+            )
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def fit(self, Xp, target: np.ndarray, sample_weight: np.ndarray, rng: np.random.RandomState):
         p = self.params
         tree = DecisionTreeRegressor(
-            criterion="squared_error", splitter="best", max_depth=p.max_depth,
-            min_samples_split=p.min_samples_split, min_samples_leaf=p.min_samples_leaf,
+            criterion="squared_error",
+            splitter="best",
+            max_depth=p.max_depth,
+            min_samples_split=p.min_samples_split,
+            min_samples_leaf=p.min_samples_leaf,
             min_weight_fraction_leaf=p.min_weight_fraction_leaf,
-            min_impurity_decrease=p.min_impurity_decrease, max_features=p.max_features,
-            max_leaf_nodes=p.max_leaf_nodes, random_state=rng, ccp_alpha=p.ccp_alpha)
+            min_impurity_decrease=p.min_impurity_decrease,
+            max_features=p.max_features,
+            max_leaf_nodes=p.max_leaf_nodes,
+            random_state=rng,
+            ccp_alpha=p.ccp_alpha,
+        )
         X_fit = Xp.csc if isinstance(Xp, _SparsePair) else Xp
         return tree.fit(X_fit, target, sample_weight=sample_weight, check_input=False)
 
@@ -130,8 +138,9 @@ class HistLearner:
 
     kind = "hist"
 
-    def __init__(self, params: TreeParams, n_features: int, *, max_bins: int, device: str,
-                 bin_mapper=None):
+    def __init__(
+        self, params: TreeParams, n_features: int, *, max_bins: int, device: str, bin_mapper=None
+    ):
         self.params = params
         self.n_features = n_features
         self.max_bins = max_bins
@@ -143,8 +152,13 @@ class HistLearner:
         self.collective = None  # a distributed fit's Collective, set by the booster for a fit
 
     def __getstate__(self):
-        return {**self.__dict__, "_gradient": None, "_weight": None, "_bin_values": None,
-                "collective": None}
+        return {
+            **self.__dict__,
+            "_gradient": None,
+            "_weight": None,
+            "_bin_values": None,
+            "collective": None,
+        }
 
     def end_fit(self) -> None:
         """Drop the per-fit buffers."""
@@ -189,13 +203,19 @@ class HistLearner:
         msl = p.min_samples_leaf
         n_all = n if comm is None else comm.n_total
         min_samples_leaf = int(math.ceil(msl * n_all)) if isinstance(msl, float) else int(msl)
-        weight_sum = (np.sum(sample_weight) if comm is None or not p.min_weight_fraction_leaf
-                      else comm.exact_sums(sample_weight[:, None], what="weights")[0, 0])
+        weight_sum = (
+            np.sum(sample_weight)
+            if comm is None or not p.min_weight_fraction_leaf
+            else comm.exact_sums(sample_weight[:, None], what="weights")[0, 0]
+        )
         tree = HistTree(
-            max_depth=p.max_depth, max_leaf_nodes=p.max_leaf_nodes,
+            max_depth=p.max_depth,
+            max_leaf_nodes=p.max_leaf_nodes,
             min_samples_leaf=min_samples_leaf,
             min_weight_leaf=float(p.min_weight_fraction_leaf * weight_sum),
-            min_impurity_decrease=p.min_impurity_decrease, n_bins=self.max_bins + 1)
+            min_impurity_decrease=p.min_impurity_decrease,
+            n_bins=self.max_bins + 1,
+        )
         k = self._max_features()
         features = None
         if k < self.n_features:
@@ -206,8 +226,9 @@ class HistLearner:
         # buffers kept for the fit (a fresh vector per stage fragments the heap)
         if self._gradient is None or self._gradient.shape[0] != n:
             self._gradient = torch.empty(n, dtype=torch.float64, device=dev)
-        gradient = torch.neg(torch.as_tensor(target, dtype=torch.float64, device=dev),
-                             out=self._gradient)
+        gradient = torch.neg(
+            torch.as_tensor(target, dtype=torch.float64, device=dev), out=self._gradient
+        )
         hessian = torch.ones((), dtype=torch.float64, device=dev).expand(n)  # no memory
         if self._weight is None or self._weight[0] is not sample_weight:
             # The same weights array every stage unless rows are subsampled: copy
@@ -220,8 +241,15 @@ class HistLearner:
             self._bin_values = self.bin_mapper.bin_value_table().numpy()
         # ties between splits go to a random feature order, as DecisionTreeRegressor's
         tree.random_state = int(rng.randint(np.iinfo(np.int32).max))
-        return tree.fit(Xp, gradient, hessian, sample_weight=self._weight[1],
-                        features=features, bin_values=self._bin_values, collective=comm)
+        return tree.fit(
+            Xp,
+            gradient,
+            hessian,
+            sample_weight=self._weight[1],
+            features=features,
+            bin_values=self._bin_values,
+            collective=comm,
+        )
 
     @staticmethod
     def leaf_ids(tree, Xp) -> np.ndarray:
@@ -240,8 +268,9 @@ class HistLearner:
     def commit_leaf_values(tree, values: np.ndarray) -> None:
         import torch
 
-        tree.leaf_values = torch.as_tensor(values, dtype=torch.float64,
-                                           device=tree.leaf_values.device)
+        tree.leaf_values = torch.as_tensor(
+            values, dtype=torch.float64, device=tree.leaf_values.device
+        )
 
     @staticmethod
     def is_trivial(tree) -> bool:

@@ -5,7 +5,7 @@ shares (C-library ``exp``/``log``, weighted percentiles). The losses themselves 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -156,7 +156,9 @@ class BoostingLoss:
         """Pseudo-residuals ``r_i = -dL/dF`` (Algorithm 1, line 3), ``(n_samples, n_trees)``."""
         return -self.gradient(y, raw)
 
-    def __call__(self, y: np.ndarray, raw: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    def __call__(
+        self, y: np.ndarray, raw: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> float:
         """Weighted mean loss ``sum_i w_i L(y_i, F_i) / sum_i w_i``."""
         return float(np.average(self.pointwise(y, raw), weights=sample_weight))
 
@@ -164,8 +166,9 @@ class BoostingLoss:
         """The value stored in ``train_score_``/``oob_scores_``: ``score_factor * mean L``."""
         return self.score_factor * self(y, raw, sample_weight)
 
-    def leaf_value(self, y: np.ndarray, neg_gradient: np.ndarray, raw: np.ndarray,
-                   sample_weight: np.ndarray) -> float:
+    def leaf_value(
+        self, y: np.ndarray, neg_gradient: np.ndarray, raw: np.ndarray, sample_weight: np.ndarray
+    ) -> float:
         """TreeBoost update ``g_j = argmin_g sum_{i in R_j} w_i L(y_i, F_i + g)``.
 
         Arguments are the leaf's samples only: targets (for multiclass, the
@@ -174,8 +177,9 @@ class BoostingLoss:
         """
         raise NotImplementedError
 
-    def newton_terms(self, y: np.ndarray, neg_gradient: np.ndarray,
-                     raw: np.ndarray) -> np.ndarray | None:
+    def newton_terms(
+        self, y: np.ndarray, neg_gradient: np.ndarray, raw: np.ndarray
+    ) -> np.ndarray | None:
         """Per-row terms ``(n, c)`` whose weighted means give :meth:`leaf_value` through
         :meth:`newton_step`, for the losses whose leaf is a Newton step (sums over the
         leaf, which a distributed fit adds exactly); None for the others."""

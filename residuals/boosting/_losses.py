@@ -51,6 +51,7 @@ __all__ = [
     "weighted_lower_percentile",
 ]
 
+
 # --------------------------------------------------------------- regression
 class SquaredError(BoostingLoss):
     """Half squared error ``L = (y - F)^2 / 2``; ``F_0`` = weighted mean.
@@ -149,8 +150,9 @@ class HuberLoss(BoostingLoss):
 
     def pointwise(self, y, raw):
         abserr = np.abs(y - raw[:, 0])
-        return np.where(abserr <= self.delta, 0.5 * abserr**2,
-                        self.delta * (abserr - 0.5 * self.delta))
+        return np.where(
+            abserr <= self.delta, 0.5 * abserr**2, self.delta * (abserr - 0.5 * self.delta)
+        )
 
     def gradient(self, y, raw):
         res = raw[:, 0] - y
@@ -183,11 +185,12 @@ CLASSIFICATION_LOSSES = ("log_loss", "exponential")
 LOSSES = {**REGRESSION_LOSSES, "log_loss": BinomialLogLoss, "exponential": ExponentialLoss}
 
 
-def make_loss(name: str, *, n_classes: int | None = None, alpha: float = 0.9,
-              exact: bool = True) -> BoostingLoss:
+def make_loss(
+    name: str, *, n_classes: int | None = None, alpha: float = 0.9, exact: bool = True
+) -> BoostingLoss:
     """Build the loss object for an estimator's ``loss`` parameter."""
     if name in ("huber", "quantile"):
-        with_alpha: Any = REGRESSION_LOSSES[name]   # HuberLoss or QuantileLoss
+        with_alpha: Any = REGRESSION_LOSSES[name]  # HuberLoss or QuantileLoss
         return with_alpha(alpha, exact=exact)
     if name in REGRESSION_LOSSES:
         return REGRESSION_LOSSES[name](exact=exact)
@@ -201,15 +204,23 @@ def make_loss(name: str, *, n_classes: int | None = None, alpha: float = 0.9,
         if n_classes != 2:
             raise ValueError(
                 f"loss='exponential' is only suitable for a binary classification "
-                f"problem, you have n_classes={n_classes}. Please use loss='log_loss' instead.")
+                f"problem, you have n_classes={n_classes}. Please use loss='log_loss' instead."
+            )
         return ExponentialLoss(2, exact=exact)
     raise ValueError(f"Unknown loss {name!r}; valid: {sorted(LOSSES)}")
 
 
-def update_terminal_regions(loss: BoostingLoss, leaf_ids: np.ndarray, leaves: np.ndarray,
-                            leaf_values: np.ndarray, y: np.ndarray, neg_gradient: np.ndarray,
-                            raw: np.ndarray, sample_weight: np.ndarray,
-                            sample_mask: np.ndarray | None) -> None:
+def update_terminal_regions(
+    loss: BoostingLoss,
+    leaf_ids: np.ndarray,
+    leaves: np.ndarray,
+    leaf_values: np.ndarray,
+    y: np.ndarray,
+    neg_gradient: np.ndarray,
+    raw: np.ndarray,
+    sample_weight: np.ndarray,
+    sample_mask: np.ndarray | None,
+) -> None:
     """TreeBoost line search (Algorithm 1, line 5), from leaf ids, in place.
 
     Parameters
@@ -241,5 +252,6 @@ def update_terminal_regions(loss: BoostingLoss, leaf_ids: np.ndarray, leaves: np
         if a == b:
             continue
         idx = order[a:b]
-        leaf_values[leaf] = loss.leaf_value(y.take(idx), neg_gradient.take(idx),
-                                            raw.take(idx), sample_weight[idx])
+        leaf_values[leaf] = loss.leaf_value(
+            y.take(idx), neg_gradient.take(idx), raw.take(idx), sample_weight[idx]
+        )

@@ -69,7 +69,11 @@ def _quantum(v: torch.Tensor, bits: int) -> float:
 
 
 def quantize(
-    gw: torch.Tensor, hw: torch.Tensor, w: torch.Tensor | None, count_unit: float, with_counts: bool,
+    gw: torch.Tensor,
+    hw: torch.Tensor,
+    w: torch.Tensor | None,
+    count_unit: float,
+    with_counts: bool,
     quanta: list | None = None,
 ) -> Quantized:
     """Quantize one fit's rows (see the module docstring).

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,10 +54,14 @@ class Interval:
     def accepts(self, v: Any) -> bool:
         if not self._type_ok(v) or (isinstance(v, float) and math.isnan(v)):
             return False
-        lo_ok = (self.low is None or v > self.low
-                 or (v == self.low and self.closed in ("left", "both")))
-        hi_ok = (self.high is None or v < self.high
-                 or (v == self.high and self.closed in ("right", "both")))
+        lo_ok = (
+            self.low is None or v > self.low or (v == self.low and self.closed in ("left", "both"))
+        )
+        hi_ok = (
+            self.high is None
+            or v < self.high
+            or (v == self.high and self.closed in ("right", "both"))
+        )
         return lo_ok and hi_ok
 
     def __str__(self) -> str:
@@ -91,8 +96,10 @@ class HasMethods:
     methods: tuple
 
     def accepts(self, v: Any) -> bool:
-        return (not isinstance(v, (str, type))  # an instance, not a class
-                and all(callable(getattr(v, m, None)) for m in self.methods))
+        return (
+            not isinstance(v, (str, type))  # an instance, not a class
+            and all(callable(getattr(v, m, None)) for m in self.methods)
+        )
 
     def __str__(self) -> str:
         return "an object implementing " + " and ".join(repr(m) for m in self.methods)
@@ -110,12 +117,12 @@ class _RandomState:
     def accepts(self, v):
         if v is None or isinstance(v, np.random.RandomState):
             return True
-        return (isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                and 0 <= v <= 2**32 - 1)
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= 2**32 - 1
 
     def __str__(self):
-        return ("an int in the range [0, 4294967295], an instance of "
-                "'numpy.random.RandomState' or None")
+        return (
+            "an int in the range [0, 4294967295], an instance of 'numpy.random.RandomState' or None"
+        )
 
 
 class _NoneType:
@@ -155,4 +162,5 @@ def validate_params(estimator: Any, constraints: dict[str, Sequence]) -> None:
             continue
         raise InvalidParameterError(
             f"The {param!r} parameter of {name} must be {_describe(accepted)}. "
-            f"Got {value!r} instead.")
+            f"Got {value!r} instead."
+        )

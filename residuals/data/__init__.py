@@ -35,12 +35,20 @@ from typing import TYPE_CHECKING
 from residuals._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
-    from residuals.data.augment import (AUGMENTATIONS, augment_batch, crop_padding, normalize,
-                                        random_crop_flip, resize_images)
+    from residuals.data.augment import (
+        AUGMENTATIONS,
+        augment_batch,
+        crop_padding,
+        normalize,
+        random_crop_flip,
+        resize_images,
+    )
     from residuals.data.files import data_roots, default_data_dir, fetch_url, md5sum
     from residuals.data.images import ImageData, load_dataset
     from residuals.data.readers import DATASETS, read_idx
     from residuals.data.spec import DatasetError, DatasetSpec, RemoteFile
-    from residuals.device import resolve_device  # its home is residuals.device; kept for old imports
+    from residuals.device import (
+        resolve_device,
+    )  # its home is residuals.device; kept for old imports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

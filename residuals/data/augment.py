@@ -3,24 +3,39 @@ resizing, one batched tensor operation each (no per-sample Python loop, no host 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from residuals.data.spec import AUGMENTATIONS
 
-__all__ = ["AUGMENTATIONS", "augment_batch", "crop_flip", "crop_flip_draws", "crop_padding", "normalize",
-           "random_crop_flip", "resize_images"]
+__all__ = [
+    "AUGMENTATIONS",
+    "augment_batch",
+    "crop_flip",
+    "crop_flip_draws",
+    "crop_padding",
+    "normalize",
+    "random_crop_flip",
+    "resize_images",
+]
 
 
-def _per_channel(v: Sequence[float] | torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _per_channel(
+    v: Sequence[float] | torch.Tensor, x: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
     t = torch.as_tensor(v, dtype=dtype, device=x.device)  # no copy if already a matching tensor
     return t.reshape(1, -1, 1, 1)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor,
-              std: Sequence[float] | torch.Tensor, *, dtype: torch.dtype = torch.float32,
-              channels_last: bool = False) -> torch.Tensor:
+def normalize(
+    x: torch.Tensor,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """``(x / 255 - mean) / std`` for a uint8 batch ``(N, C, H, W)``, on ``x``'s device.
 
     ``mean``/``std`` are per channel in [0, 1] units. Pass them as tensors on
@@ -31,15 +46,17 @@ def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor,
         raise ValueError(f"normalize expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
     mean_t, std_t = _per_channel(mean, x, dtype), _per_channel(std, x, dtype)
     if mean_t.shape[1] != x.shape[1] or std_t.shape[1] != x.shape[1]:
-        raise ValueError(f"mean/std have {mean_t.shape[1]}/{std_t.shape[1]} channels, "
-                         f"the batch has {x.shape[1]}")
+        raise ValueError(
+            f"mean/std have {mean_t.shape[1]}/{std_t.shape[1]} channels, the batch has {x.shape[1]}"
+        )
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = x.to(dtype=dtype, memory_format=fmt)
     return out.div_(255.0).sub_(mean_t).div_(std_t)
 
 
-def random_crop_flip(x: torch.Tensor, pad: int = 4, *,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor, pad: int = 4, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The paper's augmentation (He et al. 2015, sec. 4.2), batched on ``x``'s device.
 
     Each image is zero-padded by ``pad`` pixels on every side, a random window
@@ -48,15 +65,17 @@ def random_crop_flip(x: torch.Tensor, pad: int = 4, *,
     of any dtype; ``generator`` must live on ``x``'s device.
     """
     if x.dim() != 4:
-        raise ValueError(f"random_crop_flip expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"random_crop_flip expects a batch (N, C, H, W), got shape {tuple(x.shape)}"
+        )
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
     return crop_flip(x, pad, *crop_flip_draws(x.shape[0], pad, x.device, generator))
 
 
-def crop_flip_draws(n: int, pad: int, device: str | torch.device,
-                    generator: torch.Generator | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def crop_flip_draws(
+    n: int, pad: int, device: str | torch.device, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The random part of :func:`random_crop_flip` for ``n`` images: row and column offsets
     ``(n, 1)`` in ``[0, 2 * pad]`` and flips ``(n, 1)`` (bool), drawn in that order."""
     dy = torch.randint(0, 2 * pad + 1, (n, 1), device=device, generator=generator)
@@ -65,8 +84,9 @@ def crop_flip_draws(n: int, pad: int, device: str | torch.device,
     return dy, dx, flip
 
 
-def crop_flip(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor,
-              flip: torch.Tensor) -> torch.Tensor:
+def crop_flip(
+    x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
     """The deterministic part of :func:`random_crop_flip`: crop each zero-padded image at
     ``(dy, dx)`` and flip it where ``flip`` (``dy = dx = pad``, no flip: the image itself)."""
     n, c, h, w = x.shape
@@ -86,8 +106,9 @@ def crop_padding(image_size: int) -> int:
     return max(1, round(image_size / 8))
 
 
-def augment_batch(x: torch.Tensor, augment: str, *,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor, augment: str, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Apply the named augmentation (one of :data:`AUGMENTATIONS`) to a uint8 batch."""
     if augment == "none":
         return x
@@ -116,8 +137,9 @@ def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
     out = torch.empty((*x.shape[:2], size, size), dtype=torch.uint8, device=x.device)
     shrink = size < max(x.shape[-2:])
     for i in range(0, len(x), RESIZE_CHUNK):
-        chunk = x[i:i + RESIZE_CHUNK].float()
-        big = torch.nn.functional.interpolate(chunk, size=(size, size), mode="bilinear",
-                                              align_corners=False, antialias=shrink)
-        out[i:i + RESIZE_CHUNK] = big.round_().clamp_(0, 255).to(torch.uint8)
+        chunk = x[i : i + RESIZE_CHUNK].float()
+        big = torch.nn.functional.interpolate(
+            chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+        )
+        out[i : i + RESIZE_CHUNK] = big.round_().clamp_(0, 255).to(torch.uint8)
     return out

@@ -7,8 +7,8 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from residuals.data.spec import DatasetError, DatasetSpec, RemoteFile
 
@@ -38,7 +38,9 @@ def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     if env:
         roots.append(Path(env).expanduser())
     xdg = os.environ.get("XDG_CACHE_HOME")
-    roots.append(Path(xdg).expanduser() / "residuals" if xdg else Path.home() / ".cache" / "residuals")
+    roots.append(
+        Path(xdg).expanduser() / "residuals" if xdg else Path.home() / ".cache" / "residuals"
+    )
     unique: list[Path] = []
     for r in roots:
         if r not in unique:
@@ -98,29 +100,37 @@ def _download(remote: RemoteFile, dest_dir: Path) -> Path:
                 f"checksum mismatch for the download of {remote.name} from {remote.url}: expected "
                 f"md5 {remote.md5}, got {got}. It was discarded, nothing was written to "
                 f"{dest_dir / remote.name}. The server may have sent an error page or a changed "
-                f"file: try again later, or download it yourself and put it in {dest_dir}.")
+                f"file: try again later, or download it yourself and put it in {dest_dir}."
+            )
         os.replace(tmp, dest_dir / remote.name)
     finally:
         tmp.unlink(missing_ok=True)
     return dest_dir / remote.name
 
 
-def _missing_error(spec: DatasetSpec, missing: Sequence[RemoteFile], dirs: list[Path],
-                   target: Path, reason: str) -> DatasetError:
+def _missing_error(
+    spec: DatasetSpec, missing: Sequence[RemoteFile], dirs: list[Path], target: Path, reason: str
+) -> DatasetError:
     lines = [f"dataset {spec.name!r}: {reason}.", "Missing files:"]
     lines += [f"  {f.name} (md5 {f.md5}) from {f.url}" for f in missing]
     lines.append("Looked in:")
     lines += [f"  {d}" for d in dirs]
-    lines.append(f"Download them and put them in {target} (or point --data-dir / "
-                 "RESIDUALS_DATA at the folder that holds them).")
+    lines.append(
+        f"Download them and put them in {target} (or point --data-dir / "
+        "RESIDUALS_DATA at the folder that holds them)."
+    )
     if spec.members:
-        lines.append("An already extracted folder works too: "
-                     + ", ".join(n for n, _ in spec.members) + f" in <root>/{spec.folder}/.")
+        lines.append(
+            "An already extracted folder works too: "
+            + ", ".join(n for n, _ in spec.members)
+            + f" in <root>/{spec.folder}/."
+        )
     return DatasetError("\n".join(lines))
 
 
-def _find_or_download(spec: DatasetSpec, files: Sequence[RemoteFile], dirs: list[Path],
-                      target: Path, download: bool) -> dict[str, Path]:
+def _find_or_download(
+    spec: DatasetSpec, files: Sequence[RemoteFile], dirs: list[Path], target: Path, download: bool
+) -> dict[str, Path]:
     """Path of each file: found (and md5-verified) or downloaded into ``target``."""
     found: dict[str, Path] = {}
     missing: list[RemoteFile] = []
@@ -137,6 +147,7 @@ def _find_or_download(spec: DatasetSpec, files: Sequence[RemoteFile], dirs: list
         try:
             found[f.name] = _download(f, target)
         except OSError as e:  # URLError is an OSError
-            raise _missing_error(spec, missing[i:], dirs, target,
-                                 f"could not download {f.url} ({e})") from e
+            raise _missing_error(
+                spec, missing[i:], dirs, target, f"could not download {f.url} ({e})"
+            ) from e
     return found

@@ -57,16 +57,26 @@ class ImageData:
     def device(self) -> torch.device:
         return self.train_x.device
 
-    def to(self, device: str | torch.device) -> "ImageData":
+    def to(self, device: str | torch.device) -> ImageData:
         """The same data on ``device`` (no copy when it is already there)."""
         move = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
-        return ImageData(name=self.name, classes=list(self.classes), mean=self.mean, std=self.std,
-                         augment=self.augment, split=self.split, extra=dict(self.extra), **move)
+        return ImageData(
+            name=self.name,
+            classes=list(self.classes),
+            mean=self.mean,
+            std=self.std,
+            augment=self.augment,
+            split=self.split,
+            extra=dict(self.extra),
+            **move,
+        )
 
     def __repr__(self) -> str:
-        return (f"ImageData({self.name!r}, train={tuple(self.train_x.shape)}, "
-                f"{self.split}={tuple(self.test_x.shape)}, classes={self.num_classes}, "
-                f"device={self.device}, augment={self.augment!r})")
+        return (
+            f"ImageData({self.name!r}, train={tuple(self.train_x.shape)}, "
+            f"{self.split}={tuple(self.test_x.shape)}, classes={self.num_classes}, "
+            f"device={self.device}, augment={self.augment!r})"
+        )
 
 
 def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -85,8 +95,12 @@ def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 def _channel_stats_on_device(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """:func:`_channel_stats` of a uint8 tensor, counted where it lives (one histogram each)."""
-    counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256)
-                          for c in range(x.shape[1])]).cpu().numpy().astype(np.float64)
+    counts = (
+        torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])])
+        .cpu()
+        .numpy()
+        .astype(np.float64)
+    )
     levels = np.arange(256, dtype=np.float64) / 255.0
     n = counts.sum(axis=1)
     means = counts @ levels / n
@@ -105,19 +119,27 @@ def _holdout(y: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.nd
 
     n = len(y)
     if not 0 < val_size < n:
-        raise DatasetError(f"val_size={val_size} must be between 1 and {n - 1} (the training set "
-                           f"has {n} images)")
+        raise DatasetError(
+            f"val_size={val_size} must be between 1 and {n - 1} (the training set has {n} images)"
+        )
     _, counts = np.unique(y, return_counts=True)
     stratified = counts.min() >= 2 and len(counts) <= val_size <= n - len(counts)
-    tr, va = train_test_split(np.arange(n), test_size=val_size, random_state=seed,
-                              stratify=y if stratified else None)
+    tr, va = train_test_split(
+        np.arange(n), test_size=val_size, random_state=seed, stratify=y if stratified else None
+    )
     return np.sort(tr), np.sort(va), bool(stratified)
 
 
-def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu", download: bool = True,
-                 val_size: int | None = None, seed: int = 0, resize: int | None = None
-                 ) -> ImageData:
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+    val_size: int | None = None,
+    seed: int = 0,
+    resize: int | None = None,
+) -> ImageData:
     """Load a dataset onto ``device`` as uint8 tensors.
 
     Parameters
@@ -135,7 +157,9 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
         Fashion-MNIST at 96); the channel statistics are those of the resized images.
     """
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+        raise DatasetError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}"
+        )
     spec = DATASETS[name]
     dev = resolve_device(device)
     roots = data_roots(data_dir)
@@ -159,6 +183,15 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
         extra["original_size"] = int(train_x.shape[-1])
         images = {k: resize_images(v, resize) for k, v in images.items()}
         mean, std = _channel_stats_on_device(images["train_x"])
-    return ImageData(name=name, train_y=put(train_y), test_y=put(test_y), **images,
-                     classes=list(spec.classes), mean=mean, std=std, augment=spec.augment,
-                     split=split, extra=extra)
+    return ImageData(
+        name=name,
+        train_y=put(train_y),
+        test_y=put(test_y),
+        **images,
+        classes=list(spec.classes),
+        mean=mean,
+        std=std,
+        augment=spec.augment,
+        split=split,
+        extra=extra,
+    )

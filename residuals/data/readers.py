@@ -9,8 +9,8 @@ import pickle
 import struct
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 import numpy as np
 
@@ -42,13 +42,17 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     ndim = {2049: 1, 2051: 3}[magic]
     header = 4 * (1 + ndim)
     if len(raw) < header or struct.unpack(">i", raw[:4])[0] != magic:
-        raise DatasetError(f"{path} is not an IDX file with magic number {magic}; "
-                           "delete it and let it be downloaded again.")
+        raise DatasetError(
+            f"{path} is not an IDX file with magic number {magic}; "
+            "delete it and let it be downloaded again."
+        )
     shape = struct.unpack(f">{ndim}i", raw[4:header])
     data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != int(np.prod(shape)):
-        raise DatasetError(f"{path}: header says shape {shape} but holds {data.size} bytes; "
-                           "the file is truncated, delete it and let it be downloaded again.")
+        raise DatasetError(
+            f"{path}: header says shape {shape} but holds {data.size} bytes; "
+            "the file is truncated, delete it and let it be downloaded again."
+        )
     return data.reshape(shape).copy()  # writable, owned by numpy
 
 
@@ -61,8 +65,10 @@ def _read_idx_dataset(spec: DatasetSpec, dirs: list[Path], target: Path, downloa
     test_y = read_idx(te_lab, 2049).astype(np.int64)
     for x, y, what in ((train_x, train_y, "train"), (test_x, test_y, "test")):
         if len(x) != len(y):
-            raise DatasetError(f"{spec.name}: {what} images ({len(x)}) and labels ({len(y)}) "
-                               "differ in number; the files do not belong together.")
+            raise DatasetError(
+                f"{spec.name}: {what} images ({len(x)}) and labels ({len(y)}) "
+                "differ in number; the files do not belong together."
+            )
     return _Arrays(train_x, train_y, test_x, test_y)
 
 
@@ -80,18 +86,24 @@ def _safe_extract(archive: Path, dest: Path) -> None:
         for m in members:
             parts = PurePosixPath(m.name).parts
             if m.name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise DatasetError(f"refusing to extract {archive}: member {m.name!r} would be "
-                                   f"written outside {dest}. The archive is not the official one; "
-                                   "delete it.")
+                raise DatasetError(
+                    f"refusing to extract {archive}: member {m.name!r} would be "
+                    f"written outside {dest}. The archive is not the official one; "
+                    "delete it."
+                )
             if not (m.isfile() or m.isdir()):
-                raise DatasetError(f"refusing to extract {archive}: member {m.name!r} is a link or "
-                                   "special file. The archive is not the official one; delete it.")
+                raise DatasetError(
+                    f"refusing to extract {archive}: member {m.name!r} is a link or "
+                    "special file. The archive is not the official one; delete it."
+                )
         root = dest.resolve()
         for m in members:
             out = (dest / m.name).resolve()
             if root not in out.parents and out != root:
-                raise DatasetError(f"refusing to extract {archive}: member {m.name!r} resolves to "
-                                   f"{out}, outside {dest}.")
+                raise DatasetError(
+                    f"refusing to extract {archive}: member {m.name!r} resolves to "
+                    f"{out}, outside {dest}."
+                )
             if m.isdir():
                 out.mkdir(parents=True, exist_ok=True)
                 continue
@@ -122,21 +134,26 @@ def _unpickle(path: Path) -> dict[str, object]:
 
 
 def _read_cifar10(spec: DatasetSpec, dirs: list[Path], target: Path, download: bool) -> _Arrays:
-    folder = next((d / spec.folder for d in dirs
-                   if _cifar_folder_ok(d / spec.folder, spec.members)), None)
+    folder = next(
+        (d / spec.folder for d in dirs if _cifar_folder_ok(d / spec.folder, spec.members)), None
+    )
     if folder is None:
         tarball = _find_or_download(spec, spec.files, dirs, target, download)[spec.files[0].name]
         try:
             target.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=target, prefix=".extract-"))
         except OSError as e:
-            raise DatasetError(f"cannot extract {tarball} into {target} ({e}); pass a writable "
-                               "--data-dir or set RESIDUALS_DATA to one") from e
+            raise DatasetError(
+                f"cannot extract {tarball} into {target} ({e}); pass a writable "
+                "--data-dir or set RESIDUALS_DATA to one"
+            ) from e
         try:
             _safe_extract(tarball, staging)
             if not _cifar_folder_ok(staging / spec.folder, spec.members):
-                raise DatasetError(f"{tarball} does not contain {spec.folder}/ with the files "
-                                   f"{[n for n, _ in spec.members]}; delete it.")
+                raise DatasetError(
+                    f"{tarball} does not contain {spec.folder}/ with the files "
+                    f"{[n for n, _ in spec.members]}; delete it."
+                )
             folder = target / spec.folder
             if folder.exists():  # an incomplete earlier extraction in our own target
                 _rmtree(folder)
@@ -152,8 +169,9 @@ def _read_cifar10(spec: DatasetSpec, dirs: list[Path], target: Path, download: b
     names = [n for n, _ in spec.members]
     train = [batch(n) for n in names if n.startswith("data_batch")]
     test_x, test_y = batch("test_batch")
-    return _Arrays(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
-                   test_x, test_y)
+    return _Arrays(
+        np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), test_x, test_y
+    )
 
 
 def _rmtree(path: Path) -> None:
@@ -169,29 +187,64 @@ _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
-        name="digits", in_channels=1, image_size=8, classes=tuple(str(i) for i in range(10)),
-        augment="none", reader=_read_digits,
+        name="digits",
+        in_channels=1,
+        image_size=8,
+        classes=tuple(str(i) for i in range(10)),
+        augment="none",
+        reader=_read_digits,
         homepage="https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html",
     ),
     "fashion-mnist": DatasetSpec(
-        name="fashion-mnist", in_channels=1, image_size=28,
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"),
-        augment="none", reader=_read_idx_dataset,
-        files=tuple(RemoteFile(n, m, _FMNIST_URL + n) for n, m in (
-            ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-            ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-            ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-            ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-        )),
+        name="fashion-mnist",
+        in_channels=1,
+        image_size=28,
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        augment="none",
+        reader=_read_idx_dataset,
+        files=tuple(
+            RemoteFile(n, m, _FMNIST_URL + n)
+            for n, m in (
+                ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+                ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+                ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+            )
+        ),
         homepage="https://github.com/zalandoresearch/fashion-mnist",
     ),
     "cifar10": DatasetSpec(
-        name="cifar10", in_channels=3, image_size=32,
-        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                 "truck"),
-        augment="crop-flip", reader=_read_cifar10,
-        files=(RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", _CIFAR_URL),),
+        name="cifar10",
+        in_channels=3,
+        image_size=32,
+        classes=(
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ),
+        augment="crop-flip",
+        reader=_read_cifar10,
+        files=(
+            RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", _CIFAR_URL),
+        ),
         # md5s of the extracted official files (the same table torchvision uses)
         members=(
             ("data_batch_1", "c99cafc152244af753f735de768cd75f"),

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class DatasetSpec:
     image_size: int  # pixels, square
     classes: tuple[str, ...]
     augment: str  # the default augmentation, one of AUGMENTATIONS
-    reader: Callable[["DatasetSpec", list[Path], Path, bool], _Arrays]
+    reader: Callable[[DatasetSpec, list[Path], Path, bool], _Arrays]
     files: tuple[RemoteFile, ...] = ()
     members: tuple[tuple[str, str], ...] = ()
     folder: str = ""  # the folder an archive extracts to

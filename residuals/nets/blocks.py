@@ -125,7 +125,8 @@ class ShortcutA(nn.Module):
         if out_ch < in_ch:
             raise ValueError(
                 f"option A shortcut can only add channels (zero-padding), got in_ch={in_ch} > "
-                f"out_ch={out_ch}; use shortcut='B' (1x1 projection) to reduce channels")
+                f"out_ch={out_ch}; use shortcut='B' (1x1 projection) to reduce channels"
+            )
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
@@ -179,19 +180,30 @@ class _Block(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, skip: bool, shortcut: str,
-                 activation: str = "relu"):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        skip: bool,
+        shortcut: str,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.activation = activation
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         if out_ch % self.expansion:
-            raise ValueError(f"{type(self).__name__} out_ch must be a multiple of its expansion "
-                             f"{self.expansion}, got {out_ch}")
+            raise ValueError(
+                f"{type(self).__name__} out_ch must be a multiple of its expansion "
+                f"{self.expansion}, got {out_ch}"
+            )
         # Validate the option even for plain blocks, so that a typo never passes silently.
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS} ('A': zero-padding, "
-                             f"'B': 1x1 projection), got {shortcut!r}")
+            raise ValueError(
+                f"shortcut must be one of {SHORTCUTS} ('A': zero-padding, "
+                f"'B': 1x1 projection), got {shortcut!r}"
+            )
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.skip = bool(skip)
         self.shortcut_option = shortcut
@@ -217,8 +229,10 @@ class _Block(nn.Module):
         if self.skip:
             return self.act(self.shortcut(x))
         if self.out_ch < self.in_ch:
-            raise ValueError(f"a plain {type(self).__name__} from {self.in_ch} to {self.out_ch} "
-                             "channels cannot be bypassed without parameters")
+            raise ValueError(
+                f"a plain {type(self).__name__} from {self.in_ch} to {self.out_ch} "
+                "channels cannot be bypassed without parameters"
+            )
         return self.act(pad_shortcut(x, self.out_ch, self.stride))
 
     def last_layer(self) -> nn.Module:
@@ -243,8 +257,16 @@ class BasicBlock(_Block):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
-                 shortcut: str = "A", activation: str = "relu"):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        *,
+        skip: bool = True,
+        shortcut: str = "A",
+        activation: str = "relu",
+    ):
         super().__init__(in_ch, out_ch, stride, skip, shortcut, activation)
         act = activation
         self.branch = nn.Sequential(
@@ -265,8 +287,16 @@ class BottleneckBlock(_Block):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
-                 shortcut: str = "A", activation: str = "relu"):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        *,
+        skip: bool = True,
+        shortcut: str = "A",
+        activation: str = "relu",
+    ):
         super().__init__(in_ch, out_ch, stride, skip, shortcut, activation)
         act = activation
         mid = out_ch // self.expansion
@@ -290,8 +320,16 @@ class PreActBlock(_Block):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
-                 shortcut: str = "A", activation: str = "relu"):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        *,
+        skip: bool = True,
+        shortcut: str = "A",
+        activation: str = "relu",
+    ):
         super().__init__(in_ch, out_ch, stride, skip, shortcut, activation)
         act = activation
         self.branch = nn.Sequential(
@@ -310,8 +348,16 @@ class PreActBottleneckBlock(_Block):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, skip: bool = True,
-                 shortcut: str = "A", activation: str = "relu"):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        *,
+        skip: bool = True,
+        shortcut: str = "A",
+        activation: str = "relu",
+    ):
         super().__init__(in_ch, out_ch, stride, skip, shortcut, activation)
         act = activation
         mid = out_ch // self.expansion

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
 from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -111,8 +111,10 @@ class FusedBatchNorm2d(nn.Module):
         super().__init__()
         b = norms[0]
         if not (b.affine and b.track_running_stats) or b.momentum is None:
-            raise FusionError("fusing BatchNorm needs affine=True, track_running_stats=True and "
-                              "a momentum (not the cumulative average)")
+            raise FusionError(
+                "fusing BatchNorm needs affine=True, track_running_stats=True and "
+                "a momentum (not the cumulative average)"
+            )
         self.n, self.num_features = len(norms), b.num_features
         self.eps, self.momentum = b.eps, float(b.momentum)
         self.weight = nn.Parameter(_stack([m.weight for m in norms]))

@@ -49,8 +49,9 @@ The builders and the registry of names are in :mod:`residuals.nets.registry`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,8 +79,13 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 #: Depths of the pre-activation bottleneck CIFAR nets (He et al. 2016, Table 3), 9n + 2.
 CIFAR_BOTTLENECK_DEPTHS = (164, 1001)
 #: ImageNet-style layouts (He et al. 2015, Table 1): depth -> blocks per stage.
-IMAGENET_LAYOUTS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
-                    101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+IMAGENET_LAYOUTS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
 IMAGENET_DEPTHS = tuple(IMAGENET_LAYOUTS)
 STEMS = ("small", "imagenet")
 HEADS = ("linear", "conv")
@@ -112,34 +118,52 @@ class ResNetConfig:
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {self.block!r}")
         if self.shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS} ('A': zero-padding, "
-                             f"'B': 1x1 projection), got {self.shortcut!r}")
+            raise ValueError(
+                f"shortcut must be one of {SHORTCUTS} ('A': zero-padding, "
+                f"'B': 1x1 projection), got {self.shortcut!r}"
+            )
         if self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS} ('small': 3x3 stride-1 conv for 8x8 "
-                             f"to 32x32 inputs, 'imagenet': 7x7/2 conv + max-pool), got {self.stem!r}")
-        for field, value, options in (("activation", self.activation, tuple(ACTIVATIONS)),
-                                      ("head", self.head, HEADS), ("init", self.init, INITS)):
+            raise ValueError(
+                f"stem must be one of {STEMS} ('small': 3x3 stride-1 conv for 8x8 "
+                f"to 32x32 inputs, 'imagenet': 7x7/2 conv + max-pool), got {self.stem!r}"
+            )
+        for field, value, options in (
+            ("activation", self.activation, tuple(ACTIVATIONS)),
+            ("head", self.head, HEADS),
+            ("init", self.init, INITS),
+        ):
             if value not in options:
                 raise ValueError(f"{field} must be one of {', '.join(options)}, got {value!r}")
         if self.stem_activation is not None and self.stem_activation not in ACTIVATIONS:
-            raise ValueError(f"stem_activation must be None or one of {', '.join(ACTIVATIONS)}, "
-                             f"got {self.stem_activation!r}")
+            raise ValueError(
+                f"stem_activation must be None or one of {', '.join(ACTIVATIONS)}, "
+                f"got {self.stem_activation!r}"
+            )
         if not self.stage_blocks or len(self.stage_blocks) != len(self.widths):
-            raise ValueError(f"stage_blocks {self.stage_blocks} and widths {self.widths} must be "
-                             f"non-empty and of the same length (one entry per stage)")
+            raise ValueError(
+                f"stage_blocks {self.stage_blocks} and widths {self.widths} must be "
+                f"non-empty and of the same length (one entry per stage)"
+            )
         if any(int(n) < 1 for n in self.stage_blocks):
             raise ValueError(f"every stage needs at least one block, got {self.stage_blocks}")
         expansion = BLOCKS[self.block].expansion
         if any(int(w) < 1 or int(w) % expansion for w in self.widths):
-            raise ValueError(f"widths must be positive multiples of {expansion} for {self.block!r} "
-                             f"blocks, got {self.widths}")
-        for field, value in (("stem_width", self.stem_width), ("in_channels", self.in_channels),
-                             ("num_classes", self.num_classes)):
+            raise ValueError(
+                f"widths must be positive multiples of {expansion} for {self.block!r} "
+                f"blocks, got {self.widths}"
+            )
+        for field, value in (
+            ("stem_width", self.stem_width),
+            ("in_channels", self.in_channels),
+            ("num_classes", self.num_classes),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{field} must be a positive integer, got {value}")
         if self.zero_init_residual and not self.skip:
-            raise ValueError("zero_init_residual=True with skip=False would zero every block's "
-                             "output of a plain net; use it only for residual nets")
+            raise ValueError(
+                "zero_init_residual=True with skip=False would zero every block's "
+                "output of a plain net; use it only for residual nets"
+            )
         object.__setattr__(self, "stage_blocks", tuple(int(n) for n in self.stage_blocks))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
 
@@ -160,11 +184,15 @@ class ClassifierHead(nn.Module):
     Shapes: ``(N, C, H, W) -> (N, num_classes)``.
     """
 
-    def __init__(self, in_ch: int, num_classes: int, *, preact: bool = False,
-                 activation: str = "relu"):
+    def __init__(
+        self, in_ch: int, num_classes: int, *, preact: bool = False, activation: str = "relu"
+    ):
         super().__init__()
-        self.norm = (nn.Sequential(nn.BatchNorm2d(in_ch), make_activation(activation, inplace=True))
-                     if preact else nn.Identity())
+        self.norm = (
+            nn.Sequential(nn.BatchNorm2d(in_ch), make_activation(activation, inplace=True))
+            if preact
+            else nn.Identity()
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.fc = nn.Linear(in_ch, num_classes)
@@ -218,7 +246,9 @@ def _make_stem(cfg: ResNetConfig) -> nn.Sequential:
     act = make_activation(cfg.stem_activation or cfg.activation, inplace=True)
     if cfg.stem == "imagenet":
         return nn.Sequential(
-            nn.Conv2d(cfg.in_channels, cfg.stem_width, kernel_size=7, stride=2, padding=3, bias=False),
+            nn.Conv2d(
+                cfg.in_channels, cfg.stem_width, kernel_size=7, stride=2, padding=3, bias=False
+            ),
             nn.BatchNorm2d(cfg.stem_width),
             act,
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
@@ -226,8 +256,9 @@ def _make_stem(cfg: ResNetConfig) -> nn.Sequential:
     norm = not cfg.preact if cfg.stem_norm is None else cfg.stem_norm
     if not norm:  # a pre-activation net's first block starts with BN-activation
         return nn.Sequential(conv3x3(cfg.in_channels, cfg.stem_width))
-    return nn.Sequential(conv3x3(cfg.in_channels, cfg.stem_width), nn.BatchNorm2d(cfg.stem_width),
-                         act)
+    return nn.Sequential(
+        conv3x3(cfg.in_channels, cfg.stem_width), nn.BatchNorm2d(cfg.stem_width), act
+    )
 
 
 class ResNet(nn.Module, Stagewise):
@@ -287,8 +318,16 @@ class ResNet(nn.Module, Stagewise):
         for s, (n, width) in enumerate(zip(config.stage_blocks, config.widths)):
             for i in range(n):
                 stride = 2 if (s > 0 and i == 0) else 1
-                blocks.append(block_cls(in_ch, width, stride, skip=config.skip,
-                                        shortcut=config.shortcut, activation=config.activation))
+                blocks.append(
+                    block_cls(
+                        in_ch,
+                        width,
+                        stride,
+                        skip=config.skip,
+                        shortcut=config.shortcut,
+                        activation=config.activation,
+                    )
+                )
                 block_stage.append(s + 1)
                 in_ch = width
         self.blocks = nn.ModuleList(blocks)
@@ -344,7 +383,8 @@ class ResNet(nn.Module, Stagewise):
             raise ValueError(
                 f"{self.name or 'ResNet'} expects images of shape (N, {self.config.in_channels}, H, W), "
                 f"got {tuple(x.shape)}; build the model with in_channels={x.shape[1] if x.ndim == 4 else '?'}"
-                f" or reshape the input")
+                f" or reshape the input"
+            )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last block's output, ``(N, C_last, H', W')``: the state after the last stage."""
@@ -366,8 +406,11 @@ class ResNet(nn.Module, Stagewise):
     def _prepare(self, X: Any) -> torch.Tensor:
         """``X`` as a tensor on the model's device, checked once for every stage."""
         p = next(self.parameters())
-        X = X.to(p.device) if torch.is_tensor(X) else torch.as_tensor(X, dtype=p.dtype,
-                                                                       device=p.device)
+        X = (
+            X.to(p.device)
+            if torch.is_tensor(X)
+            else torch.as_tensor(X, dtype=p.dtype, device=p.device)
+        )
         self._check_input(X)
         return X
 
@@ -394,9 +437,11 @@ class ResNet(nn.Module, Stagewise):
 
     def extra_repr(self) -> str:
         c = self.config
-        return (f"name={c.name!r}, depth={c.depth}, block={c.block!r}, skip={c.skip}, "
-                f"shortcut={c.shortcut!r}, stem={c.stem!r}, activation={c.activation!r}, "
-                f"head={c.head!r}")
+        return (
+            f"name={c.name!r}, depth={c.depth}, block={c.block!r}, skip={c.skip}, "
+            f"shortcut={c.shortcut!r}, stem={c.stem!r}, activation={c.activation!r}, "
+            f"head={c.head!r}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (for run metadata)."""

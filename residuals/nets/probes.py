@@ -18,8 +18,9 @@ same BN running statistics, no ``.grad`` written.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
@@ -34,8 +35,10 @@ __all__ = ["block_contributions", "gradient_norms", "layer_responses"]
 def _check_model(model: Any) -> ResNet:
     model = getattr(model, "_orig_mod", model)  # a torch.compile'd model: probe the original
     if not isinstance(model, ResNet):
-        raise TypeError(f"probes need a residuals.nets.ResNet (with .blocks and .block_stage), "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"probes need a residuals.nets.ResNet (with .blocks and .block_stage), "
+            f"got {type(model).__name__}"
+        )
     return model
 
 
@@ -76,12 +79,15 @@ def _response_layers(model: ResNet, layers: str) -> list[tuple[int, torch.nn.Mod
         # every conv output (the branch's layers end in convs there).
         kind = torch.nn.Conv2d if model.config.preact else torch.nn.BatchNorm2d
         return [(i, m) for i, b in enumerate(model.blocks) for m in b.branch if isinstance(m, kind)]
-    raise ValueError(f"layers must be 'branch' (each block's F(x)) or 'all' (every layer of "
-                     f"every residual function), got {layers!r}")
+    raise ValueError(
+        f"layers must be 'branch' (each block's F(x)) or 'all' (every layer of "
+        f"every residual function), got {layers!r}"
+    )
 
 
-def layer_responses(model: ResNet, x: torch.Tensor | Iterable, *, batch_size: int = 256,
-                    layers: str = "branch") -> pd.DataFrame:
+def layer_responses(
+    model: ResNet, x: torch.Tensor | Iterable, *, batch_size: int = 256, layers: str = "branch"
+) -> pd.DataFrame:
     """Standard deviation of the residual functions' responses (He et al. 2015, Fig. 7).
 
     With ``layers="branch"`` (default) the response of block ``l`` is
@@ -129,6 +135,7 @@ def layer_responses(model: ResNet, x: torch.Tensor | Iterable, *, batch_size: in
             acc[i, 0] += o.numel()
             acc[i, 1] += o.sum()
             acc[i, 2] += o.square().sum()
+
         return hook
 
     handles = [m.register_forward_hook(make_hook(i)) for i, (_, m) in enumerate(targets)]
@@ -146,21 +153,28 @@ def layer_responses(model: ResNet, x: torch.Tensor | Iterable, *, batch_size: in
     # Sample variance over all elements (Bessel-corrected), clipped against round-off.
     var = ((total_sq - count * mean.square()) / (count - 1).clamp(min=1)).clamp(min=0)
     blocks = [i for i, _ in targets]
-    table = pd.DataFrame({
-        "block": blocks,
-        "stage": [model.block_stage[i] for i in blocks],
-        "std": var.sqrt().numpy(),
-        "mean": mean.numpy(),
-        "n_elements": count.to(torch.int64).numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "block": blocks,
+            "stage": [model.block_stage[i] for i in blocks],
+            "std": var.sqrt().numpy(),
+            "mean": mean.numpy(),
+            "n_elements": count.to(torch.int64).numpy(),
+        }
+    )
     if layers == "all":
         table.insert(2, "layer", range(1, len(table) + 1))
     return table
 
 
-def gradient_norms(model: ResNet, x: torch.Tensor, y: torch.Tensor,
-                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-                   *, train: bool = True) -> pd.DataFrame:
+def gradient_norms(
+    model: ResNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    *,
+    train: bool = True,
+) -> pd.DataFrame:
     """Per-block gradient norms of ``loss_fn(model(x), y)`` on one batch.
 
     Two columns, because they answer different questions:
@@ -230,25 +244,29 @@ def gradient_norms(model: ResNet, x: torch.Tensor, y: torch.Tensor,
     n = len(model.blocks)
     in_grads, p_grads = grads[:n], grads[n:]
     zero = torch.zeros((), dtype=torch.float64, device=device)
-    input_norms = torch.stack([g.detach().double().norm() if g is not None else zero
-                               for g in in_grads])
+    input_norms = torch.stack(
+        [g.detach().double().norm() if g is not None else zero for g in in_grads]
+    )
     activation_norms = torch.stack([h.detach().double().norm() for h in inputs])
     param_norms, k = [], 0
     for ps in params:
-        gs = [g for g in p_grads[k:k + len(ps)] if g is not None]
+        gs = [g for g in p_grads[k : k + len(ps)] if g is not None]
         k += len(ps)
-        param_norms.append(torch.linalg.vector_norm(torch.stack([g.double().norm() for g in gs]))
-                           if gs else zero)
+        param_norms.append(
+            torch.linalg.vector_norm(torch.stack([g.double().norm() for g in gs])) if gs else zero
+        )
     # One host sync for the whole table.
     table = torch.stack([input_norms, torch.stack(param_norms), activation_norms]).cpu().numpy()
-    return pd.DataFrame({
-        "block": range(n),
-        "stage": list(model.block_stage),
-        "input_grad_norm": table[0],
-        "param_grad_norm": table[1],
-        "input_norm": table[2],
-        "loss": float(loss.detach()),
-    })
+    return pd.DataFrame(
+        {
+            "block": range(n),
+            "stage": list(model.block_stage),
+            "input_grad_norm": table[0],
+            "param_grad_norm": table[1],
+            "input_norm": table[2],
+            "loss": float(loss.detach()),
+        }
+    )
 
 
 def block_contributions(model: ResNet, x: torch.Tensor) -> pd.DataFrame:

@@ -115,9 +115,7 @@ def cifar_resnet(
         or depth < per_block + 2
         or (depth - 2) % per_block
     ):
-        raise ValueError(
-            f"invalid CIFAR ResNet depth {depth!r}: {_valid_cifar_depths(block)}"
-        )
+        raise ValueError(f"invalid CIFAR ResNet depth {depth!r}: {_valid_cifar_depths(block)}")
     n = (depth - 2) // per_block
     expansion = BLOCKS[block].expansion
     cfg = ResNetConfig(
@@ -178,9 +176,7 @@ def imagenet_resnet(
     return ResNet(cfg)
 
 
-def d2l_resnet18(
-    *, in_channels: int = 1, num_classes: int = 10, **kwargs: Any
-) -> ResNet:
+def d2l_resnet18(*, in_channels: int = 1, num_classes: int = 10, **kwargs: Any) -> ResNet:
     """d2l's ResNet-18 (Dive into Deep Learning, Sec. 8.6; seed 001) for 96x96 Fashion-MNIST.
 
     ``b1`` = 7x7/2 conv with 64 filters, BN, ReLU, 3x3/2 max-pool; ``b2``-``b5`` =
@@ -192,9 +188,7 @@ def d2l_resnet18(
     """
     kwargs.setdefault("init", "xavier")
     kwargs.setdefault("name", "d2l-resnet18")
-    return imagenet_resnet(
-        18, in_channels=in_channels, num_classes=num_classes, **kwargs
-    )
+    return imagenet_resnet(18, in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 
 def tf_preact_resnet(
@@ -325,9 +319,7 @@ MODELS: dict[str, Callable[..., ResNet]] = {
     "tf-preact-elu": tf_preact_resnet,
 }
 
-_PATTERN = re.compile(
-    r"^(resnet|plain|preresnet|preplain)(\d+)(?:-(basic|bottleneck))?$"
-)
+_PATTERN = re.compile(r"^(resnet|plain|preresnet|preplain)(\d+)(?:-(basic|bottleneck))?$")
 
 
 def build_model(
@@ -380,9 +372,7 @@ def build_model(
     if match:
         prefix, depth, suffix = match.group(1), int(match.group(2)), match.group(3)
         skip, preact = prefix.endswith("resnet"), prefix.startswith("pre")
-        if (
-            suffix is None and depth in IMAGENET_LAYOUTS
-        ):  # resnet101, plain152, preresnet18, ...
+        if suffix is None and depth in IMAGENET_LAYOUTS:  # resnet101, plain152, preresnet18, ...
             return imagenet_resnet(depth, skip=skip, preact=preact, **kwargs)
         block = (
             _cifar_block(preact, depth)

@@ -99,9 +99,7 @@ def min_input_size(model: nn.Module, in_channels: int) -> int | None:
         if hi >= MAX_SIZE:
             return None
         lo, hi = hi + 1, min(2 * hi, MAX_SIZE)
-    while (
-        lo < hi
-    ):  # the smallest working size in [lo, hi]; sizes above a working one work
+    while lo < hi:  # the smallest working size in [lo, hi]; sizes above a working one work
         mid = (lo + hi) // 2
         if _first_problem(net, names, in_channels, mid) is None:
             hi = mid
@@ -110,9 +108,7 @@ def min_input_size(model: nn.Module, in_channels: int) -> int | None:
     return hi
 
 
-def check_input_size(
-    model: nn.Module, in_channels: int, size: int, *, name: str = ""
-) -> None:
+def check_input_size(model: nn.Module, in_channels: int, size: int, *, name: str = "") -> None:
     """Raise :class:`InputSizeError` if ``model`` cannot take ``in_channels`` x ``size`` x ``size``
     images; the message names the layer and the smallest size that works."""
     net, names = _prepared(model)
@@ -130,6 +126,4 @@ def check_input_size(
         if smallest
         else f"no size up to {MAX_SIZE} works"
     )
-    raise InputSizeError(
-        f"model {label} cannot take {size}x{size} images: {problem}; {fix}"
-    )
+    raise InputSizeError(f"model {label} cannot take {size}x{size} images: {problem}; {fix}")

@@ -17,7 +17,7 @@ import click
 
 from residuals.cli_options import reports_root_option
 
-ROOT_OPTION = reports_root_option()   # the benches' --out: $RESIDUALS_REPORTS, else reports
+ROOT_OPTION = reports_root_option()  # the benches' --out: $RESIDUALS_REPORTS, else reports
 
 
 def write_error(e: OSError, hint: str = "") -> str:
@@ -47,11 +47,22 @@ def _resolve(root: Path, name: str | None) -> Path:
 # --------------------------------------------------------------------- build
 @click.command()
 @click.argument("runs", nargs=-1)
-@click.option("--all", "all_runs", is_flag=True, help="Rebuild every run under --root (e.g. after a template change).")
-@click.option("--index", "index", is_flag=True, help="Regenerate --root/index.html, the list of all runs.")
-@click.option("--examples", "examples", is_flag=True,
-              help="With --all: rebuild the committed examples (the examples/ group) too; without "
-                   "it --all leaves them as they are, so a checkout stays clean.")
+@click.option(
+    "--all",
+    "all_runs",
+    is_flag=True,
+    help="Rebuild every run under --root (e.g. after a template change).",
+)
+@click.option(
+    "--index", "index", is_flag=True, help="Regenerate --root/index.html, the list of all runs."
+)
+@click.option(
+    "--examples",
+    "examples",
+    is_flag=True,
+    help="With --all: rebuild the committed examples (the examples/ group) too; without "
+    "it --all leaves them as they are, so a checkout stays clean.",
+)
 @ROOT_OPTION
 def build(runs: tuple[str, ...], all_runs: bool, index: bool, examples: bool, root: Path):
     """Rebuild run reports from their saved results, without retraining.
@@ -72,15 +83,20 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, examples: bool, ro
         raise click.UsageError("name a RUN folder to rebuild, or use --all or --index")
     paths = [_resolve(root, r) for r in runs]
     if examples and not all_runs:
-        raise click.UsageError("--examples goes with --all (name an example's folder to rebuild it alone)")
+        raise click.UsageError(
+            "--examples goes with --all (name an example's folder to rebuild it alone)"
+        )
     if all_runs:
         # broken folders too: each is then "skipped" with its reason, and the exit status is 1
         found = [e for e in scan(root) if e.kind != "comparison" and e.path not in paths]
         kept = [e for e in found if e.group == EXAMPLES_GROUP and not examples]
         paths += [e.path for e in found if e not in kept]
         if kept:
-            click.echo(f"left {len(kept)} committed example(s) under {root / EXAMPLES_GROUP} as they "
-                       f"are (add --examples to rebuild them)", err=True)
+            click.echo(
+                f"left {len(kept)} committed example(s) under {root / EXAMPLES_GROUP} as they "
+                f"are (add --examples to rebuild them)",
+                err=True,
+            )
     failed = 0
     parents = set()
     for path in paths:
@@ -90,7 +106,7 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, examples: bool, ro
             failed += 1
             click.echo(f"skipped {path}: {str(e).removeprefix(f'{path}: ')}", err=True)
             continue
-        except OSError as e:   # a read-only or full folder
+        except OSError as e:  # a read-only or full folder
             failed += 1
             click.echo(f"skipped {path}: {write_error(e)}", err=True)
             continue
@@ -108,7 +124,7 @@ def build(runs: tuple[str, ...], all_runs: bool, index: bool, examples: bool, ro
         else:
             click.echo(f"wrote {page}")
     with writing("the runs index was not rewritten"):
-        written = [write_index(root)] if index or all_runs else []   # asked for: always written
+        written = [write_index(root)] if index or all_runs else []  # asked for: always written
         for parent in sorted(parents):
             written += refresh_indexes(parent)
     for page in dict.fromkeys(written):
@@ -128,11 +144,25 @@ def list_runs(root: Path, as_json: bool):
     entries = scan(root)
     if as_json:
         for e in entries:
-            click.echo(json.dumps({
-                "path": str(e.path), "kind": e.kind, "group": e.group, "bench": e.bench,
-                "dataset": e.dataset, "started_at": e.started_at, "device": e.device, "status": e.status,
-                "headline": e.headline, "verdict": e.verdict, "wall_s": e.wall_s, "problems": e.problems,
-                "report": str(e.report) if e.report else None}))
+            click.echo(
+                json.dumps(
+                    {
+                        "path": str(e.path),
+                        "kind": e.kind,
+                        "group": e.group,
+                        "bench": e.bench,
+                        "dataset": e.dataset,
+                        "started_at": e.started_at,
+                        "device": e.device,
+                        "status": e.status,
+                        "headline": e.headline,
+                        "verdict": e.verdict,
+                        "wall_s": e.wall_s,
+                        "problems": e.problems,
+                        "report": str(e.report) if e.report else None,
+                    }
+                )
+            )
         return
     if not entries:
         click.echo(f"no runs under {root}/ (make one with `residuals bench degradation`)")
@@ -148,7 +178,7 @@ LIST_COLUMNS = (("bench", 14), ("dataset", 16), ("device", 24), ("status", 11)) 
 
 
 def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _listing(groups: dict[str, list]) -> list[str]:
@@ -159,11 +189,17 @@ def _listing(groups: dict[str, list]) -> list[str]:
     entries = [e for g in groups.values() for e in g]
 
     def cells(e) -> list[str]:
-        return [e.bench or "-", e.dataset or "-", e.device or "-",
-                e.status if e.kind != "broken" else "BROKEN"]
+        return [
+            e.bench or "-",
+            e.dataset or "-",
+            e.device or "-",
+            e.status if e.kind != "broken" else "BROKEN",
+        ]
 
-    widths = [min(limit, max([len(name)] + [len(cells(e)[i]) for e in entries]))
-              for i, (name, limit) in enumerate(LIST_COLUMNS)]
+    widths = [
+        min(limit, max([len(name)] + [len(cells(e)[i]) for e in entries]))
+        for i, (name, limit) in enumerate(LIST_COLUMNS)
+    ]
     used = 18 + sum(w + 1 for w in widths)
     room = max(30, shutil.get_terminal_size((120, 24)).columns - used)
     lines = []
@@ -218,7 +254,9 @@ def open_run(run: str | None, index: bool, root: Path):
                 with writing():
                     page = build_report(path)
             except BrokenRun as e:
-                raise click.ClickException(f"cannot open {path}: {str(e).removeprefix(f'{path}: ')}") from None
+                raise click.ClickException(
+                    f"cannot open {path}: {str(e).removeprefix(f'{path}: ')}"
+                ) from None
     if _open_in_browser(page):
         click.echo(f"opened {page}")
     else:
@@ -227,8 +265,13 @@ def open_run(run: str | None, index: bool, root: Path):
 
 # --------------------------------------------------------------------- serve
 @click.command()
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
-              help="Port on 127.0.0.1 (0: any free port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port on 127.0.0.1 (0: any free port).",
+)
 @ROOT_OPTION
 def serve(port: int, root: Path):
     """Serve the reports folder on http://127.0.0.1:PORT/ until Ctrl-C.
@@ -239,16 +282,20 @@ def serve(port: int, root: Path):
     from residuals.report.serve import make_server, serve_forever, url_of
 
     if not root.is_dir():
-        raise click.ClickException(f"{root}/ does not exist yet (make a run with `residuals bench degradation`)")
+        raise click.ClickException(
+            f"{root}/ does not exist yet (make a run with `residuals bench degradation`)"
+        )
     try:
         write_index(root)
-    except OSError as e:   # a read-only folder can still be served as it is
+    except OSError as e:  # a read-only folder can still be served as it is
         click.echo(f"warning: {write_error(e, 'serving the folder as it is')}", err=True)
     try:
         server = make_server(root, port)
     except OSError as e:
-        raise click.ClickException(f"cannot listen on 127.0.0.1:{port} ({e.strerror or e}); "
-                                   "try another --port, or --port 0 for any free one") from None
+        raise click.ClickException(
+            f"cannot listen on 127.0.0.1:{port} ({e.strerror or e}); "
+            "try another --port, or --port 0 for any free one"
+        ) from None
     click.echo(f"serving {root}/ at {url_of(server)}  (Ctrl-C to stop)")
     serve_forever(server, echo=click.echo)
 
@@ -256,8 +303,12 @@ def serve(port: int, root: Path):
 # ------------------------------------------------------------------- compare
 @click.command()
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the page [default: ROOT/compare/<time>-<bench>/].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the page [default: ROOT/compare/<time>-<bench>/].",
+)
 @click.option("--open", "open_page", is_flag=True, help="Open the page in the default browser.")
 @ROOT_OPTION
 def compare(runs: tuple[str, ...], out: Path | None, open_page: bool, root: Path):

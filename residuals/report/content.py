@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from residuals.runs.registry import RENDERERS, get_renderer
@@ -31,12 +32,12 @@ class Overlay:
     style, x) -- e.g. seeds -- are averaged, with a +-1 std band.
     """
 
-    x: str                        # e.g. "epoch"
-    y: str                        # e.g. "error"
-    hue: str | None = None        # values are style.COLORS keys, e.g. "net": plain/residual
-    style: str | None = None      # values are style.LINESTYLES keys, e.g. "split": train/test
-    facet: str | None = None      # one panel per value, e.g. "depth"
-    xlabel: str = ""              # with units; defaults to the column name
+    x: str  # e.g. "epoch"
+    y: str  # e.g. "error"
+    hue: str | None = None  # values are style.COLORS keys, e.g. "net": plain/residual
+    style: str | None = None  # values are style.LINESTYLES keys, e.g. "split": train/test
+    facet: str | None = None  # one panel per value, e.g. "depth"
+    xlabel: str = ""  # with units; defaults to the column name
     ylabel: str = ""
     logx: bool = False
     logy: bool = False
@@ -46,11 +47,11 @@ class Overlay:
 class Figure:
     """A matplotlib figure and the tidy data it was drawn from."""
 
-    key: str                      # file stem under figures/, e.g. "error_curves"
+    key: str  # file stem under figures/, e.g. "error_curves"
     title: str
     fig: matplotlib.figure.Figure
-    data: pd.DataFrame            # everything plotted, saved as figures/<key>.csv
-    caption: str = ""             # one or two sentences: what to look at
+    data: pd.DataFrame  # everything plotted, saved as figures/<key>.csv
+    caption: str = ""  # one or two sentences: what to look at
     overlay: Overlay | None = None  # optional: lets `report compare` overlay runs' curves
 
 
@@ -66,9 +67,9 @@ class Table:
 
 @dataclass
 class ReportContent:
-    headline: str                 # the verdict, measured from the results
-    verdict: bool | None = None   # True: reproduced/passed, False: not, None: no verdict
-    summary: str = ""             # one line for the index of all runs
-    intro: str = ""               # a short paragraph explaining what the page shows
+    headline: str  # the verdict, measured from the results
+    verdict: bool | None = None  # True: reproduced/passed, False: not, None: no verdict
+    summary: str = ""  # one line for the index of all runs
+    intro: str = ""  # a short paragraph explaining what the page shows
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)

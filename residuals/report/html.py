@@ -33,7 +33,7 @@ from residuals.runs import BrokenRun, RunDir, RunInUse, get_renderer, now_iso
 
 __all__ = ["build_report", "render_content", "save_figures", "write_tables"]
 
-FIG_DPI_SCALE = 1.5   # PNGs at 1.5x the figure's DPI: sharp on high-density laptop screens
+FIG_DPI_SCALE = 1.5  # PNGs at 1.5x the figure's DPI: sharp on high-density laptop screens
 
 
 def _version() -> str:
@@ -66,8 +66,8 @@ class SavedFigure(NamedTuple):
     key: str
     title: str
     caption: str
-    uri: str          # data:image/png;base64,...
-    width: int        # CSS px the figure was designed for (figsize * dpi)
+    uri: str  # data:image/png;base64,...
+    width: int  # CSS px the figure was designed for (figsize * dpi)
 
 
 def save_figures(content: ReportContent, folder: Path) -> list[SavedFigure]:
@@ -79,7 +79,9 @@ def save_figures(content: ReportContent, folder: Path) -> list[SavedFigure]:
     seen = set()
     for f in content.figures:
         if f.key in seen:
-            raise ValueError(f"two figures share the key {f.key!r}; keys name files and must be unique")
+            raise ValueError(
+                f"two figures share the key {f.key!r}; keys name files and must be unique"
+            )
         seen.add(f.key)
         png = folder / f"{f.key}.png"
         width = L.css_width(f.fig)
@@ -113,9 +115,24 @@ def _section(meta: dict, key: str) -> dict:
 
 
 # meta.json fields shown in their own places; any other field a bench records is listed too
-_SHOWN = {"bench", "dataset", "config", "command", "started_at", "finished_at", "wall_s", "status",
-          "headline", "verdict", "summary", "versions", "machine", "git_commit", "report_built_at",
-          "report_problem"}
+_SHOWN = {
+    "bench",
+    "dataset",
+    "config",
+    "command",
+    "started_at",
+    "finished_at",
+    "wall_s",
+    "status",
+    "headline",
+    "verdict",
+    "summary",
+    "versions",
+    "machine",
+    "git_commit",
+    "report_built_at",
+    "report_problem",
+}
 
 
 def device_label(meta: dict) -> str:
@@ -130,10 +147,14 @@ def _status_notice(meta: dict) -> str:
     if status == "complete":
         return ""
     if status == "running":
-        text = ("This run has no end time: it is still running, or it was killed before it finished. "
-                "The page shows the results saved so far.")
+        text = (
+            "This run has no end time: it is still running, or it was killed before it finished. "
+            "The page shows the results saved so far."
+        )
     elif status == "interrupted":
-        text = "This run was interrupted before it finished. The page shows the results saved so far."
+        text = (
+            "This run was interrupted before it finished. The page shows the results saved so far."
+        )
     elif status == "failed":
         text = "This run failed. The page shows the results saved before the failure."
     else:
@@ -152,9 +173,10 @@ def _figures_html(figs: list[SavedFigure]) -> str:
         parts.append(
             f'<figure id="fig-{L.esc(key)}"><h3>{L.esc(title)}</h3>'
             f'<img src="{uri}" alt="{L.esc(title)}" width="{width}">'
-            f'<figcaption>{L.esc(caption)} '
+            f"<figcaption>{L.esc(caption)} "
             f'<span class="links"><a href="{L.href(f"figures/{key}.csv")}">data (CSV)</a></span>'
-            f'</figcaption></figure>')
+            f"</figcaption></figure>"
+        )
     return "".join(parts)
 
 
@@ -163,9 +185,10 @@ def _tables_html(content: ReportContent) -> str:
     for t in content.tables:
         parts.append(
             f'<section class="table" id="table-{L.esc(t.key)}"><h3>{L.esc(t.title)}</h3>'
-            f'{L.table_html(t.data)}'
+            f"{L.table_html(t.data)}"
             f'<p class="sub">{L.esc(t.caption)} '
-            f'<span class="links"><a href="{L.href(f"tables/{t.key}.csv")}">data (CSV)</a></span></p></section>')
+            f'<span class="links"><a href="{L.href(f"tables/{t.key}.csv")}">data (CSV)</a></span></p></section>'
+        )
     return "".join(parts)
 
 
@@ -194,7 +217,7 @@ def reproduce_command(command: str | None) -> str:
         return "(not recorded)"
     try:
         words = shlex.split(command)
-    except ValueError:   # unbalanced quotes: show it as recorded
+    except ValueError:  # unbalanced quotes: show it as recorded
         return command
     kept, skip = [], False
     for w in words:
@@ -216,7 +239,8 @@ def reproduce_html(meta: dict, run: RunDir) -> str:
         "<div>Re-run the experiment:</div>"
         f'<pre id="command">{L.esc(command)}</pre>'
         f"<div>Rebuild this page from the saved results, without retraining:</div>"
-        f"<pre>{L.esc(_build_command(run))}</pre></div>")
+        f"<pre>{L.esc(_build_command(run))}</pre></div>"
+    )
 
 
 def details_html(meta: dict, run: RunDir) -> str:
@@ -242,21 +266,28 @@ def details_html(meta: dict, run: RunDir) -> str:
         f"<h3>Config</h3>{L.kv_table(L.flatten(_section(meta, 'config')), cls='config')}"
         f"<h3>Package versions</h3>{L.kv_table(_section(meta, 'versions'), cls='versions')}"
         f"<h3>Machine</h3>{L.kv_table(_section(meta, 'machine'), cls='machine')}"
-        f'<h3>Files</h3><p class="links">{links}</p></details>')
+        f'<h3>Files</h3><p class="links">{links}</p></details>'
+    )
 
 
 def _page(run: RunDir, meta: dict, content: ReportContent | None, figs, problem: str | None) -> str:
     bench, dataset = meta.get("bench", "?"), meta.get("dataset", "?")
     title = f"{bench} \u00b7 {dataset}"
-    sub = (f'{L.esc(L.fmt_time(meta.get("started_at")))} \u00b7 {L.esc(device_label(meta))} \u00b7 '
-           f'wall time {L.esc(L.fmt_duration(meta.get("wall_s")))} \u00b7 '
-           f'<span class="status {L.esc(meta.get("status"))}">{L.esc(meta.get("status"))}</span>')
-    body = [f"<header><h1>{L.esc(title)}</h1><p class=\"sub\">{sub}</p></header>"]
+    sub = (
+        f"{L.esc(L.fmt_time(meta.get('started_at')))} \u00b7 {L.esc(device_label(meta))} \u00b7 "
+        f"wall time {L.esc(L.fmt_duration(meta.get('wall_s')))} \u00b7 "
+        f'<span class="status {L.esc(meta.get("status"))}">{L.esc(meta.get("status"))}</span>'
+    )
+    body = [f'<header><h1>{L.esc(title)}</h1><p class="sub">{sub}</p></header>']
     if problem is not None:
         body.append(L.verdict_box("No results to report: " + problem, None))
-        body.append(L.notice(
-            "This run folder is incomplete, so there is nothing to plot. Re-run the command "
-            "below, or rebuild once the missing files are back.", bad=True))
+        body.append(
+            L.notice(
+                "This run folder is incomplete, so there is nothing to plot. Re-run the command "
+                "below, or rebuild once the missing files are back.",
+                bad=True,
+            )
+        )
     else:
         assert content is not None  # a renderer either returns content or names a problem
         body.append(L.verdict_box(content.headline, content.verdict))
@@ -269,8 +300,12 @@ def _page(run: RunDir, meta: dict, content: ReportContent | None, figs, problem:
             body.append('<h2 id="tables">Tables</h2>' + _tables_html(content))
     body.append(reproduce_html(meta, run))
     body.append(details_html(meta, run))
-    gen = f"Built by residuals {_version()} on {L.fmt_time(now_iso())} from the run's saved results."
-    return L.page(f"{title} \u2014 residuals report", "\n".join(b for b in body if b), generator=gen)
+    gen = (
+        f"Built by residuals {_version()} on {L.fmt_time(now_iso())} from the run's saved results."
+    )
+    return L.page(
+        f"{title} \u2014 residuals report", "\n".join(b for b in body if b), generator=gen
+    )
 
 
 # --------------------------------------------------------------------- build
@@ -286,7 +321,7 @@ def build_report(run_dir: str | os.PathLike, *, update_index: bool = True) -> Pa
     run = RunDir(run_dir)
     meta = run.read_meta()
     lock = run.lock()
-    try:   # a run still being worked on by another process: its page, but not its meta.json
+    try:  # a run still being worked on by another process: its page, but not its meta.json
         lock.acquire()
     except RunInUse:
         pass
@@ -305,11 +340,15 @@ def build_report(run_dir: str | os.PathLike, *, update_index: bool = True) -> Pa
             _remove_stale(run.path / "tables", {t.key for t in content.tables})
         L.atomic_write(run.html_path, _page(run, meta, content, figs, problem))
 
-        changes: dict[str, object] = {"report_built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                   "report_problem": problem}
+        changes: dict[str, object] = {
+            "report_built_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "report_problem": problem,
+        }
         if content is not None:
-            changes.update(headline=content.headline, verdict=content.verdict, summary=content.summary)
-        if lock.held:   # meta.json is the working process's to update while it runs
+            changes.update(
+                headline=content.headline, verdict=content.verdict, summary=content.summary
+            )
+        if lock.held:  # meta.json is the working process's to update while it runs
             run.update_meta(**changes)
     finally:
         lock.release()

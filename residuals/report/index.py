@@ -26,13 +26,22 @@ from pathlib import Path
 from residuals.report import layout as L
 from residuals.runs import BrokenRun, RunDir
 
-__all__ = ["EXAMPLES_GROUP", "Entry", "scan", "write_index", "refresh_indexes", "find_run", "index_html", "COMPARE_FILE"]
+__all__ = [
+    "EXAMPLES_GROUP",
+    "Entry",
+    "scan",
+    "write_index",
+    "refresh_indexes",
+    "find_run",
+    "index_html",
+    "COMPARE_FILE",
+]
 
 COMPARE_FILE = "compare.json"
-INDEX_KIND = "runs-index"   # in the page's generator meta tag: an index.html this module may rewrite
+INDEX_KIND = "runs-index"  # in the page's generator meta tag: an index.html this module may rewrite
 _SKIP = {"__pycache__", "figures", "tables"}
-EXAMPLES_GROUP = "examples"        # committed example runs: `report build --all` leaves them be
-_GROUPS = {EXAMPLES_GROUP, "compare"}   # always groups, even while empty
+EXAMPLES_GROUP = "examples"  # committed example runs: `report build --all` leaves them be
+_GROUPS = {EXAMPLES_GROUP, "compare"}  # always groups, even while empty
 
 
 @dataclass
@@ -40,13 +49,13 @@ class Entry:
     """One row of the index: a run, a comparison, or a broken folder."""
 
     path: Path
-    kind: str = "run"                  # "run" | "comparison" | "broken"
-    group: str = ""                    # "" for the root itself, else the group folder's name
+    kind: str = "run"  # "run" | "comparison" | "broken"
+    group: str = ""  # "" for the root itself, else the group folder's name
     bench: str = ""
     dataset: str = ""
     started_at: str | None = None
     device: str = ""
-    status: str = "broken"             # meta.json status, or "broken"
+    status: str = "broken"  # meta.json status, or "broken"
     headline: str = ""
     verdict: bool | None = None
     wall_s: float | None = None
@@ -81,7 +90,9 @@ def _run_entry(path: Path, group: str) -> Entry:
     try:
         return _describe_run(run, meta, group)
     except Exception as exc:  # a meta.json with odd contents must not break the index
-        return Entry(path, "broken", group, problems=[f"meta.json has unexpected contents ({exc!r})"])
+        return Entry(
+            path, "broken", group, problems=[f"meta.json has unexpected contents ({exc!r})"]
+        )
 
 
 def _describe_run(run: RunDir, meta: dict, group: str) -> Entry:
@@ -89,12 +100,19 @@ def _describe_run(run: RunDir, meta: dict, group: str) -> Entry:
 
     path = run.path
     headline = meta.get("headline")
-    e = Entry(path, "run", group, bench=str(meta.get("bench", "")), dataset=str(meta.get("dataset") or ""),
-              started_at=meta.get("started_at"), device=device_label(meta),
-              status=str(meta.get("status") or "unknown"),
-              headline="" if headline is None else str(headline),
-              verdict=meta.get("verdict") if isinstance(meta.get("verdict"), bool) else None,
-              wall_s=meta.get("wall_s"))
+    e = Entry(
+        path,
+        "run",
+        group,
+        bench=str(meta.get("bench", "")),
+        dataset=str(meta.get("dataset") or ""),
+        started_at=meta.get("started_at"),
+        device=device_label(meta),
+        status=str(meta.get("status") or "unknown"),
+        headline="" if headline is None else str(headline),
+        verdict=meta.get("verdict") if isinstance(meta.get("verdict"), bool) else None,
+        wall_s=meta.get("wall_s"),
+    )
     if e.status == "running":
         e.problems.append("no end time: still running, or killed before it finished")
     elif e.status in ("interrupted", "failed"):
@@ -104,8 +122,10 @@ def _describe_run(run: RunDir, meta: dict, group: str) -> Entry:
         e.problems.append(f"{main}.csv is missing")
     if meta.get("report_problem"):
         e.problems.append(str(meta["report_problem"]))
-    if e.report is None:   # a path works under any --root (a bare name only under the default)
-        e.problems.append(f"no report yet: residuals report build {shlex.quote(L.display_path(path))}")
+    if e.report is None:  # a path works under any --root (a bare name only under the default)
+        e.problems.append(
+            f"no report yet: residuals report build {shlex.quote(L.display_path(path))}"
+        )
     return e
 
 
@@ -117,14 +137,23 @@ def _comparison_entry(path: Path, group: str) -> Entry:
         return Entry(path, "broken", group, problems=[f"{COMPARE_FILE} is unreadable ({exc})"])
     try:
         created = info.get("created_at")
-        e = Entry(path, "comparison", group, bench=str(info.get("bench", "")),
-                  dataset=", ".join(sorted(set(map(str, info.get("datasets") or [])))),
-                  started_at=None if created is None else str(created),
-                  device=", ".join(map(str, info.get("devices") or [])), status="complete",
-                  headline=str(info.get("headline")
-                               or f"compares {len(runs)} runs: " + ", ".join(map(str, runs))))
-    except (AttributeError, TypeError) as exc:   # fields of unexpected types
-        return Entry(path, "broken", group, problems=[f"{COMPARE_FILE} has unexpected contents ({exc})"])
+        e = Entry(
+            path,
+            "comparison",
+            group,
+            bench=str(info.get("bench", "")),
+            dataset=", ".join(sorted(set(map(str, info.get("datasets") or [])))),
+            started_at=None if created is None else str(created),
+            device=", ".join(map(str, info.get("devices") or [])),
+            status="complete",
+            headline=str(
+                info.get("headline") or f"compares {len(runs)} runs: " + ", ".join(map(str, runs))
+            ),
+        )
+    except (AttributeError, TypeError) as exc:  # fields of unexpected types
+        return Entry(
+            path, "broken", group, problems=[f"{COMPARE_FILE} has unexpected contents ({exc})"]
+        )
     if e.report is None:
         e.problems.append("index.html is missing")
     return e
@@ -135,8 +164,10 @@ def _is_group(path: Path) -> bool:
     if (path / "meta.json").exists() or (path / COMPARE_FILE).exists():
         return False
     try:
-        return any(c.is_dir() and ((c / "meta.json").exists() or (c / COMPARE_FILE).exists())
-                   for c in path.iterdir())
+        return any(
+            c.is_dir() and ((c / "meta.json").exists() or (c / COMPARE_FILE).exists())
+            for c in path.iterdir()
+        )
     except OSError:
         return False
 
@@ -174,31 +205,43 @@ def find_run(root: str | os.PathLike, name: str | None = None) -> Path:
         if p.is_dir():
             return p
         runs = [e for e in scan(root) if e.kind != "comparison"]
-        hits = [e.path for e in runs if e.path.name == name] or \
-               [e.path for e in runs if e.path.name.startswith(name) or e.path.name.endswith(name)]
+        hits = [e.path for e in runs if e.path.name == name] or [
+            e.path for e in runs if e.path.name.startswith(name) or e.path.name.endswith(name)
+        ]
         if len(hits) == 1:
             return hits[0]
         if not hits:
-            raise FileNotFoundError(f"no run {name!r}: not a folder, and no run under {root}/ has that name")
+            raise FileNotFoundError(
+                f"no run {name!r}: not a folder, and no run under {root}/ has that name"
+            )
         listing = "\n  ".join(str(h) for h in hits)
         raise FileNotFoundError(f"{name!r} matches {len(hits)} runs; name one:\n  {listing}")
-    runs = [e for e in scan(root) if e.kind == "run" and e.group == ""] or \
-           [e for e in scan(root) if e.kind == "run"]
+    runs = [e for e in scan(root) if e.kind == "run" and e.group == ""] or [
+        e for e in scan(root) if e.kind == "run"
+    ]
     if not runs:
-        raise FileNotFoundError(f"no runs under {root}/ (make one with `residuals bench degradation`)")
+        raise FileNotFoundError(
+            f"no runs under {root}/ (make one with `residuals bench degradation`)"
+        )
     return runs[0].path
 
 
 # --------------------------------------------------------------------- page
-_GROUP_TITLES = {"": "Runs", "examples": "Examples (committed with the repository)",
-                 "compare": "Comparisons"}
+_GROUP_TITLES = {
+    "": "Runs",
+    "examples": "Examples (committed with the repository)",
+    "compare": "Comparisons",
+}
 
 
 def _row(e: Entry, root: Path) -> str:
     rel = e.path.relative_to(root).as_posix()
     report = e.report
-    link = (f'<a href="{L.href(rel + "/index.html")}">{L.esc(e.path.name)}</a>' if report
-            else L.esc(e.path.name))
+    link = (
+        f'<a href="{L.href(rel + "/index.html")}">{L.esc(e.path.name)}</a>'
+        if report
+        else L.esc(e.path.name)
+    )
     status = e.status if e.kind != "broken" else "broken"
     headline = L.esc(e.headline) if e.headline else "\u2013"
     dot = f'<span class="dot {L.verdict_class(e.verdict)}"></span>' if e.kind == "run" else ""
@@ -209,9 +252,11 @@ def _row(e: Entry, root: Path) -> str:
     date = t.strftime("%Y-%m-%d %H:%M") if t else "\u2013"
     cls = ' class="broken"' if e.kind == "broken" else ""
     cells = [L.esc(v) if v else "\u2013" for v in (e.bench, e.dataset, date, e.device)]
-    return (f"<tr{cls}><td>{cells[0]}</td><td>{cells[1]}</td><td class=\"num\">{cells[2]}</td><td>{cells[3]}</td>"
-            f'<td><span class="status {L.esc(status)}">{L.esc(status)}</span></td>'
-            f"<td>{dot}{headline}{problems}</td><td>{link}</td></tr>")
+    return (
+        f'<tr{cls}><td>{cells[0]}</td><td>{cells[1]}</td><td class="num">{cells[2]}</td><td>{cells[3]}</td>'
+        f'<td><span class="status {L.esc(status)}">{L.esc(status)}</span></td>'
+        f"<td>{dot}{headline}{problems}</td><td>{link}</td></tr>"
+    )
 
 
 def index_html(root: str | os.PathLike, entries: list[Entry] | None = None) -> str:
@@ -224,22 +269,34 @@ def index_html(root: str | os.PathLike, entries: list[Entry] | None = None) -> s
     order = sorted(groups, key=lambda g: (g != "", g == "examples", g))
     n_runs = sum(e.kind == "run" for e in entries)
     n_bad = sum(not e.ok for e in entries if e.kind != "comparison")
-    body = [f"<header><h1>Runs</h1><p class=\"sub\">{n_runs} run{'' if n_runs == 1 else 's'} under "
-            f"<code>{L.esc(root.name or root)}</code>, newest first"
-            + (f"; {n_bad} broken or partial, listed with their problem" if n_bad else "")
-            + ". Rebuild with <code>residuals report build --index</code>.</p></header>"]
+    body = [
+        f'<header><h1>Runs</h1><p class="sub">{n_runs} run{"" if n_runs == 1 else "s"} under '
+        f"<code>{L.esc(root.name or root)}</code>, newest first"
+        + (f"; {n_bad} broken or partial, listed with their problem" if n_bad else "")
+        + ". Rebuild with <code>residuals report build --index</code>.</p></header>"
+    ]
     if not entries:
-        body.append(L.notice("No runs yet. Make one with <code>residuals bench degradation</code>."))
-    head = ("<thead><tr><th>bench</th><th>dataset</th><th>date</th><th>device</th><th>status</th>"
-            "<th>headline</th><th>report</th></tr></thead>")
+        body.append(
+            L.notice("No runs yet. Make one with <code>residuals bench degradation</code>.")
+        )
+    head = (
+        "<thead><tr><th>bench</th><th>dataset</th><th>date</th><th>device</th><th>status</th>"
+        "<th>headline</th><th>report</th></tr></thead>"
+    )
     for g in order:
         rows = "".join(_row(e, root) for e in groups[g])
         title = _GROUP_TITLES.get(g, g)
-        body.append(f'<h2 id="group-{L.esc(g or "runs")}">{L.esc(title)}</h2>'
-                    f'<div class="scroll"><table class="runs">{head}<tbody>{rows}</tbody></table></div>')
+        body.append(
+            f'<h2 id="group-{L.esc(g or "runs")}">{L.esc(title)}</h2>'
+            f'<div class="scroll"><table class="runs">{head}<tbody>{rows}</tbody></table></div>'
+        )
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
-    return L.page("residuals \u2014 runs", "\n".join(body), generator=f"Index written {stamp}.",
-                  kind=INDEX_KIND)
+    return L.page(
+        "residuals \u2014 runs",
+        "\n".join(body),
+        generator=f"Index written {stamp}.",
+        kind=INDEX_KIND,
+    )
 
 
 def write_index(root: str | os.PathLike) -> Path:

@@ -16,16 +16,34 @@ import datetime as _dt
 import html
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
 from residuals.runs.atomic import atomic_write
 
-__all__ = ["page", "esc", "href", "prose", "verdict_box", "notice", "table_html", "format_table",
-           "kv_table", "flatten", "display_path", "css_width", "png_data_uri", "fmt_value", "fmt_time", "fmt_duration",
-           "parse_time", "atomic_write"]
+__all__ = [
+    "page",
+    "esc",
+    "href",
+    "prose",
+    "verdict_box",
+    "notice",
+    "table_html",
+    "format_table",
+    "kv_table",
+    "flatten",
+    "display_path",
+    "css_width",
+    "png_data_uri",
+    "fmt_value",
+    "fmt_time",
+    "fmt_duration",
+    "parse_time",
+    "atomic_write",
+]
 
 CSS = """
 :root { color-scheme: light; --fg: #1d2126; --muted: #5b6470; --line: #d9dde3; --bg-soft: #f5f7f9;
@@ -112,19 +130,21 @@ def page(title: str, body: str, *, generator: str = "", kind: str = "report") ->
     """A complete, self-contained HTML document; ``kind`` is recorded in a generator meta tag."""
     foot = f"<footer>{esc(generator)}</footer>" if generator else ""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<meta name=\"generator\" content=\"residuals {esc(kind)}\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="generator" content="residuals {esc(kind)}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         # an empty icon: no favicon request, so no 404 in the console when served
-        "<link rel=\"icon\" href=\"data:,\">\n"
+        '<link rel="icon" href="data:,">\n'
         f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n"
         f"<body>\n<main>\n{body}\n{foot}\n</main>\n</body>\n</html>\n"
     )
 
 
-VERDICT_CLASS = {True: ("ok", "\u2714", "reproduced / passed"),
-                 False: ("bad", "\u2718", "not reproduced / failed"),
-                 None: ("none", "\u25cb", "no verdict")}
+VERDICT_CLASS = {
+    True: ("ok", "\u2714", "reproduced / passed"),
+    False: ("bad", "\u2718", "not reproduced / failed"),
+    None: ("none", "\u25cb", "no verdict"),
+}
 
 
 def verdict_class(verdict: bool | None) -> str:
@@ -134,9 +154,11 @@ def verdict_class(verdict: bool | None) -> str:
 def verdict_box(headline: str, verdict: bool | None, *, label: str | None = None) -> str:
     cls, mark, default_label = VERDICT_CLASS.get(verdict, VERDICT_CLASS[None])
     label = default_label if label is None else label
-    return (f'<div class="verdict {cls}" id="headline" role="status">'
-            f'<span class="mark" aria-hidden="true">{mark}</span>'
-            f'<div><div class="label">{label}</div><div class="text">{esc(headline)}</div></div></div>')
+    return (
+        f'<div class="verdict {cls}" id="headline" role="status">'
+        f'<span class="mark" aria-hidden="true">{mark}</span>'
+        f'<div><div class="label">{label}</div><div class="text">{esc(headline)}</div></div></div>'
+    )
 
 
 def notice(text: str, *, bad: bool = False) -> str:
@@ -211,10 +233,13 @@ def table_html(df: pd.DataFrame, *, formatted: bool = False, cls: str = "") -> s
     for rec in shown.itertuples(index=False):
         cells = "".join(
             f'<td class="num">{esc(v)}</td>' if _is_numeric_text(str(v)) else f"<td>{esc(v)}</td>"
-            for v in rec)
+            for v in rec
+        )
         rows.append(f"<tr>{cells}</tr>")
-    return (f'<div class="scroll"><table class="{esc(cls)}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>')
+    return (
+        f'<div class="scroll"><table class="{esc(cls)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:

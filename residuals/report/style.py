@@ -10,10 +10,10 @@ from __future__ import annotations
 
 COLORS = {
     # nets
-    "plain": "#D55E00",      # vermillion
-    "residual": "#0072B2",   # blue
+    "plain": "#D55E00",  # vermillion
+    "residual": "#0072B2",  # blue
     # the ensemble bench's other families
-    "booster": "#009E73",    # bluish green
+    "booster": "#009E73",  # bluish green
     "stagewise": "#CC79A7",  # reddish purple
     # boosting methods
     "ours-exact": "#0072B2",
@@ -23,12 +23,18 @@ COLORS = {
     "lightgbm": "#009E73",
 }
 # "ours" drawn over "sklearn": ours thinner, on top, so equality reads as one line
-LINEWIDTH = {"ours-exact": 1.4, "ours-hist": 1.4, "sklearn-gbrt": 3.0, "sklearn-hist": 3.0, "lightgbm": 2.0}
+LINEWIDTH = {
+    "ours-exact": 1.4,
+    "ours-hist": 1.4,
+    "sklearn-gbrt": 3.0,
+    "sklearn-hist": 3.0,
+    "lightgbm": 2.0,
+}
 
 LINESTYLES = {"train": "--", "test": "-", "validation": ":"}
 MARKERS = {"plain": "s", "residual": "o"}
 
-FIGSIZE = (9.0, 4.2)          # inches, at DPI below: 900 x 420 px
+FIGSIZE = (9.0, 4.2)  # inches, at DPI below: 900 x 420 px
 FIGSIZE_WIDE = (9.0, 5.0)
 DPI = 100
 
@@ -48,17 +54,19 @@ def apply() -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "figure.dpi": DPI,
-        "savefig.dpi": DPI,
-        "figure.figsize": FIGSIZE,
-        "font.size": 10,
-        "axes.titlesize": 11,
-        "axes.labelsize": 10,
-        "legend.fontsize": 9,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "figure.constrained_layout.use": True,
-    })
+    plt.rcParams.update(
+        {
+            "figure.dpi": DPI,
+            "savefig.dpi": DPI,
+            "figure.figsize": FIGSIZE,
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "legend.fontsize": 9,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "figure.constrained_layout.use": True,
+        }
+    )

@@ -11,8 +11,8 @@ Nothing here imports a bench, the report builder, torch or pandas at import time
 
 from residuals.runs.atomic import atomic_write, atomic_write_text
 from residuals.runs.environment import environment_info, now_iso, register_machine_fact
-from residuals.runs.registry import RENDERERS, get_renderer, register_renderer
 from residuals.runs.lock import RunInUse, RunLock
+from residuals.runs.registry import RENDERERS, get_renderer, register_renderer
 from residuals.runs.rundir import DEFAULT_ROOT, STATUSES, BrokenRun, RunDir
 
 __all__ = [

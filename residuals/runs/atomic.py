@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable, Union
+from typing import IO
 
 __all__ = ["atomic_write", "atomic_write_text"]
 
-Content = Union[str, bytes, Callable[[IO[bytes]], object]]
+Content = str | bytes | Callable[[IO[bytes]], object]
 
 
 def atomic_write(path: str | os.PathLike, content: Content, *, fsync: bool = True) -> Path:
@@ -30,8 +31,9 @@ def atomic_write(path: str | os.PathLike, content: Content, *, fsync: bool = Tru
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}."
-                         f"{secrets.token_hex(3)}.tmp")
+    tmp = path.with_name(
+        f".{path.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(3)}.tmp"
+    )
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
         try:
@@ -49,7 +51,7 @@ def atomic_write(path: str | os.PathLike, content: Content, *, fsync: bool = Tru
         finally:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-    except OSError as e:   # name the file being written, not its temporary
+    except OSError as e:  # name the file being written, not its temporary
         if e.filename is None or str(e.filename) == str(tmp):
             raise type(e)(e.errno, e.strerror, str(path)) from e
         raise

@@ -103,7 +103,7 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None or self._nested
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -10,7 +10,8 @@ package imports on load.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["RENDERERS", "get_renderer", "register_renderer"]
 
@@ -30,8 +31,9 @@ def get_renderer(bench: str) -> Callable[..., Any]:
     try:
         target = RENDERERS[bench]
     except KeyError:
-        raise ValueError(f"no report renderer for bench {bench!r}; "
-                         f"known: {sorted(RENDERERS)}") from None
+        raise ValueError(
+            f"no report renderer for bench {bench!r}; known: {sorted(RENDERERS)}"
+        ) from None
     if callable(target):
         return target
     module, _, func = target.partition(":")

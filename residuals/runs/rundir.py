@@ -44,12 +44,27 @@ class BrokenRun(Exception):
 
 # meta.json fields that every reader relies on, and the JSON types they may have (or null)
 META_TYPES: dict[str, tuple[type, ...]] = {
-    "bench": (str,), "dataset": (str,), "config": (dict,), "command": (str,),
-    "started_at": (str,), "finished_at": (str,), "wall_s": (int, float), "status": (str,),
-    "headline": (str,), "verdict": (bool,), "summary": (str,), "git_commit": (str,),
+    "bench": (str,),
+    "dataset": (str,),
+    "config": (dict,),
+    "command": (str,),
+    "started_at": (str,),
+    "finished_at": (str,),
+    "wall_s": (int, float),
+    "status": (str,),
+    "headline": (str,),
+    "verdict": (bool,),
+    "summary": (str,),
+    "git_commit": (str,),
 }
-_TYPE_NAMES = {str: "a string", dict: "an object", int: "a number", float: "a number",
-               bool: "true or false", list: "a list"}
+_TYPE_NAMES = {
+    str: "a string",
+    dict: "an object",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+}
 
 
 def _json_type(value: Any) -> str:
@@ -67,16 +82,24 @@ class RunDir:
 
     # ----------------------------------------------------------------- create
     @classmethod
-    def create(cls, root: str | os.PathLike, bench: str, dataset: str, config: dict,
-               *, command: str | None = None, device: str | None = None,
-               name: str | None = None) -> "RunDir":
+    def create(
+        cls,
+        root: str | os.PathLike,
+        bench: str,
+        dataset: str,
+        config: dict,
+        *,
+        command: str | None = None,
+        device: str | None = None,
+        name: str | None = None,
+    ) -> RunDir:
         """Make a new run folder under ``root`` and write its meta.json (status ``running``)."""
         root = Path(root)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{bench}-{dataset}"
         root.mkdir(parents=True, exist_ok=True)
         k = 1
-        while True:   # mkdir is the atomic claim: two processes never get one folder
+        while True:  # mkdir is the atomic claim: two processes never get one folder
             path = root / (base if k == 1 else f"{base}-{k}")
             try:
                 path.mkdir()
@@ -115,15 +138,19 @@ class RunDir:
         try:
             raw = self.meta_path.read_bytes()
         except FileNotFoundError as e:
-            raise BrokenRun(f"{self.path}: no meta.json (not a run folder, or a run that never started)") from e
+            raise BrokenRun(
+                f"{self.path}: no meta.json (not a run folder, or a run that never started)"
+            ) from e
         except OSError as e:
             raise BrokenRun(f"{self.path}: meta.json is unreadable ({e})") from e
         try:
             meta = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise BrokenRun(f"{self.path}: meta.json is unreadable (not UTF-8 text: byte "
-                            f"{e.object[e.start]:#04x} at offset {e.start})") from e
-        except ValueError as e:   # json.JSONDecodeError
+            raise BrokenRun(
+                f"{self.path}: meta.json is unreadable (not UTF-8 text: byte "
+                f"{e.object[e.start]:#04x} at offset {e.start})"
+            ) from e
+        except ValueError as e:  # json.JSONDecodeError
             raise BrokenRun(f"{self.path}: meta.json is unreadable ({e})") from e
         except RecursionError as e:
             raise BrokenRun(f"{self.path}: meta.json is unreadable (nested too deeply)") from e
@@ -132,8 +159,10 @@ class RunDir:
         for key, types in META_TYPES.items():
             value = meta.get(key)
             if value is not None and not isinstance(value, types):
-                raise BrokenRun(f"{self.path}: meta.json field {key!r} is {_json_type(value)}, "
-                                f"expected {' or '.join(dict.fromkeys(_TYPE_NAMES[t] for t in types))}")
+                raise BrokenRun(
+                    f"{self.path}: meta.json field {key!r} is {_json_type(value)}, "
+                    f"expected {' or '.join(dict.fromkeys(_TYPE_NAMES[t] for t in types))}"
+                )
         return meta
 
     @property
@@ -160,7 +189,9 @@ class RunDir:
             wall = round((end - start).total_seconds(), 3)
         except (KeyError, TypeError, ValueError):
             wall = None
-        meta.update(status=status, finished_at=end.isoformat(timespec="seconds"), wall_s=wall, **changes)
+        meta.update(
+            status=status, finished_at=end.isoformat(timespec="seconds"), wall_s=wall, **changes
+        )
         self.write_meta(meta)
         return meta
 
@@ -168,14 +199,19 @@ class RunDir:
     def table_path(self, name: str = "results") -> Path:
         return self.path / f"{name}.csv"
 
-    def write_table(self, df: "pd.DataFrame", name: str = "results") -> Path:
+    def write_table(self, df: pd.DataFrame, name: str = "results") -> Path:
         return atomic_write(self.table_path(name), df.to_csv(index=False))
 
     def has_table(self, name: str = "results") -> bool:
         return self.table_path(name).is_file()
 
-    def read_table(self, name: str = "results", *, columns: tuple[str, ...] | list[str] = (),
-                   numeric: tuple[str, ...] = ()) -> "pd.DataFrame":
+    def read_table(
+        self,
+        name: str = "results",
+        *,
+        columns: tuple[str, ...] | list[str] = (),
+        numeric: tuple[str, ...] = (),
+    ) -> pd.DataFrame:
         """A saved table; :class:`BrokenRun` (with the reason) when it is missing, empty, not
         a CSV, lacks one of ``columns``, or holds something other than numbers (or blanks)
         in one of the ``numeric`` columns."""
@@ -190,16 +226,22 @@ class RunDir:
             raise BrokenRun(f"{self.path}: {path.name} is empty") from e
         except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as e:
             first = str(e).splitlines()[0] if str(e) else ""
-            raise BrokenRun(f"{self.path}: {path.name} is not a readable CSV table "
-                            f"({type(e).__name__}: {first})") from e
+            raise BrokenRun(
+                f"{self.path}: {path.name} is not a readable CSV table "
+                f"({type(e).__name__}: {first})"
+            ) from e
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise BrokenRun(f"{self.path}: {path.name} lacks the column(s) {', '.join(missing)}")
-        for c in numeric:   # blanks are allowed (NaN), and so is a table with no rows
-            if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]) and \
-                    (df[c].notna() & pd.to_numeric(df[c], errors="coerce").isna()).any():
-                raise BrokenRun(f"{self.path}: {path.name} column {c!r} holds something other "
-                                f"than numbers")
+        for c in numeric:  # blanks are allowed (NaN), and so is a table with no rows
+            if (
+                c in df.columns
+                and not pd.api.types.is_numeric_dtype(df[c])
+                and (df[c].notna() & pd.to_numeric(df[c], errors="coerce").isna()).any()
+            ):
+                raise BrokenRun(
+                    f"{self.path}: {path.name} column {c!r} holds something other than numbers"
+                )
         return df
 
     @property

@@ -49,12 +49,26 @@ from typing import TYPE_CHECKING
 from residuals._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
-    from residuals.device import (cpu_has_native_bf16, resolve_amp, resolve_device, resolve_replicas,
-                                  resolve_replicas_amp)
+    from residuals.device import (
+        cpu_has_native_bf16,
+        resolve_amp,
+        resolve_device,
+        resolve_replicas,
+        resolve_replicas_amp,
+    )
     from residuals.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-    from residuals.train.config import (OPTIMIZERS, SCHEDULES, WARMUPS, EpochRecord,
-                                        StepProgress, StepTrace, TrainConfig, TrainError,
-                                        TrainResult, steps_per_epoch)
+    from residuals.train.config import (
+        OPTIMIZERS,
+        SCHEDULES,
+        WARMUPS,
+        EpochRecord,
+        StepProgress,
+        StepTrace,
+        TrainConfig,
+        TrainError,
+        TrainResult,
+        steps_per_epoch,
+    )
     from residuals.train.fused import train_many
     from residuals.train.loop import evaluate, train
     from residuals.train.optim import make_optimizer

@@ -13,8 +13,15 @@ from residuals.data.spec import AUGMENTATIONS
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["EpochRecord", "StepProgress", "StepTrace", "TrainConfig", "TrainError", "TrainResult",
-           "steps_per_epoch"]
+__all__ = [
+    "EpochRecord",
+    "StepProgress",
+    "StepTrace",
+    "TrainConfig",
+    "TrainError",
+    "TrainResult",
+    "steps_per_epoch",
+]
 
 SCHEDULES = ("cosine", "step", "constant")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # built by residuals.train.optim
@@ -66,12 +73,21 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {v!r}")
 
-        def number(name: str, low: float, high: float = math.inf, *, open_low: bool = False) -> None:
+        def number(
+            name: str, low: float, high: float = math.inf, *, open_low: bool = False
+        ) -> None:
             v = getattr(self, name)
-            ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                  and (v > low if open_low else v >= low) and v < high)
+            ok = (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and (v > low if open_low else v >= low)
+                and v < high
+            )
             if not ok:
-                bound = f"{'>' if open_low else '>='} {low}" + (f" and < {high}" if high < math.inf else "")
+                bound = f"{'>' if open_low else '>='} {low}" + (
+                    f" and < {high}" if high < math.inf else ""
+                )
                 raise ValueError(f"TrainConfig.{name} must be a finite number {bound}, got {v!r}")
 
         def choice(name: str, options: tuple) -> None:
@@ -102,21 +118,31 @@ class TrainConfig:
 
             integer("replicas", 1)
             if self.batch_size < MIN_SHARD * self.replicas:
-                raise ValueError(f"TrainConfig.replicas={self.replicas} needs batch_size >= "
-                                 f"{MIN_SHARD * self.replicas} ({MIN_SHARD} images per replica for "
-                                 f"BatchNorm), got {self.batch_size}")
+                raise ValueError(
+                    f"TrainConfig.replicas={self.replicas} needs batch_size >= "
+                    f"{MIN_SHARD * self.replicas} ({MIN_SHARD} images per replica for "
+                    f"BatchNorm), got {self.batch_size}"
+                )
             if self.replicas > 1 and self.sync_bn:
-                raise ValueError("TrainConfig.sync_bn normalises over the whole batch, replicas "
-                                 "split it: leave replicas unset (None) or 1 with sync_bn=True")
+                raise ValueError(
+                    "TrainConfig.sync_bn normalises over the whole batch, replicas "
+                    "split it: leave replicas unset (None) or 1 with sync_bn=True"
+                )
             if self.replicas > 1 and self.compile:
-                raise ValueError("TrainConfig.replicas > 1 cannot be combined with compile=True; "
-                                 "leave replicas unset (None) to train one compiled model")
+                raise ValueError(
+                    "TrainConfig.replicas > 1 cannot be combined with compile=True; "
+                    "leave replicas unset (None) to train one compiled model"
+                )
         if self.warmup == "linear" and self.warmup_epochs >= self.epochs:
-            raise ValueError(f"TrainConfig.warmup_epochs ({self.warmup_epochs}) must be shorter than "
-                             f"epochs ({self.epochs}); use warmup='none' to train without warm-up")
+            raise ValueError(
+                f"TrainConfig.warmup_epochs ({self.warmup_epochs}) must be shorter than "
+                f"epochs ({self.epochs}); use warmup='none' to train without warm-up"
+            )
         if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"TrainConfig.device must be a string like 'cpu', 'cuda', 'cuda:0' "
-                             f"or 'auto', got {self.device!r}")
+            raise ValueError(
+                f"TrainConfig.device must be a string like 'cpu', 'cuda', 'cuda:0' "
+                f"or 'auto', got {self.device!r}"
+            )
 
 
 @dataclass

@@ -315,8 +315,10 @@ def _check_fusable(models: Sequence[ResNet], cfgs: Sequence[TrainConfig]) -> Non
                 f"fused members must share TrainConfig.{f}, got {sorted(map(str, values))}"
             )
     if any(c.optimizer != "sgd" for c in cfgs):
-        raise TrainError("a fused model trains its members with SGD (MemberSGD); set "
-                         "TrainConfig.optimizer='sgd' or train the nets one by one")
+        raise TrainError(
+            "a fused model trains its members with SGD (MemberSGD); set "
+            "TrainConfig.optimizer='sgd' or train the nets one by one"
+        )
     if cfgs[0].compile:
         raise TrainError("a fused model is not compiled; set TrainConfig.compile=False")
     if any(c.replicas not in (None, 1) for c in cfgs):

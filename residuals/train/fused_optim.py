@@ -43,8 +43,12 @@ class MemberSGD:
         # channels_last, so that the grouped kernel reads channels_last weights, as one net does
         self.nhwc = [bool(model.channels_last) and len(shape) == 4 for shape in self.shapes]
         sizes = [p.numel() for p in params]
-        self.flat = torch.cat([(p.detach().permute(0, 1, 3, 4, 2) if nhwc else p.detach()).reshape(-1)
-                               for p, nhwc in zip(params, self.nhwc)])
+        self.flat = torch.cat(
+            [
+                (p.detach().permute(0, 1, 3, 4, 2) if nhwc else p.detach()).reshape(-1)
+                for p, nhwc in zip(params, self.nhwc)
+            ]
+        )
         self.grad = torch.zeros_like(self.flat)
         self.buf = torch.zeros_like(self.flat)
         self.views: list[tuple[int, int]] = []  # (offset, numel per member) of each parameter
@@ -88,8 +92,10 @@ class MemberSGD:
 
     def member_slices(self, buffer: torch.Tensor, k: int) -> list[torch.Tensor]:
         """Member ``k``'s part of ``buffer`` (flat, e.g. :attr:`buf`), one tensor per parameter."""
-        return [self._logical(buffer[o + k * size : o + (k + 1) * size], i, ())
-                for i, (o, size) in enumerate(self.views)]
+        return [
+            self._logical(buffer[o + k * size : o + (k + 1) * size], i, ())
+            for i, (o, size) in enumerate(self.views)
+        ]
 
     def load_momentum(self, k: int, buffers: Sequence[torch.Tensor]) -> None:
         for dst, src in zip(self.member_slices(self.buf, k), buffers, strict=True):

@@ -10,9 +10,10 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,23 @@ from residuals.device import autocast as _autocast
 from residuals.device import resolve_device, resolve_replicas, resolve_replicas_amp
 from residuals.replicas import Replicas
 from residuals.train import parallel
-from residuals.train.checkpoint import (CHECKPOINT_FORMAT, _check_compatible, _data_signature,
-                                        _rng_state, _set_rng_state, save_checkpoint)
-from residuals.train.config import (EpochRecord, StepProgress, StepTrace, TrainConfig, TrainError,
-                                    TrainResult, steps_per_epoch)
+from residuals.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    _check_compatible,
+    _data_signature,
+    _rng_state,
+    _set_rng_state,
+    save_checkpoint,
+)
+from residuals.train.config import (
+    EpochRecord,
+    StepProgress,
+    StepTrace,
+    TrainConfig,
+    TrainError,
+    TrainResult,
+    steps_per_epoch,
+)
 from residuals.train.optim import make_optimizer
 from residuals.train.schedule import LRSchedule
 
@@ -37,10 +51,17 @@ __all__ = ["evaluate", "train"]
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor, *,
-             batch_size: int = 1024, amp: bool = False, channels_last: bool = False
-             ) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> tuple[float, float]:
     """Mean cross-entropy (nats) and error rate of ``model`` on uint8 images ``x`` (N, C, H, W).
 
     Runs in eval mode, in large batches, with one host synchronisation at the end.
@@ -53,8 +74,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, n, batch_size):
-        xb = normalize(x[i:i + batch_size], mean, std, channels_last=channels_last)
-        yb = y[i:i + batch_size]
+        xb = normalize(x[i : i + batch_size], mean, std, channels_last=channels_last)
+        yb = y[i : i + batch_size]
         with _autocast(str(x.device), amp):
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
@@ -115,9 +136,11 @@ def _cudnn_benchmark(device: str) -> Iterator[None]:
 
 
 def _oom_error(cfg: TrainConfig, e: BaseException) -> TrainError:
-    return TrainError(f"out of GPU memory with batch size {cfg.batch_size} (evaluation batch "
-                      f"{cfg.eval_batch_size}) on {cfg.device}: try a smaller --batch-size, e.g. "
-                      f"{max(1, cfg.batch_size // 2)}. ({str(e).splitlines()[0] if str(e) else e!r})")
+    return TrainError(
+        f"out of GPU memory with batch size {cfg.batch_size} (evaluation batch "
+        f"{cfg.eval_batch_size}) on {cfg.device}: try a smaller --batch-size, e.g. "
+        f"{max(1, cfg.batch_size // 2)}. ({str(e).splitlines()[0] if str(e) else e!r})"
+    )
 
 
 GRAPH_WARMUP_STEPS = 3  # eager full-batch steps (on a side stream) before the capture
@@ -163,7 +186,9 @@ class _Loop:
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalised, augmented images (B, C, H, W) and labels (B,) of indices ``idx``."""
         data = self.data
-        xb = augment_batch(data.train_x.index_select(0, idx), self.augment, generator=self.generator)
+        xb = augment_batch(
+            data.train_x.index_select(0, idx), self.augment, generator=self.generator
+        )
         xb = normalize(xb, self.mean, self.std, channels_last=self.cfg.channels_last)
         return xb, data.train_y.index_select(0, idx)
 
@@ -188,16 +213,25 @@ class _Loop:
             self.loss_sum += loss * n
             self.wrong += wrong
 
-    def forward_backward(self, net: nn.Module, xb: torch.Tensor, yb: torch.Tensor, weight: float,
-                         *, capturing: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_backward(
+        self,
+        net: nn.Module,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        weight: float,
+        *,
+        capturing: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Backpropagate ``weight`` times the mean cross-entropy of ``net`` on (xb, yb) (``weight``:
         the batch's share, for a replica's shard); return (mean loss, wrong count), on the device."""
         with _autocast(str(xb.device), self.amp, cache=not capturing):
             logits = net(xb)
         if logits.shape != (len(yb), self.data.num_classes):  # metadata only: no sync
-            raise TrainError(f"the model returns logits of shape {tuple(logits.shape)} for a "
-                             f"batch of {len(yb)}; dataset {self.data.name!r} needs "
-                             f"({len(yb)}, {self.data.num_classes})")
+            raise TrainError(
+                f"the model returns logits of shape {tuple(logits.shape)} for a "
+                f"batch of {len(yb)}; dataset {self.data.name!r} needs "
+                f"({len(yb)}, {self.data.num_classes})"
+            )
         loss = F.cross_entropy(logits.float(), yb)
         (loss if weight == 1.0 else loss * weight).backward()
         return loss.detach(), (logits.detach().argmax(1) != yb).sum()
@@ -240,9 +274,12 @@ class _Loop:
         except TrainError:
             raise
         except RuntimeError as e:
-            warnings.warn(f"capturing the training step as a CUDA graph failed, so training goes "
-                          f"on without it (slower, same results): {str(e).splitlines()[0]}",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"capturing the training step as a CUDA graph failed, so training goes "
+                f"on without it (slower, same results): {str(e).splitlines()[0]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self.cuda_graph, self.static = False, None
             self.optimizer.zero_grad(set_to_none=True)
             return
@@ -262,17 +299,24 @@ class _Loop:
             first, seen = 0, 0
             perm = torch.randperm(len(data.train_y), device=device, generator=self.generator)
         else:
-            first, seen, perm = int(partial["step"]), int(partial["seen"]), partial["perm"].to(device)
+            first, seen, perm = (
+                int(partial["step"]),
+                int(partial["seen"]),
+                partial["perm"].to(device),
+            )
             self.loss_sum.fill_(float(partial["loss_sum"]))
             self.wrong.fill_(int(partial["wrong"]))
-            for buf, key in ((self.trace_sum, "sum"), (self.trace_wrong, "wrong"),
-                             (self.trace_lr, "lr")):
+            for buf, key in (
+                (self.trace_sum, "sum"),
+                (self.trace_wrong, "wrong"),
+                (self.trace_lr, "lr"),
+            ):
                 if len(buf):
                     buf[:first] = torch.as_tensor(partial["trace"][key], dtype=buf.dtype)
         self.perm = perm
         for step in range(first, self.steps):
             it = epoch * self.steps + step
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb, yb = self.batch(idx)
             self.schedule.set(it)
             if self.cuda_graph and len(idx) == cfg.batch_size:
@@ -289,18 +333,30 @@ class _Loop:
                 p = self.progress
                 p.epoch, p.step, p.seen = epoch, step, seen
                 self.on_step(p)
-            if self.save_partial and self.every and (it + 1) % self.every == 0 \
-                    and step + 1 < self.steps:
+            if (
+                self.save_partial
+                and self.every
+                and (it + 1) % self.every == 0
+                and step + 1 < self.steps
+            ):
                 self.save_partial(self.partial_state(epoch, step + 1, seen))
         return seen
 
     def partial_state(self, epoch: int, step: int, seen: int) -> dict:
         """What a mid-epoch checkpoint adds: where in the epoch it is and its running sums."""
-        return {"epoch": epoch, "step": step, "seen": seen, "perm": self.perm.cpu(),
-                "loss_sum": float(self.loss_sum), "wrong": int(self.wrong),
-                "trace": {"sum": self.trace_sum[:step].tolist(),
-                          "wrong": self.trace_wrong[:step].tolist(),
-                          "lr": self.trace_lr[:step].tolist()}}
+        return {
+            "epoch": epoch,
+            "step": step,
+            "seen": seen,
+            "perm": self.perm.cpu(),
+            "loss_sum": float(self.loss_sum),
+            "wrong": int(self.wrong),
+            "trace": {
+                "sum": self.trace_sum[:step].tolist(),
+                "wrong": self.trace_wrong[:step].tolist(),
+                "lr": self.trace_lr[:step].tolist(),
+            },
+        }
 
     def step_trace(self, epoch: int) -> StepTrace:
         """The epoch's steps, from the device's running sums (one read)."""
@@ -312,16 +368,29 @@ class _Loop:
         loss = [(s - p) / b for s, p, b in zip(sums, [0.0, *sums[:-1]], sizes)]
         error = [(w - p) / b for w, p, b in zip(wrong, [0, *wrong[:-1]], sizes)]
         first = epoch * self.steps
-        return StepTrace(epoch=epoch + 1, iteration=list(range(first, first + self.steps)),
-                         loss=loss, error=error, lr=self.trace_lr.tolist())
+        return StepTrace(
+            epoch=epoch + 1,
+            iteration=list(range(first, first + self.steps)),
+            loss=loss,
+            error=error,
+            lr=self.trace_lr.tolist(),
+        )
 
     def evaluate(self) -> tuple[float, float]:
-        return evaluate(self.net, self.data.test_x, self.data.test_y, self.mean, self.std,
-                        batch_size=self.cfg.eval_batch_size, amp=self.amp,
-                        channels_last=self.cfg.channels_last)
+        return evaluate(
+            self.net,
+            self.data.test_x,
+            self.data.test_y,
+            self.mean,
+            self.std,
+            batch_size=self.cfg.eval_batch_size,
+            amp=self.amp,
+            channels_last=self.cfg.channels_last,
+        )
 
-    def checkpoint(self, model: nn.Module, history: list[EpochRecord], *, finished: bool,
-                   diverged: bool) -> dict[str, object]:
+    def checkpoint(
+        self, model: nn.Module, history: list[EpochRecord], *, finished: bool, diverged: bool
+    ) -> dict[str, object]:
         return {
             "format": CHECKPOINT_FORMAT,
             "config": asdict(self.cfg),
@@ -339,13 +408,19 @@ class _Loop:
         }
 
 
-def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
-          checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
-          on_epoch: Callable[[EpochRecord], None] | None = None,
-          checkpoint_every: int | None = None,
-          on_step: Callable[[StepProgress], None] | None = None,
-          on_steps: Callable[[StepTrace], None] | None = None,
-          distributed: bool = False) -> TrainResult:
+def train(
+    model: nn.Module,
+    data: ImageData,
+    cfg: TrainConfig,
+    *,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    checkpoint_every: int | None = None,
+    on_step: Callable[[StepProgress], None] | None = None,
+    on_steps: Callable[[StepTrace], None] | None = None,
+    distributed: bool = False,
+) -> TrainResult:
     """Train ``model`` on ``data`` with ``cfg.optimizer``; return the per-epoch history.
 
     Parameters
@@ -387,14 +462,24 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         raise TrainError(f"dataset {data.name!r} names an unknown augmentation {augment!r}")
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint_every is not None and (checkpoint_every < 1 or path is None):
-        raise TrainError(f"checkpoint_every={checkpoint_every!r} needs a checkpoint_path and a "
-                         "positive number of steps")
+        raise TrainError(
+            f"checkpoint_every={checkpoint_every!r} needs a checkpoint_path and a "
+            "positive number of steps"
+        )
 
     spe = steps_per_epoch(len(data.train_y), cfg.batch_size)
-    model.to(device=device, memory_format=torch.channels_last if cfg.channels_last
-             else torch.contiguous_format)
-    optimizer = make_optimizer(model.parameters(), cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, cuda=cuda)
+    model.to(
+        device=device,
+        memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format,
+    )
+    optimizer = make_optimizer(
+        model.parameters(),
+        cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        cuda=cuda,
+    )
     schedule = LRSchedule(cfg, spe, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
@@ -404,8 +489,10 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     plans = [{"from_epoch": 0, "from_iteration": 0, "epochs": cfg.epochs}]
     partial: dict | None = None
     if cuda and cfg.replicas not in (None, 1):
-        raise TrainError(f"replicas={cfg.replicas} splits batches between CPU threads, but the "
-                         f"run is on {device!r}; leave replicas unset (None) on a GPU")
+        raise TrainError(
+            f"replicas={cfg.replicas} splits batches between CPU threads, but the "
+            f"run is on {device!r}; leave replicas unset (None) on a GPU"
+        )
     threads = torch.get_num_threads()
     n_replicas, threads_each, amp = resolve_replicas_amp(cfg, threads=threads)
     world = parallel.ranks(distributed)
@@ -421,34 +508,48 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         history = [EpochRecord(**r) for r in state["history"]]
         diverged = bool(state["diverged"])
         partial = state.get("partial")
-        plans = state.get("plans") or [{"from_epoch": 0, "from_iteration": 0,
-                                        "epochs": state["config"]["epochs"]}]
+        plans = state.get("plans") or [
+            {"from_epoch": 0, "from_iteration": 0, "epochs": state["config"]["epochs"]}
+        ]
         if cfg.epochs != plans[-1]["epochs"]:  # more epochs: the schedule is re-planned
             done = len(history) * spe + (int(partial["step"]) if partial else 0)
-            plans.append({"from_epoch": len(history), "from_iteration": done,
-                          "epochs": cfg.epochs})
+            plans.append({"from_epoch": len(history), "from_iteration": done, "epochs": cfg.epochs})
         if cfg.amp is None and "amp" in state:
             # the default precision depends on the thread count; keep the run's own, so a
             # resume under another thread count goes on exactly as it started
             amp = bool(state["amp"])
         if cfg.replicas is None:
             # likewise the replicas (a checkpoint without the field had none)
-            n_replicas, threads_each = resolve_replicas(int(state.get("replicas", 1)), device,
-                                                        cfg.batch_size, threads=threads)
+            n_replicas, threads_each = resolve_replicas(
+                int(state.get("replicas", 1)), device, cfg.batch_size, threads=threads
+            )
         if state["finished"] and (diverged or cfg.epochs == len(history)):
-            return _result(history, diverged, model, schedule, len(history) * spe, len(history), amp,
-                           n_replicas, plans)
+            return _result(
+                history,
+                diverged,
+                model,
+                schedule,
+                len(history) * spe,
+                len(history),
+                amp,
+                n_replicas,
+                plans,
+            )
     resumed_from = len(history)
-    n_replicas, threads_each, amp = parallel.plan(cfg, device, n_replicas, threads_each, amp,
-                                                  resumed=state is not None, world=world)
+    n_replicas, threads_each, amp = parallel.plan(
+        cfg, device, n_replicas, threads_each, amp, resumed=state is not None, world=world
+    )
     for group in optimizer.param_groups:
         group["lr"] = schedule.lr  # the optimiser reads the device tensor the schedule writes
 
     if cfg.cuda_graph and not cuda:
-        raise TrainError(f"cuda_graph=True needs a CUDA device, but the run is on {device!r}; "
-                         "leave cuda_graph unset (None) to use graphs wherever CUDA is used")
+        raise TrainError(
+            f"cuda_graph=True needs a CUDA device, but the run is on {device!r}; "
+            "leave cuda_graph unset (None) to use graphs wherever CUDA is used"
+        )
     replicas = parallel.data_parallel(model, cfg, device, len(data.train_y), world) or (
-        Replicas(model, n_replicas, threads_each) if n_replicas > 1 else None)
+        Replicas(model, n_replicas, threads_each) if n_replicas > 1 else None
+    )
     n_replicas = replicas.n if replicas is not None else 1
     clock = _EpochClock(device)
     writes = parallel.writes(world)  # rank 0 alone writes checkpoints
@@ -465,16 +566,30 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         save(history, finished=False, partial=where)
         clock.excluded += time.perf_counter() - t0  # the write is not training time
 
-    loop = _Loop(net=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
-                 schedule=schedule, data=data, cfg=cfg, steps=spe, augment=augment,
-                 amp=amp, generator=generator,
-                 cuda_graph=(cuda and not cfg.compile and n_replicas == 1 if cfg.cuda_graph is None
-                             else cfg.cuda_graph),
-                 replicas=replicas, trace=on_steps is not None, on_step=on_step,
-                 every=checkpoint_every or 0 if writes else 0, save_partial=save_partial)
+    loop = _Loop(
+        net=torch.compile(model) if cfg.compile else model,
+        optimizer=optimizer,
+        schedule=schedule,
+        data=data,
+        cfg=cfg,
+        steps=spe,
+        augment=augment,
+        amp=amp,
+        generator=generator,
+        cuda_graph=(
+            cuda and not cfg.compile and n_replicas == 1
+            if cfg.cuda_graph is None
+            else cfg.cuda_graph
+        ),
+        replicas=replicas,
+        trace=on_steps is not None,
+        on_step=on_step,
+        every=checkpoint_every or 0 if writes else 0,
+        save_partial=save_partial,
+    )
     oom: TrainError | None = None
     try:
-        with _cudnn_benchmark(device), (replicas or contextlib.nullcontext()):
+        with _cudnn_benchmark(device), replicas or contextlib.nullcontext():
             for epoch in range(len(history), cfg.epochs):
                 clock.start(before=float(partial["seconds"]) if partial else 0.0)
                 with replicas.threads() if replicas is not None else contextlib.nullcontext():
@@ -483,15 +598,22 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
                 partial = None
                 # the epoch's one synchronisation
                 total_loss, total_wrong, lr = torch.stack(
-                    [loop.loss_sum, loop.wrong.double(), schedule.lr.double()]).tolist()
+                    [loop.loss_sum, loop.wrong.double(), schedule.lr.double()]
+                ).tolist()
                 seconds = clock.seconds()
                 train_loss = total_loss / seen
                 diverged = not math.isfinite(train_loss)
                 test_loss, test_error = loop.evaluate()
-                record = EpochRecord(epoch=epoch + 1, train_loss=train_loss,
-                                     train_error=total_wrong / seen, test_loss=test_loss,
-                                     test_error=test_error, lr=lr, seconds=seconds,
-                                     images_per_s=seen / seconds if seconds > 0 else math.inf)
+                record = EpochRecord(
+                    epoch=epoch + 1,
+                    train_loss=train_loss,
+                    train_error=total_wrong / seen,
+                    test_loss=test_loss,
+                    test_error=test_error,
+                    lr=lr,
+                    seconds=seconds,
+                    images_per_s=seen / seconds if seconds > 0 else math.inf,
+                )
                 history.append(record)
                 if path is not None and writes:
                     save(history, finished=diverged or epoch + 1 == cfg.epochs)
@@ -507,15 +629,31 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         if cuda:
             torch.cuda.empty_cache()  # so a sweep can go on with the next run
         raise oom
-    return _result(history, diverged, model, schedule, len(history) * spe, resumed_from, amp,
-                   n_replicas, plans)
+    return _result(
+        history, diverged, model, schedule, len(history) * spe, resumed_from, amp, n_replicas, plans
+    )
 
 
-def _result(history: list[EpochRecord], diverged: bool, model: nn.Module, schedule: LRSchedule,
-            iterations: int, resumed_from: int, amp: bool, replicas: int,
-            plans: list[dict]) -> TrainResult:
+def _result(
+    history: list[EpochRecord],
+    diverged: bool,
+    model: nn.Module,
+    schedule: LRSchedule,
+    iterations: int,
+    resumed_from: int,
+    amp: bool,
+    replicas: int,
+    plans: list[dict],
+) -> TrainResult:
     switch = int(schedule.switch_iteration) if schedule.paper else None
-    return TrainResult(history=history, diverged=diverged, model=model, iterations=iterations,
-                       warmup_end_iteration=switch if switch is not None and switch >= 0 else None,
-                       resumed_from_epoch=resumed_from, amp=amp, replicas=replicas,
-                       plans=[dict(p) for p in plans])
+    return TrainResult(
+        history=history,
+        diverged=diverged,
+        model=model,
+        iterations=iterations,
+        warmup_end_iteration=switch if switch is not None and switch >= 0 else None,
+        resumed_from_epoch=resumed_from,
+        amp=amp,
+        replicas=replicas,
+        plans=[dict(p) for p in plans],
+    )

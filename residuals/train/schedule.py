@@ -7,8 +7,13 @@ import math
 
 import torch
 
-from residuals.train.config import (PAPER_WARMUP_ERROR, PAPER_WARMUP_FACTOR, STEP_FACTOR,
-                                    STEP_MILESTONES, TrainConfig)
+from residuals.train.config import (
+    PAPER_WARMUP_ERROR,
+    PAPER_WARMUP_FACTOR,
+    STEP_FACTOR,
+    STEP_MILESTONES,
+    TrainConfig,
+)
 
 __all__ = ["LRSchedule"]
 
@@ -43,12 +48,16 @@ class LRSchedule:
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int, device: str | torch.device = "cpu"):
         self.cfg = cfg
         self.total = cfg.epochs * steps_per_epoch
-        self.warmup_iters = (min(self.total - 1, max(1, round(cfg.warmup_epochs * steps_per_epoch)))
-                             if cfg.warmup == "linear" and cfg.warmup_epochs > 0 else 0)
+        self.warmup_iters = (
+            min(self.total - 1, max(1, round(cfg.warmup_epochs * steps_per_epoch)))
+            if cfg.warmup == "linear" and cfg.warmup_epochs > 0
+            else 0
+        )
         self.milestones = tuple(round(f * self.total) for f in STEP_MILESTONES)
         self.paper = cfg.warmup == "paper"
-        self.table = torch.tensor([self.at(i) for i in range(self.total)], dtype=torch.float32,
-                                  device=device)
+        self.table = torch.tensor(
+            [self.at(i) for i in range(self.total)], dtype=torch.float32, device=device
+        )
         self.lr = torch.zeros((), dtype=torch.float32, device=device)  # read by the optimiser
         self.warmed = torch.tensor(not self.paper, device=device)
         self.switch_iteration = torch.tensor(-1, dtype=torch.int64, device=device)

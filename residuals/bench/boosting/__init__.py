@@ -45,16 +45,44 @@ from typing import TYPE_CHECKING
 from residuals._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
-    from residuals.bench.boosting.cases import (ALPHA, DATASETS, HIST_LOSSES, LOSSES, METHODS,
-                                                PARITY_PAIRS, PRESETS, QUICK_LOSSES,
-                                                BoostingBenchConfig, Case, Split, TabularSpec,
-                                                describe_preset, iter_cases, load_split)
-    from residuals.bench.boosting.fitting import (FAST_FIT_REPEATS, FAST_FIT_S, make_estimator,
-                                                  method_unsupported, staged_raw, timed_fit)
-    from residuals.bench.boosting.measure import (BenchTables, ProgressCallback, load_tables,
-                                                  run_benchmark, run_case)
-    from residuals.bench.boosting.metrics import (max_abs_diff, paired_gap, pointwise_metric,
-                                                  stage_metrics)
+    from residuals.bench.boosting.cases import (
+        ALPHA,
+        DATASETS,
+        HIST_LOSSES,
+        LOSSES,
+        METHODS,
+        PARITY_PAIRS,
+        PRESETS,
+        QUICK_LOSSES,
+        BoostingBenchConfig,
+        Case,
+        Split,
+        TabularSpec,
+        describe_preset,
+        iter_cases,
+        load_split,
+    )
+    from residuals.bench.boosting.fitting import (
+        FAST_FIT_REPEATS,
+        FAST_FIT_S,
+        make_estimator,
+        method_unsupported,
+        staged_raw,
+        timed_fit,
+    )
+    from residuals.bench.boosting.measure import (
+        BenchTables,
+        ProgressCallback,
+        load_tables,
+        run_benchmark,
+        run_case,
+    )
+    from residuals.bench.boosting.metrics import (
+        max_abs_diff,
+        paired_gap,
+        pointwise_metric,
+        stage_metrics,
+    )
     from residuals.bench.boosting.runner import BoostingResult, run, run_label
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

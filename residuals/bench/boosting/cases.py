@@ -3,14 +3,28 @@ and the cases (dataset, size, loss) a config expands to."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-__all__ = ["BoostingBenchConfig", "Case", "DATASETS", "HIST_LOSSES", "LOSSES", "METHODS",
-           "EXPECTED_TO_MATCH", "NOT_EXPECTED_NOTE", "PARITY_PAIRS", "PRESETS", "Split",
-           "describe_preset", "iter_cases", "load_split"]
+__all__ = [
+    "BoostingBenchConfig",
+    "Case",
+    "DATASETS",
+    "HIST_LOSSES",
+    "LOSSES",
+    "METHODS",
+    "EXPECTED_TO_MATCH",
+    "NOT_EXPECTED_NOTE",
+    "PARITY_PAIRS",
+    "PRESETS",
+    "Split",
+    "describe_preset",
+    "iter_cases",
+    "load_split",
+]
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -20,8 +34,8 @@ __all__ = ["BoostingBenchConfig", "Case", "DATASETS", "HIST_LOSSES", "LOSSES", "
 class Split:
     """A train/test split of one dataset. Shapes: ``X (n, d)``, ``y (n,)``."""
 
-    name: str            # e.g. "diabetes", "friedman1"
-    task: str            # "regression" | "binary" | "multiclass"
+    name: str  # e.g. "diabetes", "friedman1"
+    task: str  # "regression" | "binary" | "multiclass"
     X_train: np.ndarray
     X_test: np.ndarray
     y_train: np.ndarray
@@ -44,19 +58,28 @@ class Split:
 class TabularSpec:
     name: str
     task: str
-    sized: bool          # True: synthetic, generated at each of the config's sizes
+    sized: bool  # True: synthetic, generated at each of the config's sizes
     description: str
 
 
 # Only datasets that load without a network: shipped with scikit-learn, or generated.
 DATASETS: dict[str, TabularSpec] = {
-    "diabetes": TabularSpec("diabetes", "regression", False, "442 x 10, disease progression (sklearn)"),
-    "breast_cancer": TabularSpec("breast_cancer", "binary", False, "569 x 30, malignant vs benign (sklearn)"),
+    "diabetes": TabularSpec(
+        "diabetes", "regression", False, "442 x 10, disease progression (sklearn)"
+    ),
+    "breast_cancer": TabularSpec(
+        "breast_cancer", "binary", False, "569 x 30, malignant vs benign (sklearn)"
+    ),
     "wine": TabularSpec("wine", "multiclass", False, "178 x 13, 3 cultivars (sklearn)"),
-    "digits": TabularSpec("digits", "multiclass", False, "1797 x 64, 8x8 digit images, 10 classes (sklearn)"),
-    "friedman1": TabularSpec("friedman1", "regression", True, "n x 10, Friedman (1991) #1, noise 1.0"),
-    "classification": TabularSpec("classification", "binary", True,
-                                  "n x 20, make_classification, 10 informative features"),
+    "digits": TabularSpec(
+        "digits", "multiclass", False, "1797 x 64, 8x8 digit images, 10 classes (sklearn)"
+    ),
+    "friedman1": TabularSpec(
+        "friedman1", "regression", True, "n x 10, Friedman (1991) #1, noise 1.0"
+    ),
+    "classification": TabularSpec(
+        "classification", "binary", True, "n x 20, make_classification, 10 informative features"
+    ),
 }
 
 # Losses by task, in the names scikit-learn uses. HistGradientBoosting has no
@@ -76,15 +99,19 @@ ALPHA = 0.9  # huber and quantile alpha, scikit-learn's default for both
 
 METHODS: tuple[str, ...] = ("ours-exact", "ours-hist", "sklearn-gbrt", "sklearn-hist")
 # (ours, reference): exact mode must equal GBRT exactly; hist is compared with HGB
-PARITY_PAIRS: tuple[tuple[str, str], ...] = (("ours-exact", "sklearn-gbrt"), ("ours-hist", "sklearn-hist"))
+PARITY_PAIRS: tuple[tuple[str, str], ...] = (
+    ("ours-exact", "sklearn-gbrt"),
+    ("ours-hist", "sklearn-hist"),
+)
 # which pairs are meant to agree bit for bit: exact mode is scikit-learn's algorithm; hist
 # mode bins the features its own way, so its predictions are expected to differ
 EXPECTED_TO_MATCH: dict[str, bool] = {"ours-exact": True, "ours-hist": False}
 NOT_EXPECTED_NOTE = "not expected to match: the two bin features their own way"
 
 
-def load_split(name: str, n_train: int | None = None, *, seed: int = 0,
-                 test_size: float = 0.25) -> Split:
+def load_split(
+    name: str, n_train: int | None = None, *, seed: int = 0, test_size: float = 0.25
+) -> Split:
     """Load (or generate) a dataset and split it.
 
     Shipped datasets are split ``1 - test_size : test_size`` (stratified for
@@ -105,15 +132,22 @@ def load_split(name: str, n_train: int | None = None, *, seed: int = 0,
         if name == "friedman1":
             X, y = skd.make_friedman1(n_samples=n, n_features=10, noise=1.0, random_state=seed)
         else:
-            X, y = skd.make_classification(n_samples=n, n_features=20, n_informative=10,
-                                           n_redundant=5, random_state=seed)
+            X, y = skd.make_classification(
+                n_samples=n, n_features=20, n_informative=10, n_redundant=5, random_state=seed
+            )
         return Split(name, spec.task, X[:n_train], X[n_train:], y[:n_train], y[n_train:])
-    loader = {"diabetes": skd.load_diabetes, "breast_cancer": skd.load_breast_cancer,
-              "wine": skd.load_wine, "digits": skd.load_digits}[name]
+    loader = {
+        "diabetes": skd.load_diabetes,
+        "breast_cancer": skd.load_breast_cancer,
+        "wine": skd.load_wine,
+        "digits": skd.load_digits,
+    }[name]
     X, y = loader(return_X_y=True)
     X = np.asarray(X, dtype=np.float64)
     strat = None if spec.task == "regression" else y
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=strat)
+    X_tr, X_te, y_tr, y_te = train_test_split(
+        X, y, test_size=test_size, random_state=seed, stratify=strat
+    )
     return Split(name, spec.task, X_tr, X_te, y_tr, y_te)
 
 
@@ -126,45 +160,46 @@ class BoostingBenchConfig:
 
     datasets: tuple[str, ...] = tuple(DATASETS)
     sizes: tuple[int, ...] = (1000, 4000, 16000)  # training rows of the generated datasets
-    losses: tuple[str, ...] = ()         # empty: the defaults of each task (quick or full)
-    full_losses: bool = False            # with losses=(): every loss of LOSSES, else QUICK_LOSSES
+    losses: tuple[str, ...] = ()  # empty: the defaults of each task (quick or full)
+    full_losses: bool = False  # with losses=(): every loss of LOSSES, else QUICK_LOSSES
     methods: tuple[str, ...] = METHODS
-    n_estimators: int = 100              # boosting stages M
-    max_depth: int = 3                   # tree depth (edges root to deepest leaf)
-    learning_rate: float = 0.1           # shrinkage lr in F_m = F_{m-1} + lr * h_m
-    max_bins: int = 255                  # hist mode: bins per feature (<= 255 for scikit-learn)
-    test_size: float = 0.25              # fraction of rows held out
-    device: str = "cpu"                  # hist mode: "cpu", "cuda[:i]" or "auto" (run() resolves it)
-    threads: int = 1                     # BLAS/OpenMP/torch threads for every learner
-    seed: int = 0                        # data split and every learner's random_state
+    n_estimators: int = 100  # boosting stages M
+    max_depth: int = 3  # tree depth (edges root to deepest leaf)
+    learning_rate: float = 0.1  # shrinkage lr in F_m = F_{m-1} + lr * h_m
+    max_bins: int = 255  # hist mode: bins per feature (<= 255 for scikit-learn)
+    test_size: float = 0.25  # fraction of rows held out
+    device: str = "cpu"  # hist mode: "cpu", "cuda[:i]" or "auto" (run() resolves it)
+    threads: int = 1  # BLAS/OpenMP/torch threads for every learner
+    seed: int = 0  # data split and every learner's random_state
 
     def __post_init__(self) -> None:
-        for name in ("datasets", "sizes", "losses", "methods"):   # lists from JSON
+        for name in ("datasets", "sizes", "losses", "methods"):  # lists from JSON
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "BoostingBenchConfig":
+    def quick(cls, **overrides: Any) -> BoostingBenchConfig:
         """The ``quick`` preset with ``overrides``."""
         return replace(PRESETS["quick"], **overrides)
 
     @classmethod
-    def full(cls, **overrides: Any) -> "BoostingBenchConfig":
+    def full(cls, **overrides: Any) -> BoostingBenchConfig:
         """The ``full`` preset with ``overrides``."""
         return replace(PRESETS["full"], **overrides)
 
-    def replace(self, **changes: Any) -> "BoostingBenchConfig":
+    def replace(self, **changes: Any) -> BoostingBenchConfig:
         return replace(self, **changes)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BoostingBenchConfig":
+    def from_dict(cls, d: dict) -> BoostingBenchConfig:
         """Inverse of :meth:`as_dict` (meta.json's ``config``); unknown keys are an error."""
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"not a boosting bench config: unknown keys {unknown}")
         return cls(**d)
 
-    def validate(self) -> "BoostingBenchConfig":
+    def validate(self) -> BoostingBenchConfig:
         """Raise ``ValueError`` with a readable message for any bad setting."""
+
         def bad(msg: str):
             raise ValueError(msg)
 
@@ -217,12 +252,19 @@ PRESETS: dict[str, BoostingBenchConfig] = {
 def describe_preset(name: str) -> str:
     """What preset ``name`` fits, read from its config (``--help`` shows this)."""
     cfg = PRESETS[name]
-    losses = "every loss" if cfg.full_losses else "the main loss of each task (" + ", ".join(
-        sorted({loss for ls in QUICK_LOSSES.values() for loss in ls})) + ")"
+    losses = (
+        "every loss"
+        if cfg.full_losses
+        else "the main loss of each task ("
+        + ", ".join(sorted({loss for ls in QUICK_LOSSES.values() for loss in ls}))
+        + ")"
+    )
     sizes = ", ".join(f"{n:,}" for n in cfg.sizes)
-    return (f"{', '.join(cfg.datasets)}; generated data at {sizes} training rows; {losses}; "
-            f"{cfg.n_estimators} trees of depth {cfg.max_depth}, lr {cfg.learning_rate:g}, "
-            f"{cfg.max_bins} bins; {', '.join(cfg.methods)}.")
+    return (
+        f"{', '.join(cfg.datasets)}; generated data at {sizes} training rows; {losses}; "
+        f"{cfg.n_estimators} trees of depth {cfg.max_depth}, lr {cfg.learning_rate:g}, "
+        f"{cfg.max_bins} bins; {', '.join(cfg.methods)}."
+    )
 
 
 @dataclass(frozen=True)
@@ -230,7 +272,7 @@ class Case:
     """One (dataset, size, loss) combination; every method is fitted on it."""
 
     dataset: str
-    size: int | None     # training rows for generated datasets, None for shipped ones
+    size: int | None  # training rows for generated datasets, None for shipped ones
     task: str
     loss: str
 

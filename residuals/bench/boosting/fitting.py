@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -26,15 +26,22 @@ def method_unsupported(method: str, case: Case) -> str | None:
 def make_estimator(method: str, case: Case, cfg: BoostingBenchConfig):
     """An unfitted learner with the bench's shared tree settings."""
     clf = case.task != "regression"
-    common = dict(learning_rate=cfg.learning_rate, max_depth=cfg.max_depth, random_state=cfg.seed,
-                  loss=case.loss)
+    common = dict(
+        learning_rate=cfg.learning_rate,
+        max_depth=cfg.max_depth,
+        random_state=cfg.seed,
+        loss=case.loss,
+    )
     if case.loss in ("huber", "quantile"):
         common["alpha"] = ALPHA
     if method in ("ours-exact", "ours-hist"):
         from residuals.boosting import BoostingClassifier, BoostingRegressor
 
-        kind = dict(tree_method="exact") if method == "ours-exact" else dict(
-            tree_method="hist", max_bins=cfg.max_bins, device=cfg.device)
+        kind = (
+            dict(tree_method="exact")
+            if method == "ours-exact"
+            else dict(tree_method="hist", max_bins=cfg.max_bins, device=cfg.device)
+        )
         cls = BoostingClassifier if clf else BoostingRegressor
         return cls(n_estimators=cfg.n_estimators, **common, **kind)
     if method == "sklearn-gbrt":
@@ -50,8 +57,15 @@ def make_estimator(method: str, case: Case, cfg: BoostingBenchConfig):
         cls = HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor
         # the same trees as GBRT: depth-limited, no leaf cap, 1 sample per leaf, no L2,
         # and all M stages (no early stopping)
-        return cls(max_iter=cfg.n_estimators, max_leaf_nodes=None, min_samples_leaf=1,
-                   l2_regularization=0.0, max_bins=cfg.max_bins, early_stopping=False, **common)
+        return cls(
+            max_iter=cfg.n_estimators,
+            max_leaf_nodes=None,
+            min_samples_leaf=1,
+            l2_regularization=0.0,
+            max_bins=cfg.max_bins,
+            early_stopping=False,
+            **common,
+        )
     raise ValueError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
 
 
@@ -68,6 +82,7 @@ def timed_fit(est, X: np.ndarray, y: np.ndarray, device: str) -> float:
     cuda = device.startswith("cuda")
     if cuda:
         import torch
+
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     est.fit(X, y)

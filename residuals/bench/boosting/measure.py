@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from residuals.bench.boosting.cases import (EXPECTED_TO_MATCH, NOT_EXPECTED_NOTE, PARITY_PAIRS,
-                                            BoostingBenchConfig, Case, Split, iter_cases,
-                                            load_split)
-from residuals.bench.boosting.fitting import (FAST_FIT_REPEATS, FAST_FIT_S, make_estimator,
-                                              method_unsupported, staged_raw, timed_fit)
-from residuals.bench.boosting.metrics import (METRIC_NAMES, max_abs_diff, paired_gap,
-                                              pointwise_metric, stage_metrics)
+from residuals.bench.boosting.cases import (
+    EXPECTED_TO_MATCH,
+    NOT_EXPECTED_NOTE,
+    PARITY_PAIRS,
+    BoostingBenchConfig,
+    Case,
+    Split,
+    iter_cases,
+    load_split,
+)
+from residuals.bench.boosting.fitting import (
+    FAST_FIT_REPEATS,
+    FAST_FIT_S,
+    make_estimator,
+    method_unsupported,
+    staged_raw,
+    timed_fit,
+)
+from residuals.bench.boosting.metrics import (
+    METRIC_NAMES,
+    max_abs_diff,
+    paired_gap,
+    pointwise_metric,
+    stage_metrics,
+)
 
-__all__ = ["BenchTables", "ProgressCallback", "case_id", "finished_cases", "load_tables",
-           "run_benchmark", "run_case"]
+__all__ = [
+    "BenchTables",
+    "ProgressCallback",
+    "case_id",
+    "finished_cases",
+    "load_tables",
+    "run_benchmark",
+    "run_case",
+]
 
 
 # ---------------------------------------------------------------------------- the run
@@ -35,8 +61,10 @@ class BenchTables:
 
     def frames(self) -> dict[str, pd.DataFrame]:
         cols = {
-            "results": RESULT_COLUMNS, "staged": STAGED_COLUMNS,
-            "parity": PARITY_COLUMNS, "contributions": CONTRIBUTION_COLUMNS,
+            "results": RESULT_COLUMNS,
+            "staged": STAGED_COLUMNS,
+            "parity": PARITY_COLUMNS,
+            "contributions": CONTRIBUTION_COLUMNS,
             "hist_gap": HIST_GAP_COLUMNS,
         }
         return {name: pd.DataFrame(getattr(self, name), columns=c) for name, c in cols.items()}
@@ -47,16 +75,55 @@ class BenchTables:
 
 
 CASE_COLUMNS = ["dataset", "size", "task", "loss"]
-RESULT_COLUMNS = [*CASE_COLUMNS, "method", "status", "message", "n_train", "n_test", "n_features",
-                  "n_classes", "n_estimators", "max_depth", "device", "threads", "fit_s", "fit_repeats",
-                  "metric", "train_loss", "test_loss"]
+RESULT_COLUMNS = [
+    *CASE_COLUMNS,
+    "method",
+    "status",
+    "message",
+    "n_train",
+    "n_test",
+    "n_features",
+    "n_classes",
+    "n_estimators",
+    "max_depth",
+    "device",
+    "threads",
+    "fit_s",
+    "fit_repeats",
+    "metric",
+    "train_loss",
+    "test_loss",
+]
 STAGED_COLUMNS = [*CASE_COLUMNS, "method", "split", "stage", "loss_value", "residual_rms"]
-PARITY_COLUMNS = [*CASE_COLUMNS, "method", "reference", "n_stages", "max_abs_diff",
-                  "first_diff_stage", "test_loss", "reference_test_loss"]
-HIST_GAP_COLUMNS = [*CASE_COLUMNS, "n_test", "metric", "exact_test_loss", "hist_test_loss", "gap",
-                    "rel_gap", "gap_se"]
-CONTRIBUTION_COLUMNS = [*CASE_COLUMNS, "method", "stage", "correction_norm", "base_norm", "ratio",
-                        "correction_rms"]
+PARITY_COLUMNS = [
+    *CASE_COLUMNS,
+    "method",
+    "reference",
+    "n_stages",
+    "max_abs_diff",
+    "first_diff_stage",
+    "test_loss",
+    "reference_test_loss",
+]
+HIST_GAP_COLUMNS = [
+    *CASE_COLUMNS,
+    "n_test",
+    "metric",
+    "exact_test_loss",
+    "hist_test_loss",
+    "gap",
+    "rel_gap",
+    "gap_se",
+]
+CONTRIBUTION_COLUMNS = [
+    *CASE_COLUMNS,
+    "method",
+    "stage",
+    "correction_norm",
+    "base_norm",
+    "ratio",
+    "correction_rms",
+]
 
 # progress events: (kind, message) with kind in {"case", "fit", "skip", "error", "parity"}
 ProgressCallback = Callable[[str, str], None]
@@ -66,17 +133,29 @@ def _case_key(case: Case) -> dict:
     return {"dataset": case.dataset, "size": case.size, "task": case.task, "loss": case.loss}
 
 
-def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTables,
-             progress: ProgressCallback) -> None:
+def run_case(
+    case: Case,
+    data: Split,
+    cfg: BoostingBenchConfig,
+    tables: BenchTables,
+    progress: ProgressCallback,
+) -> None:
     """Fit every method on one case and append its rows to ``tables``."""
     key = _case_key(case)
     classes = np.unique(data.y_train)
     y_tr = np.searchsorted(classes, data.y_train) if case.task != "regression" else data.y_train
     y_te = np.searchsorted(classes, data.y_test) if case.task != "regression" else data.y_test
-    base_row = {**key, "n_train": data.n_train, "n_test": int(data.X_test.shape[0]),
-                "n_features": data.n_features, "n_classes": data.n_classes,
-                "n_estimators": cfg.n_estimators, "max_depth": cfg.max_depth,
-                "threads": cfg.threads, "metric": METRIC_NAMES[case.loss]}
+    base_row = {
+        **key,
+        "n_train": data.n_train,
+        "n_test": int(data.X_test.shape[0]),
+        "n_features": data.n_features,
+        "n_classes": data.n_classes,
+        "n_estimators": cfg.n_estimators,
+        "max_depth": cfg.max_depth,
+        "threads": cfg.threads,
+        "metric": METRIC_NAMES[case.loss],
+    }
     fitted: dict[str, Any] = {}
     final_test: dict[str, float] = {}
     test_rows: dict[str, np.ndarray] = {}  # per-row final test loss
@@ -91,7 +170,9 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
         try:
             est = make_estimator(method, case, cfg)
             times = [timed_fit(est, data.X_train, data.y_train, device)]
-            while times[0] < FAST_FIT_S and len(times) < FAST_FIT_REPEATS:  # a fast fit: its median of 3
+            while (
+                times[0] < FAST_FIT_S and len(times) < FAST_FIT_REPEATS
+            ):  # a fast fit: its median of 3
                 est = make_estimator(method, case, cfg)
                 times.append(timed_fit(est, data.X_train, data.y_train, device))
             row["fit_s"], row["fit_repeats"] = float(np.median(times)), len(times)
@@ -99,8 +180,16 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
             for split, X, y in (("train", data.X_train, y_tr), ("test", data.X_test, y_te)):
                 for m, raw in enumerate(staged_raw(est, X, case.task), start=1):
                     value, rms = stage_metrics(y, raw, case.loss, case.task)
-                    tables.staged.append({**key, "method": method, "split": split, "stage": m,
-                                          "loss_value": value, "residual_rms": rms})
+                    tables.staged.append(
+                        {
+                            **key,
+                            "method": method,
+                            "split": split,
+                            "stage": m,
+                            "loss_value": value,
+                            "residual_rms": rms,
+                        }
+                    )
                     finals[split] = value
                 if split == "test":
                     test_rows[method] = pointwise_metric(y, raw, case.loss, case.task)
@@ -113,28 +202,50 @@ def run_case(case: Case, data: Split, cfg: BoostingBenchConfig, tables: BenchTab
         tables.results.append(row)
         fitted[method] = est
         final_test[method] = finals.get("test", float("nan"))
-        progress("fit", f"  {method:<13} fit {row['fit_s']:8.3f} s   test {row['metric']} "
-                        f"{row['test_loss']:.6g}")
+        progress(
+            "fit",
+            f"  {method:<13} fit {row['fit_s']:8.3f} s   test {row['metric']} "
+            f"{row['test_loss']:.6g}",
+        )
         _record_contributions(method, est, data, key, tables)
     if "ours-hist" in test_rows and "ours-exact" in test_rows:
         exact, hist = final_test["ours-exact"], final_test["ours-hist"]
         gap, se = paired_gap(test_rows["ours-hist"], test_rows["ours-exact"])
-        tables.hist_gap.append({**key, "n_test": base_row["n_test"], "metric": base_row["metric"],
-                                "exact_test_loss": exact, "hist_test_loss": hist, "gap": gap,
-                                "rel_gap": gap / abs(exact) if exact else float("nan"), "gap_se": se})
+        tables.hist_gap.append(
+            {
+                **key,
+                "n_test": base_row["n_test"],
+                "metric": base_row["metric"],
+                "exact_test_loss": exact,
+                "hist_test_loss": hist,
+                "gap": gap,
+                "rel_gap": gap / abs(exact) if exact else float("nan"),
+                "gap_se": se,
+            }
+        )
     for ours, ref in PARITY_PAIRS:
         if ours in fitted and ref in fitted:
             worst, n_st, first = 0.0, 0, None
             for X in (data.X_train, data.X_test):
-                d, n_st, f = max_abs_diff(staged_raw(fitted[ours], X, case.task),
-                                          staged_raw(fitted[ref], X, case.task))
+                d, n_st, f = max_abs_diff(
+                    staged_raw(fitted[ours], X, case.task), staged_raw(fitted[ref], X, case.task)
+                )
                 worst = d if np.isnan(d) else max(worst, d)
                 first = f if first is None else (first if f is None else min(first, f))
                 if np.isnan(worst):
                     break
-            tables.parity.append({**key, "method": ours, "reference": ref, "n_stages": n_st,
-                                  "max_abs_diff": worst, "first_diff_stage": first,
-                                  "test_loss": final_test[ours], "reference_test_loss": final_test[ref]})
+            tables.parity.append(
+                {
+                    **key,
+                    "method": ours,
+                    "reference": ref,
+                    "n_stages": n_st,
+                    "max_abs_diff": worst,
+                    "first_diff_stage": first,
+                    "test_loss": final_test[ours],
+                    "reference_test_loss": final_test[ref],
+                }
+            )
             if EXPECTED_TO_MATCH.get(ours, True):
                 note = "" if first is None else f" (first at stage {first})"
             else:
@@ -151,9 +262,17 @@ def _record_contributions(method: str, est, data: Split, key: dict, tables: Benc
     table = contribution_table(est, data.X_train)
     scale = float(np.sqrt(data.n_train))
     for r in table.itertuples(index=False):
-        tables.contributions.append({**key, "method": method, "stage": int(r.stage) + 1,
-                                     "correction_norm": r.correction_norm, "base_norm": r.base_norm,
-                                     "ratio": r.ratio, "correction_rms": r.correction_norm / scale})
+        tables.contributions.append(
+            {
+                **key,
+                "method": method,
+                "stage": int(r.stage) + 1,
+                "correction_norm": r.correction_norm,
+                "base_norm": r.base_norm,
+                "ratio": r.ratio,
+                "correction_rms": r.correction_norm / scale,
+            }
+        )
 
 
 def case_id(case: Case) -> tuple[str, int | None, str]:
@@ -163,7 +282,11 @@ def case_id(case: Case) -> tuple[str, int | None, str]:
 
 def _row_id(row: dict) -> tuple[str, int | None, str]:
     size = row.get("size")
-    return str(row["dataset"]), None if size is None or pd.isna(size) else int(size), str(row["loss"])
+    return (
+        str(row["dataset"]),
+        None if size is None or pd.isna(size) else int(size),
+        str(row["loss"]),
+    )
 
 
 def load_tables(run) -> BenchTables:
@@ -186,8 +309,12 @@ def finished_cases(tables: BenchTables, methods) -> set[tuple[str, int | None, s
 
 
 def _keep_cases(tables: BenchTables, keep: set) -> BenchTables:
-    return BenchTables(**{name: [r for r in getattr(tables, name) if _row_id(r) in keep]
-                          for name in tables.frames()})
+    return BenchTables(
+        **{
+            name: [r for r in getattr(tables, name) if _row_id(r) in keep]
+            for name in tables.frames()
+        }
+    )
 
 
 def _measure_case(case: Case, cfg: BoostingBenchConfig) -> tuple[BenchTables, list]:
@@ -202,8 +329,14 @@ def _measure_case(case: Case, cfg: BoostingBenchConfig) -> tuple[BenchTables, li
     return tables, lines
 
 
-def run_benchmark(cfg: BoostingBenchConfig, run=None, *, progress: ProgressCallback | None = None,
-                  jobs: int = 1, tables: BenchTables | None = None) -> BenchTables:
+def run_benchmark(
+    cfg: BoostingBenchConfig,
+    run=None,
+    *,
+    progress: ProgressCallback | None = None,
+    jobs: int = 1,
+    tables: BenchTables | None = None,
+) -> BenchTables:
     """Run every case of ``cfg``; save the tables into ``run`` (a RunDir) after each case.
 
     Threads are limited to ``cfg.threads`` for every learner (threadpoolctl for
@@ -216,7 +349,9 @@ def run_benchmark(cfg: BoostingBenchConfig, run=None, *, progress: ProgressCallb
     progress = progress or (lambda kind, msg: None)
     cases = list(iter_cases(cfg))
     if not cases:
-        raise ValueError("this configuration has no cases (no chosen loss fits the chosen datasets)")
+        raise ValueError(
+            "this configuration has no cases (no chosen loss fits the chosen datasets)"
+        )
     done = finished_cases(tables, cfg.methods) if tables is not None else set()
     tables = _keep_cases(tables, done) if tables is not None else BenchTables()
     todo = [(i, c) for i, c in enumerate(cases, start=1) if case_id(c) not in done]
@@ -239,6 +374,7 @@ def _measure_here(todo, n_cases, cfg, tables, run, progress) -> None:
     torch_threads = None
     if any(m.startswith("ours") for m in cfg.methods):
         import torch
+
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
     loaded: dict[tuple[str, int | None], Split] = {}
@@ -248,17 +384,22 @@ def _measure_here(todo, n_cases, cfg, tables, run, progress) -> None:
                 dkey = (case.dataset, case.size)
                 if dkey not in loaded:
                     loaded.clear()  # one dataset in memory at a time
-                    loaded[dkey] = load_split(case.dataset, case.size, seed=cfg.seed,
-                                                test_size=cfg.test_size)
+                    loaded[dkey] = load_split(
+                        case.dataset, case.size, seed=cfg.seed, test_size=cfg.test_size
+                    )
                 data = loaded[dkey]
-                progress("case", f"[{i}/{n_cases}] {case.label}  ({data.n_train:,} train x "
-                                 f"{data.n_features} features)")
+                progress(
+                    "case",
+                    f"[{i}/{n_cases}] {case.label}  ({data.n_train:,} train x "
+                    f"{data.n_features} features)",
+                )
                 run_case(case, data, cfg, tables, progress)
                 if run is not None:
                     tables.save(run)
     finally:
         if torch_threads is not None:
             import torch
+
             torch.set_num_threads(torch_threads)
 
 
@@ -282,8 +423,9 @@ def _measure_parallel(todo, n_cases, cfg, tables, run, progress, jobs) -> None:
                 for kind, msg in lines:
                     progress(kind, msg)
                 for name, rows in base.items():
-                    getattr(tables, name)[:] = rows + [r for k in sorted(measured)
-                                                       for r in getattr(measured[k], name)]
+                    getattr(tables, name)[:] = rows + [
+                        r for k in sorted(measured) for r in getattr(measured[k], name)
+                    ]
                 if run is not None:
                     tables.save(run)
     except BaseException:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -14,9 +15,11 @@ __all__ = ["max_abs_diff", "paired_gap", "pointwise_metric", "stage_metrics"]
 # ---------------------------------------------------------------------------- scoring
 
 METRIC_NAMES = {
-    "squared_error": "MSE", "absolute_error": "MAE",
+    "squared_error": "MSE",
+    "absolute_error": "MAE",
     "huber": "MSE",  # huber's delta moves with every stage; scored by MSE
-    "quantile": f"pinball loss (alpha={ALPHA})", "log_loss": "log loss",
+    "quantile": f"pinball loss (alpha={ALPHA})",
+    "log_loss": "log loss",
     "exponential": "exponential loss",
 }
 
@@ -31,7 +34,9 @@ def _expit(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for large |z|
 
 
-def _pointwise(y: np.ndarray, raw: np.ndarray, loss: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+def _pointwise(
+    y: np.ndarray, raw: np.ndarray, loss: str, task: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-row loss (named by :data:`METRIC_NAMES`) and squared residual, both (n,)."""
     if task == "regression":
         r = y - raw

@@ -21,9 +21,20 @@ from residuals.report.content import Figure, Overlay, ReportContent, Table
 
 __all__ = ["render", "headline_facts"]
 
-METHOD_ORDER = ["sklearn-gbrt", "sklearn-hist", "lightgbm", "ours-exact", "ours-hist"]  # ours drawn last, on top
-METHOD_LABELS = {"ours-exact": "ours, exact", "ours-hist": "ours, hist", "sklearn-gbrt": "sklearn GBRT",
-                 "sklearn-hist": "sklearn HistGB", "lightgbm": "LightGBM"}
+METHOD_ORDER = [
+    "sklearn-gbrt",
+    "sklearn-hist",
+    "lightgbm",
+    "ours-exact",
+    "ours-hist",
+]  # ours drawn last, on top
+METHOD_LABELS = {
+    "ours-exact": "ours, exact",
+    "ours-hist": "ours, hist",
+    "sklearn-gbrt": "sklearn GBRT",
+    "sklearn-hist": "sklearn HistGB",
+    "lightgbm": "LightGBM",
+}
 CASE = ["dataset", "size", "loss"]
 # The goal for hist mode (issue 2): test loss within this fraction of exact mode's.
 HIST_GAP_GOAL = 0.02
@@ -62,7 +73,9 @@ def _grid(n: int):
 
     ncols = min(3, max(n, 1))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(style.FIGSIZE[0], 2.9 * nrows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(style.FIGSIZE[0], 2.9 * nrows + 0.6), squeeze=False
+    )
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -74,15 +87,28 @@ def _legend(fig, axes, ncols: int = 5) -> None:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
-                   ncols=min(len(handles), ncols), frameon=False)
+        fig.legend(
+            list(handles.values()),
+            list(handles.keys()),
+            loc="outside lower center",
+            ncols=min(len(handles), ncols),
+            frameon=False,
+        )
 
 
 # ---------------------------------------------------------------------------- figures
 
 
-def _staged_figure(staged: pd.DataFrame, results: pd.DataFrame, key: str, value: str,
-                   splits: tuple[str, ...], title: str, ylabel: str, caption: str) -> Figure | None:
+def _staged_figure(
+    staged: pd.DataFrame,
+    results: pd.DataFrame,
+    key: str,
+    value: str,
+    splits: tuple[str, ...],
+    title: str,
+    ylabel: str,
+    caption: str,
+) -> Figure | None:
     if staged.empty:
         return None
     shown = _shown_cases(results)
@@ -101,10 +127,15 @@ def _staged_figure(staged: pd.DataFrame, results: pd.DataFrame, key: str, value:
                 line = sub[(sub["method"] == method) & (sub["split"] == split)].sort_values("stage")
                 if line.empty:
                     continue
-                ax.plot(line["stage"], line[value], color=style.color(method),
-                        linestyle=style.linestyle(split), lw=style.LINEWIDTH.get(method, 1.5),
-                        zorder=3 if method.startswith("ours") else 2,
-                        label=f"{METHOD_LABELS.get(method, method)}, {split}")
+                ax.plot(
+                    line["stage"],
+                    line[value],
+                    color=style.color(method),
+                    linestyle=style.linestyle(split),
+                    lw=style.LINEWIDTH.get(method, 1.5),
+                    zorder=3 if method.startswith("ours") else 2,
+                    label=f"{METHOD_LABELS.get(method, method)}, {split}",
+                )
         ax.set_title(case, fontsize=8.5)
         ax.set_xlabel("stage m (trees)")
         ax.set_ylabel(metric.get(sub["loss"].iloc[0], ylabel) if value == "loss_value" else ylabel)
@@ -113,9 +144,22 @@ def _staged_figure(staged: pd.DataFrame, results: pd.DataFrame, key: str, value:
     fig.suptitle(title)
     _legend(fig, axes)
     cols = ["case", *CASE, "method", "split", "stage", value]
-    return Figure(key, title, fig, data[cols].reset_index(drop=True), caption,
-                  overlay=Overlay(x="stage", y=value, hue="method", style="split", facet="case",
-                                  xlabel="stage m (trees)", ylabel=ylabel))
+    return Figure(
+        key,
+        title,
+        fig,
+        data[cols].reset_index(drop=True),
+        caption,
+        overlay=Overlay(
+            x="stage",
+            y=value,
+            hue="method",
+            style="split",
+            facet="case",
+            xlabel="stage m (trees)",
+            ylabel=ylabel,
+        ),
+    )
 
 
 def _corrections_figure(contrib: pd.DataFrame, results: pd.DataFrame) -> Figure | None:
@@ -127,32 +171,63 @@ def _corrections_figure(contrib: pd.DataFrame, results: pd.DataFrame) -> Figure 
     first = data[data["stage"] == 1].set_index(["case", "method"])["correction_rms"]
     data["relative_correction"] = [
         r / first.get((c, m), np.nan) if first.get((c, m), 0) > 0 else np.nan
-        for c, m, r in zip(data["case"], data["method"], data["correction_rms"])]
+        for c, m, r in zip(data["case"], data["method"], data["correction_rms"])
+    ]
     methods = _methods_in(data)
     cases = list(dict.fromkeys(data["case"]))
-    fig, axes = plt.subplots(1, len(methods), figsize=(style.FIGSIZE[0], style.FIGSIZE[1] + 0.25 * len(cases)),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1,
+        len(methods),
+        figsize=(style.FIGSIZE[0], style.FIGSIZE[1] + 0.25 * len(cases)),
+        squeeze=False,
+        sharey=True,
+    )
     cmap = plt.get_cmap("viridis")
     for ax, method in zip(axes.flat, methods):
         for i, case in enumerate(cases):
             line = data[(data["case"] == case) & (data["method"] == method)].sort_values("stage")
-            ax.plot(line["stage"], line["relative_correction"], lw=1.2,
-                    color=cmap(i / max(len(cases) - 1, 1)), label=case)
+            ax.plot(
+                line["stage"],
+                line["relative_correction"],
+                lw=1.2,
+                color=cmap(i / max(len(cases) - 1, 1)),
+                label=case,
+            )
         ax.set_yscale("log")
         ax.set_title(METHOD_LABELS.get(method, method))
         ax.set_xlabel("stage m (trees)")
     axes.flat[0].set_ylabel("RMS of lr*h_m(x) / stage 1's")
     fig.suptitle("Each stage's correction shrinks (training set)")
     _legend(fig, list(axes.flat), ncols=2)
-    cols = ["case", *CASE, "method", "stage", "correction_norm", "base_norm", "ratio", "correction_rms",
-            "relative_correction"]
-    return Figure("corrections", "Size of each stage's correction", fig, data[cols].reset_index(drop=True),
-                  "RMS over the training set of the m-th tree's shrunken output lr*h_m(x), divided by the "
-                  "first tree's, from our boosters' per-stage decomposition F_m = F_{m-1} + lr*h_m. "
-                  "Generated datasets are shown at their largest size.",
-                  overlay=Overlay(x="stage", y="relative_correction", hue="method", facet="case",
-                                  xlabel="stage m (trees)", ylabel="RMS of lr*h_m(x) / stage 1's",
-                                  logy=True))
+    cols = [
+        "case",
+        *CASE,
+        "method",
+        "stage",
+        "correction_norm",
+        "base_norm",
+        "ratio",
+        "correction_rms",
+        "relative_correction",
+    ]
+    return Figure(
+        "corrections",
+        "Size of each stage's correction",
+        fig,
+        data[cols].reset_index(drop=True),
+        "RMS over the training set of the m-th tree's shrunken output lr*h_m(x), divided by the "
+        "first tree's, from our boosters' per-stage decomposition F_m = F_{m-1} + lr*h_m. "
+        "Generated datasets are shown at their largest size.",
+        overlay=Overlay(
+            x="stage",
+            y="relative_correction",
+            hue="method",
+            facet="case",
+            xlabel="stage m (trees)",
+            ylabel="RMS of lr*h_m(x) / stage 1's",
+            logy=True,
+        ),
+    )
 
 
 def _fit_time_figure(results: pd.DataFrame) -> Figure | None:
@@ -167,8 +242,14 @@ def _fit_time_figure(results: pd.DataFrame) -> Figure | None:
         sub = ok[(ok["dataset"] == dataset) & (ok["loss"] == loss)]
         for method in _methods_in(sub):
             pts = sub[sub["method"] == method].sort_values("n_train")
-            ax.plot(pts["n_train"], pts["fit_s"], marker="o", color=style.color(method),
-                    lw=style.LINEWIDTH.get(method, 1.5), label=METHOD_LABELS.get(method, method))
+            ax.plot(
+                pts["n_train"],
+                pts["fit_s"],
+                marker="o",
+                color=style.color(method),
+                lw=style.LINEWIDTH.get(method, 1.5),
+                label=METHOD_LABELS.get(method, method),
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"{dataset} / {loss}")
@@ -179,32 +260,62 @@ def _fit_time_figure(results: pd.DataFrame) -> Figure | None:
     _legend(fig, list(axes.flat))
     data = ok.assign(panel=[f"{d} / {l}" for d, l in zip(ok["dataset"], ok["loss"])])
     cols = ["panel", *CASE, "method", "device", "threads", "n_train", "n_features", "fit_s"]
-    return Figure("fit_time", "Fit time against n_samples", fig, data[cols].reset_index(drop=True),
-                  "Wall time of fit() only (GPU work synchronized): a fit under 1 s is the median of 3 "
-                  "fresh fits (fit_repeats in results.csv), a slower one a single fit. For ratios measured "
-                  "over several rounds in fresh processes, see benchmarks/boosting_speed.py. "
-                  "Both axes are logarithmic.",
-                  overlay=Overlay(x="n_train", y="fit_s", hue="method", facet="panel",
-                                  xlabel="training rows n", ylabel="fit time (s)", logx=True, logy=True))
+    return Figure(
+        "fit_time",
+        "Fit time against n_samples",
+        fig,
+        data[cols].reset_index(drop=True),
+        "Wall time of fit() only (GPU work synchronized): a fit under 1 s is the median of 3 "
+        "fresh fits (fit_repeats in results.csv), a slower one a single fit. For ratios measured "
+        "over several rounds in fresh processes, see benchmarks/boosting_speed.py. "
+        "Both axes are logarithmic.",
+        overlay=Overlay(
+            x="n_train",
+            y="fit_s",
+            hue="method",
+            facet="panel",
+            xlabel="training rows n",
+            ylabel="fit time (s)",
+            logx=True,
+            logy=True,
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------- headline
 
 
-def headline_facts(results: pd.DataFrame, parity: pd.DataFrame, gaps: pd.DataFrame | None = None) -> dict:
+def headline_facts(
+    results: pd.DataFrame, parity: pd.DataFrame, gaps: pd.DataFrame | None = None
+) -> dict:
     """The measured numbers behind the headline (all ``None`` where not measured).
 
     ``gaps`` (``hist_gap.csv``), when given, sorts the cases by :func:`gap_class`:
     within the hist-vs-exact goal, hist better beyond it, hist worse beyond it
     but within 2 standard errors of the test-set noise, hist worse.
     """
-    facts: dict = {"exact_cases": 0, "exact_bitwise": 0, "exact_errors": 0, "exact_max_diff": None,
-                   "hist_vs_exact_rel": None, "hist_vs_exact_median": None, "speed_rows": None, "hist_vs_gbrt": None,
-                   "hist_vs_hgb": None, "errors": int((results["status"] == "error").sum()),
-                   "gap_cases": 0, "gap_met": 0, "gap_better": 0, "gap_noise": 0, "gap_worse": 0,
-                   "fits_ok": int((results["status"] == "ok").sum())}
+    facts: dict = {
+        "exact_cases": 0,
+        "exact_bitwise": 0,
+        "exact_errors": 0,
+        "exact_max_diff": None,
+        "hist_vs_exact_rel": None,
+        "hist_vs_exact_median": None,
+        "speed_rows": None,
+        "hist_vs_gbrt": None,
+        "hist_vs_hgb": None,
+        "errors": int((results["status"] == "error").sum()),
+        "gap_cases": 0,
+        "gap_met": 0,
+        "gap_better": 0,
+        "gap_noise": 0,
+        "gap_worse": 0,
+        "fits_ok": int((results["status"] == "ok").sum()),
+    }
     ex = parity[parity["method"] == "ours-exact"]
-    facts["exact_errors"] = int(((results["method"] == "ours-exact") & (results["status"] == "error")).sum())
+    facts["exact_errors"] = int(
+        ((results["method"] == "ours-exact") & (results["status"] == "error")).sum()
+    )
     facts["exact_cases"] = len(ex) + facts["exact_errors"]
     facts["exact_bitwise"] = int((ex["max_abs_diff"] == 0.0).sum())
     if len(ex):
@@ -222,7 +333,9 @@ def headline_facts(results: pd.DataFrame, parity: pd.DataFrame, gaps: pd.DataFra
         for key in ("met", "better", "noise", "worse"):
             facts[f"gap_{key}"] = int(classes.get(key, 0))
     sized = ok[ok["size"].notna()]
-    times = sized.pivot_table(index=["dataset", "loss", "n_train"], columns="method", values="fit_s")
+    times = sized.pivot_table(
+        index=["dataset", "loss", "n_train"], columns="method", values="fit_s"
+    )
     if "ours-hist" in times.columns and "sklearn-gbrt" in times.columns:
         both = times.dropna(subset=["ours-hist", "sklearn-gbrt"])
         if len(both):
@@ -242,17 +355,24 @@ def _headline(f: dict) -> tuple[str, bool | None, str]:
         if k == n:
             parts.append(f"exact mode matches scikit-learn bit for bit in {k}/{n} cases")
         else:
-            parts.append(f"exact mode matches scikit-learn bit for bit in only {k}/{n} cases "
-                         f"(worst max |diff| {f['exact_max_diff']:.3g})")
+            parts.append(
+                f"exact mode matches scikit-learn bit for bit in only {k}/{n} cases "
+                f"(worst max |diff| {f['exact_max_diff']:.3g})"
+            )
         short.append(f"exact = sklearn in {k}/{n}")
     if f["hist_vs_exact_rel"] is not None:
-        text = (f"hist mode test loss within {100 * f['hist_vs_exact_rel']:.1f}% of exact "
-                f"(median {100 * f['hist_vs_exact_median']:.1f}%")
+        text = (
+            f"hist mode test loss within {100 * f['hist_vs_exact_rel']:.1f}% of exact "
+            f"(median {100 * f['hist_vs_exact_median']:.1f}%"
+        )
         if f["gap_cases"]:
             n, k = f["gap_cases"], f["gap_met"]
             text += f"; within {100 * HIST_GAP_GOAL:.0f}% in {k}/{n} cases"
-            others = [(f["gap_better"], "better"), (f["gap_noise"], "worse but within 2 standard errors of the "
-                                                                   "test-set noise"), (f["gap_worse"], "worse")]
+            others = [
+                (f["gap_better"], "better"),
+                (f["gap_noise"], "worse but within 2 standard errors of the test-set noise"),
+                (f["gap_worse"], "worse"),
+            ]
             text += "".join(f", hist {what} in {m}" for m, what in others if m)
         parts.append(text + ")")
         short.append(f"hist loss within {100 * f['hist_vs_exact_rel']:.1f}%")
@@ -268,8 +388,11 @@ def _headline(f: dict) -> tuple[str, bool | None, str]:
         parts.append(f"{f['errors']} fit(s) failed, see the status table")
     if not parts:
         if f["fits_ok"]:
-            return (f"{f['fits_ok']} fits ran, none of them ours: no parity measured", None,
-                    "scikit-learn only")
+            return (
+                f"{f['fits_ok']} fits ran, none of them ours: no parity measured",
+                None,
+                "scikit-learn only",
+            )
         return "no fit ran to completion", False, "no results"
     verdict = None
     if f["exact_cases"]:
@@ -285,23 +408,45 @@ def _parity_table(parity: pd.DataFrame) -> Table | None:
     if parity.empty:
         return None
     t = _with_label(parity)
-    t["test_loss_rel_diff"] = (t["test_loss"] - t["reference_test_loss"]) / t["reference_test_loss"].abs()
+    t["test_loss_rel_diff"] = (t["test_loss"] - t["reference_test_loss"]) / t[
+        "reference_test_loss"
+    ].abs()
     expected = t["method"].map(lambda m: EXPECTED_TO_MATCH.get(m, True))
     same = t["max_abs_diff"] == 0.0
-    t["bit_for_bit"] = [("yes" if s else "NO") if e else "not expected" for s, e in zip(same, expected)]
-    cols = ["case", "method", "reference", "n_stages", "max_abs_diff", "bit_for_bit", "first_diff_stage",
-            "test_loss", "reference_test_loss", "test_loss_rel_diff"]
-    return Table("parity", "Parity: max |our staged prediction - scikit-learn's|", t[cols],
-                 "Maximum over every stage m and every train and test sample of |F_m(x) ours - F_m(x) "
-                 "reference| (raw predictions: staged_predict for regression, staged_decision_function "
-                 "for classification). Exact mode is scikit-learn's algorithm and must be 0.0 "
-                 "(bit for bit: yes). Hist mode is not expected to match HistGradientBoosting: the "
-                 "two bin the features their own way, so their trees differ; compare their test "
-                 "losses instead.")
+    t["bit_for_bit"] = [
+        ("yes" if s else "NO") if e else "not expected" for s, e in zip(same, expected)
+    ]
+    cols = [
+        "case",
+        "method",
+        "reference",
+        "n_stages",
+        "max_abs_diff",
+        "bit_for_bit",
+        "first_diff_stage",
+        "test_loss",
+        "reference_test_loss",
+        "test_loss_rel_diff",
+    ]
+    return Table(
+        "parity",
+        "Parity: max |our staged prediction - scikit-learn's|",
+        t[cols],
+        "Maximum over every stage m and every train and test sample of |F_m(x) ours - F_m(x) "
+        "reference| (raw predictions: staged_predict for regression, staged_decision_function "
+        "for classification). Exact mode is scikit-learn's algorithm and must be 0.0 "
+        "(bit for bit: yes). Hist mode is not expected to match HistGradientBoosting: the "
+        "two bin the features their own way, so their trees differ; compare their test "
+        "losses instead.",
+    )
 
 
-GAP_CLASSES = {"met": f"within {100 * HIST_GAP_GOAL:.0f}%", "better": "hist better",
-               "noise": "hist worse, within noise", "worse": "hist worse"}
+GAP_CLASSES = {
+    "met": f"within {100 * HIST_GAP_GOAL:.0f}%",
+    "better": "hist better",
+    "noise": "hist worse, within noise",
+    "worse": "hist worse",
+}
 
 
 def gap_class(gaps: pd.DataFrame) -> pd.Series:
@@ -310,8 +455,10 @@ def gap_class(gaps: pd.DataFrame) -> pd.Series:
     most 2 standard errors of the paired gap: this test set cannot tell) or ``worse``."""
     z = gaps["gap"] / gaps["gap_se"]
     met = gaps["rel_gap"].abs() <= HIST_GAP_GOAL
-    return pd.Series(np.select([met, gaps["rel_gap"] < 0, z <= 2], ["met", "better", "noise"], "worse"),
-                     index=gaps.index)
+    return pd.Series(
+        np.select([met, gaps["rel_gap"] < 0, z <= 2], ["met", "better", "noise"], "worse"),
+        index=gaps.index,
+    )
 
 
 def _gap_table(gaps: pd.DataFrame) -> Table | None:
@@ -320,30 +467,54 @@ def _gap_table(gaps: pd.DataFrame) -> Table | None:
     t = _with_label(gaps)
     t["z"] = t["gap"] / t["gap_se"]
     t["verdict"] = gap_class(gaps).map(GAP_CLASSES).values
-    cols = ["case", "metric", "n_test", "exact_test_loss", "hist_test_loss", "gap", "rel_gap", "gap_se", "z",
-            "verdict"]
-    return Table("hist_gap", "Hist vs exact: final test loss", t[cols],
-                 f"The goal: hist mode's test loss within {100 * HIST_GAP_GOAL:.0f}% of exact mode's "
-                 "(rel_gap = (hist - exact) / exact, negative when hist is better). gap_se is the paired "
-                 "standard error of the gap over the n_test test rows (std of the per-row loss differences "
-                 "/ sqrt(n_test)), z = gap / gap_se: with |z| <= 2 this test set cannot tell the two apart, "
-                 "whatever the relative gap (small test sets, losses near zero). One split and one seed per "
-                 "case: benchmarks/hist_gap.py averages over several, and has a noiseless friedman1 control "
-                 "(where hist is better, it is the label noise that exact mode's finer cuts fit).")
+    cols = [
+        "case",
+        "metric",
+        "n_test",
+        "exact_test_loss",
+        "hist_test_loss",
+        "gap",
+        "rel_gap",
+        "gap_se",
+        "z",
+        "verdict",
+    ]
+    return Table(
+        "hist_gap",
+        "Hist vs exact: final test loss",
+        t[cols],
+        f"The goal: hist mode's test loss within {100 * HIST_GAP_GOAL:.0f}% of exact mode's "
+        "(rel_gap = (hist - exact) / exact, negative when hist is better). gap_se is the paired "
+        "standard error of the gap over the n_test test rows (std of the per-row loss differences "
+        "/ sqrt(n_test)), z = gap / gap_se: with |z| <= 2 this test set cannot tell the two apart, "
+        "whatever the relative gap (small test sets, losses near zero). One split and one seed per "
+        "case: benchmarks/hist_gap.py averages over several, and has a noiseless friedman1 control "
+        "(where hist is better, it is the label noise that exact mode's finer cuts fit).",
+    )
 
 
 def _summary_table(results: pd.DataFrame) -> Table:
     t = _with_label(results)
     t["cell"] = [
         f"{tl:.4g} in {fs:.3g} s" if st == "ok" else st
-        for st, tl, fs in zip(t["status"], t["test_loss"], t["fit_s"])]
-    wide = t.pivot_table(index=["case", "metric", "n_train"], columns="method", values="cell",
-                         aggfunc="first", sort=False)
+        for st, tl, fs in zip(t["status"], t["test_loss"], t["fit_s"])
+    ]
+    wide = t.pivot_table(
+        index=["case", "metric", "n_train"],
+        columns="method",
+        values="cell",
+        aggfunc="first",
+        sort=False,
+    )
     wide = wide[[m for m in _methods_in(t) if m in wide.columns]].reset_index()
     wide.columns.name = None
-    return Table("summary", "Test loss and fit time per case", wide,
-                 "Final test loss after all stages and the wall time of one fit, per method. "
-                 "'unsupported': the learner has no such loss; 'error': see the status table.")
+    return Table(
+        "summary",
+        "Test loss and fit time per case",
+        wide,
+        "Final test loss after all stages and the wall time of one fit, per method. "
+        "'unsupported': the learner has no such loss; 'error': see the status table.",
+    )
 
 
 # the columns of each saved table this page reads (a table without one is a broken run)
@@ -374,32 +545,68 @@ def render(run) -> ReportContent:
 
     facts = headline_facts(results, parity, gaps)
     headline, verdict, summary = _headline(facts)
-    figures = [f for f in (
-        _staged_figure(staged, results, "staged_loss", "loss_value", ("train", "test"),
-                       "Staged train and test loss, ours laid over scikit-learn's", "loss",
-                       "Loss after each stage m: train dashed, test solid. Our lines are drawn thin on "
-                       "top of scikit-learn's thick ones, so where they agree you see one line. "
-                       "Generated datasets are shown at their largest size."),
-        _staged_figure(staged, results, "residual", "residual_rms", ("train",),
-                       "The residual shrinks stage by stage", "RMS residual y - prediction",
-                       "Root mean square of y - prediction on the training set after each stage "
-                       "(classification: one-hot y minus predicted probabilities) -- the quantity each "
-                       "new tree is fitted to (for squared error, exactly its target)."),
-        _corrections_figure(contrib, results),
-        _fit_time_figure(results),
-    ) if f is not None]
-    tables = [t for t in (_gap_table(gaps), _parity_table(parity), _summary_table(results)) if t is not None]
+    figures = [
+        f
+        for f in (
+            _staged_figure(
+                staged,
+                results,
+                "staged_loss",
+                "loss_value",
+                ("train", "test"),
+                "Staged train and test loss, ours laid over scikit-learn's",
+                "loss",
+                "Loss after each stage m: train dashed, test solid. Our lines are drawn thin on "
+                "top of scikit-learn's thick ones, so where they agree you see one line. "
+                "Generated datasets are shown at their largest size.",
+            ),
+            _staged_figure(
+                staged,
+                results,
+                "residual",
+                "residual_rms",
+                ("train",),
+                "The residual shrinks stage by stage",
+                "RMS residual y - prediction",
+                "Root mean square of y - prediction on the training set after each stage "
+                "(classification: one-hot y minus predicted probabilities) -- the quantity each "
+                "new tree is fitted to (for squared error, exactly its target).",
+            ),
+            _corrections_figure(contrib, results),
+            _fit_time_figure(results),
+        )
+        if f is not None
+    ]
+    tables = [
+        t
+        for t in (_gap_table(gaps), _parity_table(parity), _summary_table(results))
+        if t is not None
+    ]
     bad = results[results["status"] != "ok"]
     if len(bad):
-        tables.append(Table("status", "Fits that did not run", _with_label(bad)[
-            ["case", "method", "status", "message"]], "unsupported: the learner has no such loss; error: it raised."))
-    intro = ("Our gradient booster (Friedman 2001: F_m = F_{m-1} + lr*h_m, each tree h_m fitted to the "
-             "pseudo-residuals) against scikit-learn's GradientBoosting (the reference for exact mode) and "
-             "HistGradientBoosting (the reference for hist mode), with the same trees: depth "
-             f"{_one(results, 'max_depth')}, {_one(results, 'n_estimators')} stages, "
-             f"{_one(results, 'threads')} thread(s). Every number on this page was measured in this run.")
-    return ReportContent(headline=headline, verdict=verdict, summary=summary, intro=intro,
-                         figures=figures, tables=tables)
+        tables.append(
+            Table(
+                "status",
+                "Fits that did not run",
+                _with_label(bad)[["case", "method", "status", "message"]],
+                "unsupported: the learner has no such loss; error: it raised.",
+            )
+        )
+    intro = (
+        "Our gradient booster (Friedman 2001: F_m = F_{m-1} + lr*h_m, each tree h_m fitted to the "
+        "pseudo-residuals) against scikit-learn's GradientBoosting (the reference for exact mode) and "
+        "HistGradientBoosting (the reference for hist mode), with the same trees: depth "
+        f"{_one(results, 'max_depth')}, {_one(results, 'n_estimators')} stages, "
+        f"{_one(results, 'threads')} thread(s). Every number on this page was measured in this run."
+    )
+    return ReportContent(
+        headline=headline,
+        verdict=verdict,
+        summary=summary,
+        intro=intro,
+        figures=figures,
+        tables=tables,
+    )
 
 
 def _one(df: pd.DataFrame, col: str) -> str:

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from residuals.bench.boosting.cases import PRESETS, BoostingBenchConfig, iter_cases
-from residuals.bench.boosting.measure import (BenchTables, ProgressCallback, load_tables,
-                                              run_benchmark)
+from residuals.bench.boosting.measure import (
+    BenchTables,
+    ProgressCallback,
+    load_tables,
+    run_benchmark,
+)
 from residuals.runs import BrokenRun, RunDir
 
 __all__ = ["BENCH", "BoostingResult", "run", "run_label"]
@@ -35,7 +39,7 @@ class BoostingResult:
     tables: BenchTables
     headline: str
     verdict: bool | None
-    report: Path | None = None   # the HTML page, when it was built
+    report: Path | None = None  # the HTML page, when it was built
 
 
 def run_label(cfg: BoostingBenchConfig) -> str:
@@ -59,11 +63,20 @@ def _open_resume(path: str | os.PathLike) -> tuple[RunDir, BoostingBenchConfig]:
     return run_dir, BoostingBenchConfig.from_dict(meta["config"])
 
 
-def run(config: BoostingBenchConfig | None = None, *, out: str | os.PathLike = "reports",
-        device: str | None = None, jobs: int = 1, resume: str | os.PathLike | None = None,
-        name: str | None = None, html: bool = True, progress: ProgressCallback | None = None,
-        echo: Callable[[str], None] | None = None, command: str | None = None,
-        started: Callable[[RunDir], None] | None = None) -> BoostingResult:
+def run(
+    config: BoostingBenchConfig | None = None,
+    *,
+    out: str | os.PathLike = "reports",
+    device: str | None = None,
+    jobs: int = 1,
+    resume: str | os.PathLike | None = None,
+    name: str | None = None,
+    html: bool = True,
+    progress: ProgressCallback | None = None,
+    echo: Callable[[str], None] | None = None,
+    command: str | None = None,
+    started: Callable[[RunDir], None] | None = None,
+) -> BoostingResult:
     """Measure ``config`` (default: the ``quick`` preset) into a new run folder under ``out``.
 
     Parameters
@@ -96,32 +109,61 @@ def run(config: BoostingBenchConfig | None = None, *, out: str | os.PathLike = "
     config = config if config is not None else PRESETS["quick"]
     config = dataclasses.replace(config, device=resolve_device(device or config.device)).validate()
     if not any(True for _ in iter_cases(config)):
-        raise ValueError("no case to run: none of the chosen losses applies to the chosen datasets "
-                         "(regression: squared_error, absolute_error, huber, quantile; "
-                         "binary: log_loss, exponential; multiclass: log_loss)")
+        raise ValueError(
+            "no case to run: none of the chosen losses applies to the chosen datasets "
+            "(regression: squared_error, absolute_error, huber, quantile; "
+            "binary: log_loss, exponential; multiclass: log_loss)"
+        )
     import residuals.boosting._kernels  # noqa: F401  (so the run's record says which loops hist runs)
 
     if resume is None:
-        run_dir = RunDir.create(out, bench=BENCH, dataset=run_label(config),
-                                config=config.as_dict(), device=config.device, name=name,
-                                command=command)
+        run_dir = RunDir.create(
+            out,
+            bench=BENCH,
+            dataset=run_label(config),
+            config=config.as_dict(),
+            device=config.device,
+            name=name,
+            command=command,
+        )
     # one process at a time in the folder (RunInUse for a second resume of it)
     with run_dir.lock():
-        return _measure(run_dir, config, resume=resume, previous=previous, jobs=jobs, html=html,
-                        progress=progress, echo=echo, started=started)
+        return _measure(
+            run_dir,
+            config,
+            resume=resume,
+            previous=previous,
+            jobs=jobs,
+            html=html,
+            progress=progress,
+            echo=echo,
+            started=started,
+        )
 
 
-def _measure(run_dir: RunDir, config: BoostingBenchConfig, *, resume, previous, jobs: int,
-             html: bool, progress, echo, started) -> BoostingResult:
+def _measure(
+    run_dir: RunDir,
+    config: BoostingBenchConfig,
+    *,
+    resume,
+    previous,
+    jobs: int,
+    html: bool,
+    progress,
+    echo,
+    started,
+) -> BoostingResult:
     if resume is not None:
         run_dir.update_meta(status="running")
     if started is not None:
         started(run_dir)
     if echo is not None:
         echo(f"run folder: {run_dir.path}")
-        echo(f"{len(list(iter_cases(config)))} cases x {len(config.methods)} methods, "
-             f"{config.n_estimators} trees of depth {config.max_depth}, {config.threads} "
-             f"thread(s), hist on {config.device}")
+        echo(
+            f"{len(list(iter_cases(config)))} cases x {len(config.methods)} methods, "
+            f"{config.n_estimators} trees of depth {config.max_depth}, {config.threads} "
+            f"thread(s), hist on {config.device}"
+        )
     try:
         tables = run_benchmark(config, run_dir, progress=progress, jobs=jobs, tables=previous)
     except KeyboardInterrupt:
@@ -133,17 +175,19 @@ def _measure(run_dir: RunDir, config: BoostingBenchConfig, *, resume, previous, 
         raise
     if html:
         run_dir.finish("complete")
-        report = _build(run_dir, html)   # renders, and records the headline in meta.json
+        report = _build(run_dir, html)  # renders, and records the headline in meta.json
         meta = run_dir.read_meta()
     else:
         from residuals.bench.boosting.report import render
 
         content = render(run_dir)
-        meta = run_dir.finish("complete", headline=content.headline, verdict=content.verdict,
-                              summary=content.summary)
+        meta = run_dir.finish(
+            "complete", headline=content.headline, verdict=content.verdict, summary=content.summary
+        )
         report = None
-    return BoostingResult(run_dir, config, tables, meta.get("headline") or "",
-                          meta.get("verdict"), report)
+    return BoostingResult(
+        run_dir, config, tables, meta.get("headline") or "", meta.get("verdict"), report
+    )
 
 
 def _build(run_dir: RunDir, html: bool) -> Path | None:

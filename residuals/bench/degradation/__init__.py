@@ -51,21 +51,52 @@ from typing import TYPE_CHECKING
 from residuals._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
-    from residuals.bench.degradation.config import (DEFAULT_PRESET, DEGRADATION_MARGIN,
-                                                    PRESET_INFO, PRESETS, RESIDUAL_TOLERANCE,
-                                                    RESULT_TABLES, RUN_KEYS, SIGNIFICANCE, VARIANTS,
-                                                    DegradationConfig, Preset, RunSpec, configure,
-                                                    describe_preset, fix_numerics, model_label,
-                                                    plan_runs, verdict_rule)
-    from residuals.bench.degradation.runner import (DegradationResult, SweepError, open_resume,
-                                                    resume_command, run)
+    from residuals.bench.degradation.config import (
+        DEFAULT_PRESET,
+        DEGRADATION_MARGIN,
+        PRESET_INFO,
+        PRESETS,
+        RESIDUAL_TOLERANCE,
+        RESULT_TABLES,
+        RUN_KEYS,
+        SIGNIFICANCE,
+        VARIANTS,
+        DegradationConfig,
+        Preset,
+        RunSpec,
+        configure,
+        describe_preset,
+        fix_numerics,
+        model_label,
+        plan_runs,
+        verdict_rule,
+    )
     from residuals.bench.degradation.fusion import FUSE_CHOICES, FusedJob, plan_jobs, resolve_fuse
     from residuals.bench.degradation.progress import Progress
-    from residuals.bench.degradation.sweep import (CUDA_JOBS, cuda_mps_running, default_jobs,
-                                                   run_sweep, worker_threads)
-    from residuals.bench.degradation.training import (RunOutcome, checkpoint_path, finished_runs,
-                                                      load_data, probe_inputs, probe_model, train_job,
-                                                      train_run)
+    from residuals.bench.degradation.runner import (
+        DegradationResult,
+        SweepError,
+        open_resume,
+        resume_command,
+        run,
+    )
+    from residuals.bench.degradation.sweep import (
+        CUDA_JOBS,
+        cuda_mps_running,
+        default_jobs,
+        run_sweep,
+        worker_threads,
+    )
+    from residuals.bench.degradation.training import (
+        RunOutcome,
+        checkpoint_path,
+        finished_runs,
+        load_data,
+        probe_inputs,
+        probe_model,
+        train_job,
+        train_run,
+    )
     from residuals.bench.degradation.verdict import Verdict, degradation_verdict, final_errors
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -21,8 +21,15 @@ from dataclasses import dataclass
 
 from residuals.bench.degradation.config import DegradationConfig, RunSpec
 
-__all__ = ["FUSE_CHOICES", "MAX_MEMBERS", "MEMORY_FRACTION", "FusedJob", "member_bytes",
-           "plan_jobs", "resolve_fuse"]
+__all__ = [
+    "FUSE_CHOICES",
+    "MAX_MEMBERS",
+    "MEMORY_FRACTION",
+    "FusedJob",
+    "member_bytes",
+    "plan_jobs",
+    "resolve_fuse",
+]
 
 FUSE_CHOICES = ("auto", "on", "off")
 MAX_MEMBERS = 32  # members of one fused job at most (the issue's table goes to 24)
@@ -60,8 +67,9 @@ def resolve_fuse(fuse: str | bool | None, device: str) -> bool:
     return fuse == "on"
 
 
-def member_bytes(depth: int, image_shape: tuple[int, int, int], num_classes: int,
-                 batch_size: int, *, amp: bool) -> int:
+def member_bytes(
+    depth: int, image_shape: tuple[int, int, int], num_classes: int, batch_size: int, *, amp: bool
+) -> int:
     """Device memory one member of a fused job needs while training, estimated in bytes.
 
     Activations: every layer output of one image (measured with forward hooks on
@@ -89,14 +97,23 @@ def member_bytes(depth: int, image_shape: tuple[int, int, int], num_classes: int
             h.remove()
     params = sum(p.numel() for p in net.parameters())
     per_element = 2 if amp else 4
-    return int(elements * batch_size * SAVED_PER_OUTPUT * per_element
-               + params * 4 * STATE_PER_PARAMETER)
+    return int(
+        elements * batch_size * SAVED_PER_OUTPUT * per_element + params * 4 * STATE_PER_PARAMETER
+    )
 
 
-def plan_jobs(specs: list[RunSpec], cfg: DegradationConfig, *, fuse: bool,
-              image_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
-              amp: bool = True, memory_bytes: int | None = None, concurrent: int = 1,
-              max_members: int = MAX_MEMBERS) -> list[FusedJob]:
+def plan_jobs(
+    specs: list[RunSpec],
+    cfg: DegradationConfig,
+    *,
+    fuse: bool,
+    image_shape: tuple[int, int, int] = (3, 32, 32),
+    num_classes: int = 10,
+    amp: bool = True,
+    memory_bytes: int | None = None,
+    concurrent: int = 1,
+    max_members: int = MAX_MEMBERS,
+) -> list[FusedJob]:
     """The sweep's ``specs`` as jobs, the most expensive first.
 
     Without ``fuse`` every run is a job of its own. With it, runs of one depth
@@ -119,6 +136,6 @@ def plan_jobs(specs: list[RunSpec], cfg: DegradationConfig, *, fuse: bool,
             # equal shares: 10 runs at 8 a job make jobs of 5 and 5, not 8 and 2
             n_jobs = -(-len(members) // size)
             share = -(-len(members) // n_jobs)
-            groups += [members[i:i + share] for i in range(0, len(members), share)]
+            groups += [members[i : i + share] for i in range(0, len(members), share)]
     groups.sort(key=lambda g: (-g[0].depth * len(g), g[0].seed))
     return [FusedJob(i, tuple(g)) for i, g in enumerate(groups)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from residuals.bench.degradation.config import DegradationConfig, RunSpec
 from residuals.bench.degradation.training import RunOutcome
@@ -22,17 +22,24 @@ class Progress:
     speed of the epochs seen so far times the number of busy workers.
     """
 
-    def __init__(self, todo: list[RunSpec], cfg: DegradationConfig, *, n_total: int, jobs: int = 1,
-                 echo: Callable[[str], None] = print):
+    def __init__(
+        self,
+        todo: list[RunSpec],
+        cfg: DegradationConfig,
+        *,
+        n_total: int,
+        jobs: int = 1,
+        echo: Callable[[str], None] = print,
+    ):
         self.cfg, self.echo, self.jobs = cfg, echo, max(1, jobs)
         self.n_total, self.n_todo = n_total, len(todo)
-        self.n_finished = 0                      # runs finished in this session
+        self.n_finished = 0  # runs finished in this session
         self.total_work = sum(s.depth * cfg.train.epochs for s in todo)
-        self.work_done = 0.0                     # depth x epochs reported in this session
-        self.train_seconds = 0.0                 # their training time
+        self.work_done = 0.0  # depth x epochs reported in this session
+        self.train_seconds = 0.0  # their training time
         self.n_epochs = 0
         self.seen: set[RunSpec] = set()
-        self.first: tuple[float, float] | None = None   # (time, work done) at the first report
+        self.first: tuple[float, float] | None = None  # (time, work done) at the first report
         self.start = time.perf_counter()
 
     def _eta(self) -> str:
@@ -51,7 +58,7 @@ class Progress:
         return _hms(left / rate)
 
     def epoch(self, spec: RunSpec, record: dict) -> None:
-        if spec not in self.seen:                # a resumed run: its earlier epochs are done
+        if spec not in self.seen:  # a resumed run: its earlier epochs are done
             self.seen.add(spec)
             self.total_work -= spec.depth * (int(record["epoch"]) - 1)
         self.work_done += spec.depth

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from residuals.bench.degradation import (DEGRADATION_MARGIN, RESIDUAL_TOLERANCE, SIGNIFICANCE, VARIANTS,
-                                         degradation_verdict, final_errors, model_label)
+from residuals.bench.degradation import (
+    DEGRADATION_MARGIN,
+    RESIDUAL_TOLERANCE,
+    SIGNIFICANCE,
+    VARIANTS,
+    degradation_verdict,
+    final_errors,
+    model_label,
+)
 from residuals.bench.degradation.tables import check_tables
 from residuals.report import style
 from residuals.report.content import Figure, Overlay, ReportContent, Table
@@ -44,13 +51,19 @@ def render(run: RunDir) -> ReportContent:
 
     verdict = degradation_verdict(runs)
     try:
-        planned = len(config.get("variants", ())) * len(config.get("depths", ())) * int(config.get("seeds", 0))
-    except (TypeError, ValueError):   # an odd config: the headline then does not count runs
+        planned = (
+            len(config.get("variants", ()))
+            * len(config.get("depths", ()))
+            * int(config.get("seeds", 0))
+        )
+    except (TypeError, ValueError):  # an odd config: the headline then does not count runs
         planned = 0
     headline = verdict.headline
     if planned and len(runs) < planned:
-        headline = (f"partial ({len(runs)} of {planned} runs finished, status {meta.get('status')}): "
-                    f"{headline}")
+        headline = (
+            f"partial ({len(runs)} of {planned} runs finished, status {meta.get('status')}): "
+            f"{headline}"
+        )
 
     style.apply()
     diverged = _diverged(runs)
@@ -68,7 +81,10 @@ def render(run: RunDir) -> ReportContent:
         headline=headline,
         verdict=verdict.reproduced,
         summary=_summary(meta, config, runs, verdict.reproduced),
-        intro=INTRO + " " + _rule_text() + (" " + notes if notes else "")
+        intro=INTRO
+        + " "
+        + _rule_text()
+        + (" " + notes if notes else "")
         + ("\n\n" + _flattening_text(flat) if not flat.empty else ""),
         figures=figures,
         tables=tables,
@@ -78,14 +94,36 @@ def render(run: RunDir) -> ReportContent:
 # the columns each saved table must have for this page (older runs may lack "replicas")
 NEEDS = {
     "results": ("model", "variant", "depth", "seed", "epoch", "train_error", "test_error"),
-    "runs": ("model", "variant", "depth", "seed", "status", "epochs", "final_train_error",
-             "final_test_error", "images_per_s", "train_s", "wall_s", "device", "threads"),
+    "runs": (
+        "model",
+        "variant",
+        "depth",
+        "seed",
+        "status",
+        "epochs",
+        "final_train_error",
+        "final_test_error",
+        "images_per_s",
+        "train_s",
+        "wall_s",
+        "device",
+        "threads",
+    ),
     "probes": ("variant", "depth", "seed", "block", "response_std"),
 }
 
 
-NUMERIC = ("depth", "seed", "epoch", "block", "train_error", "test_error", "final_train_error",
-           "final_test_error", "response_std")
+NUMERIC = (
+    "depth",
+    "seed",
+    "epoch",
+    "block",
+    "train_error",
+    "test_error",
+    "final_train_error",
+    "final_test_error",
+    "response_std",
+)
 
 
 def _table(run: RunDir, name: str) -> pd.DataFrame:
@@ -99,15 +137,22 @@ def _diverged(runs: pd.DataFrame) -> set[tuple[str, int, int]]:
     if runs.empty:
         return set()
     bad = runs[runs["status"] == "diverged"]
-    return {(str(v), int(d), int(s)) for v, d, s in bad[["variant", "depth", "seed"]].itertuples(index=False)}
+    return {
+        (str(v), int(d), int(s))
+        for v, d, s in bad[["variant", "depth", "seed"]].itertuples(index=False)
+    }
 
 
-def _finite_probes(probes: pd.DataFrame, diverged: set | frozenset, cols: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def _finite_probes(
+    probes: pd.DataFrame, diverged: set | frozenset, cols: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
     """The probe rows of runs that did not diverge and whose ``cols`` are finite, and the
     labels (``plain-56 seed 1``) of the runs left out."""
     import numpy as np
 
-    keys = list(zip(probes["variant"].astype(str), probes["depth"].astype(int), probes["seed"].astype(int)))
+    keys = list(
+        zip(probes["variant"].astype(str), probes["depth"].astype(int), probes["seed"].astype(int))
+    )
     bad = pd.Series([k in diverged for k in keys], index=probes.index)
     values = probes[cols].apply(pd.to_numeric, errors="coerce")
     bad |= ~np.isfinite(values).all(axis=1)
@@ -119,8 +164,10 @@ def _finite_probes(probes: pd.DataFrame, diverged: set | frozenset, cols: list[s
 def _left_out_text(labels: list[str]) -> str:
     if not labels:
         return ""
-    return (f" Left out because they diverged or their probes are not finite numbers: "
-            f"{', '.join(labels)}.")
+    return (
+        f" Left out because they diverged or their probes are not finite numbers: "
+        f"{', '.join(labels)}."
+    )
 
 
 # The curves have flattened when the mean training error moved by at most FLAT_POINTS
@@ -133,8 +180,17 @@ def flattening(results: pd.DataFrame) -> pd.DataFrame:
     """Per net: the mean training error (%) at the start and end of the last quarter of its
     epochs, the change, and whether its curve has flattened (see FLAT_POINTS). Diverged
     runs are left out; one row per (variant, depth) with finished epochs."""
-    cols = ["net", "variant", "depth", "from_epoch", "to_epoch", "train_error_from",
-            "train_error_to", "change", "flattened"]
+    cols = [
+        "net",
+        "variant",
+        "depth",
+        "from_epoch",
+        "to_epoch",
+        "train_error_from",
+        "train_error_to",
+        "change",
+        "flattened",
+    ]
     if results.empty:
         return pd.DataFrame(columns=cols)
     ok = results[results["status"] != "diverged"] if "status" in results else results
@@ -146,36 +202,54 @@ def flattening(results: pd.DataFrame) -> pd.DataFrame:
         window = max(1, round(FLAT_SHARE * (len(curve) - 1)))
         start, end = curve.index[-1 - window], curve.index[-1]
         change = float(curve.loc[end] - curve.loc[start])
-        rows.append({"net": model_label(variant, depth), "variant": variant, "depth": int(depth),
-                     "from_epoch": int(start), "to_epoch": int(end),
-                     "train_error_from": round(float(curve.loc[start]), 2),
-                     "train_error_to": round(float(curve.loc[end]), 2), "change": round(change, 2),
-                     "flattened": abs(change) <= FLAT_POINTS})
+        rows.append(
+            {
+                "net": model_label(variant, depth),
+                "variant": variant,
+                "depth": int(depth),
+                "from_epoch": int(start),
+                "to_epoch": int(end),
+                "train_error_from": round(float(curve.loc[start]), 2),
+                "train_error_to": round(float(curve.loc[end]), 2),
+                "change": round(change, 2),
+                "flattened": abs(change) <= FLAT_POINTS,
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
 def _flattening_text(flat: pd.DataFrame) -> str:
     moving = flat[~flat["flattened"]]
-    window = (f"over the last {int(flat['to_epoch'].max() - flat['from_epoch'].min())} epoch(s)"
-              if flat["to_epoch"].nunique() == 1 and flat["from_epoch"].nunique() == 1
-              else "over the last quarter of each run's epochs")
+    window = (
+        f"over the last {int(flat['to_epoch'].max() - flat['from_epoch'].min())} epoch(s)"
+        if flat["to_epoch"].nunique() == 1 and flat["from_epoch"].nunique() == 1
+        else "over the last quarter of each run's epochs"
+    )
     if moving.empty:
-        return (f"The training curves have flattened: every net's mean training error moved by at "
-                f"most {FLAT_POINTS:g} point {window}, so the final errors are where training "
-                f"settled, not a snapshot of a net still descending.")
-    still = ", ".join(f"{r.net} ({r.train_error_from:.1f}% to {r.train_error_to:.1f}%)"
-                      for r in moving.itertuples())
-    return (f"Not every training curve has flattened: {still} moved by more than "
-            f"{FLAT_POINTS:g} point {window}. Those nets' final errors are a snapshot of "
-            f"training still under way; train longer (--epochs) to see where they settle.")
+        return (
+            f"The training curves have flattened: every net's mean training error moved by at "
+            f"most {FLAT_POINTS:g} point {window}, so the final errors are where training "
+            f"settled, not a snapshot of a net still descending."
+        )
+    still = ", ".join(
+        f"{r.net} ({r.train_error_from:.1f}% to {r.train_error_to:.1f}%)"
+        for r in moving.itertuples()
+    )
+    return (
+        f"Not every training curve has flattened: {still} moved by more than "
+        f"{FLAT_POINTS:g} point {window}. Those nets' final errors are a snapshot of "
+        f"training still under way; train longer (--epochs) to see where they settle."
+    )
 
 
 def _rule_text() -> str:
-    return (f"The verdict's rule: reproduced when the deepest plain net's final training error "
-            f"(mean over seeds) exceeds the shallowest plain net's by more than "
-            f"{DEGRADATION_MARGIN:g} point and by more than {SIGNIFICANCE:g} standard errors of "
-            f"that gap over seeds, and the deepest residual net's exceeds the shallowest "
-            f"residual net's by at most {RESIDUAL_TOLERANCE:g} point; diverged runs are left out.")
+    return (
+        f"The verdict's rule: reproduced when the deepest plain net's final training error "
+        f"(mean over seeds) exceeds the shallowest plain net's by more than "
+        f"{DEGRADATION_MARGIN:g} point and by more than {SIGNIFICANCE:g} standard errors of "
+        f"that gap over seeds, and the deepest residual net's exceeds the shallowest "
+        f"residual net's by at most {RESIDUAL_TOLERANCE:g} point; diverged runs are left out."
+    )
 
 
 def _summary(meta: dict, config: dict, runs: pd.DataFrame, reproduced: bool | None) -> str:
@@ -188,8 +262,10 @@ def _summary(meta: dict, config: dict, runs: pd.DataFrame, reproduced: bool | No
     jobs = meta.get("jobs")
     if isinstance(jobs, int) and jobs > 1:
         device += f", {jobs} at a time" + (" (CUDA MPS)" if meta.get("cuda_mps") else "")
-    return (f"degradation {word}: {meta.get('dataset')}, depths {depths}, {seeds} seed(s), "
-            f"{config.get('epochs')} epochs, {len(runs)} runs on {device}{timing}")
+    return (
+        f"degradation {word}: {meta.get('dataset')}, depths {depths}, {seeds} seed(s), "
+        f"{config.get('epochs')} epochs, {len(runs)} runs on {device}{timing}"
+    )
 
 
 def _shade(variant: str, depth: int, depths: list[int]) -> str:
@@ -198,7 +274,7 @@ def _shade(variant: str, depth: int, depths: list[int]) -> str:
 
     base = to_rgb(style.color(variant))
     i = sorted(depths).index(depth)
-    t = 0.35 + 0.65 * (i / max(len(depths) - 1, 1))      # 0.35 .. 1.0 of the colour
+    t = 0.35 + 0.65 * (i / max(len(depths) - 1, 1))  # 0.35 .. 1.0 of the colour
     return to_hex(tuple(1 - t * (1 - c) for c in base))
 
 
@@ -207,8 +283,12 @@ def _error_curves(results: pd.DataFrame, diverged: set | frozenset = frozenset()
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    data = results.melt(id_vars=["model", "variant", "depth", "seed", "epoch"],
-                        value_vars=["train_error", "test_error"], var_name="split", value_name="error")
+    data = results.melt(
+        id_vars=["model", "variant", "depth", "seed", "epoch"],
+        value_vars=["train_error", "test_error"],
+        var_name="split",
+        value_name="error",
+    )
     data["split"] = data["split"].str.removesuffix("_error")
     data["error"] = 100 * data["error"]
     data = data.sort_values(["variant", "depth", "seed", "split", "epoch"], ignore_index=True)
@@ -224,16 +304,33 @@ def _error_curves(results: pd.DataFrame, diverged: set | frozenset = frozenset()
             color = _shade(variant, depth, depths)
             n_bad = sum(1 for v, d, _ in diverged if v == variant and d == depth)
             for split in ("train", "test"):
-                sel = data[(data["variant"] == variant) & (data["depth"] == depth) & (data["split"] == split)]
+                sel = data[
+                    (data["variant"] == variant)
+                    & (data["depth"] == depth)
+                    & (data["split"] == split)
+                ]
                 if sel.empty:
                     continue
                 stats = sel.groupby("epoch")["error"].agg(["mean", "min", "max"])
                 label = f"{model_label(variant, depth)} {split}" + (" (diverged)" if n_bad else "")
-                ax.plot(stats.index, stats["mean"], linestyle=style.linestyle(split), color=color,
-                        label=label, marker=marker, markersize=4)
+                ax.plot(
+                    stats.index,
+                    stats["mean"],
+                    linestyle=style.linestyle(split),
+                    color=color,
+                    label=label,
+                    marker=marker,
+                    markersize=4,
+                )
                 if sel["seed"].nunique() > 1:
-                    ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.12,
-                                    linewidth=0)
+                    ax.fill_between(
+                        stats.index,
+                        stats["min"],
+                        stats["max"],
+                        color=color,
+                        alpha=0.12,
+                        linewidth=0,
+                    )
         ax.set_title(TITLES[variant])
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
@@ -242,20 +339,32 @@ def _error_curves(results: pd.DataFrame, diverged: set | frozenset = frozenset()
         ax.legend(ncols=2 if len(depths) > 2 else 1, fontsize=8)
     axes[0][0].set_ylabel("error (%)")
     return Figure(
-        key="error_curves", title="Training (dashed) and test (solid) error during training",
-        fig=fig, data=data,
+        key="error_curves",
+        title="Training (dashed) and test (solid) error during training",
+        fig=fig,
+        data=data,
         caption="He et al. 2015, Fig. 6: the deeper plain net's training error stays above the "
-                "shallower one's, the deeper residual net's does not. Lines are means over seeds, "
-                "the shaded band their range; darker colour = deeper net.",
-        overlay=Overlay(x="epoch", y="error", hue="variant", style="split", facet="depth",
-                        xlabel="epoch", ylabel="error (%)"),
+        "shallower one's, the deeper residual net's does not. Lines are means over seeds, "
+        "the shaded band their range; darker colour = deeper net.",
+        overlay=Overlay(
+            x="epoch",
+            y="error",
+            hue="variant",
+            style="split",
+            facet="depth",
+            xlabel="epoch",
+            ylabel="error (%)",
+        ),
     )
 
 
 def _final_long(runs: pd.DataFrame) -> pd.DataFrame:
-    data = runs.melt(id_vars=["model", "variant", "depth", "seed", "status"],
-                     value_vars=["final_train_error", "final_test_error"], var_name="split",
-                     value_name="error")
+    data = runs.melt(
+        id_vars=["model", "variant", "depth", "seed", "status"],
+        value_vars=["final_train_error", "final_test_error"],
+        var_name="split",
+        value_name="error",
+    )
     data["split"] = data["split"].str.removeprefix("final_").str.removesuffix("_error")
     data["error"] = 100 * data["error"]
     return data.sort_values(["variant", "split", "depth", "seed"], ignore_index=True)
@@ -273,17 +382,33 @@ def _error_vs_depth(runs: pd.DataFrame) -> Figure:
             if sel.empty:
                 continue
             stats = sel.groupby("depth")["error"].agg(["mean", "std"]).fillna(0.0)
-            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], color=style.color(variant),
-                        linestyle=style.linestyle(split), marker=style.MARKERS[variant], capsize=3,
-                        label=f"{'resnet' if VARIANTS[variant] else 'plain'} {split}")
-            ax.scatter(sel["depth"], sel["error"], color=style.color(variant), s=10, alpha=0.35,
-                       zorder=3)
+            ax.errorbar(
+                stats.index,
+                stats["mean"],
+                yerr=stats["std"],
+                color=style.color(variant),
+                linestyle=style.linestyle(split),
+                marker=style.MARKERS[variant],
+                capsize=3,
+                label=f"{'resnet' if VARIANTS[variant] else 'plain'} {split}",
+            )
+            ax.scatter(
+                sel["depth"], sel["error"], color=style.color(variant), s=10, alpha=0.35, zorder=3
+            )
     diverged = data[(data["status"] == "diverged") & (data["split"] == "train")]
     if not diverged.empty:  # at the training error they ended with, when it is a number
-        y = diverged["error"].where(diverged["error"].notna() & (diverged["error"].abs() != float("inf")),
-                                    100.0)
-        ax.scatter(diverged["depth"], y, marker="x", color="black", s=40, zorder=4,
-                   label="diverged (left out of the lines)")
+        y = diverged["error"].where(
+            diverged["error"].notna() & (diverged["error"].abs() != float("inf")), 100.0
+        )
+        ax.scatter(
+            diverged["depth"],
+            y,
+            marker="x",
+            color="black",
+            s=40,
+            zorder=4,
+            label="diverged (left out of the lines)",
+        )
     depths = sorted(int(d) for d in data["depth"].unique())
     ax.set_xticks(depths)
     ax.set_xlabel("depth (layers)")
@@ -291,12 +416,21 @@ def _error_vs_depth(runs: pd.DataFrame) -> Figure:
     ax.set_title("after the last epoch: plain (orange) and residual (blue) nets")
     ax.legend()
     return Figure(
-        key="error_vs_depth", title="Final error against depth", fig=fig, data=data,
+        key="error_vs_depth",
+        title="Final error against depth",
+        fig=fig,
+        data=data,
         caption="Degradation reads as a plain training-error line (orange, dashed) that rises with "
-                "depth while the residual one (blue, dashed) stays flat or falls. Points are "
-                "single seeds, bars one standard deviation over seeds.",
-        overlay=Overlay(x="depth", y="error", hue="variant", style="split",
-                        xlabel="depth (layers)", ylabel="final error (%)"),
+        "depth while the residual one (blue, dashed) stays flat or falls. Points are "
+        "single seeds, bars one standard deviation over seeds.",
+        overlay=Overlay(
+            x="depth",
+            y="error",
+            hue="variant",
+            style="split",
+            xlabel="depth (layers)",
+            ylabel="final error (%)",
+        ),
     )
 
 
@@ -304,16 +438,26 @@ def _layer_responses(probes: pd.DataFrame, diverged: set | frozenset = frozenset
     import matplotlib.pyplot as plt
 
     kept, left_out = _finite_probes(probes, diverged, ["response_std"])
-    data = (kept.groupby(["variant", "depth", "block"], as_index=False)["response_std"].mean()
-            .sort_values(["variant", "depth", "block"], ignore_index=True))
-    data["block_index"] = data["block"] + 1          # 1 = nearest the input, as drawn
-    data["rank"] = (data.groupby(["variant", "depth"])["response_std"]
-                    .rank(ascending=False, method="first").astype(int))
+    data = (
+        kept.groupby(["variant", "depth", "block"], as_index=False)["response_std"]
+        .mean()
+        .sort_values(["variant", "depth", "block"], ignore_index=True)
+    )
+    data["block_index"] = data["block"] + 1  # 1 = nearest the input, as drawn
+    data["rank"] = (
+        data.groupby(["variant", "depth"])["response_std"]
+        .rank(ascending=False, method="first")
+        .astype(int)
+    )
     depths = sorted(int(d) for d in probes["depth"].unique())
     fig, (ax_order, ax_rank) = plt.subplots(1, 2, figsize=style.FIGSIZE, sharey=True)
     for (variant, depth), g in data.groupby(["variant", "depth"], sort=True):
-        kw = dict(color=_shade(variant, depth, depths), marker=style.MARKERS[variant], markersize=3,
-                  label=model_label(variant, depth))
+        kw = dict(
+            color=_shade(variant, depth, depths),
+            marker=style.MARKERS[variant],
+            markersize=3,
+            label=model_label(variant, depth),
+        )
         ax_order.plot(g["block_index"], g["response_std"], **kw)
         ranked = g.sort_values("rank")
         ax_rank.plot(ranked["rank"], ranked["response_std"], **kw)
@@ -327,15 +471,24 @@ def _layer_responses(probes: pd.DataFrame, diverged: set | frozenset = frozenset
     if not data.empty:
         ax_rank.legend(fontsize=8)
     return Figure(
-        key="layer_responses", title="Layer responses (He et al. 2015, Fig. 7)", fig=fig, data=data,
+        key="layer_responses",
+        title="Layer responses (He et al. 2015, Fig. 7)",
+        fig=fig,
+        data=data,
         caption="Standard deviation of each block's function F(x) after its last batch norm, before "
-                "the addition, on a fixed batch of test images after training (mean over seeds). "
-                "The paper finds residual functions respond less than plain layers, and less in "
-                "deeper nets: they learn small corrections to the identity. "
-                + _responses_in_this_run(data) + _left_out_text(left_out),
-        overlay=Overlay(x="block_index", y="response_std", hue="variant", facet="depth",
-                        xlabel="block index (1 = nearest the input)",
-                        ylabel="std of the residual function's output"),
+        "the addition, on a fixed batch of test images after training (mean over seeds). "
+        "The paper finds residual functions respond less than plain layers, and less in "
+        "deeper nets: they learn small corrections to the identity. "
+        + _responses_in_this_run(data)
+        + _left_out_text(left_out),
+        overlay=Overlay(
+            x="block_index",
+            y="response_std",
+            hue="variant",
+            facet="depth",
+            xlabel="block index (1 = nearest the input)",
+            ylabel="std of the residual function's output",
+        ),
     )
 
 
@@ -350,8 +503,15 @@ def _integer_ticks(*axes) -> None:
 def _empty_note(data: pd.DataFrame, *axes) -> None:
     if data.empty:
         for ax in axes:
-            ax.text(0.5, 0.5, "no finite probe: every run diverged", transform=ax.transAxes,
-                    ha="center", va="center", color="#555555")
+            ax.text(
+                0.5,
+                0.5,
+                "no finite probe: every run diverged",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="#555555",
+            )
 
 
 def _responses_in_this_run(data: pd.DataFrame, near: float = 0.1) -> str:
@@ -361,20 +521,32 @@ def _responses_in_this_run(data: pd.DataFrame, near: float = 0.1) -> str:
     if data.empty:
         return ""
     stats = data.groupby(["variant", "depth"])["response_std"].agg(["mean", "max", "min"])
-    listing = ", ".join(f"{model_label(v, d)} {r['mean']:.2f} ({r['max']:.2f})"
-                        for (v, d), r in stats.iterrows())
-    calm = [(v, d) for (v, d), r in stats.iterrows() if r["max"] <= 1 + near and r["min"] >= 1 - near]
+    listing = ", ".join(
+        f"{model_label(v, d)} {r['mean']:.2f} ({r['max']:.2f})" for (v, d), r in stats.iterrows()
+    )
+    calm = [
+        (v, d) for (v, d), r in stats.iterrows() if r["max"] <= 1 + near and r["min"] >= 1 - near
+    ]
     loud = [(v, d) for (v, d) in stats.index if (v, d) not in calm]
     text = f"This run: the mean (largest) response of a block is {listing}."
     if calm:
-        text += (f" Every block of {_and([model_label(v, d) for v, d in calm])} stays within "
-                 f"{100 * near:.0f}% of 1.0")
-        text += (f"; {_and([model_label(v, d) for v, d in loud])} "
-                 f"{'has' if len(loud) == 1 else 'have'} blocks beyond that." if loud else ".")
+        text += (
+            f" Every block of {_and([model_label(v, d) for v, d in calm])} stays within "
+            f"{100 * near:.0f}% of 1.0"
+        )
+        text += (
+            f"; {_and([model_label(v, d) for v, d in loud])} "
+            f"{'has' if len(loud) == 1 else 'have'} blocks beyond that."
+            if loud
+            else "."
+        )
     depths = sorted({d for _, d in stats.index})
     pairs = [d for d in depths if ("plain", d) in stats.index and ("residual", d) in stats.index]
-    below = [d for d in pairs if stats.loc[("residual", d), "mean"] < stats.loc[("plain", d), "mean"]]
+    below = [
+        d for d in pairs if stats.loc[("residual", d), "mean"] < stats.loc[("plain", d), "mean"]
+    ]
     above = [d for d in pairs if d not in below]
+
     def at(ds: list) -> str:
         return f"depth{'s' * (len(ds) > 1)} {_and(ds)}"
 
@@ -386,8 +558,10 @@ def _responses_in_this_run(data: pd.DataFrame, near: float = 0.1) -> str:
     res = [d for d in depths if ("residual", d) in stats.index]
     if len(res) >= 2:
         r0, r1 = stats.loc[("residual", res[0]), "mean"], stats.loc[("residual", res[-1]), "mean"]
-        text += (f" resnet-{res[-1]} responds {'less than' if r1 < r0 else 'at least as much as'} "
-                 f"resnet-{res[0]} ({r1:.3f} against {r0:.3f}).")
+        text += (
+            f" resnet-{res[-1]} responds {'less than' if r1 < r0 else 'at least as much as'} "
+            f"resnet-{res[0]} ({r1:.3f} against {r0:.3f})."
+        )
     return text
 
 
@@ -401,17 +575,28 @@ def _gradient_norms(probes: pd.DataFrame, diverged: set | frozenset = frozenset(
 
     cols = [c for c in ("input_grad_norm", "param_grad_norm") if c in probes.columns]
     kept, left_out = _finite_probes(probes, diverged, cols)
-    data = (kept.groupby(["variant", "depth", "block"], as_index=False)[cols].mean()
-            .sort_values(["variant", "depth", "block"], ignore_index=True))
+    data = (
+        kept.groupby(["variant", "depth", "block"], as_index=False)[cols]
+        .mean()
+        .sort_values(["variant", "depth", "block"], ignore_index=True)
+    )
     data["block_index"] = data["block"] + 1
     depths = sorted(int(d) for d in probes["depth"].unique())
-    labels = {"input_grad_norm": ("at each block's input", "gradient norm at the block's input"),
-              "param_grad_norm": ("of each block's weights", "gradient norm of the block's weights")}
+    labels = {
+        "input_grad_norm": ("at each block's input", "gradient norm at the block's input"),
+        "param_grad_norm": ("of each block's weights", "gradient norm of the block's weights"),
+    }
     fig, axes = plt.subplots(1, len(cols), figsize=style.FIGSIZE, squeeze=False)
     for ax, col in zip(axes[0], cols):
         for (variant, depth), g in data.groupby(["variant", "depth"], sort=True):
-            ax.plot(g["block_index"], g[col], color=_shade(variant, depth, depths),
-                    marker=style.MARKERS[variant], markersize=3, label=model_label(variant, depth))
+            ax.plot(
+                g["block_index"],
+                g[col],
+                color=_shade(variant, depth, depths),
+                marker=style.MARKERS[variant],
+                markersize=3,
+                label=model_label(variant, depth),
+            )
         if (data[col] > 0).any():
             ax.set_yscale("log")
         ax.set_xlabel("block index (1 = nearest the input)")
@@ -423,68 +608,108 @@ def _gradient_norms(probes: pd.DataFrame, diverged: set | frozenset = frozenset(
     if not data.empty:
         axes[0][-1].legend(fontsize=8)
     return Figure(
-        key="gradient_norms", title="Gradient norms per block after training", fig=fig, data=data,
+        key="gradient_norms",
+        title="Gradient norms per block after training",
+        fig=fig,
+        data=data,
         caption="L2 norms of the loss gradient on the same fixed test batch after training, with "
-                "BN in training mode as SGD sees it (mean over seeds). In a residual net the "
-                "identity paths carry the gradient straight to the early blocks; He et al. argue "
-                "that with BN the plain nets' trouble is not vanishing gradients, so compare the "
-                "shapes rather than expecting the plain curve to vanish." + _left_out_text(left_out),
-        overlay=Overlay(x="block_index", y="input_grad_norm", hue="variant", facet="depth",
-                        xlabel="block index (1 = nearest the input)",
-                        ylabel="gradient norm at the block's input", logy=True)
-        if "input_grad_norm" in cols else None,
+        "BN in training mode as SGD sees it (mean over seeds). In a residual net the "
+        "identity paths carry the gradient straight to the early blocks; He et al. argue "
+        "that with BN the plain nets' trouble is not vanishing gradients, so compare the "
+        "shapes rather than expecting the plain curve to vanish." + _left_out_text(left_out),
+        overlay=Overlay(
+            x="block_index",
+            y="input_grad_norm",
+            hue="variant",
+            facet="depth",
+            xlabel="block index (1 = nearest the input)",
+            ylabel="gradient norm at the block's input",
+            logy=True,
+        )
+        if "input_grad_norm" in cols
+        else None,
     )
 
 
 # ------------------------------------------------------------------------- tables
 def _final_table(runs: pd.DataFrame) -> Table:
     fe = final_errors(runs)
-    data = pd.DataFrame({
-        "net": fe["model"],
-        "depth": fe["depth"],
-        "seeds": fe["n_seeds"],
-        "diverged": fe["n_diverged"],
-        # <name>_mean / <name>_std pairs are shown as one "mean ± std" column on the page
-        "train error %_mean": (100 * fe["train_error_mean"]).round(2),
-        "train error %_std": (100 * fe["train_error_std"]).round(2),
-        "test error %_mean": (100 * fe["test_error_mean"]).round(2),
-        "test error %_std": (100 * fe["test_error_std"]).round(2),
-    })
-    return Table(key="final_errors", title="Final errors per net (mean and std over seeds)", data=data,
-                 caption="Errors after the last epoch; std is over seeds (empty for one seed). "
-                         "Diverged runs are counted, not averaged.")
+    data = pd.DataFrame(
+        {
+            "net": fe["model"],
+            "depth": fe["depth"],
+            "seeds": fe["n_seeds"],
+            "diverged": fe["n_diverged"],
+            # <name>_mean / <name>_std pairs are shown as one "mean ± std" column on the page
+            "train error %_mean": (100 * fe["train_error_mean"]).round(2),
+            "train error %_std": (100 * fe["train_error_std"]).round(2),
+            "test error %_mean": (100 * fe["test_error_mean"]).round(2),
+            "test error %_std": (100 * fe["test_error_std"]).round(2),
+        }
+    )
+    return Table(
+        key="final_errors",
+        title="Final errors per net (mean and std over seeds)",
+        data=data,
+        caption="Errors after the last epoch; std is over seeds (empty for one seed). "
+        "Diverged runs are counted, not averaged.",
+    )
 
 
 def _runs_table(runs: pd.DataFrame) -> Table:
     df = runs.sort_values(["variant", "depth", "seed"], ignore_index=True)
-    data = pd.DataFrame({
-        "net": [model_label(v, d) for v, d in zip(df["variant"], df["depth"])],
-        "seed": df["seed"],
-        "status": df["status"],
-        "epochs": df["epochs"],
-        "train error %": (100 * df["final_train_error"]).round(2),
-        "test error %": (100 * df["final_test_error"]).round(2),
-        "images/s": df["images_per_s"].round(0),
-        "training s": df["train_s"].round(1),
-        "wall s": df["wall_s"].round(1),
-        "device": df["device"],
-        "threads": df["threads"],
-        # runs saved before CPU data parallelism trained one model
-        "replicas": df["replicas"] if "replicas" in df else 1,
-    })
-    return Table(key="runs", title="Every run: final errors, speed and time", data=data,
-                 caption="images/s: training throughput, the median over epochs. training s: the "
-                         "sum of epoch times (across resumes); wall s: data loading, training and "
-                         "probes in the session that finished the run.")
+    data = pd.DataFrame(
+        {
+            "net": [model_label(v, d) for v, d in zip(df["variant"], df["depth"])],
+            "seed": df["seed"],
+            "status": df["status"],
+            "epochs": df["epochs"],
+            "train error %": (100 * df["final_train_error"]).round(2),
+            "test error %": (100 * df["final_test_error"]).round(2),
+            "images/s": df["images_per_s"].round(0),
+            "training s": df["train_s"].round(1),
+            "wall s": df["wall_s"].round(1),
+            "device": df["device"],
+            "threads": df["threads"],
+            # runs saved before CPU data parallelism trained one model
+            "replicas": df["replicas"] if "replicas" in df else 1,
+        }
+    )
+    return Table(
+        key="runs",
+        title="Every run: final errors, speed and time",
+        data=data,
+        caption="images/s: training throughput, the median over epochs. training s: the "
+        "sum of epoch times (across resumes); wall s: data loading, training and "
+        "probes in the session that finished the run.",
+    )
 
 
 def _flattening_table(flat: pd.DataFrame) -> Table:
-    data = flat[["net", "from_epoch", "to_epoch", "train_error_from", "train_error_to", "change",
-                 "flattened"]].rename(columns={
-                     "from_epoch": "from epoch", "to_epoch": "to epoch",
-                     "train_error_from": "train error % then", "train_error_to": "train error % at the end",
-                     "change": "change (points)"})
-    return Table(key="flattening", title="Have the training curves flattened?", data=data,
-                 caption=f"Mean training error over seeds at the start and end of the last quarter "
-                         f"of the epochs; flattened when it moved by at most {FLAT_POINTS:g} point. "
-                         f"A net still descending at the end was stopped, not converged.")
+    data = flat[
+        [
+            "net",
+            "from_epoch",
+            "to_epoch",
+            "train_error_from",
+            "train_error_to",
+            "change",
+            "flattened",
+        ]
+    ].rename(
+        columns={
+            "from_epoch": "from epoch",
+            "to_epoch": "to epoch",
+            "train_error_from": "train error % then",
+            "train_error_to": "train error % at the end",
+            "change": "change (points)",
+        }
+    )
+    return Table(
+        key="flattening",
+        title="Have the training curves flattened?",
+        data=data,
+        caption=f"Mean training error over seeds at the start and end of the last quarter "
+        f"of the epochs; flattened when it moved by at most {FLAT_POINTS:g} point. "
+        f"A net still descending at the end was stopped, not converged.",
+    )

@@ -14,18 +14,21 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from residuals.bench.degradation import ranks
-from residuals.bench.degradation.config import (DegradationConfig, RunSpec, fix_numerics,
-                                                plan_runs)
+from residuals.bench.degradation.config import DegradationConfig, RunSpec, fix_numerics, plan_runs
 from residuals.bench.degradation.fusion import resolve_fuse
-from residuals.bench.degradation.sweep import (cuda_mps_running, default_jobs, run_sweep,
-                                               worker_threads)
+from residuals.bench.degradation.sweep import (
+    cuda_mps_running,
+    default_jobs,
+    run_sweep,
+    worker_threads,
+)
 from residuals.bench.degradation.training import load_data
 from residuals.bench.degradation.verdict import Verdict, degradation_verdict
 from residuals.runs import BrokenRun, RunDir
@@ -51,12 +54,12 @@ class DegradationResult:
     run: RunDir
     config: DegradationConfig
     verdict: Verdict
-    runs: pd.DataFrame           # runs.csv: one row per (variant, depth, seed)
-    device: str | None           # where it trained (None: a complete run reopened)
-    jobs: int = 0                # runs trained at once (0: none trained by this call)
-    precision: str = ""          # e.g. "bf16 autocast" or "fp32, 2 data-parallel replicas of ..."
-    report: Path | None = None   # the HTML page, when it was built
-    already_complete: bool = False   # resume of a finished run folder: nothing was trained
+    runs: pd.DataFrame  # runs.csv: one row per (variant, depth, seed)
+    device: str | None  # where it trained (None: a complete run reopened)
+    jobs: int = 0  # runs trained at once (0: none trained by this call)
+    precision: str = ""  # e.g. "bf16 autocast" or "fp32, 2 data-parallel replicas of ..."
+    report: Path | None = None  # the HTML page, when it was built
+    already_complete: bool = False  # resume of a finished run folder: nothing was trained
 
 
 def open_resume(path: str | os.PathLike) -> tuple[RunDir, DegradationConfig, dict]:
@@ -81,8 +84,9 @@ def check(cfg: DegradationConfig, device: str) -> None:
     from residuals.nets import build_model
 
     if cfg.dataset not in DATASETS:
-        raise SweepError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}",
-                         "dataset")
+        raise SweepError(
+            f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}", "dataset"
+        )
     for spec in (RunSpec(v, d, 0) for d in cfg.depths for v in cfg.variants):
         try:
             build_model(spec.registry_name)
@@ -99,22 +103,34 @@ def describe_precision(cfg: DegradationConfig, device: str, jobs: int) -> str:
     """The arithmetic the runs will use, as the trainer resolves it for ``jobs`` workers."""
     from residuals.device import resolve_replicas_amp
 
-    threads = worker_threads(jobs) if jobs > 1 else None   # None: this process's
-    replicas, threads_each, amp = resolve_replicas_amp(cfg.train_config(cfg.depths[0], 0, device),
-                                                       threads=threads)
+    threads = worker_threads(jobs) if jobs > 1 else None  # None: this process's
+    replicas, threads_each, amp = resolve_replicas_amp(
+        cfg.train_config(cfg.depths[0], 0, device), threads=threads
+    )
     text = "bf16 autocast" if amp else "fp32"
     if replicas > 1:
-        text += (f", {replicas} data-parallel replicas of {threads_each} "
-                 f"thread{'s' * (threads_each > 1)}")
+        text += (
+            f", {replicas} data-parallel replicas of {threads_each} "
+            f"thread{'s' * (threads_each > 1)}"
+        )
     return text
 
 
-def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "reports",
-        device: str | None = None, jobs: int | None = None, fuse: str | bool | None = None,
-        resume: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-        html: bool = True, echo: Callable[[str], None] = print,
-        warn: Callable[[str], None] | None = None, command: str | None = None,
-        started: Callable[[RunDir], None] | None = None) -> DegradationResult:
+def run(
+    config: DegradationConfig | None = None,
+    *,
+    out: str | os.PathLike = "reports",
+    device: str | None = None,
+    jobs: int | None = None,
+    fuse: str | bool | None = None,
+    resume: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    html: bool = True,
+    echo: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
+    command: str | None = None,
+    started: Callable[[RunDir], None] | None = None,
+) -> DegradationResult:
     """Run the degradation sweep ``config`` into a new run folder under ``out``.
 
     Parameters
@@ -145,13 +161,25 @@ def run(config: DegradationConfig | None = None, *, out: str | os.PathLike = "re
     the ranks (:mod:`residuals.bench.degradation.ranks`), and every rank returns the result.
     """
     with ranks.group():
-        return _run(config, out=out, device=device, jobs=jobs, fuse=fuse, resume=resume,
-                    data_dir=data_dir, html=html, echo=ranks.with_rank(echo), warn=warn,
-                    command=command, started=started)
+        return _run(
+            config,
+            out=out,
+            device=device,
+            jobs=jobs,
+            fuse=fuse,
+            resume=resume,
+            data_dir=data_dir,
+            html=html,
+            echo=ranks.with_rank(echo),
+            warn=warn,
+            command=command,
+            started=started,
+        )
 
 
-def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn, command,
-         started) -> DegradationResult:
+def _run(
+    config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn, command, started
+) -> DegradationResult:
     from residuals.device import resolve_device
     from residuals.distributed import check_all, local_device
 
@@ -159,72 +187,100 @@ def _run(config, *, out, device, jobs, fuse, resume, data_dir, html, echo, warn,
     if resume is not None:
         run_dir, saved, meta = check_all(lambda: open_resume(resume))
         if config is not None and config != saved:
-            raise SweepError("resume continues a run with its saved configuration; pass no "
-                             "config (or start a new run)", "resume")
+            raise SweepError(
+                "resume continues a run with its saved configuration; pass no "
+                "config (or start a new run)",
+                "resume",
+            )
         config = saved
         if meta.get("status") == "complete":
             runs = run_dir.read_table("runs") if run_dir.has_table("runs") else pd.DataFrame()
-            verdict = Verdict(meta.get("verdict"), meta.get("headline") or "",
-                              tuple(meta.get("verdict_notes") or ()))
+            verdict = Verdict(
+                meta.get("verdict"),
+                meta.get("headline") or "",
+                tuple(meta.get("verdict_notes") or ()),
+            )
             return DegradationResult(run_dir, config, verdict, runs, None, already_complete=True)
         device = device or (meta.get("machine") or {}).get("device") or "auto"
     config = config if config is not None else DegradationConfig()
     device = resolve_device(device or "auto")
     check(config, device)
-    asked, device = device, local_device(device)   # under torchrun: this rank's GPU
+    asked, device = device, local_device(device)  # under torchrun: this rank's GPU
     n_jobs = int(jobs) if jobs is not None else default_jobs(device)
     fused = resolve_fuse(fuse, device)
     data_dir = str(data_dir) if data_dir is not None else None
     # in-process runs keep this copy on their device; workers load their own. Loading here
     # (with downloads and checksums) stops a data problem before any training.
-    ranks.local_first(lambda: load_data(config, device if n_jobs == 1 else "cpu", data_dir,
-                                        download=True))
+    ranks.local_first(
+        lambda: load_data(config, device if n_jobs == 1 else "cpu", data_dir, download=True)
+    )
 
     n_runs = len(plan_runs(config))
     n_at_once = min(n_jobs, n_runs)
-    threads = worker_threads(n_jobs) if n_at_once > 1 else None   # None: this process's
+    threads = worker_threads(n_jobs) if n_at_once > 1 else None  # None: this process's
     # what changes a run's numbers (precision, CPU replicas) is fixed in the run's recorded
     # config when it starts, so that a resume under another --jobs trains the same nets
-    config = (fix_numerics(config, device, threads=threads) if run_dir is None
-              else _fix_resumed_numerics(run_dir, config, device, threads))
+    config = (
+        fix_numerics(config, device, threads=threads)
+        if run_dir is None
+        else _fix_resumed_numerics(run_dir, config, device, threads)
+    )
     # under torchrun, rank 0 alone creates or reopens the folder and takes its lock, which it
     # holds for the whole job; the other ranks never take it (they would find it held) and
     # work inside the folder under rank 0's hold, with rank 0's config (see .ranks)
-    held: list = []   # rank 0's hold on the folder (residuals.runs.lock), released at the end
+    held: list = []  # rank 0's hold on the folder (residuals.runs.lock), released at the end
 
     def open_folder() -> tuple[RunDir, DegradationConfig]:
         if run_dir is None:
             try:
-                made = RunDir.create(out, bench=BENCH, dataset=config.dataset,
-                                     config=config.to_dict(), device=asked, command=command)
+                made = RunDir.create(
+                    out,
+                    bench=BENCH,
+                    dataset=config.dataset,
+                    config=config.to_dict(),
+                    device=asked,
+                    command=command,
+                )
             except OSError as e:
                 raise SweepError(f"cannot create a run folder under {out}: {e}", "out") from None
             held.append(made.lock().acquire())
             return made, config
-        held.append(run_dir.lock().acquire())   # RunInUse: another process works in it
-        run_dir.update_meta(status="running", resumed_command=command or _command_line(),
-                            config=config.to_dict())
+        held.append(run_dir.lock().acquire())  # RunInUse: another process works in it
+        run_dir.update_meta(
+            status="running", resumed_command=command or _command_line(), config=config.to_dict()
+        )
         return run_dir, config
 
     try:
-        run_dir, config = ranks.shared_folder(open_folder)   # rank 0's folder and config
-        return _train(run_dir, config, device=device, n_jobs=n_jobs, n_runs=n_runs,
-                      fused=fused, data_dir=data_dir, html=html, echo=echo, warn=warn,
-                      started=started)
+        run_dir, config = ranks.shared_folder(open_folder)  # rank 0's folder and config
+        return _train(
+            run_dir,
+            config,
+            device=device,
+            n_jobs=n_jobs,
+            n_runs=n_runs,
+            fused=fused,
+            data_dir=data_dir,
+            html=html,
+            echo=echo,
+            warn=warn,
+            started=started,
+        )
     finally:
         for lock in held:
             lock.release()
 
 
-def _fix_resumed_numerics(run_dir: RunDir, cfg: DegradationConfig, device: str,
-                          threads: int | None) -> DegradationConfig:
+def _fix_resumed_numerics(
+    run_dir: RunDir, cfg: DegradationConfig, device: str, threads: int | None
+) -> DegradationConfig:
     """A folder from before the precision and replicas were fixed in its config: take them
     from the runs it finished (when all alike), else fix them now, once, for the rest."""
     if cfg.train.replicas is not None and cfg.train.amp is not None:
         return cfg
     try:
         done = run_dir.read_table("runs") if run_dir.has_table("runs") else None
-    except BrokenRun:   # a damaged table: the sweep's own check says what is wrong with it
+    except BrokenRun:  # a damaged table: the sweep's own check says what is wrong with it
         done = None
     if done is not None and not done.empty and {"replicas", "precision"} <= set(done.columns):
         replicas, precision = set(done["replicas"].dropna()), set(done["precision"].dropna())
@@ -233,8 +289,20 @@ def _fix_resumed_numerics(run_dir: RunDir, cfg: DegradationConfig, device: str,
     return fix_numerics(cfg, device, threads=threads)
 
 
-def _train(run_dir: RunDir, config: DegradationConfig, *, device: str, n_jobs: int, n_runs: int,
-           fused: bool, data_dir, html: bool, echo, warn, started) -> DegradationResult:
+def _train(
+    run_dir: RunDir,
+    config: DegradationConfig,
+    *,
+    device: str,
+    n_jobs: int,
+    n_runs: int,
+    fused: bool,
+    data_dir,
+    html: bool,
+    echo,
+    warn,
+    started,
+) -> DegradationResult:
     from residuals.distributed import is_rank0, world_size
 
     if started is not None:
@@ -242,34 +310,51 @@ def _train(run_dir: RunDir, config: DegradationConfig, *, device: str, n_jobs: i
     precision = describe_precision(config, device, n_jobs)
     n_at_once = min(n_jobs, n_runs)
     if is_rank0():
-        run_dir.update_meta(precision=precision, jobs=n_at_once, fuse=fused, ranks=world_size(),
-                            cuda_mps=device.startswith("cuda") and cuda_mps_running())
+        run_dir.update_meta(
+            precision=precision,
+            jobs=n_at_once,
+            fuse=fused,
+            ranks=world_size(),
+            cuda_mps=device.startswith("cuda") and cuda_mps_running(),
+        )
     echo(f"run folder: {run_dir.path}")
-    echo(f"{n_runs} runs ({', '.join(config.variants)} x depths "
-         f"{', '.join(map(str, config.depths))} x {config.seeds} seed{'s' * (config.seeds > 1)}), "
-         f"{config.train.epochs} epochs each, on {device} ({precision}), {n_at_once} at a time"
-         f"{' (runs of a depth fused)' if fused else ''}")
+    echo(
+        f"{n_runs} runs ({', '.join(config.variants)} x depths "
+        f"{', '.join(map(str, config.depths))} x {config.seeds} seed{'s' * (config.seeds > 1)}), "
+        f"{config.train.epochs} epochs each, on {device} ({precision}), {n_at_once} at a time"
+        f"{' (runs of a depth fused)' if fused else ''}"
+    )
 
     resume_cmd = resume_command(run_dir)
     try:
-        runs = run_sweep(run_dir, config, device=device, jobs=n_jobs, data_dir=data_dir,
-                         fuse=fused, echo=echo)
+        runs = run_sweep(
+            run_dir, config, device=device, jobs=n_jobs, data_dir=data_dir, fuse=fused, echo=echo
+        )
     except KeyboardInterrupt:
         if is_rank0():
             _record_end(run_dir, "interrupted", warn or echo, resume_command=resume_cmd)
         raise
     except Exception as e:
         if is_rank0():
-            _record_end(run_dir, "failed", warn or echo, error=f"{type(e).__name__}: {e}",
-                        resume_command=resume_cmd)
+            _record_end(
+                run_dir,
+                "failed",
+                warn or echo,
+                error=f"{type(e).__name__}: {e}",
+                resume_command=resume_cmd,
+            )
         raise
 
     verdict = degradation_verdict(runs)
     result = DegradationResult(run_dir, config, verdict, runs, device, n_at_once, precision)
-    if not is_rank0():   # rank 0 writes the end of the run and its report
+    if not is_rank0():  # rank 0 writes the end of the run and its report
         return result
-    run_dir.finish("complete", headline=verdict.headline, verdict=verdict.reproduced,
-                   verdict_notes=list(verdict.notes))
+    run_dir.finish(
+        "complete",
+        headline=verdict.headline,
+        verdict=verdict.reproduced,
+        verdict_notes=list(verdict.notes),
+    )
     if html:
         result.report = _build_report(run_dir, warn or echo)
     return result
@@ -281,8 +366,10 @@ def _record_end(run_dir: RunDir, status: str, warn: Callable[[str], None], **cha
     try:
         run_dir.finish(status, **changes)
     except OSError as e:
-        warn(f"warning: could not record the run as {status} in {run_dir.meta_path} "
-             f"({e.strerror or e}); it stays marked running")
+        warn(
+            f"warning: could not record the run as {status} in {run_dir.meta_path} "
+            f"({e.strerror or e}); it stays marked running"
+        )
 
 
 def resume_command(run_dir: RunDir) -> str:
@@ -299,12 +386,16 @@ def _build_report(run_dir: RunDir, echo: Callable[[str], None]) -> Path | None:
     try:
         from residuals.report.html import build_report
     except ImportError as e:
-        echo(f"warning: the HTML report builder is not available ({e}); "
-             f"the results are saved in {run_dir.path}")
+        echo(
+            f"warning: the HTML report builder is not available ({e}); "
+            f"the results are saved in {run_dir.path}"
+        )
         return None
     try:
         return build_report(run_dir.path)
     except Exception as e:  # the results are safe; the page can be rebuilt from them
-        echo(f"warning: the HTML report could not be built ({type(e).__name__}: {e}); the "
-             f"results are saved: residuals report build {shlex.quote(str(run_dir.path))}")
+        echo(
+            f"warning: the HTML report could not be built ({type(e).__name__}: {e}); the "
+            f"results are saved: residuals report build {shlex.quote(str(run_dir.path))}"
+        )
         return None

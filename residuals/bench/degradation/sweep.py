@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict
 from pathlib import Path
 from queue import Empty
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
+from residuals.bench._workers import spawn_pool, stop_workers
 from residuals.bench.degradation import ranks
 from residuals.bench.degradation.config import DegradationConfig, RunSpec, plan_runs
-from residuals.bench.degradation.progress import Progress
 from residuals.bench.degradation.fusion import FusedJob, plan_jobs
+from residuals.bench.degradation.progress import Progress
 from residuals.bench.degradation.tables import SweepTables
 from residuals.bench.degradation.training import RunOutcome, checkpoint_path, train_job
-from residuals.bench._workers import spawn_pool, stop_workers
 from residuals.device import spread_devices
 from residuals.distributed import from_rank0, is_rank0, launch, share
 from residuals.runs import RunDir
@@ -47,12 +48,12 @@ def default_jobs(device: str) -> int:
     Figures: benchmarks/README.md, "Figures behind the defaults".
     """
     if str(device).startswith("cuda"):
-        return CUDA_JOBS * len(spread_devices(str(device)))   # on every visible GPU
+        return CUDA_JOBS * len(spread_devices(str(device)))  # on every visible GPU
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS, Windows
         cores = os.cpu_count() or 1
-    info = launch()   # under torchrun the machine's cores are shared by its ranks
+    info = launch()  # under torchrun the machine's cores are shared by its ranks
     return max(1, cores // (info.local_world_size if info is not None else 1))
 
 
@@ -80,22 +81,36 @@ def _init_worker(queue, devices: list[str], counter) -> None:
         torch.cuda.set_device(_WORKER_DEVICE)
 
 
-def _worker_job(job: FusedJob, cfg: DegradationConfig, device: str, run_path: str,
-                data_dir: str | None) -> list[RunOutcome]:
+def _worker_job(
+    job: FusedJob, cfg: DegradationConfig, device: str, run_path: str, data_dir: str | None
+) -> list[RunOutcome]:
     def report(spec, record) -> None:
         _PROGRESS_QUEUE.put((spec, _record_dict(record)))
 
-    return train_job(job, cfg, device=_WORKER_DEVICE or device, run_path=run_path,
-                     data_dir=data_dir, on_epoch=report)
+    return train_job(
+        job,
+        cfg,
+        device=_WORKER_DEVICE or device,
+        run_path=run_path,
+        data_dir=data_dir,
+        on_epoch=report,
+    )
 
 
 def _record_dict(record) -> dict:
     return asdict(record) if hasattr(record, "__dataclass_fields__") else dict(record)
 
 
-def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1,
-              data_dir: str | None = None, fuse: bool = False,
-              echo: Callable[[str], None] = print) -> pd.DataFrame:
+def run_sweep(
+    run: RunDir,
+    cfg: DegradationConfig,
+    *,
+    device: str,
+    jobs: int = 1,
+    data_dir: str | None = None,
+    fuse: bool = False,
+    echo: Callable[[str], None] = print,
+) -> pd.DataFrame:
     """Train every run of ``cfg`` not yet in the run folder's ``runs.csv``; return ``runs.csv``.
 
     ``jobs == 1`` trains in this process (with torch's current thread count);
@@ -108,7 +123,7 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     Exceptions (including KeyboardInterrupt) stop the sweep and propagate.
     """
     planned = plan_runs(cfg)
-    own = SweepTables(run, cfg)   # checked: a damaged table stops here (TableError)
+    own = SweepTables(run, cfg)  # checked: a damaged table stops here (TableError)
     tables: SweepTables | ranks.Collected = own
     done = own.finished()
     todo = [s for s in planned if (s.variant, s.depth, s.seed) not in done]
@@ -116,31 +131,50 @@ def run_sweep(run: RunDir, cfg: DegradationConfig, *, device: str, jobs: int = 1
     units = share(from_rank0(lambda: _plan(todo, cfg, device=device, jobs=jobs, fuse=fuse)))
     todo = [s for u in units for s in u.specs]
     if not is_rank0():
-        tables = ranks.Collected()   # rank 0 writes the tables
+        tables = ranks.Collected()  # rank 0 writes the tables
     jobs = max(1, min(int(jobs), len(units))) if units else 1
     progress = Progress(todo, cfg, n_total=len(planned), jobs=jobs, echo=echo)
     partial = sum(checkpoint_path(run.path, s).is_file() for s in todo)
     if done or partial:
-        echo(f"resuming: {len(done)} of {len(planned)} runs already finished, {partial} continue "
-             f"from their checkpoints, {len(todo) - partial} start from scratch")
+        echo(
+            f"resuming: {len(done)} of {len(planned)} runs already finished, {partial} continue "
+            f"from their checkpoints, {len(todo) - partial} start from scratch"
+        )
     if fuse and units:
-        echo(f"{len(todo)} runs in {len(units)} fused jobs of "
-             f"{', '.join(str(len(u.specs)) for u in units)} members")
+        echo(
+            f"{len(todo)} runs in {len(units)} fused jobs of "
+            f"{', '.join(str(len(u.specs)) for u in units)} members"
+        )
 
     if jobs == 1:
         for job in units:
-            for outcome in train_job(job, cfg, device=device, run_path=run.path, data_dir=data_dir,
-                                     on_epoch=lambda s, r: progress.epoch(s, _record_dict(r))):
+            for outcome in train_job(
+                job,
+                cfg,
+                device=device,
+                run_path=run.path,
+                data_dir=data_dir,
+                on_epoch=lambda s, r: progress.epoch(s, _record_dict(r)),
+            ):
                 tables.add(outcome)
                 progress.finished(outcome)
     elif units:
-        _run_parallel(units, cfg, run, device=device, jobs=jobs, data_dir=data_dir,
-                      tables=tables, progress=progress)
-    return ranks.gather(tables, lambda: own.frames["runs"])   # called on rank 0 only
+        _run_parallel(
+            units,
+            cfg,
+            run,
+            device=device,
+            jobs=jobs,
+            data_dir=data_dir,
+            tables=tables,
+            progress=progress,
+        )
+    return ranks.gather(tables, lambda: own.frames["runs"])  # called on rank 0 only
 
 
-def _plan(todo: list[RunSpec], cfg: DegradationConfig, *, device: str, jobs: int,
-          fuse: bool) -> list[FusedJob]:
+def _plan(
+    todo: list[RunSpec], cfg: DegradationConfig, *, device: str, jobs: int, fuse: bool
+) -> list[FusedJob]:
     """The runs as jobs; fused jobs are sized by the GPU's free memory where there is one."""
     if not fuse:
         return plan_jobs(todo, cfg, fuse=False)
@@ -154,24 +188,31 @@ def _plan(todo: list[RunSpec], cfg: DegradationConfig, *, device: str, jobs: int
 
         memory = torch.cuda.mem_get_info(torch.device(device))[0]
     amp = resolve_amp(cfg.train.amp, device, 1)
-    return plan_jobs(todo, cfg, fuse=True, image_shape=(spec.in_channels, spec.image_size,
-                                                        spec.image_size),
-                     num_classes=len(spec.classes), amp=amp, memory_bytes=memory,
-                     concurrent=max(1, jobs))
+    return plan_jobs(
+        todo,
+        cfg,
+        fuse=True,
+        image_shape=(spec.in_channels, spec.image_size, spec.image_size),
+        num_classes=len(spec.classes),
+        amp=amp,
+        memory_bytes=memory,
+        concurrent=max(1, jobs),
+    )
 
 
 def _run_parallel(units, cfg, run, *, device, jobs, data_dir, tables, progress) -> None:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    pool = spawn_pool(jobs, worker_threads(jobs), _init_worker,
-                      (queue, spread_devices(device), ctx.Value("i", 0)))
+    pool = spawn_pool(
+        jobs, worker_threads(jobs), _init_worker, (queue, spread_devices(device), ctx.Value("i", 0))
+    )
     try:
         pending = {pool.submit(_worker_job, u, cfg, device, str(run.path), data_dir) for u in units}
         while pending:
             finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             _drain(queue, progress)
             for future in finished:
-                for outcome in future.result():   # re-raises the worker's exception
+                for outcome in future.result():  # re-raises the worker's exception
                     tables.add(outcome)
                     progress.finished(outcome)
         _drain(queue, progress)

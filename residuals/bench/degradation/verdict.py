@@ -7,8 +7,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from residuals.bench.degradation.config import (DEGRADATION_MARGIN, RESIDUAL_TOLERANCE,
-                                                SIGNIFICANCE, VARIANTS, model_label)
+from residuals.bench.degradation.config import (
+    DEGRADATION_MARGIN,
+    RESIDUAL_TOLERANCE,
+    SIGNIFICANCE,
+    VARIANTS,
+    model_label,
+)
 
 __all__ = ["Verdict", "degradation_verdict", "final_errors"]
 
@@ -18,7 +23,7 @@ __all__ = ["Verdict", "degradation_verdict", "final_errors"]
 class Verdict:
     """The measured answer: was the degradation problem reproduced?"""
 
-    reproduced: bool | None   # None: not enough finished runs to say
+    reproduced: bool | None  # None: not enough finished runs to say
     headline: str
     notes: tuple[str, ...] = ()
 
@@ -33,22 +38,40 @@ def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (variant, depth), g in runs.groupby(["variant", "depth"], sort=True):
         ok = g[g["status"] == "complete"]
-        rows.append({
-            "variant": variant, "depth": int(depth), "model": model_label(variant, depth),
-            "n_seeds": len(ok), "n_diverged": int((g["status"] == "diverged").sum()),
-            "train_error_mean": ok["final_train_error"].mean(),
-            "train_error_std": ok["final_train_error"].std(),
-            "test_error_mean": ok["final_test_error"].mean(),
-            "test_error_std": ok["final_test_error"].std(),
-        })
-    cols = ["variant", "depth", "model", "n_seeds", "n_diverged", "train_error_mean",
-            "train_error_std", "test_error_mean", "test_error_std"]
+        rows.append(
+            {
+                "variant": variant,
+                "depth": int(depth),
+                "model": model_label(variant, depth),
+                "n_seeds": len(ok),
+                "n_diverged": int((g["status"] == "diverged").sum()),
+                "train_error_mean": ok["final_train_error"].mean(),
+                "train_error_std": ok["final_train_error"].std(),
+                "test_error_mean": ok["final_test_error"].mean(),
+                "test_error_std": ok["final_test_error"].std(),
+            }
+        )
+    cols = [
+        "variant",
+        "depth",
+        "model",
+        "n_seeds",
+        "n_diverged",
+        "train_error_mean",
+        "train_error_std",
+        "test_error_mean",
+        "test_error_std",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
-def degradation_verdict(runs: pd.DataFrame, *, margin: float = DEGRADATION_MARGIN,
-                        tolerance: float = RESIDUAL_TOLERANCE,
-                        significance: float = SIGNIFICANCE) -> Verdict:
+def degradation_verdict(
+    runs: pd.DataFrame,
+    *,
+    margin: float = DEGRADATION_MARGIN,
+    tolerance: float = RESIDUAL_TOLERANCE,
+    significance: float = SIGNIFICANCE,
+) -> Verdict:
     """Apply the rule of the module docstring to ``runs.csv`` (errors as fractions).
 
     ``margin`` and ``tolerance`` are in percentage points of training error,
@@ -59,24 +82,35 @@ def degradation_verdict(runs: pd.DataFrame, *, margin: float = DEGRADATION_MARGI
     variants = set(runs["variant"])
     depths = sorted(int(d) for d in runs["depth"].unique())
     if not set(VARIANTS) <= variants or len(depths) < 2:
-        return Verdict(None, "no verdict: the rule compares plain and residual nets at two or more "
-                             f"depths (this run has {', '.join(sorted(variants))} at "
-                             f"{', '.join(map(str, depths))})")
+        return Verdict(
+            None,
+            "no verdict: the rule compares plain and residual nets at two or more "
+            f"depths (this run has {', '.join(sorted(variants))} at "
+            f"{', '.join(map(str, depths))})",
+        )
     d0, d1 = depths[0], depths[-1]
     table = final_errors(runs).set_index(["variant", "depth"])
     notes = []
     for variant in VARIANTS:
         for depth in (d0, d1):
             if (variant, depth) not in table.index:
-                return Verdict(None, f"no verdict: {model_label(variant, depth)} has no finished run")
+                return Verdict(
+                    None, f"no verdict: {model_label(variant, depth)} has no finished run"
+                )
             row = table.loc[(variant, depth)]
             if row["n_diverged"]:
                 total = row["n_diverged"] + row["n_seeds"]
-                notes.append(f"{model_label(variant, depth)}: {row['n_diverged']} of {total} seeds "
-                             "diverged (left out of the mean)")
+                notes.append(
+                    f"{model_label(variant, depth)}: {row['n_diverged']} of {total} seeds "
+                    "diverged (left out of the mean)"
+                )
             if row["n_seeds"] == 0:
-                return Verdict(None, f"no verdict: every {model_label(variant, depth)} run diverged "
-                                     "(non-finite loss); try a lower --lr or a warm-up", tuple(notes))
+                return Verdict(
+                    None,
+                    f"no verdict: every {model_label(variant, depth)} run diverged "
+                    "(non-finite loss); try a lower --lr or a warm-up",
+                    tuple(notes),
+                )
 
     def err(variant, depth) -> float:
         return 100.0 * table.loc[(variant, depth), "train_error_mean"]
@@ -90,6 +124,7 @@ def degradation_verdict(runs: pd.DataFrame, *, margin: float = DEGRADATION_MARGI
 
     p0, p1 = model_label("plain", d0), model_label("plain", d1)
     r0, r1 = model_label("residual", d0), model_label("residual", d1)
+
     def var_of_mean(variant, depth) -> float:
         row = table.loc[(variant, depth)]
         n, sd = row["n_seeds"], 100.0 * row["train_error_std"]
@@ -102,15 +137,23 @@ def degradation_verdict(runs: pd.DataFrame, *, margin: float = DEGRADATION_MARGI
     n = int(table["n_seeds"].max())
     seeds = f" (means over {n} seeds)" if n > 1 else ""
     plain = f"{p1} training error {cell('plain', d1)} {'>' if degraded else 'vs'} {p0} {cell('plain', d0)}"
-    resid = f"{r1} {cell('residual', d1)} {'<=' if residual_ok else '>'} {r0} {cell('residual', d0)}"
+    resid = (
+        f"{r1} {cell('residual', d1)} {'<=' if residual_ok else '>'} {r0} {cell('residual', d0)}"
+    )
     if degraded and residual_ok:
         return Verdict(True, f"degradation reproduced: {plain}; {resid}{seeds}", tuple(notes))
     why = []
     if not degraded:
-        bar = (f"{margin:g} points" if needed == margin else
-               f"{needed:.1f} points ({significance:g} standard errors over seeds)")
+        bar = (
+            f"{margin:g} points"
+            if needed == margin
+            else f"{needed:.1f} points ({significance:g} standard errors over seeds)"
+        )
         why.append(f"{p1} is not worse than {p0} by more than {bar}")
     if not residual_ok:
         why.append(f"{r1} is worse than {r0} by more than {tolerance:g} points")
-    return Verdict(False, f"degradation not reproduced ({'; '.join(why)}): {plain}; {resid}{seeds}",
-                   tuple(notes))
+    return Verdict(
+        False,
+        f"degradation not reproduced ({'; '.join(why)}): {plain}; {resid}{seeds}",
+        tuple(notes),
+    )

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from residuals.runs import BrokenRun, RunDir
-
 from residuals.bench.ensemble.config import (
     DEFAULT_PRESET,
     KEYS,
@@ -37,6 +35,7 @@ from residuals.bench.ensemble.config import (
 from residuals.bench.ensemble.families import FAMILIES, FitRequest, check_families, fit_family
 from residuals.bench.ensemble.measure import measure
 from residuals.bench.ensemble.verdict import Verdict, ensemble_verdict
+from residuals.runs import BrokenRun, RunDir
 
 __all__ = [
     "BENCH",

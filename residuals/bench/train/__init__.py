@@ -18,9 +18,23 @@ from typing import TYPE_CHECKING
 from residuals._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
-    from residuals.bench.train.recipes import (ARTICLE_FIGURES, DEFAULT_RECIPE, RECIPES, Recipe,
-                                               get_recipe, parse_warmup)
-    from residuals.bench.train.run import (BENCH, RecipeMismatch, RunWriter, TrainOutcome,
-                                           median_images_per_s, prepare, resume_recipe, run)
+    from residuals.bench.train.recipes import (
+        ARTICLE_FIGURES,
+        DEFAULT_RECIPE,
+        RECIPES,
+        Recipe,
+        get_recipe,
+        parse_warmup,
+    )
+    from residuals.bench.train.run import (
+        BENCH,
+        RecipeMismatch,
+        RunWriter,
+        TrainOutcome,
+        median_images_per_s,
+        prepare,
+        resume_recipe,
+        run,
+    )
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

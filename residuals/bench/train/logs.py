@@ -45,9 +45,7 @@ def _hms(seconds: float) -> str:
         return "?"
     s = round(seconds)
     return (
-        f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-        if s >= 3600
-        else f"{s // 60}:{s % 60:02d}"
+        f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
     )
 
 
@@ -93,9 +91,7 @@ class ProgressBar:
         if not self.enabled:
             return
         now = time.perf_counter()
-        if (
-            p.epoch != self._epoch
-        ):  # a new epoch (or a resumed one) starts its clock here
+        if p.epoch != self._epoch:  # a new epoch (or a resumed one) starts its clock here
             self._epoch, self._t0, self._last = p.epoch, now, now
             self._start_step, self._start_seen = p.step, p.seen
             return
@@ -154,9 +150,7 @@ class TensorBoardLog:
 
     def steps(self, trace: Any) -> None:
         """Write a :class:`~residuals.train.StepTrace` (one epoch's steps)."""
-        for it, loss, err, lr in zip(
-            trace.iteration, trace.loss, trace.error, trace.lr
-        ):
+        for it, loss, err, lr in zip(trace.iteration, trace.loss, trace.error, trace.lr):
             step = it + 1
             self.writer.add_scalar("train/loss", loss, step)
             self.writer.add_scalar("train/error", err, step)

@@ -73,31 +73,19 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.resize is not None and (
-            isinstance(self.resize, bool)
-            or not isinstance(self.resize, int)
-            or self.resize < 1
+            isinstance(self.resize, bool) or not isinstance(self.resize, int) or self.resize < 1
         ):
-            raise ValueError(
-                f"resize must be a positive number of pixels, got {self.resize!r}"
-            )
+            raise ValueError(f"resize must be a positive number of pixels, got {self.resize!r}")
         if self.subset is not None and (
-            isinstance(self.subset, bool)
-            or not isinstance(self.subset, int)
-            or self.subset < 2
+            isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset < 2
         ):
-            raise ValueError(
-                f"subset must be a number of images >= 2, got {self.subset!r}"
-            )
+            raise ValueError(f"subset must be a number of images >= 2, got {self.subset!r}")
         if isinstance(self.train, dict):  # from JSON
             object.__setattr__(self, "train", TrainConfig(**self.train))
 
     def model_options(self) -> dict[str, Any]:
         """Builder keyword arguments the recipe sets (``activation``, ``head``)."""
-        return {
-            k: getattr(self, k)
-            for k in ("activation", "head")
-            if getattr(self, k) is not None
-        }
+        return {k: getattr(self, k) for k in ("activation", "head") if getattr(self, k) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,28 +113,18 @@ class Recipe:
         epochs stays a sixth). Raises ``ValueError`` for an invalid combination.
         """
         options = {k: v for k, v in options.items() if v is not None}
-        own = {
-            k: options.pop(k) for k in list(options) if k in NET_DATA_FIELDS + ("name",)
-        }
+        own = {k: options.pop(k) for k in list(options) if k in NET_DATA_FIELDS + ("name",)}
         unknown = sorted(set(options) - {f.name for f in fields(TrainConfig)})
         if unknown:
             raise ValueError(f"unknown recipe options {unknown}")
         cfg = self.train
         if (
-            (
-                "epochs" in options
-                and "warmup_epochs" not in options
-                and "warmup" not in options
-            )
+            ("epochs" in options and "warmup_epochs" not in options and "warmup" not in options)
             and cfg.warmup == "linear"
             and cfg.warmup_epochs > 0
         ):
-            options["warmup_epochs"] = (
-                cfg.warmup_epochs / cfg.epochs * options["epochs"]
-            )
-        return dataclasses.replace(
-            self, train=dataclasses.replace(cfg, **options), **own
-        )
+            options["warmup_epochs"] = cfg.warmup_epochs / cfg.epochs * options["epochs"]
+        return dataclasses.replace(self, train=dataclasses.replace(cfg, **options), **own)
 
     def differences(self, other: Recipe, *, ignore: tuple[str, ...] = ()) -> list[str]:
         """``"field: A in this recipe, B in the other"`` for every field that differs."""
@@ -250,10 +228,8 @@ def get_recipe(name: str) -> Recipe:
     except KeyError:
         import difflib
 
-        close = [
-            n for n in RECIPES if n.startswith(str(name))
-        ] or difflib.get_close_matches(str(name), RECIPES, n=2)
+        close = [n for n in RECIPES if n.startswith(str(name))] or difflib.get_close_matches(
+            str(name), RECIPES, n=2
+        )
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
-            f"unknown recipe {name!r}.{hint} Known: {', '.join(RECIPES)}"
-        ) from None
+        raise ValueError(f"unknown recipe {name!r}.{hint} Known: {', '.join(RECIPES)}") from None

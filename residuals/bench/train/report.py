@@ -50,9 +50,7 @@ def render(run: RunDir) -> ReportContent:
     )
 
 
-def _verdict(
-    meta: dict, config: dict, results: pd.DataFrame
-) -> tuple[str, bool | None]:
+def _verdict(meta: dict, config: dict, results: pd.DataFrame) -> tuple[str, bool | None]:
     headline = meta.get("headline") or f"{config.get('model')} on {meta.get('dataset')}"
     if meta.get("status") != "complete":
         headline = f"{meta.get('status')} after {len(results)} epoch(s): {headline}"
@@ -63,8 +61,7 @@ def _verdict(
     reached = acc >= article["test_acc"]
     word = "reached" if reached else "below"
     return (
-        f"{word} the article's test accuracy ({acc:.3f} vs {article['test_acc']:.3f}); "
-        f"{headline}"
+        f"{word} the article's test accuracy ({acc:.3f} vs {article['test_acc']:.3f}); {headline}"
     ), reached
 
 
@@ -157,9 +154,7 @@ def _error_curves(results: pd.DataFrame) -> Figure:
         fig=fig,
         data=data,
         caption="Accuracy is 100% minus the error.",
-        overlay=Overlay(
-            x="epoch", y="error", style="split", xlabel="epoch", ylabel="error (%)"
-        ),
+        overlay=Overlay(x="epoch", y="error", style="split", xlabel="epoch", ylabel="error (%)"),
     )
 
 
@@ -187,9 +182,7 @@ def _lr_curve(steps: pd.DataFrame, plans: list[dict]) -> Figure:
         data=data,
         caption="The schedule as the optimiser saw it; dotted lines mark resumes that "
         "asked for more epochs (the schedule re-planned over the new total).",
-        overlay=Overlay(
-            x="iteration", y="lr", xlabel="optimiser step", ylabel="learning rate"
-        ),
+        overlay=Overlay(x="iteration", y="lr", xlabel="optimiser step", ylabel="learning rate"),
     )
 
 
@@ -208,9 +201,7 @@ def _throughput(results: pd.DataFrame) -> Figure:
         data=data,
         caption="Images per second of training time (evaluation excluded); the first "
         "epoch carries one-off costs (kernel selection, graph capture).",
-        overlay=Overlay(
-            x="epoch", y="images_per_s", xlabel="epoch", ylabel="images / s"
-        ),
+        overlay=Overlay(x="epoch", y="images_per_s", xlabel="epoch", ylabel="images / s"),
     )
 
 
@@ -223,9 +214,7 @@ def _final_table(meta: dict, config: dict, results: pd.DataFrame) -> Table:
         "test loss": round(float(last["test_loss"]), 4),
         "test accuracy": round(1 - float(last["test_error"]), 4),
         "best test accuracy": round(1 - float(results["test_error"].min()), 4),
-        "images/s (median over epochs)": round(
-            float(results["images_per_s"].median()), 1
-        ),
+        "images/s (median over epochs)": round(float(results["images_per_s"].median()), 1),
         "training seconds": round(float(results["seconds"].sum()), 2),
         "precision": meta.get("precision"),
         "parameters": meta.get("parameters"),
@@ -254,9 +243,7 @@ _ARTICLE_KEYS = {
 def _recipe_table(config: dict) -> Table:
     flat = {k: v for k, v in config.items() if k != "train"}
     flat.update(config.get("train") or {})
-    data = pd.DataFrame(
-        {"setting": list(flat), "value": [str(v) for v in flat.values()]}
-    )
+    data = pd.DataFrame({"setting": list(flat), "value": [str(v) for v in flat.values()]})
     return Table(
         key="recipe",
         title="Recipe",

@@ -56,9 +56,7 @@ class TrainOutcome:
     headline: str
 
 
-def prepare(
-    recipe: Recipe, *, data_dir: str | os.PathLike | None = None, download: bool = True
-):
+def prepare(recipe: Recipe, *, data_dir: str | os.PathLike | None = None, download: bool = True):
     """Check and load what ``recipe`` trains: ``(model, data, device)``.
 
     Raises ``ValueError`` (an unknown model, a bad option, a device this machine lacks),
@@ -88,9 +86,7 @@ def prepare(
             train_y=data.train_y[: recipe.subset],
             extra={**data.extra, "subset": recipe.subset},
         )
-    torch.manual_seed(
-        recipe.train.seed
-    )  # the weights, as the degradation bench seeds them
+    torch.manual_seed(recipe.train.seed)  # the weights, as the degradation bench seeds them
     model = build_model(
         recipe.model,
         in_channels=data.in_channels,
@@ -118,12 +114,8 @@ class RunWriter:
         self.run, self.epochs, self.echo = run, epochs, echo
         self.progress, self.tensorboard = progress, tensorboard
         # a resumed run's tables: each new epoch replaces its rows and any after it
-        self.results = (
-            run.read_table("results") if run.has_table("results") else pd.DataFrame()
-        )
-        self.steps = (
-            run.read_table("steps") if run.has_table("steps") else pd.DataFrame()
-        )
+        self.results = run.read_table("results") if run.has_table("results") else pd.DataFrame()
+        self.steps = run.read_table("steps") if run.has_table("steps") else pd.DataFrame()
         self._last_iteration = 0
 
     @staticmethod
@@ -161,9 +153,7 @@ class RunWriter:
 
         if self.progress is not None:
             self.progress.clear()
-        self.results = self._append(
-            self.results, pd.DataFrame([asdict(record)]), record.epoch
-        )
+        self.results = self._append(self.results, pd.DataFrame([asdict(record)]), record.epoch)
         self.run.write_table(self.results, "results")
         if self.tensorboard is not None:
             self.tensorboard.epoch(record, self._last_iteration)
@@ -266,9 +256,18 @@ def run(
 
     with distributed.process_group(resolve_device(recipe.train.device)):
         if distributed.is_rank0():
-            return _run(recipe, out=out, resume=resume, data_dir=data_dir,
-                        checkpoint_every=checkpoint_every, tensorboard=tensorboard, echo=echo,
-                        progress=progress, report=report, command=command)
+            return _run(
+                recipe,
+                out=out,
+                resume=resume,
+                data_dir=data_dir,
+                checkpoint_every=checkpoint_every,
+                tensorboard=tensorboard,
+                echo=echo,
+                progress=progress,
+                report=report,
+                command=command,
+            )
         return _other_rank(recipe, data_dir=data_dir)
 
 
@@ -282,25 +281,44 @@ def _other_rank(recipe: Recipe, *, data_dir) -> TrainOutcome:
     model, data, _ = distributed.local_first(lambda: prepare(recipe, data_dir=data_dir))
     # rank 0 creates (or reopens) the folder and sends it; this rank's argument is unused
     run_dir: RunDir = distributed.from_rank0(lambda: None)  # type: ignore[arg-type,assignment]
-    result = train(model, data, recipe.train, checkpoint_path=run_dir.path / CHECKPOINT,
-                   resume=True, distributed=True)
-    return TrainOutcome(run_dir, recipe, result.history, result,
-                        _headline(recipe, result.history, result.diverged))
+    result = train(
+        model,
+        data,
+        recipe.train,
+        checkpoint_path=run_dir.path / CHECKPOINT,
+        resume=True,
+        distributed=True,
+    )
+    return TrainOutcome(
+        run_dir, recipe, result.history, result, _headline(recipe, result.history, result.diverged)
+    )
 
 
-def _run(recipe: Recipe, *, out, resume, data_dir, checkpoint_every, tensorboard, echo,
-         progress, report, command) -> TrainOutcome:
+def _run(
+    recipe: Recipe,
+    *,
+    out,
+    resume,
+    data_dir,
+    checkpoint_every,
+    tensorboard,
+    echo,
+    progress,
+    report,
+    command,
+) -> TrainOutcome:
     from residuals import distributed
     from residuals.train import train
 
-    run_dir, tb = distributed.check_all(lambda: (
-        _open_resume(resume, recipe) if resume is not None else None,
-        open_tensorboard(tensorboard) if tensorboard is not None else None))
+    run_dir, tb = distributed.check_all(
+        lambda: (
+            _open_resume(resume, recipe) if resume is not None else None,
+            open_tensorboard(tensorboard) if tensorboard is not None else None,
+        )
+    )
     model, data, device = distributed.local_first(lambda: prepare(recipe, data_dir=data_dir))
     command = (
-        command
-        if command is not None
-        else " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
+        command if command is not None else " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
     )
 
     def open_folder() -> RunDir:
@@ -325,9 +343,7 @@ def _run(recipe: Recipe, *, out, resume, data_dir, checkpoint_every, tensorboard
 
     run_dir = distributed.from_rank0(open_folder)  # and to the other ranks
     ckpt = run_dir.path / CHECKPOINT
-    writer = RunWriter(
-        run_dir, recipe.train.epochs, echo=echo, progress=progress, tensorboard=tb
-    )
+    writer = RunWriter(run_dir, recipe.train.epochs, echo=echo, progress=progress, tensorboard=tb)
     resume_cmd = f"residuals train --resume {shlex.quote(str(run_dir.path))}"
     echo(f"run folder: {run_dir.path}")
     try:
@@ -349,9 +365,7 @@ def _run(recipe: Recipe, *, out, resume, data_dir, checkpoint_every, tensorboard
         raise
     except Exception as e:
         writer.close()
-        run_dir.finish(
-            "failed", error=f"{type(e).__name__}: {e}", resume_command=resume_cmd
-        )
+        run_dir.finish("failed", error=f"{type(e).__name__}: {e}", resume_command=resume_cmd)
         raise
     writer.close()
     headline = _headline(recipe, result.history, result.diverged)
