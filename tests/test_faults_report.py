@@ -293,6 +293,27 @@ def test_unwritable_folders_give_a_clean_error(tmp_path, how, read_only_dir):
             assert "cannot write" in result.output, (args, result.output)
 
 
+def test_serve_shows_a_read_only_folder_as_it_is(read_only_dir, monkeypatch):
+    """`report serve` cannot refresh the index of a read-only folder: it says so in one line
+    and serves the folder as it is (no traceback, no exit)."""
+    import residuals.report.serve as serve_module
+
+    folder, make_read_only = read_only_dir
+    degradation_run(folder, "a")
+    make_read_only()
+    served = []
+    monkeypatch.setattr(serve_module, "serve_forever", lambda server, echo: served.append(server))
+    result = cli("report", "serve", "--root", folder, "--port", "0")
+    for server in served:
+        server.server_close()
+    assert result.exit_code == 0, result.output
+    assert not isinstance(result.exception, OSError)
+    assert (
+        "warning: cannot write" in result.output and "serving the folder as it is" in result.output
+    )
+    assert len(served) == 1 and "serving" in result.output
+
+
 # ------------------------------------------------------ newcomer: one epoch, few blocks
 def test_one_epoch_curves_are_visible_and_block_axes_count_whole_blocks(tmp_path):
     content = render(degradation_run(tmp_path, "r", epochs=1, blocks=3))
