@@ -16,6 +16,7 @@ from residuals.train import (
     TrainError,
     load_checkpoint,
     make_optimizer,
+    save_checkpoint,
     steps_per_epoch,
     train,
 )
@@ -167,6 +168,30 @@ def test_resume_refuses_other_changes_and_fewer_epochs_listing_each(digits, tmp_
             small_cnn(),
             digits,
             TrainConfig(epochs=2, lr=0.05, warmup="none"),
+            checkpoint_path=path,
+            resume=True,
+        )
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(digits, tmp_path):
+    """Settings added to TrainConfig after a checkpoint was written read as their defaults:
+    resuming it with the default goes on; with another value it is refused by name."""
+    path = tmp_path / "run.pt"
+    cfg = TrainConfig(epochs=1, lr=0.05, warmup="none")
+    train(small_cnn(), digits, cfg, checkpoint_path=path)
+    state = load_checkpoint(path)
+    for name in ("optimizer", "sync_bn"):  # as an older version of residuals wrote it
+        del state["config"][name]
+    save_checkpoint(state, path)
+    more = TrainConfig(epochs=2, lr=0.05, warmup="none")
+    r = train(small_cnn(), digits, more, checkpoint_path=path, resume=True)
+    assert r.resumed_from_epoch == 1 and len(r.history) == 2
+    save_checkpoint(state, path)
+    with pytest.raises(TrainError, match="optimizer: 'sgd' in the checkpoint, 'adam' now"):
+        train(
+            small_cnn(),
+            digits,
+            TrainConfig(epochs=2, lr=0.05, warmup="none", optimizer="adam"),
             checkpoint_path=path,
             resume=True,
         )

@@ -21,7 +21,7 @@ import io
 import os
 import pickle
 import re
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import torch
@@ -136,8 +136,13 @@ RESUMABLE = ("epochs",)
 
 def _check_compatible(state: dict, cfg: TrainConfig, data: ImageData, path: Path) -> None:
     """Refuse to resume from a checkpoint written by another run, listing every difference;
-    more ``epochs`` are allowed (the run goes on), fewer than it has trained are not."""
+    more ``epochs`` are allowed (the run goes on), fewer than it has trained are not.
+    A setting the checkpoint does not name (added to :class:`TrainConfig` after it was
+    written) is taken at its default, which is what that run trained with."""
     saved, now = dict(state["config"]), asdict(cfg)
+    for f in fields(TrainConfig):  # a checkpoint from before a setting existed trained with
+        if f.name not in saved and f.default is not MISSING:  # its default
+            saved[f.name] = f.default
     for key in ("amp", "replicas"):  # left to the default then, and recorded as resolved
         if saved.get(key) is None and key in state:
             saved[key] = state[key]
