@@ -946,29 +946,29 @@ def test_cuda_sweep_runs_in_worker_processes(tmp_path):
 def test_which_errors_are_the_users_to_fix():
     from concurrent.futures.process import BrokenProcessPool
 
-    from residuals.bench.degradation_cli import _user_error
+    from residuals.cli_support import user_error
     from residuals.data import DatasetError
     from residuals.train import TrainError
 
-    assert _user_error(TrainError("out of GPU memory")) == "out of GPU memory"
-    assert _user_error(DatasetError("checksum mismatch")) == "checksum mismatch"
+    assert user_error(TrainError("out of GPU memory")) == "out of GPU memory"
+    assert user_error(DatasetError("checksum mismatch")) == "checksum mismatch"
     disk_full = OSError(28, "No space left on device")
     assert (
-        _user_error(disk_full) == "the disk is full (no space left on the device); free some space"
+        user_error(disk_full) == "the disk is full (no space left on the device); free some space"
     )
-    assert "try fewer --jobs" in _user_error(BrokenProcessPool("a child process terminated"))
-    assert _user_error(KeyError("bug")) is None and _user_error(ValueError("bug")) is None
+    assert "try fewer --jobs" in user_error(BrokenProcessPool("a child process terminated"))
+    assert user_error(KeyError("bug")) is None and user_error(ValueError("bug")) is None
 
 
 def test_sigterm_during_the_sweep_is_handled_like_ctrl_c():
     import os
     import signal
 
-    from residuals.bench.degradation_cli import _sigterm_as_interrupt
+    from residuals.cli_support import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode
     assert signal.getsignal(signal.SIGTERM) is before
 

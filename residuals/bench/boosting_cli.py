@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from residuals.cli_options import device_option, jobs_option, lr_option, out_option, seed_option
+from residuals.cli_support import write_error
 
 # Kept in sync with residuals.bench.boosting (checked by the tests); duplicated
 # here so that --help does not import numpy, pandas or scikit-learn.
@@ -198,7 +199,6 @@ def boosting(
     """
     from residuals.bench import boosting as B
     from residuals.device import DeviceError
-    from residuals.report.cli import write_error
     from residuals.runs import RunInUse
 
     cfg = None

@@ -8,17 +8,20 @@ no torch.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import shlex
-import signal
 import sys
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
 from residuals.cli_options import device_option, jobs_option, lr_option, out_option, seed_option
+from residuals.cli_support import (
+    PresetsHelp,
+    command_line,
+    echo_verdict,
+    given_options,
+    sigterm_as_interrupt,
+    user_error,
+)
 
 PRESET_NAMES = ("digits", "fashion-mnist", "paper")  # residuals.bench.degradation.PRESETS
 VARIANT_NAMES = ("plain", "residual")  # residuals.bench.degradation.VARIANTS
@@ -52,20 +55,6 @@ Examples:
 """
 
 
-class _Command(click.Command):
-    """Writes the presets and the verdict's rule into ``--help`` from the library's constants."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from residuals.bench.degradation.config import PRESET_INFO, describe_preset, verdict_rule
-
-        with formatter.section("Presets (options given on the command line override them)"):
-            formatter.write_dl([(name, describe_preset(name)) for name in PRESET_INFO])
-        with formatter.section("The verdict"):
-            formatter.write_text(verdict_rule())
-        formatter.write_paragraph()
-        formatter.write_text(EXAMPLES)
-
-
 def _int_list(value: str | None, option: str) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -94,7 +83,12 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
     return items
 
 
-@click.command(cls=_Command, context_settings={"max_content_width": 100})
+@click.command(
+    cls=PresetsHelp,
+    presets_from="residuals.bench.degradation.config",
+    examples=EXAMPLES,
+    context_settings={"max_content_width": 100},
+)
 @click.option(
     "--preset",
     type=click.Choice(PRESET_NAMES),
@@ -224,11 +218,7 @@ def degradation(
     variants = _name_list(variants, "--variants", VARIANT_NAMES)
     cfg = None
     if resume is not None:
-        given = [
-            f"--{n.replace('_', '-')}"
-            for n in SWEEP_OPTIONS
-            if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE
-        ]
+        given = given_options(ctx, SWEEP_OPTIONS)
         if given:
             raise click.UsageError(
                 f"--resume continues a run with its saved configuration; drop "
@@ -255,7 +245,7 @@ def degradation(
 
     started = []  # the run folder, once run() has made or reopened it
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             result = deg.run(
                 cfg,
                 out=out,
@@ -266,7 +256,7 @@ def degradation(
                 data_dir=data_dir,
                 echo=click.echo,
                 warn=lambda line: click.echo(line, err=True),
-                command=_command_line(),
+                command=command_line(),
                 started=started.append,
             )
     except deg.SweepError as e:
@@ -287,7 +277,7 @@ def degradation(
         click.echo(f"Continue with: {deg.resume_command(started[0])}", err=True)
         sys.exit(130)
     except Exception as e:
-        message = _user_error(e)
+        message = user_error(e)
         if message is None:
             raise
         if not started:
@@ -301,18 +291,7 @@ def degradation(
 
     if not _rank0():  # under torchrun: rank 0 tells the outcome
         return
-    if result.already_complete:
-        click.echo(f"{result.run.path} is already complete: {result.verdict.headline}")
-        click.echo(
-            f"Rebuild its report with: residuals report build {shlex.quote(str(result.run.path))}"
-        )
-        return
-    click.echo("")
-    click.echo(result.verdict.headline)
-    for note in result.verdict.notes:
-        click.echo(f"  note: {note}")
-    if result.report is not None:
-        click.echo(f"report: {result.report}")
+    echo_verdict(result)
 
 
 def _rank0() -> bool:
@@ -320,48 +299,3 @@ def _rank0() -> bool:
 
     info = launch()
     return info is None or info.rank == 0
-
-
-def _command_line() -> str:
-    return " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Treat ``kill PID`` (SIGTERM, e.g. a job scheduler's stop) like Ctrl-C: keep and report."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _user_error(e: Exception) -> str | None:
-    """The message for an error the user can fix (data, memory, disk); None for a bug."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    from residuals.data import DatasetError
-    from residuals.runs import BrokenRun
-    from residuals.train import TrainError
-
-    if isinstance(e, (DatasetError, TrainError, BrokenRun)):
-        return str(e)
-    if isinstance(e, BrokenProcessPool):
-        return (
-            "a worker process died without a Python error (killed by the system, e.g. when "
-            "memory ran out?); try fewer --jobs"
-        )
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = f" while writing {e.filename}" if e.filename else ""
-        return f"the disk is full (no space left on the device{where}); free some space"
-    if isinstance(e, OSError):  # a folder that became unwritable, ...
-        return f"{type(e).__name__}: {e}"
-    return None

@@ -8,15 +8,21 @@ no torch.
 
 from __future__ import annotations
 
-import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
 from residuals.cli_options import device_option, jobs_option, out_option
+from residuals.cli_support import (
+    PresetsHelp,
+    command_line,
+    echo_verdict,
+    given_options,
+    sigterm_as_interrupt,
+    user_error,
+)
 
 PRESET_NAMES = ("digits", "fashion-mnist", "paper")  # residuals.bench.ensemble.PRESETS
 PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # --precision -> amp
@@ -50,20 +56,6 @@ Examples:
 """
 
 
-class _Command(click.Command):
-    """Writes the presets and the verdict's rule into ``--help`` from the library's constants."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from residuals.bench.ensemble.config import PRESET_INFO, describe_preset, verdict_rule
-
-        with formatter.section("Presets (options given on the command line override them)"):
-            formatter.write_dl([(name, describe_preset(name)) for name in PRESET_INFO])
-        with formatter.section("The verdict"):
-            formatter.write_text(verdict_rule())
-        formatter.write_paragraph()
-        formatter.write_text(EXAMPLES)
-
-
 def _families(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -80,7 +72,12 @@ def _families(value: str | None) -> tuple[str, ...] | None:
     return items
 
 
-@click.command(cls=_Command, context_settings={"max_content_width": 100})
+@click.command(
+    cls=PresetsHelp,
+    presets_from="residuals.bench.ensemble.config",
+    examples=EXAMPLES,
+    context_settings={"max_content_width": 100},
+)
 @click.option(
     "--preset",
     type=click.Choice(PRESET_NAMES),
@@ -220,16 +217,11 @@ def ensemble(
     models.csv, meta.json) with an HTML report whose first line is the verdict.
     """
     from residuals.bench import ensemble as ens
-    from residuals.bench.degradation_cli import _sigterm_as_interrupt, _user_error
     from residuals.device import DeviceError
 
     config = None
     if resume is not None:
-        given = [
-            f"--{n.replace('_', '-')}"
-            for n in RUN_OPTIONS
-            if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE
-        ]
+        given = given_options(ctx, RUN_OPTIONS)
         if given:
             raise click.UsageError(
                 f"--resume continues a run with its saved configuration; "
@@ -256,7 +248,7 @@ def ensemble(
 
     started: list = []  # the run folder, once run() has made or reopened it
     try:
-        with _sigterm_as_interrupt():  # `kill` (a scheduler's stop) like Ctrl-C: keep, resume
+        with sigterm_as_interrupt():  # `kill` (a scheduler's stop) like Ctrl-C: keep, resume
             result = ens.run(
                 config,
                 out=out,
@@ -266,7 +258,7 @@ def ensemble(
                 data_dir=data_dir,
                 echo=click.echo,
                 warn=lambda line: click.echo(line, err=True),
-                command=" ".join(["residuals", *map(shlex.quote, sys.argv[1:])]),
+                command=command_line(),
                 started=started.append,
             )
     except ens.EnsembleError as e:
@@ -285,24 +277,13 @@ def ensemble(
         click.echo(f"Continue with: {ens.resume_command(started[0])}", err=True)
         sys.exit(130)
     except Exception as e:
-        message = _user_error(e)  # data, memory, disk: said plainly; a bug: the traceback
+        message = user_error(e)  # data, memory, disk: said plainly; a bug: the traceback
         if message is None:
             raise
         where = f"\nMeasured models are kept in {started[0].path}." if started else ""
         raise click.ClickException(message + where) from None
 
-    if result.already_complete:
-        click.echo(f"{result.run.path} is already complete: {result.verdict.headline}")
-        click.echo(
-            f"Rebuild its report with: residuals report build {shlex.quote(str(result.run.path))}"
-        )
-        return
-    click.echo("")
-    click.echo(result.verdict.headline)
-    for note in result.verdict.notes:
-        click.echo(f"  note: {note}")
-    if result.report is not None:
-        click.echo(f"report: {result.report}")
+    echo_verdict(result)
 
 
 def _config(ens, preset: str | None, **overrides):

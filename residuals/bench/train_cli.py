@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from residuals.cli_options import device_option, lr_option, out_option, seed_option
+from residuals.cli_support import library_error
 
 PRECISIONS = {
     "auto": None,
@@ -337,15 +338,15 @@ def train(
 
 def _user_error(e: Exception, resume: Path | None) -> str | None:
     """The message for an error the user can fix; None for a bug (its traceback is shown)."""
-    from residuals.data import DatasetError
-    from residuals.runs import BrokenRun
     from residuals.train import TrainError
 
-    if isinstance(e, (ValueError, TypeError, DatasetError, TrainError, BrokenRun, ImportError)):
-        text = str(e)
-        if isinstance(e, TrainError) and resume is not None:
-            text += f"\nThe run folder is kept: {resume}"
-        return text
+    if isinstance(e, TrainError) and resume is not None:
+        return f"{e}\nThe run folder is kept: {resume}"
+    message = library_error(e)
+    if message is not None:
+        return message
+    if isinstance(e, (ValueError, TypeError, ImportError)):
+        return str(e)
     if isinstance(e, (FileNotFoundError, NotADirectoryError)) and resume is not None:
         return f"--resume {resume}: {e}"
     if isinstance(e, OSError):

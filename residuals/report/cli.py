@@ -16,14 +16,9 @@ from pathlib import Path
 import click
 
 from residuals.cli_options import reports_root_option
+from residuals.cli_support import write_error
 
 ROOT_OPTION = reports_root_option()  # the benches' --out: $RESIDUALS_REPORTS, else reports
-
-
-def write_error(e: OSError, hint: str = "") -> str:
-    """An OSError met while writing, as one line a user can act on."""
-    where = f" {e.filename}" if e.filename else ""
-    return f"cannot write{where}: {e.strerror or e}" + (f"; {hint}" if hint else "")
 
 
 @contextlib.contextmanager
