@@ -43,7 +43,8 @@ interrupted sweep resumes where it stopped (:func:`run_sweep` skips the runs
 already in ``runs.csv``).
 
 Modules: ``config`` (the sweep, presets, plan), ``training`` (one run), ``sweep`` (all runs,
-workers), ``progress``, ``verdict``, ``report`` (the renderer) and ``cli`` (the command).
+workers), ``progress``, ``verdict``, ``report`` (the renderer) and ``figures`` (its figures);
+the command is ``residuals/bench/degradation_cli.py``.
 """
 
 from typing import TYPE_CHECKING
