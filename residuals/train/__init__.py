@@ -70,8 +70,9 @@ if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
         steps_per_epoch,
     )
     from residuals.train.fused import train_many
-    from residuals.train.loop import evaluate, train
+    from residuals.train.loop import train
     from residuals.train.optim import make_optimizer
     from residuals.train.schedule import LRSchedule
+    from residuals.train.steps import evaluate
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -22,12 +22,12 @@ from residuals.train.checkpoint import (
 )
 from residuals.train.config import EpochRecord, TrainConfig, TrainError
 from residuals.train.fused_optim import MemberSchedules, MemberSGD
-from residuals.train.loop import (
+from residuals.train.steps import (
     GRAPH_WARMUP_STEPS,
-    _cudnn_benchmark,
-    _EpochClock,
-    _Loop,
-    _oom_error,
+    EpochClock,
+    StepLoop,
+    cudnn_benchmark,
+    oom_error,
 )
 
 
@@ -53,7 +53,7 @@ def finished(m: Member) -> bool:
 # --------------------------------------------------------------------------- the loop
 @dataclass
 class FusedLoop:
-    """The hot loop of a fused model: the one-net trainer's ``_Loop``, a member axis added."""
+    """The hot loop of a fused model: the one-net trainer's ``StepLoop``, a member axis added."""
 
     model: FusedResNet
     members: list[Member]  # the live ones, in the fused model's order
@@ -116,8 +116,8 @@ class FusedLoop:
 
     # the one-net loop's CUDA-graph machinery: eager warm-up steps on a side stream, one
     # capture of :meth:`step` on static copies of the batch, replays (eager if capture fails)
-    graphed_step = _Loop.graphed_step  # type: ignore[misc]
-    capture = _Loop.capture  # type: ignore[misc]
+    graphed_step = StepLoop.graphed_step  # type: ignore[misc]
+    capture = StepLoop.capture  # type: ignore[misc]
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch (0-based) of every live member. Returns the images each one saw."""
@@ -216,11 +216,11 @@ def run_fused(
     for j, k in enumerate(live):
         if momentum[k] is not None:
             loop.optimizer.load_momentum(j, momentum[k])
-    clock = _EpochClock(device)
+    clock = EpochClock(device)
     oom: TrainError | None = None
     first = len(members[live[0]].history)
     try:
-        with _cudnn_benchmark(device):
+        with cudnn_benchmark(device):
             for epoch in range(first, cfg0.epochs):
                 clock.start()
                 seen = loop.epoch(epoch)
@@ -256,7 +256,7 @@ def run_fused(
                 if all(m.diverged for m in loop.members):
                     break
     except torch.OutOfMemoryError as e:
-        oom = _oom_error(cfg0, e)
+        oom = oom_error(cfg0, e)
     if oom is not None:
         if cuda:
             torch.cuda.empty_cache()
