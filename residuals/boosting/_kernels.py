@@ -355,7 +355,8 @@ def route(
         and all(t.dtype == slot.dtype and t.is_contiguous() for t in (slot, column, table))
     )
     fn = _lib.residuals_route32 if slot.dtype == torch.int32 else _lib.residuals_route64
-    _run(fn, (_ptr(XT), n, _ptr(slot), _ptr(column), _ptr(table), nb), _parts(n, n))
+    # a row's routing (two dependent loads) costs about what several histogram cells do
+    _run(fn, (_ptr(XT), n, _ptr(slot), _ptr(column), _ptr(table), nb), _parts(n, 4 * n))
 
 
 def best_splits(
