@@ -1,8 +1,9 @@
 """Options every command spells the same way, as click decorators.
 
 ``--device`` (default ``auto``), ``--out`` (default ``$RESIDUALS_REPORTS``, else ``reports``),
-``--seed``, ``--jobs`` and ``--lr`` (with ``--learning-rate`` as a hidden alias, so older
-scripts keep working). Only click and the standard library are imported here: ``--help``
+``--seed``, ``--jobs``, ``--lr`` (with ``--learning-rate`` as a hidden alias, so older
+scripts keep working), and the nets' ``--preset``, ``--dataset``, ``--precision`` and
+``--data-dir``. Only click and the standard library are imported here: ``--help``
 stays instant.
 """
 
@@ -17,17 +18,23 @@ import click
 
 __all__ = [
     "DEVICES",
+    "PRECISIONS",
     "REPORTS_ENV",
+    "data_dir_option",
+    "dataset_option",
     "device_option",
     "jobs_option",
     "lr_option",
     "out_option",
+    "precision_option",
+    "preset_option",
     "reports_root_option",
     "seed_option",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")  # residuals.device.DEVICES; kept here so --help needs no torch
 REPORTS_ENV = "RESIDUALS_REPORTS"  # the reports folder, for `bench --out` and `report --root`
+PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # --precision -> TrainConfig.amp
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -108,3 +115,37 @@ def lr_option(help: str, default: float | None = None, *, max: float | None = No
         )(command)
 
     return decorate
+
+
+def preset_option(names: tuple[str, ...]) -> Decorator:
+    """``--preset NAME``, one of ``names``; the bench's ``--help`` lists them below."""
+    return click.option(
+        "--preset",
+        type=click.Choice(names),
+        default=None,
+        help="Start from a preset (default: digits); see Presets below.",
+    )
+
+
+def dataset_option(
+    help: str = "Dataset: digits (embedded), fashion-mnist or cifar10.",
+) -> Decorator:
+    """``--dataset NAME`` (default: the preset's or recipe's)."""
+    return click.option("--dataset", default=None, metavar="NAME", help=help)
+
+
+def data_dir_option(
+    help: str = "Folder holding (or receiving) the dataset files "
+    "[default: $RESIDUALS_DATA or ~/.cache/residuals].",
+) -> Decorator:
+    """``--data-dir DIR``: where the dataset files are (or are downloaded to)."""
+    return click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=help
+    )
+
+
+def precision_option(help: str) -> Decorator:
+    """``--precision auto|bf16|fp32`` (:data:`PRECISIONS` maps it to ``TrainConfig.amp``)."""
+    return click.option(
+        "--precision", type=click.Choice(tuple(PRECISIONS)), default=None, help=help
+    )

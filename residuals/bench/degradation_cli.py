@@ -13,7 +13,18 @@ from pathlib import Path
 
 import click
 
-from residuals.cli_options import device_option, jobs_option, lr_option, out_option, seed_option
+from residuals.cli_options import (
+    PRECISIONS,
+    data_dir_option,
+    dataset_option,
+    device_option,
+    jobs_option,
+    lr_option,
+    out_option,
+    precision_option,
+    preset_option,
+    seed_option,
+)
 from residuals.cli_support import (
     PresetsHelp,
     command_line,
@@ -26,7 +37,6 @@ from residuals.cli_support import (
 PRESET_NAMES = ("digits", "fashion-mnist", "paper")  # residuals.bench.degradation.PRESETS
 VARIANT_NAMES = ("plain", "residual")  # residuals.bench.degradation.VARIANTS
 WARMUPS = ("linear", "paper", "none")  # residuals.train.WARMUPS
-PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # --precision -> TrainConfig.amp
 
 # options that define the sweep (or its folder); with --resume they come from the run's meta.json
 SWEEP_OPTIONS = (
@@ -89,18 +99,8 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
     examples=EXAMPLES,
     context_settings={"max_content_width": 100},
 )
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_NAMES),
-    default=None,
-    help="Start from a preset (default: digits); see Presets below.",
-)
-@click.option(
-    "--dataset",
-    default=None,
-    metavar="NAME",
-    help="Dataset: digits (embedded), fashion-mnist or cifar10.",
-)
+@preset_option(PRESET_NAMES)
+@dataset_option()
 @click.option(
     "--depths",
     default=None,
@@ -142,13 +142,10 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
     "training in the default preset), paper "
     "(lr/10 until training error < 80%, He et al.'s ResNet-110 recipe) or none.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(tuple(PRECISIONS)),
-    default=None,
-    help="Arithmetic of training: bf16 autocast, fp32, or auto (the default): bf16 on "
+@precision_option(
+    "Arithmetic of training: bf16 autocast, fp32, or auto (the default): bf16 on "
     "CUDA and, where each worker (or, with --jobs 1, each data-parallel replica) "
-    "runs one thread, on CPUs with native bf16 (AVX512-BF16, AMX); fp32 elsewhere.",
+    "runs one thread, on CPUs with native bf16 (AVX512-BF16, AMX); fp32 elsewhere."
 )
 @device_option("Where to train: auto picks cuda when available.")
 @jobs_option(
@@ -164,13 +161,7 @@ def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tupl
     "sized by GPU memory (docs/fused.md); auto: on CUDA, and on a CPU where "
     "measured faster.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding (or receiving) the dataset files "
-    "[default: $RESIDUALS_DATA or ~/.cache/residuals].",
-)
+@data_dir_option()
 @out_option()
 @click.option(
     "--resume",

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import click
 
-from residuals.cli_options import device_option, jobs_option, out_option
+from residuals.cli_options import (
+    PRECISIONS,
+    data_dir_option,
+    dataset_option,
+    device_option,
+    jobs_option,
+    out_option,
+    precision_option,
+    preset_option,
+)
 from residuals.cli_support import (
     PresetsHelp,
     command_line,
@@ -25,7 +34,6 @@ from residuals.cli_support import (
 )
 
 PRESET_NAMES = ("digits", "fashion-mnist", "paper")  # residuals.bench.ensemble.PRESETS
-PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # --precision -> amp
 
 # options that define the run (or its folder); with --resume they come from its meta.json
 RUN_OPTIONS = (
@@ -78,18 +86,8 @@ def _families(value: str | None) -> tuple[str, ...] | None:
     examples=EXAMPLES,
     context_settings={"max_content_width": 100},
 )
-@click.option(
-    "--preset",
-    type=click.Choice(PRESET_NAMES),
-    default=None,
-    help="Start from a preset (default: digits); see Presets below.",
-)
-@click.option(
-    "--dataset",
-    default=None,
-    metavar="NAME",
-    help="Dataset: digits (embedded), fashion-mnist or cifar10.",
-)
+@preset_option(PRESET_NAMES)
+@dataset_option()
 @click.option(
     "--families",
     default=None,
@@ -158,24 +156,15 @@ def _families(value: str | None) -> tuple[str, ...] | None:
     metavar="N",
     help="Measure every model on a seeded subset of N test images [default: all].",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(tuple(PRECISIONS)),
-    default=None,
-    help="Arithmetic of the nets' training: bf16 autocast, fp32, or auto (bf16 on "
-    "CUDA and on CPUs with native bf16 where a worker runs one thread).",
+@precision_option(
+    "Arithmetic of the nets' training: bf16 autocast, fp32, or auto (bf16 on "
+    "CUDA and on CPUs with native bf16 where a worker runs one thread)."
 )
 @device_option("Where to train: auto picks cuda when available.")
 @jobs_option(
     "Models trained at once, each in its own process [default: one per core on the CPU, 4 on CUDA]."
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding (or receiving) the dataset files "
-    "[default: $RESIDUALS_DATA or ~/.cache/residuals].",
-)
+@data_dir_option()
 @out_option()
 @click.option(
     "--resume",

@@ -13,14 +13,17 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from residuals.cli_options import device_option, lr_option, out_option, seed_option
+from residuals.cli_options import (
+    PRECISIONS,
+    data_dir_option,
+    dataset_option,
+    device_option,
+    lr_option,
+    out_option,
+    precision_option,
+    seed_option,
+)
 from residuals.cli_support import library_error
-
-PRECISIONS = {
-    "auto": None,
-    "bf16": True,
-    "fp32": False,
-}  # --precision -> TrainConfig.amp
 
 
 def _epilog() -> str:
@@ -104,12 +107,7 @@ class _Command(click.Command):
     callback=_list_models,
     help="List the registered nets and exit.",
 )
-@click.option(
-    "--dataset",
-    default=None,
-    metavar="NAME",
-    help="digits (embedded), fashion-mnist or cifar10.",
-)
+@dataset_option("digits (embedded), fashion-mnist or cifar10.")
 @click.option(
     "--resize",
     type=click.IntRange(min=1),
@@ -176,11 +174,8 @@ class _Command(click.Command):
     help="Pooling + linear, or the TensorFlow article's conv head.",
 )
 @device_option("Where to train: auto picks cuda when available.")
-@click.option(
-    "--precision",
-    type=click.Choice(tuple(PRECISIONS)),
-    default=None,
-    help="bf16 autocast, fp32, or auto (bf16 on CUDA and on one-thread CPUs with native bf16).",
+@precision_option(
+    "bf16 autocast, fp32, or auto (bf16 on CUDA and on one-thread CPUs with native bf16)."
 )
 @click.option(
     "--sync-bn/--no-sync-bn",
@@ -215,12 +210,7 @@ class _Command(click.Command):
     help="Write TensorBoard event files into DIR (optional extra: "
     "pip install 'residuals[tensorboard]').",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding (or receiving) the dataset files.",
-)
+@data_dir_option("Folder holding (or receiving) the dataset files.")
 @click.option(
     "--report/--no-report",
     default=True,
