@@ -335,7 +335,7 @@ def _user_error(e: Exception, resume: Path | None) -> str | None:
     message = library_error(e)
     if message is not None:
         return message
-    if isinstance(e, (ValueError, TypeError, ImportError)):
+    if isinstance(e, (ValueError, ImportError)):  # bad option values; a missing extra
         return str(e)
     if isinstance(e, (FileNotFoundError, NotADirectoryError)) and resume is not None:
         return f"--resume {resume}: {e}"

@@ -8,7 +8,7 @@ smoothly. A boosted ensemble should behave that way by construction. This
 bench trains four families on one dataset (:mod:`residuals.bench.ensemble.families`:
 a booster, a ResNet, its plain twin, and the ResNet trained block by block like
 a booster) and measures each through :class:`residuals.core.Stagewise` alone
-(:mod:`residuals.bench.ensemble.measure`)::
+(:mod:`residuals.bench.ensemble.measurement`)::
 
     from residuals.bench import ensemble
     result = ensemble.run(ensemble.PRESETS["digits"], out="reports", device="cpu")
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
         family_names,
         register_family,
     )
-    from residuals.bench.ensemble.measure import (
+    from residuals.bench.ensemble.measurement import (
         LESION_COLUMNS,
         lesion_counts,
         lesion_plan,

@@ -1,7 +1,7 @@
 """Training and measuring every model of a ``bench ensemble`` run, and its tables.
 
 Tables written to the run folder (tidy, one observation per row; see
-:mod:`residuals.bench.ensemble.measure` for what is measured):
+:mod:`residuals.bench.ensemble.measurement` for what is measured):
 
 * ``lesions.csv``: ``model, family, seed, dropped, stage, draw, test_error``;
 * ``staged.csv``: test error with the first ``kept`` stages kept, per model and ``curve``
@@ -33,7 +33,7 @@ from residuals.bench.ensemble.config import (
     EnsembleConfig,
 )
 from residuals.bench.ensemble.families import FAMILIES, FitRequest, check_families, fit_family
-from residuals.bench.ensemble.measure import measure
+from residuals.bench.ensemble.measurement import measure
 from residuals.bench.ensemble.verdict import Verdict, ensemble_verdict
 from residuals.runs import BrokenRun, RunDir
 

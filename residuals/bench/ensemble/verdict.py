@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from residuals.bench.ensemble.config import CONTRAST_FACTOR, PLAIN_MIN_POINTS
-from residuals.bench.ensemble.measure import LESION_COLUMNS
+from residuals.bench.ensemble.measurement import LESION_COLUMNS
 
 __all__ = ["Verdict", "ensemble_verdict", "lesion_summary"]
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
         get_recipe,
         parse_warmup,
     )
-    from residuals.bench.train.run import (
+    from residuals.bench.train.runner import (
         BENCH,
         RecipeMismatch,
         RunWriter,
