@@ -631,3 +631,36 @@ def test_hist_profile_smoke(tmp_path):
     assert functions["function"].str.contains("fit").any()
     meta = json.loads((tmp_path / "profile.json").read_text())
     assert meta["fit_s"] > 0 and meta["rows"] == 3000
+
+
+@pytest.mark.parametrize(
+    "loss, task",
+    [
+        ("squared_error", "regression"),
+        ("absolute_error", "regression"),
+        ("quantile", "regression"),
+        ("log_loss", "binary"),
+        ("exponential", "binary"),
+        ("log_loss", "multiclass"),
+    ],
+)
+def test_stage_metrics_are_the_boosters_own_training_score(loss, task):
+    """The bench scores with the estimators' loss objects: its metric of the training
+    rows is ``train_score_`` (``score_factor * mean L``) brought to the metric's scale."""
+    from residuals.boosting import BoostingClassifier, BoostingRegressor, make_loss
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4))
+    if task == "regression":
+        y = X[:, 0] + rng.normal(size=200)
+        est = BoostingRegressor(loss=loss, alpha=B.ALPHA, n_estimators=5, random_state=0)
+    else:
+        y = (X[:, 0] > 0).astype(int) + (task == "multiclass") * (X[:, 1] > 0.5).astype(int)
+        est = BoostingClassifier(loss=loss, n_estimators=5, random_state=0)
+    est.fit(X, y)
+    raw = est.decision_function(X) if task != "regression" else est.predict(X)
+    n_classes = None if task == "regression" else len(np.unique(y))
+    own = make_loss(loss, n_classes=n_classes, alpha=B.ALPHA)
+    factor = 2.0 if loss == "squared_error" else 1.0  # MSE is twice L = r^2 / 2
+    expected = est.train_score_[-1] / own.score_factor * factor
+    assert B.stage_metrics(y, raw, loss, task)[0] == pytest.approx(expected, rel=1e-12)

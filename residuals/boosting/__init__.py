@@ -18,6 +18,7 @@ from residuals.boosting._losses import (
     MultinomialLogLoss,
     QuantileLoss,
     SquaredError,
+    make_loss,
 )
 from residuals.boosting._validation import InvalidParameterError
 from residuals.runs.environment import register_machine_fact
@@ -47,4 +48,5 @@ __all__ = [
     "MultinomialLogLoss",
     "QuantileLoss",
     "SquaredError",
+    "make_loss",
 ]

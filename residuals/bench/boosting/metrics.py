@@ -14,53 +14,48 @@ __all__ = ["max_abs_diff", "paired_gap", "pointwise_metric", "stage_metrics"]
 
 # ---------------------------------------------------------------------------- scoring
 
-METRIC_NAMES = {
-    "squared_error": "MSE",
-    "absolute_error": "MAE",
-    "huber": "MSE",  # huber's delta moves with every stage; scored by MSE
-    "quantile": f"pinball loss (alpha={ALPHA})",
-    "log_loss": "log loss",
-    "exponential": "exponential loss",
+#: Each loss's metric: its name, and the booster's own loss object (by its ``loss``
+#: name) times a factor. The squared error's object is L = r^2 / 2 (Friedman's LS_Boost),
+#: so MSE is twice it; huber's delta moves with every stage, so it is scored by MSE too.
+METRICS = {
+    "squared_error": ("MSE", "squared_error", 2.0),
+    "absolute_error": ("MAE", "absolute_error", 1.0),
+    "huber": ("MSE", "squared_error", 2.0),
+    "quantile": (f"pinball loss (alpha={ALPHA})", "quantile", 1.0),
+    "log_loss": ("log loss", "log_loss", 1.0),
+    "exponential": ("exponential loss", "exponential", 1.0),
 }
-
-
-def _softmax(raw: np.ndarray) -> np.ndarray:
-    z = raw - raw.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _expit(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for large |z|
+METRIC_NAMES = {loss: metric for loss, (metric, _, _) in METRICS.items()}
+_REGRESSION = ("squared_error", "absolute_error", "huber", "quantile")
 
 
 def _pointwise(
     y: np.ndarray, raw: np.ndarray, loss: str, task: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row loss (named by :data:`METRIC_NAMES`) and squared residual, both (n,)."""
+    """Per-row loss (named by :data:`METRIC_NAMES`) and squared residual, both (n,).
+
+    The loss is the booster's own loss object (:func:`residuals.boosting.make_loss`), the
+    one its ``train_score_`` reads, so the bench and the estimators score alike.
+    """
+    from residuals.boosting import make_loss
+
+    if loss not in METRICS or (task == "regression") != (loss in _REGRESSION):
+        raise ValueError(f"no {task} metric for loss {loss!r}")
+    _, name, factor = METRICS[loss]
+    raw2 = raw.reshape(len(y), -1).astype(np.float64, copy=False)
+    n_classes = None if task == "regression" else max(raw2.shape[1], 2)
+    obj = make_loss(name, n_classes=n_classes, alpha=ALPHA)
+    value = obj.pointwise(y, raw2)
+    if factor != 1.0:
+        value = factor * value
     if task == "regression":
-        r = y - raw
-        if loss in ("squared_error", "huber"):
-            value = r * r
-        elif loss == "absolute_error":
-            value = np.abs(r)
-        elif loss == "quantile":
-            value = np.maximum(ALPHA * r, (ALPHA - 1) * r)
-        else:
-            raise ValueError(f"no regression metric for loss {loss!r}")
+        r = y - raw2[:, 0]
         return value, r * r
-    eps = 1e-15
-    if task == "binary":
-        yy = y.astype(np.float64)
-        if loss == "exponential":
-            return np.exp(-(2 * yy - 1) * raw), (yy - _expit(2 * raw)) ** 2
-        p = _expit(raw)
-        pc = np.clip(p, eps, 1 - eps)
-        return -(yy * np.log(pc) + (1 - yy) * np.log(1 - pc)), (yy - p) ** 2
-    P = _softmax(raw)
+    P = obj.predict_proba(raw2)  # (n, K), K = 2 for binary
+    if task == "binary":  # the residual of the positive class's probability
+        return value, (y - P[:, 1]) ** 2
     onehot = np.zeros_like(P)
     onehot[np.arange(len(y)), y.astype(int)] = 1.0
-    value = -np.log(np.clip(P[np.arange(len(y)), y.astype(int)], eps, None))
     return value, np.sum((onehot - P) ** 2, axis=1)
 
 
