@@ -243,7 +243,7 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
     else:
         machine["gpu"] = None
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **env,
     }
 

@@ -78,7 +78,7 @@ class Entry:
         try:  # broken folders: when the folder last changed
             return _dt.datetime.fromtimestamp(self.path.stat().st_mtime).astimezone()
         except OSError:
-            return _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+            return _dt.datetime.min.replace(tzinfo=_dt.UTC)
 
 
 def _run_entry(path: Path, group: str) -> Entry:

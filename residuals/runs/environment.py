@@ -25,7 +25,7 @@ _FACTS: dict[str, Callable[[], Any]] = {}
 
 def now_iso() -> str:
     """The current time, local, ISO 8601 with the UTC offset, to the second."""
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds")
 
 
 def register_machine_fact(name: str, fact: Callable[[], Any]) -> None:

@@ -183,7 +183,7 @@ class RunDir:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         meta = self.read_meta()
-        end = _dt.datetime.now(_dt.timezone.utc).astimezone()
+        end = _dt.datetime.now(_dt.UTC).astimezone()
         try:
             start = _dt.datetime.fromisoformat(meta["started_at"])
             wall = round((end - start).total_seconds(), 3)
