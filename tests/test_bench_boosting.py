@@ -599,6 +599,7 @@ def test_interrupted_run_keeps_its_partial_results(tmp_path, monkeypatch):
     assert "partial results kept" in res.output
 
 
+@pytest.mark.slow
 def test_hist_profile_smoke(tmp_path):
     """benchmarks/hist_profile.py: per-op and per-function tables of a tiny CPU fit."""
     script = ROOT / "benchmarks" / "hist_profile.py"

@@ -22,6 +22,7 @@ def script():
         sys.path.remove(str(BENCH))
 
 
+@pytest.mark.slow
 def test_fused_throughput_main_smoke(script, tmp_path):
     tables = script.main(
         [

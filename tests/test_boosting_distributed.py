@@ -189,6 +189,7 @@ def one_process():
     return _ok(run_ranks(1, fit_cases, list(CASES)))[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [2, 3])
 def test_every_rank_equals_the_single_process_fit_bit_for_bit(one_process, world):
     by_rank = _ok(run_ranks(world, fit_cases, list(CASES)))
@@ -216,6 +217,7 @@ def test_the_fitted_model_predicts_without_a_process_group(one_process):
     np.testing.assert_array_equal(model.predict(X), one_process["squared_error"]["predict"])
 
 
+@pytest.mark.slow
 def test_close_to_a_plain_fit():
     """A 1-rank distributed fit sums on the fixed-point grid, a plain fit in row order:
     on data without near-ties they pick the same splits, and the values agree closely."""
@@ -276,6 +278,7 @@ def bad_shards(rank, world):
     return out
 
 
+@pytest.mark.slow
 def test_bad_shards_fail_on_every_rank():
     by_rank = _ok(run_ranks(2, bad_shards))
     expected = {
@@ -304,6 +307,7 @@ def one_rank_walks_away(rank, world):
     BoostingRegressor(tree_method="hist", distributed=True, n_estimators=2).fit(X, y)
 
 
+@pytest.mark.slow
 def test_a_rank_that_stops_makes_the_others_fail_not_hang():
     results = run_ranks(2, one_rank_walks_away, group_timeout_s=5, timeout=60)
     assert results[1] == ("ok", "left")

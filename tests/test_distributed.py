@@ -103,6 +103,7 @@ def _collectives(rank: int, out: str) -> None:
     Path(out, f"ok{rank}").touch()
 
 
+@pytest.mark.slow
 def test_collectives_carry_errors_to_every_rank(tmp_path):
     spawn(_collectives, 2, str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok0", "ok1"]
@@ -118,6 +119,7 @@ def _missing_rank(rank: int, out: str) -> None:
     Path(out, "waited").write_text(f"{time.perf_counter() - t0:.1f}")
 
 
+@pytest.mark.slow
 def test_a_rank_that_never_answers_times_out(tmp_path, monkeypatch):
     monkeypatch.setenv("RESIDUALS_TEST_TIMEOUT", "2")
     spawn(_missing_rank, 2, str(tmp_path))

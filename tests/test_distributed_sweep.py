@@ -48,6 +48,7 @@ def one_process(tmp_path_factory):
     return result.run.path
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_tables_of_one_process(tmp_path, one_process):
     done = torchrun(["bench", "degradation", *SWEEP, "--out", str(tmp_path)])
     folder = only_folder(tmp_path)
@@ -74,6 +75,7 @@ def _resume(rank: int, folder: str) -> None:
     assert len(result.runs) == 2  # every rank returns the whole table
 
 
+@pytest.mark.slow
 def test_resume_with_two_ranks_finishes_a_sweep(tmp_path, one_process):
     """A sweep stopped with one run finished but not recorded (its rank died before sending
     it) and one never started: two ranks finish it, with the one-process tables."""
@@ -104,6 +106,7 @@ def _in_use(rank: int, folder: str) -> None:
         deg.run(resume=folder, jobs=1, html=False, echo=lambda _: None)
 
 
+@pytest.mark.slow
 def test_a_folder_another_job_holds_stops_every_rank(tmp_path, one_process):
     """Rank 0 takes the run folder's lock for the whole job (the other ranks never do: they
     would find it held); a folder that another process holds stops both ranks at once."""

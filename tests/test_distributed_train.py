@@ -85,6 +85,7 @@ def _ranks(rank: int, out: str) -> None:
         train(small_cnn(), data, dataclasses.replace(CFG, sync_bn=True), distributed=True)
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process_with_two_replicas(tmp_path, one_thread):
     data = tiny_digits()
     with pytest.raises(KeyboardInterrupt):  # a one-process, one-replica checkpoint
@@ -136,6 +137,7 @@ def test_sync_bn_two_ranks_match_one_process_within_rounding(tmp_path):
         torch.testing.assert_close(r0[k].cpu(), v.cpu(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_residuals_train_under_torchrun_equals_one_process_with_two_replicas(tmp_path):
     """The command end to end: 2 ranks of `residuals train` write the per-epoch results of
     one process training the same recipe with 2 replicas; rank 0 alone writes the folder."""

@@ -142,6 +142,7 @@ def test_a_bad_meta_json_is_listed_as_broken_with_its_reason(damaged_root):
     assert "good-a" in result.output and "good-b" in result.output
 
 
+@pytest.mark.slow
 def test_every_report_command_still_works_for_the_other_runs(damaged_root, tmp_path):
     result = cli("report", "build", "--all", "--root", damaged_root)
     assert result.exit_code == 1, result.output
@@ -173,6 +174,7 @@ BAD_CSV = {
 }
 
 
+@pytest.mark.slow
 def test_a_damaged_table_makes_a_page_that_says_so_and_spares_the_others(tmp_path):
     root = tmp_path / "reports"
     degradation_run(root, "good-a")
@@ -205,6 +207,7 @@ def test_a_damaged_table_makes_a_page_that_says_so_and_spares_the_others(tmp_pat
 
 
 # ------------------------------------------------------------------ bug 8: hostile names
+@pytest.mark.slow
 def test_names_never_become_links_with_a_scheme(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = Path("reports")

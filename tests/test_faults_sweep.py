@@ -221,6 +221,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path):
     proc = sweep_process(
@@ -300,6 +301,7 @@ def _pid_exists(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------- bug 4: concurrent use
+@pytest.mark.slow
 def test_a_second_resume_of_a_folder_in_use_stops_at_once(tmp_path):
     holder = sweep_process(
         "--depths", "8", "--epochs", "40", "--seeds", "1", "--jobs", "1", "--out", tmp_path
@@ -366,6 +368,7 @@ def test_two_writers_never_collide_on_temporary_names(tmp_path):
     assert len(run.read_table("results")) == 50 and json.loads(run.meta_path.read_text())
 
 
+@pytest.mark.slow
 def test_parallel_creates_get_distinct_folders(tmp_path):
     """Rounds of 30 creations of one name released at once (threads: the GIL is let go
     around each system call, so checking a name and then making it is a window others get
@@ -409,6 +412,7 @@ def test_a_full_disk_while_checkpointing_says_so_and_how_to_go_on(tmp_path, monk
 
 
 # ------------------------------------------------------------------- bug 9: --jobs on resume
+@pytest.mark.slow
 def test_a_resume_under_other_jobs_trains_the_same_nets(finished, tmp_path):
     cfg = deg.DegradationConfig.from_dict(finished.read_meta()["config"])
     assert cfg.train.replicas is not None and cfg.train.amp is not None  # fixed at the start

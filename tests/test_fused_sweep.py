@@ -47,6 +47,7 @@ def test_resolve_fuse():
         deg.resolve_fuse("sometimes", "cpu")
 
 
+@pytest.mark.slow
 def test_cli_fuse_on_keeps_per_run_tables_and_names_the_job(tmp_path):
     args = ["--depths", "8", "--epochs", "1", "--seeds", "2", "--precision", "fp32", "--jobs", "1"]
     runner = CliRunner()
@@ -80,6 +81,7 @@ def test_cli_fuse_on_keeps_per_run_tables_and_names_the_job(tmp_path):
     assert diff < 0.01, (f_runs, a_runs)
 
 
+@pytest.mark.slow
 def test_an_interrupted_fused_sweep_resumes_exactly(tmp_path, monkeypatch):
     from residuals.train import fused_loop
 

@@ -33,6 +33,7 @@ def test_built_under_ci():
     )
 
 
+@pytest.mark.slow
 def test_switched_off_by_the_environment():
     code = "from residuals.boosting import _kernels; print(_kernels.available())"
     env = {**os.environ, "RESIDUALS_C_KERNELS": "0"}
@@ -242,6 +243,7 @@ def test_unexpected_layouts_are_refused():
         _kernels.level_hist(XT, gh, out.view(1, -1, 16), 32, slot, 0, 1)  # not (nodes, F, nb)
 
 
+@pytest.mark.slow
 def test_default_thread_count_follows_threadpoolctl_and_omp_num_threads():
     """As HistGradientBoosting: the cores, or a threadpoolctl limit, or OMP_NUM_THREADS."""
     from threadpoolctl import threadpool_limits

@@ -164,6 +164,7 @@ print(json.dumps(out))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @requires_triton
 def test_triton_kernel_equals_the_torch_fallback():
     """The Triton kernel (interpreted on the CPU here) adds the same integers as torch."""

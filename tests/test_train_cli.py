@@ -174,6 +174,7 @@ def test_recipes_set_what_the_articles_set_and_options_override():
         d2l.with_options(epoch=3)
 
 
+@pytest.mark.slow
 def test_list_models_and_help_come_from_the_registry_and_recipes():
     result = invoke("--list-models")
     assert result.exit_code == 0
