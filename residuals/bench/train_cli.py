@@ -23,7 +23,7 @@ from residuals.cli_options import (
     precision_option,
     seed_option,
 )
-from residuals.cli_support import library_error
+from residuals.cli_support import library_error, sigterm_as_interrupt
 
 
 def _epilog() -> str:
@@ -291,23 +291,26 @@ def train(
         else:
             options.setdefault("device", device)  # --device's default, auto
             chosen = lib.get_recipe(recipe or lib.DEFAULT_RECIPE).with_options(**options)
-        outcome = lib.run(
-            chosen,
-            out=out,
-            resume=resume,
-            data_dir=data_dir,
-            checkpoint_every=checkpoint_every,
-            tensorboard=tensorboard,
-            echo=click.echo,
-            progress=ProgressBar(),
-            report=report,
-        )
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():  # `kill PID` stops it as Ctrl-C does
+            outcome = lib.run(
+                chosen,
+                out=out,
+                resume=resume,
+                data_dir=data_dir,
+                checkpoint_every=checkpoint_every,
+                tensorboard=tensorboard,
+                echo=click.echo,
+                progress=ProgressBar(),
+                report=report,
+            )
+    except lib.TrainInterrupted as e:
         click.echo(
-            "\nInterrupted; the checkpoint is kept. Continue with the command in the "
-            "run folder's meta.json (resume_command).",
+            f"\nInterrupted; the checkpoint is kept. Continue with:\n  {e.resume_command}",
             err=True,
         )
+        sys.exit(130)
+    except KeyboardInterrupt:  # before the run folder was opened: nothing to continue
+        click.echo("\nInterrupted before training began.", err=True)
         sys.exit(130)
     except click.ClickException:
         raise
@@ -328,8 +331,11 @@ def train(
 
 def _user_error(e: Exception, resume: Path | None) -> str | None:
     """The message for an error the user can fix; None for a bug (its traceback is shown)."""
+    from residuals.runs import RunInUse
     from residuals.train import TrainError
 
+    if isinstance(e, RunInUse):
+        return str(e)
     if isinstance(e, TrainError) and resume is not None:
         return f"{e}\nThe run folder is kept: {resume}"
     message = library_error(e)

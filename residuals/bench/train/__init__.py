@@ -6,7 +6,7 @@ The library behind the command (the command itself is :mod:`residuals.bench.trai
     outcome = run(RECIPES["default"].with_options(model="resnet56", epochs=3))
     outcome.headline
 
-Modules: ``recipes`` (:class:`Recipe`, the named recipes and the articles' figures), ``run``
+Modules: ``recipes`` (:class:`Recipe`, the named recipes and the articles' figures), ``runner``
 (:func:`run`: checks, run folder, training, report; :class:`RunWriter`), ``logs`` (the line
 per epoch, the progress bar, TensorBoard), ``report`` (the renderer of these run folders).
 It lives beside the benches because it writes the same run folders, which ``residuals
@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the exports, imported on first use (residuals._lazy)
         BENCH,
         RecipeMismatch,
         RunWriter,
+        TrainInterrupted,
         TrainOutcome,
         median_images_per_s,
         prepare,

@@ -23,6 +23,7 @@ run writes from one process only (rank 0) by giving the others no writer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import math
@@ -37,7 +38,15 @@ from residuals.bench.train.logs import ProgressBar, epoch_line, open_tensorboard
 from residuals.bench.train.recipes import Recipe
 from residuals.runs import BrokenRun, RunDir
 
-__all__ = ["BENCH", "RecipeMismatch", "RunWriter", "TrainOutcome", "prepare", "run"]
+__all__ = [
+    "BENCH",
+    "RecipeMismatch",
+    "RunWriter",
+    "TrainInterrupted",
+    "TrainOutcome",
+    "prepare",
+    "run",
+]
 
 BENCH = "train"  # meta.json's "bench": the renderer registered for these run folders
 CHECKPOINT = "checkpoint.pt"
@@ -45,6 +54,15 @@ CHECKPOINT = "checkpoint.pt"
 
 class RecipeMismatch(ValueError):
     """``--resume`` with a recipe that differs from the run's in more than its epochs."""
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM under the command) stopped a run that has a folder: its
+    checkpoint is kept and ``resume_command`` continues it."""
+
+    def __init__(self, run: RunDir, resume_command: str):
+        super().__init__(resume_command)
+        self.run, self.resume_command = run, resume_command
 
 
 @dataclass
@@ -185,8 +203,11 @@ def _saved_recipe(path: str | os.PathLike) -> tuple[RunDir, Recipe]:
         raise RecipeMismatch(f"{path}: meta.json has no usable recipe ({e})") from None
 
 
-def _open_resume(path: str | os.PathLike, recipe: Recipe) -> RunDir:
+def _open_resume(path: str | os.PathLike, recipe: Recipe, held: contextlib.ExitStack) -> RunDir:
+    """The run folder to resume, its lock taken into ``held`` (:class:`RunInUse` at once if
+    another process trains in it), checked against ``recipe``."""
     run, saved = _saved_recipe(path)
+    held.enter_context(run.lock())
     diff = saved.differences(recipe, ignore=("epochs",))
     if diff:
         raise RecipeMismatch(
@@ -244,7 +265,8 @@ def run(
     ``tensorboard``: a folder for TensorBoard event files (needs the optional package).
     ``echo`` prints a line per epoch; ``progress`` draws within epochs (a terminal's bar).
     ``report``: build ``index.html`` at the end. Ctrl-C keeps the checkpoint; the run is
-    marked interrupted and ``KeyboardInterrupt`` propagates.
+    marked interrupted and :class:`TrainInterrupted` (a ``KeyboardInterrupt``) propagates,
+    with the command that continues the run.
 
     Under ``torchrun`` every rank calls it and they train one net together
     (DistributedDataParallel: ``recipe.train.batch_size`` is the global batch; ``sync_bn``
@@ -256,18 +278,22 @@ def run(
 
     with distributed.process_group(resolve_device(recipe.train.device)):
         if distributed.is_rank0():
-            return _run(
-                recipe,
-                out=out,
-                resume=resume,
-                data_dir=data_dir,
-                checkpoint_every=checkpoint_every,
-                tensorboard=tensorboard,
-                echo=echo,
-                progress=progress,
-                report=report,
-                command=command,
-            )
+            # the run folder's lock, held until the run is written (RunInUse for a second
+            # process that resumes it meanwhile)
+            with contextlib.ExitStack() as held:
+                return _run(
+                    recipe,
+                    held,
+                    out=out,
+                    resume=resume,
+                    data_dir=data_dir,
+                    checkpoint_every=checkpoint_every,
+                    tensorboard=tensorboard,
+                    echo=echo,
+                    progress=progress,
+                    report=report,
+                    command=command,
+                )
         return _other_rank(recipe, data_dir=data_dir)
 
 
@@ -296,6 +322,7 @@ def _other_rank(recipe: Recipe, *, data_dir) -> TrainOutcome:
 
 def _run(
     recipe: Recipe,
+    held: contextlib.ExitStack,
     *,
     out,
     resume,
@@ -312,7 +339,7 @@ def _run(
 
     run_dir, tb = distributed.check_all(
         lambda: (
-            _open_resume(resume, recipe) if resume is not None else None,
+            _open_resume(resume, recipe, held) if resume is not None else None,
             open_tensorboard(tensorboard) if tensorboard is not None else None,
         )
     )
@@ -324,7 +351,7 @@ def _run(
     def open_folder() -> RunDir:
         if run_dir is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            return RunDir.create(
+            created = RunDir.create(
                 out,
                 bench=BENCH,
                 dataset=recipe.dataset,
@@ -333,6 +360,8 @@ def _run(
                 command=command,
                 name=f"{stamp}-{BENCH}-{recipe.model}-{recipe.dataset}",
             )
+            held.enter_context(created.lock())
+            return created
         meta = run_dir.read_meta()
         run_dir.update_meta(
             status="running",
@@ -344,7 +373,9 @@ def _run(
     run_dir = distributed.from_rank0(open_folder)  # and to the other ranks
     ckpt = run_dir.path / CHECKPOINT
     writer = RunWriter(run_dir, recipe.train.epochs, echo=echo, progress=progress, tensorboard=tb)
-    resume_cmd = f"residuals train --resume {shlex.quote(str(run_dir.path))}"
+    resume_cmd = _resume_command(
+        run_dir, data_dir=data_dir, checkpoint_every=checkpoint_every, tensorboard=tensorboard
+    )
     echo(f"run folder: {run_dir.path}")
     try:
         result = train(
@@ -362,7 +393,7 @@ def _run(
     except KeyboardInterrupt:
         writer.close()
         run_dir.finish("interrupted", resume_command=resume_cmd)
-        raise
+        raise TrainInterrupted(run_dir, resume_cmd) from None
     except Exception as e:
         writer.close()
         run_dir.finish("failed", error=f"{type(e).__name__}: {e}", resume_command=resume_cmd)
@@ -385,6 +416,16 @@ def _run(
 
         build_report(run_dir.path)
     return TrainOutcome(run_dir, recipe, result.history, result, headline)
+
+
+def _resume_command(run_dir: RunDir, **options: Any) -> str:
+    """``residuals train --resume RUN_DIR`` and the options, not part of the recipe, that the
+    run was given (where its data is, its checkpoints and logs)."""
+    words = ["residuals", "train", "--resume", str(run_dir.path)]
+    for name, value in options.items():
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return " ".join(map(shlex.quote, words))
 
 
 def median_images_per_s(history: list) -> float:
