@@ -179,11 +179,14 @@ def test_input_sizes_a_net_can_take():
     check_input_size(d2l, 1, 28)
     with pytest.raises(InputSizeError, match=r"cannot take 8x8 images.*at least 17x17"):
         check_input_size(d2l, 1, 8)
+    with pytest.raises(InputSizeError, match="such as resnet20"):  # which takes 8x8 images
+        check_input_size(d2l, 1, 8)
     resnet20 = build_model("resnet20", in_channels=1)
     assert min_input_size(resnet20, 1) == 3
     check_input_size(resnet20, 1, 8)
-    with pytest.raises(InputSizeError, match="cannot take 2x2"):
+    with pytest.raises(InputSizeError, match="cannot take 2x2") as too_small:
         check_input_size(resnet20, 1, 2)
+    assert "such as resnet20" not in str(too_small.value)  # no net for smaller images to offer
     assert min_input_size(build_model("tf-preact-elu"), 3) == 1
     with pytest.raises(InputSizeError, match="fails"):  # wrong channels: the forward fails
         check_input_size(resnet20, 3, 8)

@@ -27,6 +27,7 @@ from torch import nn
 __all__ = ["InputSizeError", "check_input_size", "layer_shapes", "min_input_size"]
 
 MAX_SIZE = 4096  # the largest side the search for a working size tries
+SMALL_IMAGES_NET = "resnet20"  # the net the error points to for small images (CIFAR-style)
 
 
 class InputSizeError(ValueError):
@@ -117,13 +118,23 @@ def check_input_size(model: nn.Module, in_channels: int, size: int, *, name: str
         return
     smallest = min_input_size(model, in_channels)
     label = repr(name or getattr(model, "name", "") or type(model).__name__)
-    fix = (
-        (
+    if smallest:
+        fix = (
             f"it needs images of at least {smallest}x{smallest}: pass a larger --resize "
-            f"(resize={smallest} or more) or pick a net for small images (a CIFAR-style net "
-            f"such as resnet20)"
+            f"(resize={smallest} or more)"
         )
-        if smallest
-        else f"no size up to {MAX_SIZE} works"
-    )
+        if _small_images_net_takes(in_channels, size):
+            fix += f" or pick a net for small images (a CIFAR-style net such as {SMALL_IMAGES_NET})"
+    else:
+        fix = f"no size up to {MAX_SIZE} works"
     raise InputSizeError(f"model {label} cannot take {size}x{size} images: {problem}; {fix}")
+
+
+def _small_images_net_takes(in_channels: int, size: int) -> bool:
+    """Whether :data:`SMALL_IMAGES_NET` takes ``size`` x ``size`` images (else pointing to it
+    would not help, e.g. for a CIFAR net itself on 2x2 images)."""
+    from residuals.nets.registry import build_model
+
+    with torch.device("meta"):
+        small = build_model(SMALL_IMAGES_NET, in_channels=in_channels)
+    return _first_problem(*_prepared(small), in_channels, size) is None
