@@ -89,7 +89,7 @@ def test_resume_refuses_a_bench_folder(tmp_path):
     (bench / "meta.json").write_text(json.dumps({"bench": "degradation", "config": {}}))
     result = invoke("--resume", bench)
     assert result.exit_code == 1
-    assert "is a 'degradation' run folder, not a training run" in result.output
+    assert "is a run folder of 'degradation', not a training run" in result.output
 
 
 @pytest.mark.parametrize(

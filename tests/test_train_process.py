@@ -40,6 +40,7 @@ def only_run(root: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_run_prints_a_resume_command_that_continues_it(tmp_path, sig):
     proc = train_process(*TINY, "--epochs", "500", "--checkpoint-every", 3, "--out", tmp_path)

@@ -194,7 +194,7 @@ def _saved_recipe(path: str | os.PathLike) -> tuple[RunDir, Recipe]:
         raise RecipeMismatch(f"--resume: {e}") from None
     if meta.get("bench") != BENCH:
         raise RecipeMismatch(
-            f"{path} is a {meta.get('bench')!r} run folder, not a training run "
+            f"{path} is a run folder of {meta.get('bench')!r}, not a training run "
             f"of 'residuals train'; resume it with its own command"
         )
     try:
