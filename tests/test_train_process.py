@@ -97,3 +97,16 @@ def test_a_run_folder_in_use_by_another_process_is_not_resumed(tmp_path):
     assert second.exit_code == 1, second.output
     assert f"in use by PID {holder.pid}" in second.output and "Traceback" not in second.output
     assert (run / "meta.json").read_text() == before  # the second one changed nothing
+
+
+def test_ctrl_c_while_the_report_is_built_says_the_run_is_complete(tmp_path, monkeypatch):
+    def interrupted(run_dir, **_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("residuals.report.html.build_report", interrupted)
+    args = [a for a in TINY if a != "--no-report"]
+    result = CliRunner().invoke(train_cmd, [*args, "--epochs", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 130
+    run = only_run(tmp_path)
+    assert f"Continue with:\n  residuals report build {run}" in result.output
+    assert json.loads((run / "meta.json").read_text())["status"] == "complete"

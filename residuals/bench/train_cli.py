@@ -310,7 +310,7 @@ def train(
         )
         sys.exit(130)
     except KeyboardInterrupt:  # before the run folder was opened: nothing to continue
-        click.echo("\nInterrupted before training began.", err=True)
+        click.echo("\nInterrupted before training began; nothing was written.", err=True)
         sys.exit(130)
     except click.ClickException:
         raise

@@ -58,7 +58,8 @@ class RecipeMismatch(ValueError):
 
 class TrainInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM under the command) stopped a run that has a folder: its
-    checkpoint is kept and ``resume_command`` continues it."""
+    checkpoint is kept and ``resume_command`` continues it (or, once training is over,
+    builds its report)."""
 
     def __init__(self, run: RunDir, resume_command: str):
         super().__init__(resume_command)
@@ -414,7 +415,11 @@ def _run(
     if report:
         from residuals.report.html import build_report
 
-        build_report(run_dir.path)
+        try:
+            build_report(run_dir.path)
+        except KeyboardInterrupt:  # the run is complete; its page can be built later
+            build = f"residuals report build {shlex.quote(str(run_dir.path))}"
+            raise TrainInterrupted(run_dir, build) from None
     return TrainOutcome(run_dir, recipe, result.history, result, headline)
 
 
