@@ -241,7 +241,8 @@ def _headline(recipe: Recipe, history: list, diverged: bool) -> str:
         f"{recipe.model} on {recipe.dataset}"
         f"{f' ({recipe.resize}x{recipe.resize})' if recipe.resize else ''}: test accuracy "
         f"{1 - last.test_error:.3f}, train accuracy {1 - last.train_error:.3f}, loss "
-        f"{last.train_loss:.3f} after {last.epoch} epochs; {speed:,.0f} images/s"
+        f"{last.train_loss:.3f} after {last.epoch} epoch{'s' if last.epoch != 1 else ''}; "
+        f"{speed:,.0f} images/s"
     )
 
 
