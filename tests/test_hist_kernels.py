@@ -206,8 +206,9 @@ def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
     monkeypatch.setattr(
         _kernels, "_PARALLEL_MIN", 1
     )  # the C loops split every call between threads
+    monkeypatch.setattr(_kernels, "_ROW_BLOCK", 4096)  # and the elementwise passes by rows
     before = torch.get_num_threads()
-    preds = []
+    preds, scores = [], []
     try:
         for threads in (1, 3):
             torch.set_num_threads(threads)
@@ -218,9 +219,53 @@ def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
                 )
                 model.fit(X, y, sample_weight=w)
             preds.append(model.predict(X))
+            scores.append(model.train_score_)
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(preds[0], preds[1])
+    assert np.array_equal(scores[0], scores[1])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_parallel_rows_covers_every_row_once(monkeypatch, threads):
+    """The row blocks of ``parallel_rows`` tile [0, n) exactly, on any thread count."""
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(_kernels, "_ROW_BLOCK", 1000)
+    monkeypatch.setattr(_kernels, "threads", lambda: threads)
+    for n in (0, 1, 999, 1000, 1001, 7321):
+        hits = np.zeros(n, dtype=np.int64)
+
+        def add(a, b, hits=hits):
+            hits[a:b] += 1
+
+        _kernels.parallel_rows(add, n)
+        assert np.array_equal(hits, np.ones(n, dtype=np.int64))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_hist_losses_in_row_blocks_are_the_same_bits(monkeypatch, threads):
+    """Hist mode's gradients and mean losses, computed block by block on threads, equal
+    the whole-array expressions bit for bit (the mean keeps its order: one call)."""
+    from residuals.boosting._losses import make_loss
+
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(_kernels, "_ROW_BLOCK", 1000)
+    monkeypatch.setattr(_kernels, "threads", lambda: threads)
+    rng = np.random.RandomState(0)
+    n = 5500
+    w = rng.uniform(0.5, 2.0, n)
+    cases = [(name, None, rng.randn(n)) for name in ("squared_error", "absolute_error")]
+    cases += [(name, None, rng.randn(n)) for name in ("huber", "quantile")]
+    cases += [(name, 2, rng.randint(0, 2, n).astype(float)) for name in ("log_loss", "exponential")]
+    cases.append(("log_loss", 3, rng.randint(0, 3, n).astype(float)))
+    for name, n_classes, y in cases:
+        loss = make_loss(name, n_classes=n_classes, exact=False)
+        raw = 3 * rng.randn(n, loss.n_trees)
+        loss.begin_stage(y, raw, w)
+        assert np.array_equal(loss.negative_gradient(y, raw), -loss.gradient(y, raw)), name
+        for weights in (None, w):
+            expected = float(np.average(loss.pointwise(y, raw), weights=weights))
+            assert loss(y, raw, weights) == expected, name
 
 
 @requires_c

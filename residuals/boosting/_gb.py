@@ -47,6 +47,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from residuals.boosting._fit_support import _check_sample_weight, _rows_of, _VerboseReporter
 from residuals.boosting._learners import TreeParams, make_learner
+from residuals.boosting._loss_base import in_row_blocks
 from residuals.boosting._losses import (
     BoostingLoss,
 )
@@ -97,6 +98,18 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
     "device": [Options("cpu", "cuda", "auto")],
     "distributed": [BOOLEAN],
 }
+
+
+def _add_step(raw_k, lr: float, values, leaf_ids, step: np.ndarray, threaded: bool) -> None:
+    """``raw_k += lr * values[leaf_ids]`` in place, through ``step``: block by block of
+    rows, on threads when ``threaded`` (elementwise: the same bits either way)."""
+
+    def rows(a: int, b: int) -> None:
+        s = step[a:b]
+        np.take(values, leaf_ids[a:b], axis=0, out=s, mode="clip")  # "raise" would buffer
+        raw_k[a:b] += np.multiply(lr, s, out=s)
+
+    in_row_blocks(rows, step.shape[0], threaded)
 
 
 class _Prepared:
@@ -633,8 +646,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                     mask,
                 )
                 learner.commit_leaf_values(tree, values)
-            np.take(values, leaf_ids, axis=0, out=step, mode="clip")  # "raise" would buffer
-            raw[:, k] += np.multiply(self.learning_rate, step, out=step)
+            _add_step(raw[:, k], self.learning_rate, values, leaf_ids, step, not loss.exact)
             self.estimators_[i, k] = tree
         return raw
 

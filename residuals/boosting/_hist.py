@@ -296,6 +296,7 @@ class HistTree(_Histograms, _SplitSearch):
         np_dtype = np.int32 if dtype == torch.int32 else np.int64
         work = data.work
         slot = work.slot.zero_()
+        c_loops = device.type == "cpu" and _kernels.available()  # the root's routing too
         depth = 0
         while open_nodes and (self.max_depth is None or depth < self.max_depth):
             K = len(open_nodes)
@@ -316,7 +317,7 @@ class HistTree(_Histograms, _SplitSearch):
             if last and not data.all_rows:
                 return None
             table_t = torch.as_tensor(table.reshape(-1), device=device)
-            if len(table) == 1:  # the root: every row reads the same column
+            if len(table) == 1 and not c_loops:  # the root: every row reads one column
                 work.index.copy_(data.XT[int(column[0])])
                 torch.index_select(table_t, 0, work.index, out=slot)
             else:

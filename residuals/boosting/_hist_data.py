@@ -297,8 +297,8 @@ def prepare(
     # One sync: are w*h, h and w constant over the kept rows?
     s = [0.0] * 7
     if n_rows:
-        parts = [*torch.aminmax(hw)]
-        parts += parts if w is None else [*torch.aminmax(h), *torch.aminmax(w)]
+        parts = [*_extremes(hw)]
+        parts += parts if w is None else [*_extremes(h), *torch.aminmax(w)]
         if w is not None and device.type != "cpu":
             parts.append(w.sum())
         s[: len(parts)] = torch.stack(parts).tolist()
@@ -340,6 +340,12 @@ def prepare(
     if quantized:
         data.quant = quantize(gw, hw, w, count_unit, cw is not None, steps)
     return data, columns, total_weight
+
+
+def _extremes(v: torch.Tensor):
+    """``torch.aminmax(v)`` of a non-empty 1-D ``v``, read off one element when
+    ``v`` is an expanded scalar (a unit hessian): every element is that one."""
+    return torch.aminmax(v[:1] if v.stride(0) == 0 else v)
 
 
 def _agreed_stats(collective, s: list, n_rows: int) -> tuple[list, int]:

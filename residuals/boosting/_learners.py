@@ -203,11 +203,23 @@ class HistLearner:
         msl = p.min_samples_leaf
         n_all = n if comm is None else comm.n_total
         min_samples_leaf = int(math.ceil(msl * n_all)) if isinstance(msl, float) else int(msl)
-        weight_sum = (
-            np.sum(sample_weight)
-            if comm is None or not p.min_weight_fraction_leaf
-            else comm.exact_sums(sample_weight[:, None], what="weights")[0, 0]
-        )
+        if self._weight is None or self._weight[0] is not sample_weight:
+            # The same weights array every stage unless rows are subsampled: copy
+            # once. Unit weights are passed as None, which spares the tree its
+            # per-stage weight checks (a host sync each); their sum, once too.
+            sw = np.asarray(sample_weight, dtype=np.float64)
+            unit = comm is None and bool(np.all(sw == 1.0))  # distributed: the tree agrees
+            weight_sum = (
+                np.sum(sample_weight)
+                if comm is None or not p.min_weight_fraction_leaf
+                else comm.exact_sums(sample_weight[:, None], what="weights")[0, 0]
+            )
+            self._weight = (
+                sample_weight,
+                None if unit else torch.as_tensor(sw, device=self.device),
+                weight_sum,
+            )
+        weight_sum = self._weight[2]
         tree = HistTree(
             max_depth=p.max_depth,
             max_leaf_nodes=p.max_leaf_nodes,
@@ -230,13 +242,6 @@ class HistLearner:
             torch.as_tensor(target, dtype=torch.float64, device=dev), out=self._gradient
         )
         hessian = torch.ones((), dtype=torch.float64, device=dev).expand(n)  # no memory
-        if self._weight is None or self._weight[0] is not sample_weight:
-            # The same weights array every stage unless rows are subsampled: copy
-            # once. Unit weights are passed as None, which spares the tree its
-            # per-stage weight checks (a host sync each).
-            sw = np.asarray(sample_weight, dtype=np.float64)
-            unit = comm is None and bool(np.all(sw == 1.0))  # distributed: the tree agrees
-            self._weight = (sample_weight, None if unit else torch.as_tensor(sw, device=dev))
         if self._bin_values is None:
             self._bin_values = self.bin_mapper.bin_value_table().numpy()
         # ties between splits go to a random feature order, as DecisionTreeRegressor's

@@ -9,7 +9,20 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["BoostingLoss", "weighted_lower_percentile"]
+__all__ = ["BoostingLoss", "in_row_blocks", "weighted_lower_percentile"]
+
+
+def in_row_blocks(fn: Callable[[int, int], None], n: int, threaded: bool) -> None:
+    """``fn(a, b)`` over row ranges covering ``[0, n)``: elementwise work that writes
+    rows ``[a, b)`` of its outputs. ``threaded`` (hist mode, where torch and the C
+    loops' pool are loaded): in blocks on the pool's threads, the same bits as one
+    call (:func:`residuals.boosting._kernels.parallel_rows`); else one call."""
+    if not threaded:
+        fn(0, n)
+        return
+    from residuals.boosting._kernels import parallel_rows
+
+    parallel_rows(fn, n)
 
 
 # ----------------------------------------------------------------- numerics
@@ -154,13 +167,29 @@ class BoostingLoss:
 
     def negative_gradient(self, y: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """Pseudo-residuals ``r_i = -dL/dF`` (Algorithm 1, line 3), ``(n_samples, n_trees)``."""
-        return -self.gradient(y, raw)
+        if self.exact:
+            return -self.gradient(y, raw)
+        out = np.empty(raw.shape, dtype=np.float64)
+
+        def rows(a: int, b: int) -> None:
+            np.negative(self.gradient(y[a:b], raw[a:b]), out=out[a:b])
+
+        in_row_blocks(rows, raw.shape[0], True)
+        return out
 
     def __call__(
         self, y: np.ndarray, raw: np.ndarray, sample_weight: np.ndarray | None = None
     ) -> float:
         """Weighted mean loss ``sum_i w_i L(y_i, F_i) / sum_i w_i``."""
-        return float(np.average(self.pointwise(y, raw), weights=sample_weight))
+        if self.exact:
+            return float(np.average(self.pointwise(y, raw), weights=sample_weight))
+        losses = np.empty(raw.shape[0], dtype=np.float64)
+
+        def rows(a: int, b: int) -> None:
+            losses[a:b] = self.pointwise(y[a:b], raw[a:b])
+
+        in_row_blocks(rows, raw.shape[0], True)
+        return float(np.average(losses, weights=sample_weight))
 
     def score(self, y, raw, sample_weight=None) -> float:
         """The value stored in ``train_score_``/``oob_scores_``: ``score_factor * mean L``."""
