@@ -195,7 +195,8 @@ class _Histograms:
         pairs = []
         for i, values in enumerate((data.gh, data.cw)):
             if values is not None:
-                hist = torch.zeros(shape, dtype=values.dtype) if out is None else out[i]
+                fresh = torch.empty if select is not None else torch.zeros  # level_hist zeroes
+                hist = fresh(shape, dtype=values.dtype) if out is None else out[i]
                 pairs.append((values, hist))
         if select is not None:  # a level's nodes in one pass, threads over features
             for values, hist in pairs:
@@ -213,9 +214,6 @@ class _Histograms:
         shape = (2 * k, *hist.shape[1:])
         new = data.work.level_histograms(0, shape, hist)
         new_cw = None if cw is None else data.work.level_histograms(1, shape, cw)
-        for fresh in (new, new_cw):
-            if fresh is not None:
-                fresh[:k].zero_()  # the larger children's half is overwritten below
         small = (new[:k], None if cw is None else new_cw[:k])
         self._histograms_c(data, None, None, k, (slot, 0, k), out=small)
         self._reduce(data, *small)

@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(_WIN32)
 #define RESIDUALS_EXPORT __declspec(dllexport)
@@ -32,7 +33,7 @@
 
 /* Bumped whenever a signature or a semantic here changes: the Python side
  * refuses a library built from another version (a stale build after an update). */
-#define RESIDUALS_KERNELS_VERSION 6
+#define RESIDUALS_KERNELS_VERSION 7
 RESIDUALS_EXPORT int64_t residuals_kernels_version(void) { return RESIDUALS_KERNELS_VERSION; }
 
 /*
@@ -98,7 +99,9 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
  * cell adds its rows in row order (the same bits as residuals_hist over the
  * selected rows, and as torch's scatter_add_). The caller splits [0, F) between
  * threads (each scans the slots itself: 4 bytes a row, against F' bytes of bins);
- * features write disjoint cells, so no thread's sums depend on another's.
+ * features write disjoint cells, so no thread's sums depend on another's. Each
+ * thread zeroes its own cells first (out need not be zeroed): zeroed by another
+ * thread, every cache line would first move over from that thread's core.
  * Returns 0, or -1 if the scratch could not be allocated.
  */
 #define LEVEL_BLOCK 2048
@@ -112,6 +115,8 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
         int32_t *nodes = rows + LEVEL_BLOCK;                                                        \
         double *vals = (double *)(nodes + LEVEL_BLOCK);                                             \
         const int64_t width = hi - lo, node_stride = F * nb * k;                                    \
+        for (int64_t s = 0; s < width; ++s)                                                         \
+            memset(out + s * node_stride + f0 * nb * k, 0, (size_t)((f1 - f0) * nb * k) * sizeof(double)); \
         for (int64_t a = 0; a < n; a += LEVEL_BLOCK) {                                              \
             const int64_t b = a + LEVEL_BLOCK < n ? a + LEVEL_BLOCK : n;                            \
             int64_t m = 0;                                                                          \

@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
-KERNELS_VERSION = 6
+KERNELS_VERSION = 7
 # Below this many row-features (about a millisecond of one thread's work) a call
 # runs on the calling thread alone: handing work to the pool costs ~0.1 ms.
 _PARALLEL_MIN = 1 << 21
@@ -304,7 +304,8 @@ def level_hist(
     ``out[slot[i] - lo, f, XT[f, i]] += values[i]`` for the rows with ``lo <=
     slot[i] < hi``, each cell in row order. XT : (F, n) uint8, C-contiguous;
     values : (n,) float64 or complex128; slot : (n,) int32 or int64; out : (hi -
-    lo, F, nb) of values' dtype, C-contiguous, zeroed by the caller. On the CPU.
+    lo, F, nb) of values' dtype, C-contiguous, its contents ignored (each thread
+    zeroes its features' cells, in its own core's cache). On the CPU.
     """
     F, n = XT.shape
     k = 2 if values.is_complex() else 1
