@@ -83,6 +83,17 @@ def test_resume_with_more_epochs_continues_and_records_the_plans(tmp_path):
     assert json.loads((run / "meta.json").read_text())["status"] == "complete"  # untouched
 
 
+def test_resume_with_epochs_inside_the_warmup_says_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    recipe = RECIPES["default"].with_options(epochs=30)  # its warm-up: 5 epochs
+    (run / "meta.json").write_text(json.dumps({"bench": "train", "config": recipe.to_dict()}))
+    result = invoke("--resume", run, "--epochs", "4")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "would end within the run's 5-epoch warm-up" in result.output
+    assert "warmup='none'" not in result.output  # a resume cannot change the warm-up
+
+
 def test_resume_refuses_a_bench_folder(tmp_path):
     bench = tmp_path / "bench"
     bench.mkdir()

@@ -448,4 +448,11 @@ def resume_recipe(path: str | os.PathLike, **options: Any) -> Recipe:
     options = {k: v for k, v in options.items() if v is not None}
     if "epochs" in options and "warmup" not in options:
         options.setdefault("warmup_epochs", saved.train.warmup_epochs)
+        warmup = saved.train.warmup_epochs if saved.train.warmup == "linear" else 0
+        if options["epochs"] <= warmup:
+            raise RecipeMismatch(
+                f"{path}: --epochs {options['epochs']} would end within the run's "
+                f"{warmup:g}-epoch warm-up, which a resume keeps; ask for more than "
+                f"{warmup:g} epochs"
+            )
     return saved.with_options(**options)
