@@ -4,9 +4,11 @@ Fits ``BoostingRegressor(tree_method="hist")`` on friedman1 in one process, at e
 ``--threads`` count in turn, for ``--repeats`` interleaved rounds after an untimed
 warm-up at every count. Each call into hist mode's C loops is timed by wrapping the
 function that hands them to the threads (``residuals.boosting._kernels._run``), so a
-loop's time includes its hand-off to the pool and the wait for the slowest thread;
-"between the C loops" is the fit's time minus all of them (gradients, scores, copies,
-bin edges, the tree's bookkeeping: torch, numpy and Python). The speed-up column of
+loop's time includes its hand-off to the pool and the wait for the slowest thread.
+The booster's per-tree numpy passes over the rows go through the same function
+(``_kernels.parallel_rows``) and show as the part ``elementwise``; "between the C
+loops" is the fit's time minus all of them (the training score's mean, copies, bin
+edges, the tree's bookkeeping: torch, numpy and Python). The speed-up column of
 the most threads against one says which parts scale and which do not.
 
 Writes to ``--out``: ``hist_threads.csv`` (one row per round, thread count and part,

@@ -19,7 +19,8 @@ Threads: ctypes releases the GIL during a call, so a large call is split
 between :func:`threads` threads, by features (histograms: each feature owns
 its cells of the output), by nodes (split search) or by rows (routing,
 binning): no sum is ever split between threads, so the result is the same
-bits whatever the thread count.
+bits whatever the thread count. :func:`parallel_rows` puts the booster's
+elementwise numpy passes (which release the GIL too) on the same threads.
 
 How many threads: as scikit-learn's HistGradientBoosting, all the machine's
 physical cores (within the process's CPU affinity and cgroup quota), unless
