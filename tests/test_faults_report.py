@@ -363,3 +363,12 @@ def test_the_committed_examples_show_neutral_commands():
     for page in (REPO / "reports" / "examples").glob("*/index.html"):
         (shown,) = re.findall(r'<pre id="command">(.*?)</pre>', page.read_text())
         assert "/tmp" not in shown and "--out" not in shown and "--data-dir" not in shown, page
+
+
+def test_no_committed_example_or_result_names_a_scratch_folder():
+    """Every page, table and record under reports/examples and benchmarks/results names
+    its folders relative to the repository, not where a run happened to be written."""
+    for top in ("reports/examples", "benchmarks/results"):
+        for path in (REPO / top).rglob("*"):
+            if path.suffix in (".html", ".json", ".csv", ".log", ".md", ".txt"):
+                assert "/tmp/" not in path.read_text(errors="replace"), path
