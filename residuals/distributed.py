@@ -180,6 +180,14 @@ def process_group(device: str = "cpu", backend: str | None = None) -> Iterator[L
     created = init_from_env(device, backend)
     try:
         yield launch() if dist.is_initialized() else None
+        if created and dist.is_initialized() and dist.get_world_size() > 1:
+            # every rank done before any tears the group down: a gloo rank destroyed while
+            # its peer still talks to it can abort the peer ("terminate called without an
+            # active exception"). Not after an error: the others may never get here.
+            try:
+                dist.barrier()
+            except RuntimeError:  # the group already broke (a timeout): the work is done
+                pass
     finally:
         if created and dist.is_initialized():
             dist.destroy_process_group()

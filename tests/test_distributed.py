@@ -159,3 +159,35 @@ def test_ranks_of_a_machine_share_its_cores(monkeypatch):
     }.items():
         monkeypatch.setenv(k, v)
     assert sweep.default_jobs("cpu") == max(1, alone // 2)
+
+
+def test_a_group_is_torn_down_only_after_every_rank_is_done(monkeypatch):
+    """On a normal exit the ranks meet at a barrier before the group is destroyed (a gloo
+    rank destroyed while its peer still talked to it aborted the peer, now and then); after
+    an error they do not wait, since the others may never come; a broken group's failed
+    barrier does not hide the finished work."""
+    import torch.distributed as dist
+
+    calls: list[str] = []
+    monkeypatch.setattr(distributed, "init_from_env", lambda device, backend: True)
+    monkeypatch.setattr(distributed, "launch", lambda: None)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a: 2)
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a: calls.append("destroy"))
+    with distributed.process_group("cpu"):
+        calls.append("work")
+    assert calls == ["work", "barrier", "destroy"]
+    calls.clear()
+    with pytest.raises(ValueError), distributed.process_group("cpu"):
+        raise ValueError("a rank failed")
+    assert calls == ["destroy"]
+    calls.clear()
+
+    def broken(*a, **k):
+        raise RuntimeError("Application timeout caused pair closure")
+
+    monkeypatch.setattr(dist, "barrier", broken)
+    with distributed.process_group("cpu"):
+        calls.append("work")
+    assert calls == ["work", "destroy"]
