@@ -244,16 +244,23 @@ class BinMapper:
         A distributed fit gathers those rows from the ranks' shards and passes
         all of them (:func:`residuals.boosting._sharded.fit_bins`).
         """
-        n_features = X.shape[1]
+        return self.set_cuts(self.column_cuts(X, rows, range(X.shape[1])))
+
+    def column_cuts(self, X: np.ndarray, rows, columns) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(cut points, bin values)`` of each column in ``columns``, from the rows ``rows``
+        of ``X``; a distributed fit shares the columns out between its ranks."""
         # column by column, on threads (numpy's sorts release the GIL): no copy of the matrix
-        cuts_and_values = _kernels.parallel_map(
+        return _kernels.parallel_map(
             lambda j: _quantile_thresholds(self._values(X[rows, j]), self.max_bins),
-            list(range(n_features)),
+            list(columns),
         )
+
+    def set_cuts(self, cuts_and_values: list[tuple[np.ndarray, np.ndarray]]) -> BinMapper:
+        """Take every feature's ``(cut points, bin values)``, in feature order, as fitted."""
         self.bin_thresholds_ = [cuts for cuts, _ in cuts_and_values]
         self.bin_values_ = [values for _, values in cuts_and_values]
         self.n_bins_ = np.array([len(t) + 1 for t in self.bin_thresholds_], dtype=np.int64)
-        self.n_features_in_ = n_features
+        self.n_features_in_ = len(cuts_and_values)
         return self
 
     def _padded_thresholds(self, device) -> torch.Tensor:
