@@ -9,12 +9,13 @@ import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from residuals.boosting._gb import _COMMON_CONSTRAINTS, _BaseBoosting
+from residuals.boosting._gb import _BaseBoosting
 from residuals.boosting._losses import (
     CLASSIFICATION_LOSSES,
     REGRESSION_LOSSES,
     make_loss,
 )
+from residuals.boosting._validation import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
 from residuals.boosting._validation import (
     NONE,
     HasMethods,

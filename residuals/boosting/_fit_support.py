@@ -1,5 +1,5 @@
-"""Small pieces of the boosting fit loop: where the rows are, sample weights, and the verbose
-per-stage report, each with scikit-learn's exact semantics."""
+"""Small pieces of the boosting fit loop: where the rows are, sample weights, a stage's step
+added to the scores, and the verbose per-stage report, each with scikit-learn's exact semantics."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.utils.validation import check_array
 
+from residuals.boosting._loss_base import in_row_blocks
 from residuals.boosting._sharded import Rows
 
 if TYPE_CHECKING:
     from residuals.boosting._gb import _BaseBoosting
 
-__all__ = ["_VerboseReporter", "_check_sample_weight", "_rows_of"]
+__all__ = ["_VerboseReporter", "_add_step", "_check_sample_weight", "_rows_of"]
 
 
 def _rows_of(est) -> Rows:
@@ -71,3 +72,15 @@ class _VerboseReporter:
         print(f"{j + 1:>10d} {est.train_score_[j]:>16.4f} {oob}{rem:>16s}")
         if est.verbose == 1 and (i + 1) // (self.verbose_mod * 10) > 0:
             self.verbose_mod *= 10
+
+
+def _add_step(raw_k, lr: float, values, leaf_ids, step: np.ndarray, threaded: bool) -> None:
+    """``raw_k += lr * values[leaf_ids]`` in place, through ``step``: block by block of
+    rows, on threads when ``threaded`` (elementwise: the same bits either way)."""
+
+    def rows(a: int, b: int) -> None:
+        s = step[a:b]
+        np.take(values, leaf_ids[a:b], axis=0, out=s, mode="clip")  # "raise" would buffer
+        raw_k[a:b] += np.multiply(lr, s, out=s)
+
+    in_row_blocks(rows, step.shape[0], threaded)

@@ -25,17 +25,17 @@ predictions, staged outputs, ``train_score_``, ``n_estimators_`` under early
 stopping and ``feature_importances_`` are equal to scikit-learn's bit for bit.
 No scikit-learn gradient-boosting class or private module is used.
 
-This module holds the shared machinery (:class:`_BaseBoosting`: validation, the fit loop and
-its Stagewise view, kept in one file, a little over 500 lines, so the algorithm reads top to
-bottom); the estimators are in
-:mod:`residuals.boosting._estimators`, the fit loop's small pieces in
+This module holds the shared machinery (:class:`_BaseBoosting`: validation, state and the
+fit loop, kept together so the algorithm reads top to bottom); the estimators are in
+:mod:`residuals.boosting._estimators`, the fitted model's prediction and Stagewise view in
+:mod:`residuals.boosting._gb_view`, the parameters' constraints in
+:mod:`residuals.boosting._validation`, the fit loop's small pieces in
 :mod:`residuals.boosting._fit_support`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from numbers import Integral
 from typing import Any
 
@@ -43,90 +43,30 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, validate_data
 
-from residuals.boosting._fit_support import _check_sample_weight, _rows_of, _VerboseReporter
+from residuals.boosting._fit_support import (
+    _add_step,
+    _check_sample_weight,
+    _rows_of,
+    _VerboseReporter,
+)
+from residuals.boosting._gb_view import _Prepared, _StagewiseView
 from residuals.boosting._learners import TreeParams, make_learner
-from residuals.boosting._loss_base import in_row_blocks
 from residuals.boosting._losses import (
     BoostingLoss,
 )
-from residuals.boosting._validation import (
-    BOOLEAN,
-    NONE,
-    RANDOM_STATE,
-    Interval,
-    Options,
-    validate_params,
-)
-from residuals.core import StageStep, Stagewise
+from residuals.boosting._validation import COMMON_CONSTRAINTS, validate_params
 
 __all__ = ["_BaseBoosting"]
 
-_COMMON_CONSTRAINTS: dict[str, list] = {
-    "learning_rate": [Interval("real", 0.0, None, "left")],
-    "n_estimators": [Interval("int", 1, None, "left")],
-    "subsample": [Interval("real", 0.0, 1.0, "right")],
-    "criterion": [Options("deprecated", "friedman_mse", "squared_error")],
-    "min_samples_split": [
-        Interval("int", 2, None, "left"),
-        Interval("real_not_int", 0.0, 1.0, "right"),
-    ],
-    "min_samples_leaf": [
-        Interval("int", 1, None, "left"),
-        Interval("real_not_int", 0.0, 1.0, "neither"),
-    ],
-    "min_weight_fraction_leaf": [Interval("real", 0.0, 0.5, "both")],
-    "max_depth": [Interval("int", 1, None, "left"), NONE],
-    "min_impurity_decrease": [Interval("real", 0.0, None, "left")],
-    "random_state": [RANDOM_STATE],
-    "max_features": [
-        Interval("int", 1, None, "left"),
-        Interval("real_not_int", 0.0, 1.0, "right"),
-        Options("sqrt", "log2"),
-        NONE,
-    ],
-    "verbose": [Interval("int", 0, None, "left"), BOOLEAN],
-    "max_leaf_nodes": [Interval("int", 2, None, "left"), NONE],
-    "warm_start": [BOOLEAN],
-    "validation_fraction": [Interval("real", 0.0, 1.0, "neither")],
-    "n_iter_no_change": [Interval("int", 1, None, "left"), NONE],
-    "tol": [Interval("real", 0.0, None, "left")],
-    "ccp_alpha": [Interval("real", 0.0, None, "left")],
-    "tree_method": [Options("exact", "hist")],
-    "max_bins": [Interval("int", 2, 255, "both")],
-    "device": [Options("cpu", "cuda", "auto")],
-    "distributed": [BOOLEAN],
-}
 
-
-def _add_step(raw_k, lr: float, values, leaf_ids, step: np.ndarray, threaded: bool) -> None:
-    """``raw_k += lr * values[leaf_ids]`` in place, through ``step``: block by block of
-    rows, on threads when ``threaded`` (elementwise: the same bits either way)."""
-
-    def rows(a: int, b: int) -> None:
-        s = step[a:b]
-        np.take(values, leaf_ids[a:b], axis=0, out=s, mode="clip")  # "raise" would buffer
-        raw_k[a:b] += np.multiply(lr, s, out=s)
-
-    in_row_blocks(rows, step.shape[0], threaded)
-
-
-class _Prepared:
-    """``X`` validated once and converted for the trees (float32 or bins)."""
-
-    __slots__ = ("X", "Xt", "n_samples")
-
-    def __init__(self, X: np.ndarray, Xt: Any):
-        self.X, self.Xt, self.n_samples = X, Xt, X.shape[0]
-
-
-class _BaseBoosting(Stagewise, BaseEstimator):
+class _BaseBoosting(_StagewiseView, BaseEstimator):
     """Shared fit/predict machinery; subclasses set the loss family and the output."""
 
     init_: Any  # "zero", None (the loss's own init) or a fitted estimator
 
-    _constraints: dict = _COMMON_CONSTRAINTS
+    _constraints: dict = COMMON_CONSTRAINTS
 
     def __init__(
         self,
@@ -229,37 +169,6 @@ class _BaseBoosting(Stagewise, BaseEstimator):
                     "estimator would be fitted on one shard."
                 )
 
-    def _validate_X_predict(self, X) -> np.ndarray:
-        check_is_fitted(self)
-        return validate_data(
-            self,
-            X,
-            dtype=self._X_dtype(),
-            reset=False,
-            order="C" if self.tree_method == "exact" else None,
-            accept_sparse=self._sparse_formats("csr"),
-            ensure_all_finite=self._finite_X(),
-        )
-
-    def _X_dtype(self):
-        """float32, as scikit-learn's trees. Hist mode keeps a float64 ``X`` as it
-        is (no copy; its bins are those of the float32 values, see
-        ``BinMapper(round_to_float32=True)``) and converts anything else."""
-        return np.float32 if self.tree_method == "exact" else [np.float32, np.float64]
-
-    def _finite_X(self):
-        return "allow-nan" if self.tree_method == "hist" else True
-
-    def _sparse_formats(self, formats):
-        """Sparse ``X`` is accepted by the exact trees only."""
-        return formats if self.tree_method == "exact" else False
-
-    def _prepare(self, X) -> _Prepared:
-        if isinstance(X, _Prepared):
-            return X
-        Xv = self._validate_X_predict(X)
-        return _Prepared(Xv, self._learner.prepare(Xv))
-
     # -------------------------------------------------------------- the state
     def _is_fitted(self) -> bool:
         return len(getattr(self, "estimators_", [])) > 0
@@ -309,7 +218,7 @@ class _BaseBoosting(Stagewise, BaseEstimator):
         elif mf == "log2":
             self.max_features_ = max(1, int(np.log2(n)))
         elif isinstance(mf, Integral):
-            self.max_features_ = mf
+            self.max_features_ = int(mf)
         else:
             self.max_features_ = max(1, int(mf * n))
 
@@ -649,84 +558,6 @@ class _BaseBoosting(Stagewise, BaseEstimator):
             _add_step(raw[:, k], self.learning_rate, values, leaf_ids, step, not loss.exact)
             self.estimators_[i, k] = tree
         return raw
-
-    # ---------------------------------------------------------------- predict
-    def _raw_predict_init(self, P: _Prepared) -> np.ndarray:
-        n, K = P.n_samples, self.n_trees_per_iteration_
-        if isinstance(self.init_, str) and self.init_ == "zero":
-            return np.zeros((n, K), dtype=np.float64)
-        if self.init_ is None:
-            return self._loss.init_raw(self.init_prediction_, n)
-        X = P.X.astype(np.float32, copy=False)  # as in _fit_init
-        return self._loss.raw_from_prediction(self._init_prediction_from_estimator(X))
-
-    def _add_stage(self, m: int, P: _Prepared, raw: np.ndarray) -> None:
-        for k in range(self.estimators_.shape[1]):
-            tree = self.estimators_[m, k]
-            values = self._learner.leaf_values(tree)
-            raw[:, k] += self.learning_rate * values.take(
-                self._learner.leaf_ids(tree, P.Xt), axis=0
-            )
-
-    def _raw_predict(self, X) -> np.ndarray:
-        """``F_M(X)``, shape ``(n_samples, K)``: the Stagewise model's final state."""
-        return self.final_state(X)
-
-    def _staged_raw_predict(self, X) -> Iterator[np.ndarray]:
-        """``F_1(X), F_2(X), ...`` (copies): its staged states."""
-        return self.staged_states(X)
-
-    # ------------------------------------------------------- Stagewise (core)
-    stages_read_state = False  # h_m reads only X: a lesion is F_M minus the deleted corrections
-
-    @property
-    def n_stages_(self) -> int:
-        check_is_fitted(self)
-        return int(self.estimators_.shape[0])
-
-    def _initial_state(self, P: _Prepared) -> np.ndarray:
-        """``F_0(X)``, the init raw prediction, ``(n_samples, K)``."""
-        return self._raw_predict_init(P)
-
-    def _stage_step(
-        self, m: int, state: np.ndarray, P: _Prepared, *, drop: bool = False
-    ) -> StageStep:
-        """Stage ``m``: base ``F_{m}``, correction ``lr * h_m(X)``, state ``F_{m+1}``.
-
-        ``state + correction`` equals scikit-learn's in-place ``raw += lr * h`` bit for bit:
-        the correction is ``0 + lr * h``, exactly ``lr * h``.
-        """
-        correction = np.zeros((P.n_samples, self.estimators_.shape[1]), dtype=np.float64)
-        self._add_stage(m, P, correction)
-        new = state.copy() if drop else state + correction
-        return StageStep(base=state, correction=correction, state=new)
-
-    # ------------------------------------------------------------- inspection
-    @property
-    def feature_importances_(self) -> np.ndarray:
-        """Impurity-based importances: mean over non-trivial trees, normalised to sum 1.
-
-        Each tree contributes its unnormalised total weighted impurity decrease
-        per feature; all-zero when every tree is a single leaf.
-        """
-        check_is_fitted(self)
-        learner = self._learner
-        relevant = [t for stage in self.estimators_ for t in stage if not learner.is_trivial(t)]
-        if not relevant:
-            return np.zeros(self.n_features_in_, dtype=np.float64)
-        per_tree = [learner.importances(t, self.n_features_in_) for t in relevant]
-        avg = np.mean(per_tree, axis=0, dtype=np.float64)
-        return avg / np.sum(avg)
-
-    def apply(self, X) -> np.ndarray:
-        """Leaf index of each sample in each tree, ``(n_samples, n_estimators, K)``."""
-        P = self._prepare(X)
-        n_est, K = self.estimators_.shape
-        leaves = np.zeros((P.n_samples, n_est, K))
-        for i in range(n_est):
-            for k in range(K):
-                leaves[:, i, k] = self._learner.leaf_ids(self.estimators_[i, k], P.Xt)
-        return leaves
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

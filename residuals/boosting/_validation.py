@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HasMethods", "Interval", "InvalidParameterError", "Options", "validate_params"]
+__all__ = [
+    "COMMON_CONSTRAINTS",
+    "HasMethods",
+    "Interval",
+    "InvalidParameterError",
+    "Options",
+    "validate_params",
+]
 
 
 class InvalidParameterError(ValueError, TypeError):
@@ -164,3 +171,42 @@ def validate_params(estimator: Any, constraints: dict[str, Sequence]) -> None:
             f"The {param!r} parameter of {name} must be {_describe(accepted)}. "
             f"Got {value!r} instead."
         )
+
+
+#: The parameters both boosting estimators take, and the forms each accepts (each
+#: estimator adds its loss and its init, ``residuals.boosting._estimators``).
+COMMON_CONSTRAINTS: dict[str, list] = {
+    "learning_rate": [Interval("real", 0.0, None, "left")],
+    "n_estimators": [Interval("int", 1, None, "left")],
+    "subsample": [Interval("real", 0.0, 1.0, "right")],
+    "criterion": [Options("deprecated", "friedman_mse", "squared_error")],
+    "min_samples_split": [
+        Interval("int", 2, None, "left"),
+        Interval("real_not_int", 0.0, 1.0, "right"),
+    ],
+    "min_samples_leaf": [
+        Interval("int", 1, None, "left"),
+        Interval("real_not_int", 0.0, 1.0, "neither"),
+    ],
+    "min_weight_fraction_leaf": [Interval("real", 0.0, 0.5, "both")],
+    "max_depth": [Interval("int", 1, None, "left"), NONE],
+    "min_impurity_decrease": [Interval("real", 0.0, None, "left")],
+    "random_state": [RANDOM_STATE],
+    "max_features": [
+        Interval("int", 1, None, "left"),
+        Interval("real_not_int", 0.0, 1.0, "right"),
+        Options("sqrt", "log2"),
+        NONE,
+    ],
+    "verbose": [Interval("int", 0, None, "left"), BOOLEAN],
+    "max_leaf_nodes": [Interval("int", 2, None, "left"), NONE],
+    "warm_start": [BOOLEAN],
+    "validation_fraction": [Interval("real", 0.0, 1.0, "neither")],
+    "n_iter_no_change": [Interval("int", 1, None, "left"), NONE],
+    "tol": [Interval("real", 0.0, None, "left")],
+    "ccp_alpha": [Interval("real", 0.0, None, "left")],
+    "tree_method": [Options("exact", "hist")],
+    "max_bins": [Interval("int", 2, 255, "both")],
+    "device": [Options("cpu", "cuda", "auto")],
+    "distributed": [BOOLEAN],
+}
