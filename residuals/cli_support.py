@@ -25,6 +25,7 @@ import click
 from click.core import ParameterSource
 
 __all__ = [
+    "name_list",
     "PresetsHelp",
     "command_line",
     "echo_verdict",
@@ -147,3 +148,22 @@ def echo_verdict(result: Any) -> None:
         click.echo(f"  note: {note}")
     if result.report is not None:
         click.echo(f"report: {result.report}")
+
+
+def name_list(
+    value: str | None, option: str, choices: Iterable[str], noun: str = ""
+) -> tuple[str, ...] | None:
+    """A comma-separated ``--option a,b`` as a tuple of names, each one of ``choices``
+    (None when the option was not given); anything else is a usage error that lists them."""
+    if value is None:
+        return None
+    choices = tuple(choices)
+    items = tuple(v for v in value.replace(" ", "").split(",") if v)
+    bad = [v for v in items if v not in choices]
+    if bad or not items:
+        raise click.BadParameter(
+            f"unknown {noun + ' ' if noun else ''}{', '.join(map(repr, bad)) or '(none given)'}; "
+            f"choose from {', '.join(choices)} (comma-separated)",
+            param_hint=option,
+        )
+    return items

@@ -30,6 +30,7 @@ from residuals.cli_support import (
     command_line,
     echo_verdict,
     given_options,
+    name_list,
     sigterm_as_interrupt,
     user_error,
 )
@@ -76,20 +77,6 @@ def _int_list(value: str | None, option: str) -> tuple[int, ...] | None:
         ) from None
     if not items:
         raise click.BadParameter("give at least one value, e.g. 20,56", param_hint=option)
-    return items
-
-
-def _name_list(value: str | None, option: str, choices: tuple[str, ...]) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    items = tuple(v for v in value.replace(" ", "").split(",") if v)
-    bad = [v for v in items if v not in choices]
-    if bad or not items:
-        raise click.BadParameter(
-            f"unknown {', '.join(map(repr, bad)) or 'empty list'}; "
-            f"choose from {', '.join(choices)} (comma-separated)",
-            param_hint=option,
-        )
     return items
 
 
@@ -206,7 +193,7 @@ def degradation(
     from residuals.runs import RunInUse
 
     depths = _int_list(depths, "--depths")
-    variants = _name_list(variants, "--variants", VARIANT_NAMES)
+    variants = name_list(variants, "--variants", VARIANT_NAMES)
     cfg = None
     if resume is not None:
         given = given_options(ctx, SWEEP_OPTIONS)

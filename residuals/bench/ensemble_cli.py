@@ -29,6 +29,7 @@ from residuals.cli_support import (
     command_line,
     echo_verdict,
     given_options,
+    name_list,
     sigterm_as_interrupt,
     user_error,
 )
@@ -62,22 +63,6 @@ Examples:
   residuals bench ensemble --preset fashion-mnist --device cuda
   residuals bench ensemble --resume reports/20261204-180000-ensemble-digits
 """
-
-
-def _families(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    from residuals.bench.ensemble.families import FAMILIES
-
-    items = tuple(v for v in value.replace(" ", "").split(",") if v)
-    bad = [v for v in items if v not in FAMILIES]
-    if bad or not items:
-        raise click.BadParameter(
-            f"unknown family {', '.join(map(repr, bad)) or '(none given)'}; choose from "
-            f"{', '.join(FAMILIES)} (comma-separated)",
-            param_hint="--families",
-        )
-    return items
 
 
 @click.command(
@@ -222,7 +207,7 @@ def ensemble(
             ens,
             preset,
             dataset=dataset,
-            families=_families(families),
+            families=name_list(families, "--families", ens.FAMILIES, "family"),
             depth=depth,
             seeds=seeds,
             draws=draws,
