@@ -17,7 +17,6 @@ import errno
 import importlib
 import shlex
 import signal
-import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -65,7 +64,9 @@ class PresetsHelp(click.Command):
 
 def command_line() -> str:
     """The command as typed (``residuals ...``, shell-quoted), for a run's resume hint."""
-    return " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
+    from residuals.runs.rundir import typed_command
+
+    return typed_command()
 
 
 def given_options(ctx: click.Context, names: Iterable[str]) -> list[str]:

@@ -13,7 +13,7 @@ from residuals.runs.atomic import atomic_write, atomic_write_text
 from residuals.runs.environment import environment_info, now_iso, register_machine_fact
 from residuals.runs.lock import RunInUse, RunLock
 from residuals.runs.registry import RENDERERS, get_renderer, register_renderer
-from residuals.runs.rundir import DEFAULT_ROOT, STATUSES, BrokenRun, RunDir
+from residuals.runs.rundir import DEFAULT_ROOT, STATUSES, BrokenRun, RunDir, typed_command
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -30,4 +30,5 @@ __all__ = [
     "now_iso",
     "register_machine_fact",
     "register_renderer",
+    "typed_command",
 ]

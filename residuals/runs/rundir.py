@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["RunDir", "BrokenRun", "RunInUse", "DEFAULT_ROOT", "STATUSES"]
+
+
+def typed_command() -> str:
+    """This process's command as typed (``residuals ...``, shell-quoted): what a run folder
+    records and a resume hint repeats."""
+    return " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
+
 
 DEFAULT_ROOT = Path("reports")
 STATUSES = ("running", "complete", "interrupted", "failed")
@@ -111,7 +119,7 @@ class RunDir:
             "bench": bench,
             "dataset": dataset,
             "config": config,
-            "command": command if command is not None else " ".join(["residuals", *sys.argv[1:]]),
+            "command": command if command is not None else typed_command(),
             "started_at": now_iso(),
             "finished_at": None,
             "wall_s": None,

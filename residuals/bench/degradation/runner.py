@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from residuals.bench.degradation.sweep import (
 )
 from residuals.bench.degradation.training import load_data
 from residuals.bench.degradation.verdict import Verdict, degradation_verdict
-from residuals.runs import BrokenRun, RunDir
+from residuals.runs import BrokenRun, RunDir, typed_command
 
 __all__ = ["BENCH", "DegradationResult", "SweepError", "open_resume", "resume_command", "run"]
 
@@ -247,7 +246,7 @@ def _run(
             return made, config
         held.append(run_dir.lock().acquire())  # RunInUse: another process works in it
         run_dir.update_meta(
-            status="running", resumed_command=command or _command_line(), config=config.to_dict()
+            status="running", resumed_command=command or typed_command(), config=config.to_dict()
         )
         return run_dir, config
 
@@ -375,10 +374,6 @@ def _record_end(run_dir: RunDir, status: str, warn: Callable[[str], None], **cha
 def resume_command(run_dir: RunDir) -> str:
     """The command that continues ``run_dir``."""
     return f"residuals bench degradation --resume {shlex.quote(str(run_dir.path))}"
-
-
-def _command_line() -> str:
-    return " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
 
 
 def _build_report(run_dir: RunDir, echo: Callable[[str], None]) -> Path | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from residuals.bench.ensemble.config import (
 from residuals.bench.ensemble.families import FAMILIES, FitRequest, check_families, fit_family
 from residuals.bench.ensemble.measurement import measure
 from residuals.bench.ensemble.verdict import Verdict, ensemble_verdict
-from residuals.runs import BrokenRun, RunDir
+from residuals.runs import BrokenRun, RunDir, typed_command
 
 __all__ = [
     "BENCH",
@@ -372,7 +371,7 @@ def run(
         except OSError as e:
             raise EnsembleError(f"cannot create a run folder under {out}: {e}", "out") from None
     else:
-        run_dir.update_meta(status="running", resumed_command=command or _command_line())
+        run_dir.update_meta(status="running", resumed_command=command or typed_command())
     if started is not None:
         started(run_dir)
     n_models = len(plan(config))
@@ -405,10 +404,6 @@ def run(
     if html:
         result.report = _build_report(run_dir, warn or echo)
     return result
-
-
-def _command_line() -> str:
-    return " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
 
 
 def _build_report(run_dir: RunDir, warn: Callable[[str], None]) -> Path | None:

@@ -29,14 +29,13 @@ import datetime as _dt
 import math
 import os
 import shlex
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from residuals.bench.train.logs import ProgressBar, epoch_line, open_tensorboard
 from residuals.bench.train.recipes import Recipe
-from residuals.runs import BrokenRun, RunDir
+from residuals.runs import BrokenRun, RunDir, typed_command
 
 __all__ = [
     "BENCH",
@@ -346,9 +345,7 @@ def _run(
         )
     )
     model, data, device = distributed.local_first(lambda: prepare(recipe, data_dir=data_dir))
-    command = (
-        command if command is not None else " ".join(["residuals", *map(shlex.quote, sys.argv[1:])])
-    )
+    command = command if command is not None else typed_command()
 
     def open_folder() -> RunDir:
         if run_dir is None:
