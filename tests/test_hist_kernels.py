@@ -8,6 +8,7 @@ Everything hist mode computes must be bit-identical either way.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from residuals.boosting import BoostingClassifier, BoostingRegressor, _kernels
+from residuals.boosting._grid import grid_bits, grid_step, to_grid
 from residuals.boosting._histograms import _route, _scatter_hist
 
 requires_c = pytest.mark.skipif(
@@ -119,6 +121,91 @@ def test_level_histograms_equal_torch_bit_for_bit(monkeypatch, dtype, lo, hi, th
         assert torch.equal(got, expected.view(XT.shape[0], hi - lo, 32).transpose(0, 1))
 
 
+def _on_grid(values: torch.Tensor) -> torch.Tensor:
+    """``values`` on the grid for sums of their count (real and imaginary parts)."""
+    bits = grid_bits(values.shape[0])
+    if values.is_complex():
+        return torch.complex(_on_grid(values.real.contiguous()), _on_grid(values.imag.contiguous()))
+    return to_grid(values, grid_step(float(values.abs().max()), bits))
+
+
+@requires_c
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize(
+    "threads,thread_bytes", [(2, 1 << 30), (3, 1 << 30), (4, 1 << 30), (4, 9000), (5, 9000)]
+)
+def test_level_histograms_with_rows_cut_between_threads(monkeypatch, dtype, threads, thread_bytes):
+    """Rows cut between threads (and features too, where a thread's histograms would
+    exceed ``_LEVEL_THREAD_BYTES``), each cut into a histogram of its own, summed at
+    the end: on grid values every cell is exact, so torch's row-order sums, bit for bit."""
+    rng, XT, g, gh = _data()
+    slot = torch.as_tensor(rng.randint(0, 6, size=XT.shape[1]), dtype=dtype)
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(_kernels, "_LEVEL_MIN_ROWS", 1000)
+    monkeypatch.setattr(_kernels, "_LEVEL_THREAD_BYTES", thread_bytes)
+    monkeypatch.setattr(_kernels, "threads", lambda: threads)
+    n_rows, n_features = _kernels._level_split(XT.shape[1], XT.shape[0], 3 * 7 * 32 * 16)
+    assert n_rows > 1 and n_rows * n_features <= threads
+    assert (n_features > 1) == (thread_bytes < 1 << 30)
+    kept = []
+    for values in (_on_grid(g), _on_grid(gh)):
+        with _kernels.disabled():
+            expected = _scatter_hist(XT, values, 3 * 32, 32, select=(slot, 1, 4))
+        got = torch.full((3, XT.shape[0], 32), float("nan"), dtype=values.dtype)
+        _kernels.level_hist(
+            XT, values, got, 32, slot, 1, 4, scratch=lambda c, s: kept or _fresh(c, s)
+        )
+        assert torch.equal(got, expected.view(XT.shape[0], 3, 32).transpose(0, 1))
+
+
+def _fresh(count, size):
+    return [torch.full((size,), float("nan"), dtype=torch.float64) for _ in range(count)]
+
+
+def test_level_split_cuts_rows_then_features(monkeypatch):
+    """Rows as far as they go; features only to keep a thread's histograms in cache."""
+    monkeypatch.setattr(_kernels, "threads", lambda: 16)
+    mb = 1 << 20
+    assert _kernels._level_split(10**6, 20, mb) == (15, 1)  # 10**6 // 65536 = 15 cuts of rows
+    assert _kernels._level_split(4 * 10**6, 20, mb) == (16, 1)
+    assert _kernels._level_split(4 * 10**6, 20, 5 * mb) == (5, 3)  # 3 features cuts: 1.7 MB each
+    assert _kernels._level_split(110_000, 20, mb) == (1, 16)  # too few rows to cut: features
+    assert _kernels._level_split(100_000, 20, mb) == (1, 1)  # too little work to split
+    monkeypatch.setattr(_kernels, "threads", lambda: 1)
+    assert _kernels._level_split(4 * 10**6, 20, mb) == (1, 1)
+
+
+@requires_c
+def test_grid_passes_equal_torch():
+    """The C passes that put the gradients on their grid: torch's rounding, bit for bit
+    (ties to even, signed zeros, steps whose inverse is not a double); the largest |g|
+    (NaN for any NaN or infinity) and an exact sum, at any cut of the rows."""
+    rng = np.random.RandomState(3)
+    for n in (1, 7, 8, 9, 10_000):
+        for scale in (1.0, 1e-300, 1e300):
+            g = torch.as_tensor(rng.randn(n) * scale)
+            bits = grid_bits(n)
+            step = grid_step(float(g.abs().max()), bits)
+            g[: min(n, 4)] = (
+                torch.tensor([0.5, -0.0, 2.5, -1.5], dtype=torch.float64)[: min(n, 4)] * step
+            )
+            out = torch.empty(n, dtype=torch.float64)
+            gh = torch.empty(n, dtype=torch.complex128)
+            h = torch.full((), 0.75, dtype=torch.float64).expand(n)
+            _kernels.grid_gh(g, h, step, out, gh)
+            expected = to_grid(g, step)
+            assert expected.numpy().tobytes() == out.numpy().tobytes()
+            assert torch.equal(gh, torch.complex(expected, h))
+            assert _kernels.abs_max(g) == float(g.abs().max())
+            assert _kernels.grid_sum(out) == float(np.sum(out.numpy()))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        g = torch.as_tensor(rng.randn(33))
+        g[20] = bad
+        assert math.isnan(_kernels.abs_max(g))
+    assert _kernels.abs_max(torch.zeros(0, dtype=torch.float64)) == 0.0
+    assert _kernels.grid_sum(torch.full((), 0.5, dtype=torch.float64).expand(9)) == 4.5
+
+
 @requires_c
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("threads", [1, 2])
@@ -196,7 +283,8 @@ def test_boosting_classifier_is_bit_identical_with_torch_loops():
 
 @pytest.mark.parametrize("c_loops", [True, False], ids=["C", "torch"])
 def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
-    """Every sum hist mode makes on the CPU has a fixed order: 1 or 3 threads, same bits."""
+    """Every sum hist mode makes on the CPU is exact (grid values) or has a fixed order:
+    1 or 3 threads, same bits."""
     if c_loops and not _kernels.available():
         pytest.skip("the C loops of hist mode are not built")
     rng = np.random.RandomState(5)
@@ -207,6 +295,7 @@ def test_same_model_whatever_the_thread_count(monkeypatch, c_loops):
         _kernels, "_PARALLEL_MIN", 1
     )  # the C loops split every call between threads
     monkeypatch.setattr(_kernels, "_ROW_BLOCK", 4096)  # and the elementwise passes by rows
+    monkeypatch.setattr(_kernels, "_LEVEL_MIN_ROWS", 4096)  # a level's rows cut between threads
     before = torch.get_num_threads()
     preds, scores = [], []
     try:

@@ -29,7 +29,6 @@ failed or stopped never leaves the others hanging.
 
 from __future__ import annotations
 
-import math
 import pickle
 from collections.abc import Callable
 from datetime import timedelta
@@ -38,29 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Collective", "ShardError"]
+from ._grid import INT_BITS, grid_bits, grid_step, to_grid
 
-# Fixed-point bits of a float64 grid whose sums of n values stay exact: every
-# partial sum is at most n * 2**bits grid steps <= 2**53 (float64's mantissa).
-_FLOAT_BITS = 53
-# The same for int64 counts of grid steps, kept below 2**62 (room for the sign).
-_INT_BITS = 62
+__all__ = ["Collective", "ShardError"]
 
 
 class ShardError(ValueError):
     """A rank's shard (or its parameters) disagrees with the others: raised on every rank."""
-
-
-def grid_bits(n_total: int, total_bits: int = _FLOAT_BITS) -> int:
-    """Bits of one value on the grid so that any sum of ``n_total`` of them is exact."""
-    return min(52, total_bits - math.ceil(math.log2(n_total + 1)))
-
-
-def grid_step(top: float, bits: int) -> float:
-    """``2**-e``: the finest power of two with ``top / 2**-e <= 2**bits`` (1 for ``top == 0``)."""
-    if not (top > 0 and math.isfinite(top)):
-        return 1.0
-    return math.ldexp(1.0, math.frexp(top)[1] - bits)
 
 
 class Collective:
@@ -210,7 +193,7 @@ class Collective:
                 steps.append(None)
                 continue
             step = next(found)
-            out.append(torch.round(c / step).mul_(step))  # exact: step is a power of two
+            out.append(to_grid(c, step))
             steps.append(step)
         return out, steps
 
@@ -227,7 +210,7 @@ class Collective:
         values = np.asarray(values, dtype=np.float64)  # (n, c), n may be 0
         tops = list(np.abs(values).max(0)) if values.shape[0] else [0.0] * values.shape[1]
         steps = np.array(
-            self._steps([float(t) for t in tops], grid_bits(self.n_total, _INT_BITS), what)
+            self._steps([float(t) for t in tops], grid_bits(self.n_total, INT_BITS), what)
         )
         counts = np.rint(values / steps).astype(np.int64)
         if groups is None:

@@ -51,19 +51,21 @@ Implementation (everything stays on the device of the binned data):
 
 On the CPU, when the optional C extension is built (:mod:`._kernels`), the
 histograms (a level's nodes in one pass), the routing, the binning and the
-split search with its host rows run as C loops, on all cores (threads over
-features, nodes or rows; never within one sum), instead of the torch and numpy
-code; each adds in the same order, so the trees are bit-identical either way and
-at any thread count (``tests/test_hist_kernels.py``). The torch code is what runs
+split search with its host rows run as C loops, on all cores (threads over rows,
+features or nodes), instead of the torch and numpy code. ``w*g``, ``w*h`` and
+``w`` are first put on a fixed-point grid (:mod:`._grid`: 33 bits of each value
+kept at a million rows), on which every sum is exact in any order: the trees are
+bit-identical either way and at any thread count (``tests/test_hist_kernels.py``),
+and equal to a distributed fit's. The torch code is what runs
 on a GPU, and on a CPU without the extension.
 
 Row counts per node (for ``min_samples_leaf``) are read off the hessian
 histogram when ``w*h`` is the same for every row (squared error, unit or 0/1
 weights); otherwise a second histogram of ``(1, w)`` is built.
 
-Memory: beyond the binned matrix (1 byte per value), a fit keeps 33 bytes per
+Memory: beyond the binned matrix (1 byte per value), a fit keeps 41 bytes per
 row (:class:`_Workspace`: node of each row, routing temporaries, ``w*g +
-1j*w*h``, leaves), reused from tree to tree; the int64 index ``scatter_add_``
+1j*w*h``, ``w*g`` on its grid, leaves), reused from tree to tree; the int64 index ``scatter_add_``
 needs is built a chunk of rows at a time (a few MiB, whatever n; the C loops
 need none), and a level's rows are selected range by range (the C loops select
 them block by block, in a few KiB per thread); ``n_nodes * n_features * n_bins``
@@ -463,7 +465,9 @@ class HistTree(_Histograms, _SplitSearch):
         n_rows = data.XT.shape[1]
         if not n_rows:
             s = 0j
-        elif device.type == "cpu":  # numpy's sums: the same bits whatever torch's thread count
+        elif device.type == "cpu" and data.quant is None:  # on the grid: exact, in any order
+            s = complex(_kernels.grid_sum(data.g), _kernels.grid_sum(data.h))
+        elif device.type == "cpu":
             s = complex(np.sum(data.g.numpy()), np.sum(data.h.numpy()))
         else:
             s = complex(data.gh.sum())

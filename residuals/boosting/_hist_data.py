@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _kernels
+from ._grid import grid_bits, grid_step, to_grid
 from ._quantized import Quantized, quantize
 
 # Columns of the per-node statistics: sum w*g, sum w*h, row count, sum w.
@@ -68,9 +70,10 @@ class _Workspace:
     1M x 20 (glibc malloc), its free-but-resident memory grew by ~4 MB per
     tree, to 25x the binned data after 100 trees (measured). In here: ``slot``
     (the node of each row), ``index``/``bins`` (the routing's temporaries),
-    ``gh`` (``w*g + 1j*w*h``) and the training rows' leaves: 33 bytes per row
-    with int32 slots; and the int64 index of one histogram chunk
-    (:func:`_scatter_hist`).
+    ``gh`` (``w*g + 1j*w*h``), ``w*g`` on its grid (when rounded here) and the
+    training rows' leaves: 41 bytes per row with int32 slots; the int64 index of
+    one histogram chunk (:func:`_scatter_hist`); and the per-thread histograms of
+    a level whose rows are cut between threads (:meth:`part_buffers`).
     """
 
     def __init__(self, n: int, device, dtype: torch.dtype):
@@ -81,6 +84,25 @@ class _Workspace:
         self._chunk = torch.empty(0, dtype=torch.int64, device=device)
         self._levels: dict[int, list[torch.Tensor]] = {}
         self._leaves = None
+        self._g = None
+        self._parts: list[torch.Tensor] = []
+
+    def g_buffer(self) -> torch.Tensor:
+        """(n,) float64 for ``w*g`` on its grid (when the fit rounds it here)."""
+        if self._g is None:
+            self._g = torch.empty(self.slot.shape[0], dtype=torch.float64, device=self.slot.device)
+        return self._g
+
+    def part_buffers(self, count: int, numel: int) -> list[torch.Tensor]:
+        """``count`` float64 buffers of ``numel`` values: the per-thread histograms
+        of a level whose rows are cut between threads (:func:`._kernels.level_hist`),
+        kept from level to level and tree to tree."""
+        while len(self._parts) < count:
+            self._parts.append(torch.empty(0, dtype=torch.float64))
+        for i in range(count):
+            if self._parts[i].numel() < numel:
+                self._parts[i] = torch.empty(numel, dtype=torch.float64)
+        return [p[:numel] for p in self._parts[:count]]
 
     def leaves(self) -> torch.Tensor:
         """(n,) int64 for the training rows' leaves, kept after the fit for
@@ -290,10 +312,14 @@ def prepare(
             "n_bins=BinMapper.missing_bin + 1."
         )
     gw, hw = (g, h) if w is None else (g * w, h * w)
+    n_rows = XT.shape[1]
+    work = _checkout_workspace(Xb, n_rows, _slot_dtype(XT))
     steps = None
+    gh_done = False
     if collective is not None:  # fixed point: sums over the rows are exact, in any order
         (gw, hw, w), steps = collective.on_grid(gw, hw, w)
-    n_rows = XT.shape[1]
+    elif not quantized:  # the same in one process: any thread count, C or torch, same bits
+        gw, hw, w, gh_done = _on_local_grid(gw, hw, w, n, work)
     # One sync: are w*h, h and w constant over the kept rows?
     s = [0.0] * 7
     if n_rows:
@@ -318,8 +344,8 @@ def prepare(
     cw = None
     if count_unit == 0.0 or (weight_unit == 0.0 and hess_unit == 0.0):
         cw = torch.complex(torch.ones_like(hw), torch.ones_like(hw) if w is None else w)
-    work = _checkout_workspace(Xb, n_rows, _slot_dtype(XT))
-    torch.complex(gw, hw, out=work.gh)  # one pass (two strided copies took twice as long)
+    if not gh_done:
+        torch.complex(gw, hw, out=work.gh)  # one pass (two strided copies took twice as long)
     data = _Data(
         XT=XT,
         gh=work.gh,
@@ -338,6 +364,58 @@ def prepare(
     if quantized:
         data.quant = quantize(gw, hw, w, count_unit, cw is not None, steps)
     return data, columns, total_weight
+
+
+def _on_local_grid(gw, hw, w, n: int, work: _Workspace):
+    """``w*g``, ``w*h`` and ``w`` on their grids for sums of up to ``n`` values (the
+    rows before those of weight 0 are left out, as a distributed fit's grid is sized:
+    the two fits then agree bit for bit) (:mod:`._grid`), and whether ``work.gh``
+    already holds ``w*g + 1j*w*h``.
+
+    An expanded scalar (a unit hessian) stays one: the scalar is rounded. The
+    booster's common case, unit weights and one hessian on the CPU with the C
+    loops, is two threaded C passes (the largest ``|g|``, then ``g`` rounded into
+    ``work.g`` and ``work.gh`` at once); elsewhere torch's ops, the same bits.
+    """
+    bits = grid_bits(max(n, 1))
+
+    def top(v) -> float:
+        return float(v.abs().max()) if v.numel() else 0.0
+
+    def rounded(v, top_of=top):
+        if v is None:
+            return None
+        if v.numel() and v.stride(0) == 0:  # an expanded scalar: round it once
+            return to_grid(v[:1], grid_step(top_of(v[:1]), bits)).expand(v.shape[0])
+        return to_grid(v, grid_step(top_of(v), bits))
+
+    fast = (
+        w is None
+        and gw.numel()
+        and gw.device.type == "cpu"
+        and hw.stride(0) == 0
+        and _kernels.available()
+        and gw.is_contiguous()
+    )
+    if not fast:
+        return rounded(gw, _finite_top), rounded(hw), rounded(w), False
+    g_top = _finite_top(gw, _kernels.abs_max(gw))
+    h = rounded(hw)
+    g = work.g_buffer()
+    _kernels.grid_gh(gw, h, grid_step(g_top, bits), g, work.gh)
+    return g, h, None, True
+
+
+def _finite_top(g: torch.Tensor, top: float | None = None) -> float:
+    """The largest ``|g|`` (``top`` when already known); a gradient that is not
+    finite has no grid, and no tree can be grown from it."""
+    if top is None:
+        top = float(g.abs().max()) if g.numel() else 0.0
+    if not math.isfinite(top):
+        raise ValueError(
+            "gradient has NaN or infinite values; check the loss and the raw predictions."
+        )
+    return top
 
 
 def _extremes(v: torch.Tensor):

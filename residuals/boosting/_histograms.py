@@ -4,8 +4,9 @@ A level's histograms: the root's from all rows; below it the smaller child's
 of every split from its rows and the larger one's as parent minus sibling (the
 subtraction trick). On the CPU with the C loops built they are C passes
 (:mod:`._kernels`), else torch ``scatter_add_`` over flat ``(node, bin)``
-indices; either way every cell adds its rows in row order, so the two agree
-bit for bit. Rows are routed one level down by :func:`_route`.
+indices. The values lie on a fixed-point grid (:mod:`._grid`), so every cell's
+sum is exact: the two agree bit for bit, at any thread count and however the C
+loops cut the rows. Rows are routed one level down by :func:`_route`.
 """
 
 from __future__ import annotations
@@ -198,9 +199,10 @@ class _Histograms:
                 fresh = torch.empty if select is not None else torch.zeros  # level_hist zeroes
                 hist = fresh(shape, dtype=values.dtype) if out is None else out[i]
                 pairs.append((values, hist))
-        if select is not None:  # a level's nodes in one pass, threads over features
+        if select is not None:  # a level's nodes in one pass (see level_hist for the threads)
+            scratch = None if data.work is None else data.work.part_buffers
             for values, hist in pairs:
-                _kernels.level_hist(data.XT, values, hist, self.n_bins, *select)
+                _kernels.level_hist(data.XT, values, hist, self.n_bins, *select, scratch=scratch)
         else:
             for values, hist in pairs:
                 _kernels.hist(data.XT, values, hist, self.n_bins, rows, slots, node_major=True)

@@ -22,6 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#endif
 
 #if defined(_WIN32)
 #define RESIDUALS_EXPORT __declspec(dllexport)
@@ -33,7 +36,7 @@
 
 /* Bumped whenever a signature or a semantic here changes: the Python side
  * refuses a library built from another version (a stale build after an update). */
-#define RESIDUALS_KERNELS_VERSION 7
+#define RESIDUALS_KERNELS_VERSION 8
 RESIDUALS_EXPORT int64_t residuals_kernels_version(void) { return RESIDUALS_KERNELS_VERSION; }
 
 /*
@@ -105,10 +108,10 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
  * Returns 0, or -1 if the scratch could not be allocated.
  */
 #define LEVEL_BLOCK 2048
-#define RESIDUALS_LEVEL_HIST(NAME, T)                                                               \
-    RESIDUALS_EXPORT int64_t NAME(const uint8_t *XT, int64_t n, const double *v, int64_t k,         \
-                                  const T *slot, int64_t lo, int64_t hi, int64_t F, int64_t nb,     \
-                                  double *out, int64_t f0, int64_t f1)                              \
+#define RESIDUALS_LEVEL_HIST(NAME, ROWS_NAME, T)                                                     \
+    static int64_t NAME##_part(const uint8_t *XT, int64_t n, const double *v, int64_t k,            \
+                               const T *slot, int64_t lo, int64_t hi, int64_t F, int64_t nb,        \
+                               double *out, int64_t f0, int64_t f1, int64_t i0, int64_t i1)         \
     {                                                                                               \
         int32_t *rows = malloc(LEVEL_BLOCK * (sizeof(int32_t) * 2 + sizeof(double) * 2));           \
         if (!rows) return -1;                                                                       \
@@ -117,8 +120,8 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
         const int64_t width = hi - lo, node_stride = F * nb * k;                                    \
         for (int64_t s = 0; s < width; ++s)                                                         \
             memset(out + s * node_stride + f0 * nb * k, 0, (size_t)((f1 - f0) * nb * k) * sizeof(double)); \
-        for (int64_t a = 0; a < n; a += LEVEL_BLOCK) {                                              \
-            const int64_t b = a + LEVEL_BLOCK < n ? a + LEVEL_BLOCK : n;                            \
+        for (int64_t a = i0; a < i1; a += LEVEL_BLOCK) {                                            \
+            const int64_t b = a + LEVEL_BLOCK < i1 ? a + LEVEL_BLOCK : i1;                          \
             int64_t m = 0;                                                                          \
             for (int64_t i = a; i < b; ++i) { /* branch-free: every row written, kept if selected */ \
                 const int64_t s = (int64_t)slot[i] - lo;                                            \
@@ -146,9 +149,116 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
         }                                                                                           \
         free(rows);                                                                                 \
         return 0;                                                                                   \
+    }                                                                                               \
+    RESIDUALS_EXPORT int64_t NAME(const uint8_t *XT, int64_t n, const double *v, int64_t k,         \
+                                  const T *slot, int64_t lo, int64_t hi, int64_t F, int64_t nb,     \
+                                  double *out, int64_t f0, int64_t f1)                              \
+    {                                                                                               \
+        return NAME##_part(XT, n, v, k, slot, lo, hi, F, nb, out, f0, f1, 0, n);                    \
+    }                                                                                               \
+    RESIDUALS_EXPORT int64_t ROWS_NAME(const uint8_t *XT, int64_t n, const double *v, int64_t k,    \
+                                       const T *slot, int64_t lo, int64_t hi, int64_t F, int64_t nb, \
+                                       double *const *outs, int64_t part, int64_t f0, int64_t f1,   \
+                                       int64_t i0, int64_t i1)                                      \
+    {                                                                                               \
+        return NAME##_part(XT, n, v, k, slot, lo, hi, F, nb, outs[part], f0, f1, i0, i1);           \
     }
-RESIDUALS_LEVEL_HIST(residuals_level_hist32, int32_t)
-RESIDUALS_LEVEL_HIST(residuals_level_hist64, int64_t)
+RESIDUALS_LEVEL_HIST(residuals_level_hist32, residuals_level_hist_rows32, int32_t)
+RESIDUALS_LEVEL_HIST(residuals_level_hist64, residuals_level_hist_rows64, int64_t)
+
+/* out[j] += sum of parts[p][j] over p in [1, n_parts), for j in [j0, j1) (a level's
+ * per-thread histograms, parts[0] being out itself; on the grid, exact in any order) */
+RESIDUALS_EXPORT void residuals_sum_parts(double *const *parts, int64_t n_parts, int64_t j0, int64_t j1)
+{
+    double *RESTRICT out = parts[0];
+    for (int64_t p = 1; p < n_parts; ++p) {
+        const double *RESTRICT src = parts[p];
+        for (int64_t j = j0; j < j1; ++j) out[j] += src[j];
+    }
+}
+
+/*
+ * The largest |x[i]| over [i0, i1), or NaN if any x[i] is NaN or infinite (a
+ * gradient that has no grid). On x86-64, in SSE2 registers, eight values a step: a
+ * compiler keeps a portable running maximum scalar (NaN rules), one long chain of
+ * dependent compares, 4x slower than reading the memory (measured).
+ */
+RESIDUALS_EXPORT double residuals_abs_max(const double *x, int64_t i0, int64_t i1)
+{
+    double best = 0.0;
+    int bad = 0;
+    int64_t i = i0;
+#if defined(__SSE2__) || defined(_M_X64)
+    const __m128d mask = _mm_castsi128_pd(_mm_set1_epi64x(0x7fffffffffffffffLL));
+    const __m128d inf = _mm_set1_pd(INFINITY);
+    __m128d top[4], odd[4];
+    for (int j = 0; j < 4; ++j) top[j] = odd[j] = _mm_setzero_pd();
+    for (; i + 8 <= i1; i += 8) {
+        for (int j = 0; j < 4; ++j) {
+            const __m128d a = _mm_and_pd(_mm_loadu_pd(x + i + 2 * j), mask);
+            top[j] = _mm_max_pd(top[j], a);
+            odd[j] = _mm_or_pd(odd[j], _mm_cmpnlt_pd(a, inf)); /* NaN or inf: all ones */
+        }
+    }
+    double lanes[2];
+    for (int j = 0; j < 4; ++j) {
+        _mm_storeu_pd(lanes, top[j]);
+        best = lanes[0] > best ? lanes[0] : best;
+        best = lanes[1] > best ? lanes[1] : best;
+        bad |= _mm_movemask_pd(odd[j]);
+    }
+#endif
+    for (; i < i1; ++i) {
+        const double a = fabs(x[i]);
+        bad |= !(a < INFINITY);
+        best = a > best ? a : best;
+    }
+    return bad ? NAN : best;
+}
+
+/* rint(x) for |x| < 2**52 (the grids' integers: below 2**52 steps) without a call to
+ * libm (rint is one unless SSE4.1 may be assumed): adding and taking away 2**52 rounds
+ * |x| to an integer, ties to even, as rint does in the default rounding mode. */
+static inline double grid_rint(double x)
+{
+    const double big = 4503599627370496.0; /* 2**52 */
+    return copysign((fabs(x) + big) - big, x);
+}
+
+/*
+ * Rows [i0, i1) of w*g and w*h on their fixed-point grids (_grid.py): for i in the range,
+ *
+ *     q = rint(g[i] / gstep) * gstep;  g_out[i] = q;  gh_out[2 * i] = q;
+ *     gh_out[2 * i + 1] = hstep > 0 ? rint(h[i * hs] / hstep) * hstep : h[i * hs]
+ *
+ * (rint, as grid_rint, rounds half to even, as torch.round; dividing and multiplying by a power of
+ * two is exact, so q is torch's `torch.round(g / gstep) * gstep` bit for bit). hs is
+ * h's stride in values: 0 for one constant hessian.
+ */
+RESIDUALS_EXPORT void residuals_grid_gh(const double *g, const double *h, int64_t hs, double gstep,
+                                        double hstep, double *g_out, double *gh_out, int64_t i0,
+                                        int64_t i1)
+{
+    /* g * (1 / gstep) is the same real number as g / gstep, so the same double when
+     * 1 / gstep is one (a power of two up to 2**1023); a multiply is cheaper than a
+     * divide (the divide bounded this loop, measured) */
+    const double inv = 1.0 / gstep;
+    if (isfinite(inv) && inv * gstep == 1.0) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const double q = grid_rint(g[i] * inv) * gstep, hv = h[i * hs];
+            g_out[i] = q;
+            gh_out[2 * i] = q;
+            gh_out[2 * i + 1] = hstep > 0 ? grid_rint(hv / hstep) * hstep : hv;
+        }
+        return;
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+        const double q = grid_rint(g[i] / gstep) * gstep, hv = h[i * hs];
+        g_out[i] = q;
+        gh_out[2 * i] = q;
+        gh_out[2 * i + 1] = hstep > 0 ? grid_rint(hv / hstep) * hstep : hv;
+    }
+}
 
 /*
  * Bin rows [i0, i1) of X (n rows, F features, float32 if itemsize == 4 else
@@ -279,7 +389,7 @@ RESIDUALS_EXPORT void residuals_best_splits(const double *gh, const double *cw, 
                                             double *scratch, double *rows, int8_t *uncentred,
                                             int64_t k0, int64_t k1)
 {
-    const int64_t c = nb - 1, nc = cw ? 4 : 2;
+    const int64_t c = nb - 1;
     /* the cumulative sums of one feature: after the D * F * c scores in scratch */
     double *const cum = scratch + D * F * c;
     double *const cg = cum, *const ch = cum + c, *const cc = cum + 2 * c, *const cv = cum + 3 * c;

@@ -11,16 +11,19 @@ root histogram 2.3x faster, a gathered child's 1.2-1.8x.
 The C file is built as an *optional* extension module when the package is
 installed (``setup.py``). Without a C compiler the package installs anyway,
 :func:`available` is False, and ``_hist.py`` runs the same arithmetic in
-torch: the results are bit-identical either way (every histogram cell adds its
-rows in row order in both; ``tests/test_hist_kernels.py`` checks it), only the
-speed differs. Set ``RESIDUALS_C_KERNELS=0`` to use torch's loops anyway.
+torch: the results are bit-identical either way (every histogram cell sums
+values on a fixed-point grid, exactly, in both; ``tests/test_hist_kernels.py``
+checks it), only the speed differs. Set ``RESIDUALS_C_KERNELS=0`` to use torch's loops anyway.
 
 Threads: ctypes releases the GIL during a call, so a large call is split
-between :func:`threads` threads, by features (histograms: each feature owns
-its cells of the output), by nodes (split search) or by rows (routing,
-binning): no sum is ever split between threads, so the result is the same
-bits whatever the thread count. :func:`parallel_rows` puts the booster's
-elementwise numpy passes (which release the GIL too) on the same threads.
+between :func:`threads` threads: a level's histograms by rows, each thread
+filling histograms of its own that are added at the end (and by features too
+where a thread's histograms would not fit in its core's cache); the root's by
+features, the split search by nodes, routing and binning by rows. The
+histograms' values lie on a fixed-point grid (:mod:`._grid`), so every sum is
+exact whatever the cut of the rows, and the result is the same bits at any
+thread count. :func:`parallel_rows` puts the booster's elementwise numpy passes
+(which release the GIL too) on the same threads.
 
 How many threads: as scikit-learn's HistGradientBoosting, all the machine's
 physical cores (within the process's CPU affinity and cgroup quota), unless
@@ -41,6 +44,7 @@ import contextlib
 import ctypes
 import functools
 import importlib.util
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -49,10 +53,13 @@ import numpy as np
 import torch
 
 __all__ = [
+    "abs_max",
     "available",
     "best_splits",
     "bin_rows",
     "disabled",
+    "grid_gh",
+    "grid_sum",
     "hist",
     "level_hist",
     "parallel_map",
@@ -62,7 +69,7 @@ __all__ = [
 ]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
-KERNELS_VERSION = 7
+KERNELS_VERSION = 8
 # Below this many row-features (about a millisecond of one thread's work) a call
 # runs on the calling thread alone: handing work to the pool costs ~0.1 ms.
 _PARALLEL_MIN = 1 << 21
@@ -122,6 +129,15 @@ def _load():
     lib.residuals_bin.argtypes = [P, I, I, I, I, I, P, I, I, I, P, I, I]
     lib.residuals_bin.restype = I
     lib.residuals_best_splits.restype = None
+    lib.residuals_abs_max.argtypes = [P, I, I]
+    lib.residuals_abs_max.restype = D
+    lib.residuals_grid_gh.argtypes = [P, P, I, D, D, P, P, I, I]
+    lib.residuals_grid_gh.restype = None
+    for name in ("residuals_level_hist_rows32", "residuals_level_hist_rows64"):
+        getattr(lib, name).argtypes = [P, I, P, I, P, I, I, I, I, P, I, I, I, I, I]
+        getattr(lib, name).restype = I
+    lib.residuals_sum_parts.argtypes = [P, I, I, I]
+    lib.residuals_sum_parts.restype = None
     for name in ("residuals_route32", "residuals_route64"):
         getattr(lib, name).argtypes = [P, I, P, P, P, I, I, I]
         getattr(lib, name).restype = None
@@ -219,10 +235,11 @@ def parallel_rows(fn, n: int) -> None:
     _run(elementwise, (), [(a * _ROW_BLOCK, min(n, b * _ROW_BLOCK)) for a, b in parts])
 
 
-def _run(fn, args: tuple, parts: list[tuple[int, int]]) -> list:
-    """``fn(*args, a, b)`` for each part: the first on the calling thread, the others
-    on the pool (one hand-off fewer per call); their results, in order."""
-    futures = [_executor().submit(fn, *args, a, b) for a, b in parts[1:]]
+def _run(fn, args: tuple, parts: list[tuple]) -> list:
+    """``fn(*args, *part)`` for each part (``(a, b)`` ranges, mostly): the first on
+    the calling thread, the others on the pool (one hand-off fewer per call); their
+    results, in order."""
+    futures = [_executor().submit(fn, *args, *part) for part in parts[1:]]
     first = fn(*args, *parts[0])
     return [first] + [future.result() for future in futures]
 
@@ -299,14 +316,23 @@ def level_hist(
     slot: torch.Tensor,
     lo: int,
     hi: int,
+    scratch=None,
 ) -> None:
     """The histograms of the nodes ``lo <= slot < hi`` of a level, in one pass, in place.
 
     ``out[slot[i] - lo, f, XT[f, i]] += values[i]`` for the rows with ``lo <=
-    slot[i] < hi``, each cell in row order. XT : (F, n) uint8, C-contiguous;
-    values : (n,) float64 or complex128; slot : (n,) int32 or int64; out : (hi -
-    lo, F, nb) of values' dtype, C-contiguous, its contents ignored (each thread
-    zeroes its features' cells, in its own core's cache). On the CPU.
+    slot[i] < hi``. XT : (F, n) uint8, C-contiguous; values : (n,) float64 or
+    complex128; slot : (n,) int32 or int64; out : (hi - lo, F, nb) of values'
+    dtype, C-contiguous, its contents ignored (each thread zeroes its own cells,
+    in its own core's cache). On the CPU.
+
+    Threads (:func:`_level_split`): the rows are cut between them, each cut into
+    a histogram of its own (``out`` or a ``scratch(count, size)`` buffer), and the
+    cuts' histograms are added at the end; where a thread's histograms would not
+    fit in its core's cache, the features are cut too. Each cell adds its rows in
+    row order within a cut: **the values must lie on a fixed-point grid**
+    (:mod:`._grid`, as hist mode's do) for the sums to be the same bits at any
+    thread count.
     """
     F, n = XT.shape
     k = 2 if values.is_complex() else 1
@@ -323,10 +349,112 @@ def level_hist(
     )
     values = values.contiguous()
     v = torch.view_as_real(values) if k == 2 else values
-    fn = _lib.residuals_level_hist32 if slot.dtype == torch.int32 else _lib.residuals_level_hist64
-    args = (_ptr(XT), n, _ptr(v), k, _ptr(slot), lo, hi, F, nb, _ptr(out))
-    if any(_run(fn, args, _parts(F, F * n))):
+    wide = slot.dtype == torch.int64
+    n_rows, n_features = _level_split(n, F, (hi - lo) * F * nb * k * 8)
+    if n_rows == 1:  # threads over features, straight into out
+        fn = _lib.residuals_level_hist64 if wide else _lib.residuals_level_hist32
+        args = (_ptr(XT), n, _ptr(v), k, _ptr(slot), lo, hi, F, nb, _ptr(out))
+        if any(_run(fn, args, _cuts(F, n_features))):
+            raise MemoryError("hist mode's C loops could not allocate their scratch")
+        return
+    # rows cut between threads, each cut into a histogram of its own, summed at the end
+    row_cuts = _cuts(n, n_rows, _LEVEL_BLOCK)
+    n_rows = len(row_cuts)  # the block alignment may leave fewer cuts than asked
+    size = out.numel() * k
+    extra = (scratch or _fresh)(n_rows - 1, size)
+    buffers = [out] + extra
+    _check(all(b.is_contiguous() and b.dtype == torch.float64 for b in extra))
+    outs = (ctypes.c_void_p * n_rows)(*(b.data_ptr() for b in buffers))
+    fn = _lib.residuals_level_hist_rows64 if wide else _lib.residuals_level_hist_rows32
+    args = (_ptr(XT), n, _ptr(v), k, _ptr(slot), lo, hi, F, nb, ctypes.addressof(outs))
+    tasks = [
+        (r, f0, f1, i0, i1)
+        for r, (i0, i1) in enumerate(row_cuts)
+        for f0, f1 in _cuts(F, n_features)
+    ]
+    if any(_run(fn, args, tasks)):
         raise MemoryError("hist mode's C loops could not allocate their scratch")
+    _run(_lib.residuals_sum_parts, (ctypes.addressof(outs), n_rows), _parts(size, size * n_rows))
+
+
+# Rows per block of the C loop residuals_level_hist (LEVEL_BLOCK): row cuts fall on them.
+_LEVEL_BLOCK = 2048
+# The most bytes of histograms one thread of level_hist fills: more spills its core's
+# cache (1M x 20, 2 threads: 1.3 MB per thread 1.18x faster with rows cut than with
+# features cut, 2.6 MB 1.32x slower; benchmarks/README.md).
+_LEVEL_THREAD_BYTES = 2 << 20
+# The fewest rows a thread of level_hist takes when rows are cut.
+_LEVEL_MIN_ROWS = 1 << 16
+
+
+def _level_split(n: int, F: int, hist_bytes: int) -> tuple[int, int]:
+    """``(row cuts, feature cuts)`` of a level's histograms for :func:`threads`
+    threads: rows cut as far as the rows allow (each thread then scans only its own
+    rows), features cut as far as needed to keep each thread's histograms within
+    ``_LEVEL_THREAD_BYTES``."""
+    n_threads = threads()
+    if n_threads <= 1 or F * n < _PARALLEL_MIN:
+        return 1, 1
+    n_features = min(F, n_threads, max(1, -(-hist_bytes // _LEVEL_THREAD_BYTES)))
+    n_rows = max(1, min(n_threads // n_features, n // _LEVEL_MIN_ROWS))
+    if n_rows == 1:
+        n_features = min(F, n_threads)
+    return n_rows, n_features
+
+
+def _cuts(total: int, count: int, align: int = 1) -> list[tuple[int, int]]:
+    """``count`` (at most) consecutive ranges covering ``[0, total)``, their edges
+    multiples of ``align``."""
+    step = -(-total // max(count, 1))
+    step = -(-step // align) * align
+    return [(a, min(total, a + step)) for a in range(0, total, step)] or [(0, 0)]
+
+
+def _fresh(count: int, size: int) -> list[torch.Tensor]:
+    return [torch.empty(size, dtype=torch.float64) for _ in range(count)]
+
+
+def abs_max(x: torch.Tensor) -> float:
+    """``float(x.abs().max())`` of a contiguous float64 CPU vector (0 when empty, NaN
+    when any value is NaN), on the threads: a maximum is the same in any order."""
+    _check(x.dtype == torch.float64 and x.is_contiguous() and x.dim() == 1)
+    n = x.shape[0]
+    return max(_run(_lib.residuals_abs_max, (_ptr(x),), _parts(n, 4 * n)), key=_nan_first)
+
+
+def grid_sum(v: torch.Tensor) -> float:
+    """The sum of a float64 CPU vector whose values lie on one grid (:mod:`._grid`),
+    in row blocks on the threads: exact, so the same bits in any order. An expanded
+    scalar (stride 0) sums as ``n * v[0]``, exact on the grid too."""
+    n = v.shape[0]
+    if not n:
+        return 0.0
+    if v.stride(0) == 0:
+        return n * float(v[0])
+    x = v.contiguous().numpy()
+    return math.fsum(_run(lambda a, b: float(np.sum(x[a:b])), (), _parts(n, 4 * n)))
+
+
+def _nan_first(top: float) -> float:
+    return math.inf if top != top else top
+
+
+def grid_gh(g: torch.Tensor, h: torch.Tensor, step: float, g_out: torch.Tensor, gh: torch.Tensor):
+    """``g_out = round(g / step) * step`` and ``gh = g_out + 1j * h`` in one pass on
+    the threads (:mod:`._grid`; ``h`` already on its grid, contiguous or an expanded
+    scalar). All (n,) on the CPU: g, h, g_out float64, gh complex128."""
+    n = g.shape[0]
+    _check(
+        all(t.dtype == torch.float64 and t.shape == (n,) for t in (g, h, g_out))
+        and g.is_contiguous()
+        and g_out.is_contiguous()
+        and h.stride(0) in (0, 1)
+        and gh.dtype == torch.complex128
+        and gh.shape == (n,)
+        and gh.is_contiguous()
+    )
+    args = (_ptr(g), _ptr(h), h.stride(0), step, 0.0, _ptr(g_out), _ptr(torch.view_as_real(gh)))
+    _run(_lib.residuals_grid_gh, args, _parts(n, 8 * n))
 
 
 def bin_rows(X: np.ndarray, table: np.ndarray, round32: bool, missing: int) -> torch.Tensor:

@@ -22,8 +22,10 @@ one data set in rank order: rank 0's rows first):
 
 A 1-rank distributed fit is the single-process reference: at any number of
 ranks the model equals it bit for bit (``tests/test_boosting_distributed.py``).
-It is not bit-identical to a ``distributed=False`` fit, whose float sums run in
-row order rather than on the grid (``docs/distributed.md`` says by how much).
+A ``distributed=False`` fit puts its rows on the same grid, so its trees and a
+regressor's predictions are the same bits too; only means over the rows (the
+scores, a classifier's Newton leaves) differ in their last bits
+(``docs/distributed.md``).
 """
 
 from __future__ import annotations
