@@ -158,6 +158,43 @@ def test_level_histograms_with_rows_cut_between_threads(monkeypatch, dtype, thre
         assert torch.equal(got, expected.view(XT.shape[0], 3, 32).transpose(0, 1))
 
 
+@requires_c
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("threads,thread_bytes", [(1, 1 << 30), (2, 1 << 30), (3, 9000)])
+def test_level_histograms_route_first_in_the_same_pass(monkeypatch, dtype, threads, thread_bytes):
+    """``routing=(column, table)``: the rows go one level down, then are histogrammed;
+    the same slots and histograms as routing and histogramming apart."""
+    rng, XT, g, gh = _data()
+    n, nb = XT.shape[1], 32
+    slot = torch.as_tensor(rng.randint(0, 3, size=n), dtype=dtype)
+    column = torch.as_tensor(rng.randint(0, XT.shape[0], size=3), dtype=dtype)
+    table = torch.as_tensor(rng.randint(0, 6, size=3 * nb), dtype=dtype)
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(_kernels, "_LEVEL_MIN_ROWS", 1000)
+    monkeypatch.setattr(_kernels, "_LEVEL_THREAD_BYTES", thread_bytes)
+    monkeypatch.setattr(_kernels, "threads", lambda: threads)
+    values = _on_grid(gh)
+    apart = slot.clone()
+    _kernels.route(XT, apart, column, table, nb)
+    expected = torch.empty((4, XT.shape[0], nb), dtype=values.dtype)
+    _kernels.level_hist(XT, values, expected, nb, apart, 0, 4)
+    got = torch.empty_like(expected)
+    _kernels.level_hist(XT, values, got, nb, slot, 0, 4, routing=(column, table))
+    assert torch.equal(slot, apart)
+    assert torch.equal(got, expected)
+
+
+@requires_c
+def test_take_leaves_equals_index_select(monkeypatch):
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(_kernels, "threads", lambda: 3)
+    table = torch.arange(10, dtype=torch.int64) * 7
+    for dtype in (torch.int32, torch.int64):
+        slot = torch.as_tensor(np.random.RandomState(0).randint(0, 10, 999), dtype=dtype)
+        out = torch.empty(999, dtype=torch.int64)
+        assert torch.equal(_kernels.take_leaves(table, slot, out), table[slot.long()])
+
+
 def _fresh(count, size):
     return [torch.full((size,), float("nan"), dtype=torch.float64) for _ in range(count)]
 
@@ -173,6 +210,8 @@ def test_level_split_cuts_rows_then_features(monkeypatch):
     assert _kernels._level_split(100_000, 20, mb) == (1, 1)  # too little work to split
     monkeypatch.setattr(_kernels, "threads", lambda: 1)
     assert _kernels._level_split(4 * 10**6, 20, mb) == (1, 1)
+    assert _kernels._cuts(0, 3, 2048) == [(0, 0)]  # a rank with no rows of weight > 0
+    assert _kernels._cuts(5003, 4, 2048) == [(0, 2048), (2048, 4096), (4096, 5003)]
 
 
 @requires_c

@@ -319,11 +319,20 @@ class HistTree(_Histograms, _SplitSearch):
             if last and not data.all_rows:
                 return None
             table_t = torch.as_tensor(table.reshape(-1), device=device)
+            column_t = torch.as_tensor(column, device=device)
+            # on the CPU's C loops, the rows are routed in the pass that histograms them
+            fused = (
+                c_loops
+                and not last
+                and hist is not None
+                and data.quant is None
+                and self._keeps_histograms(data, 2 * k)
+            )
             if len(table) == 1 and not c_loops:  # the root: every row reads one column
                 work.index.copy_(data.XT[int(column[0])])
                 torch.index_select(table_t, 0, work.index, out=slot)
-            else:
-                _route(data.XT, slot, torch.as_tensor(column, device=device), table_t, nb, work)
+            elif not fused:
+                _route(data.XT, slot, column_t, table_t, nb, work)
             if last:
                 break
             lefts, rights = host[taken, _LEFT : _LEFT + 4], host[taken, _RIGHT : _RIGHT + 4]
@@ -338,9 +347,10 @@ class HistTree(_Histograms, _SplitSearch):
                 parents = torch.as_tensor(taken, device=device) if k < K else None
                 hist, cw = self._next_histograms_q(data, slot, k, parents)
                 continue
-            if device.type == "cpu" and _kernels.available():
+            if fused:
                 parents = torch.as_tensor(taken) if k < K else None
-                hist, cw = self._next_histograms_c(data, slot, k, hist, cw, parents)
+                routing = (column_t, table_t)
+                hist, cw = self._next_histograms_c(data, slot, k, hist, cw, parents, routing)
                 continue
             small, small_cw = self._reduce(data, *self._small_histograms(data, slot, k))
             if k < K:
@@ -501,7 +511,10 @@ class HistTree(_Histograms, _SplitSearch):
         if routed is not None:
             slot, node_of_slot = routed
             leaf_of_slot = torch.as_tensor(self.leaf_index[node_of_slot], device=device)
-            leaves = torch.index_select(leaf_of_slot, 0, slot, out=data.work.leaves())
+            if device.type == "cpu" and _kernels.available():  # by rows, on the threads
+                leaves = _kernels.take_leaves(leaf_of_slot, slot, data.work.leaves())
+            else:
+                leaves = torch.index_select(leaf_of_slot, 0, slot, out=data.work.leaves())
             _train_leaves.put(Xb, leaves, owner=self)
         _workspaces.put(Xb, data.work)
         return self

@@ -188,10 +188,19 @@ class _Histograms:
         return hist_of(data.gh), None if data.cw is None else hist_of(data.cw)
 
     def _histograms_c(
-        self, data: _Data, rows, slots, n_slots: int, select: tuple | None, out: tuple | None = None
+        self,
+        data: _Data,
+        rows,
+        slots,
+        n_slots: int,
+        select: tuple | None,
+        out: tuple | None = None,
+        routing: tuple | None = None,
     ):
         """:meth:`_histograms` by the C loop, written straight in the split search's
-        (n_slots, F, n_bins) layout, into ``out = (gh, cw)`` when given (contiguous)."""
+        (n_slots, F, n_bins) layout, into ``out = (gh, cw)`` when given (contiguous).
+        ``routing``: route the rows one level down first, in the same pass
+        (:func:`._kernels.level_hist`; ``select`` only)."""
         shape = (n_slots, data.XT.shape[0], self.n_bins)
         pairs = []
         for i, values in enumerate((data.gh, data.cw)):
@@ -202,22 +211,29 @@ class _Histograms:
         if select is not None:  # a level's nodes in one pass (see level_hist for the threads)
             scratch = None if data.work is None else data.work.part_buffers
             for values, hist in pairs:
-                _kernels.level_hist(data.XT, values, hist, self.n_bins, *select, scratch=scratch)
+                _kernels.level_hist(
+                    data.XT, values, hist, self.n_bins, *select, scratch=scratch, routing=routing
+                )
+                routing = None  # routed once
         else:
             for values, hist in pairs:
                 _kernels.hist(data.XT, values, hist, self.n_bins, rows, slots, node_major=True)
         return pairs[0][1], pairs[1][1] if len(pairs) > 1 else None
 
-    def _next_histograms_c(self, data: _Data, slot: torch.Tensor, k: int, hist, cw, parents):
+    def _next_histograms_c(
+        self, data: _Data, slot: torch.Tensor, k: int, hist, cw, parents, routing=None
+    ):
         """The next level's histograms on the CPU with the C loops: the k smaller
         children's from their rows (slots [0, k)), the larger ones' as parent
         minus sibling, written into one (2k, F, n_bins) buffer of the workspace (no
-        concatenation, no fresh tensor: :meth:`_Workspace.level_histograms`)."""
+        concatenation, no fresh tensor: :meth:`_Workspace.level_histograms`).
+        ``routing=(column, table)``: the rows are first routed to this level, in the
+        same pass over them."""
         shape = (2 * k, *hist.shape[1:])
         new = data.work.level_histograms(0, shape, hist)
         new_cw = None if cw is None else data.work.level_histograms(1, shape, cw)
         small = (new[:k], None if cw is None else new_cw[:k])
-        self._histograms_c(data, None, None, k, (slot, 0, k), out=small)
+        self._histograms_c(data, None, None, k, (slot, 0, k), out=small, routing=routing)
         self._reduce(data, *small)
         for old, fresh in ((hist, new), (cw, new_cw)):
             if old is not None:

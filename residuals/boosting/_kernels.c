@@ -36,7 +36,7 @@
 
 /* Bumped whenever a signature or a semantic here changes: the Python side
  * refuses a library built from another version (a stale build after an update). */
-#define RESIDUALS_KERNELS_VERSION 8
+#define RESIDUALS_KERNELS_VERSION 9
 RESIDUALS_EXPORT int64_t residuals_kernels_version(void) { return RESIDUALS_KERNELS_VERSION; }
 
 /*
@@ -157,10 +157,15 @@ RESIDUALS_EXPORT void residuals_hist(const uint8_t *XT, int64_t n, const double 
         return NAME##_part(XT, n, v, k, slot, lo, hi, F, nb, out, f0, f1, 0, n);                    \
     }                                                                                               \
     RESIDUALS_EXPORT int64_t ROWS_NAME(const uint8_t *XT, int64_t n, const double *v, int64_t k,    \
-                                       const T *slot, int64_t lo, int64_t hi, int64_t F, int64_t nb, \
-                                       double *const *outs, int64_t part, int64_t f0, int64_t f1,   \
-                                       int64_t i0, int64_t i1)                                      \
+                                       T *slot, int64_t lo, int64_t hi, int64_t F, int64_t nb,      \
+                                       double *const *outs, const T *column, const T *table,        \
+                                       int64_t part, int64_t f0, int64_t f1, int64_t i0, int64_t i1) \
     {                                                                                               \
+        if (column) /* route rows [i0, i1) one level down first (their slots stay in cache) */     \
+            for (int64_t i = i0; i < i1; ++i) {                                                     \
+                const int64_t s = (int64_t)slot[i];                                                 \
+                slot[i] = table[s * nb + (int64_t)XT[(int64_t)column[s] * n + i]];                  \
+            }                                                                                       \
         return NAME##_part(XT, n, v, k, slot, lo, hi, F, nb, outs[part], f0, f1, i0, i1);           \
     }
 RESIDUALS_LEVEL_HIST(residuals_level_hist32, residuals_level_hist_rows32, int32_t)
@@ -321,6 +326,16 @@ RESIDUALS_EXPORT int64_t residuals_bin(const char *X, int64_t itemsize, int64_t 
     }
 RESIDUALS_ROUTE(residuals_route32, int32_t)
 RESIDUALS_ROUTE(residuals_route64, int64_t)
+
+/* out[i] = table[slot[i]] for i in [i0, i1): the training rows' leaves (int64). */
+#define RESIDUALS_TAKE(NAME, T)                                                                     \
+    RESIDUALS_EXPORT void NAME(const int64_t *table, const T *slot, int64_t *out, int64_t i0,      \
+                               int64_t i1)                                                          \
+    {                                                                                               \
+        for (int64_t i = i0; i < i1; ++i) out[i] = table[slot[i]];                                  \
+    }
+RESIDUALS_TAKE(residuals_take32, int32_t)
+RESIDUALS_TAKE(residuals_take64, int64_t)
 
 /* The scores of one feature's c cuts (see residuals_best_splits), in loops
  * without branches that the compiler vectorises. */

@@ -65,11 +65,12 @@ __all__ = [
     "parallel_map",
     "parallel_rows",
     "route",
+    "take_leaves",
     "threads",
 ]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
-KERNELS_VERSION = 8
+KERNELS_VERSION = 9
 # Below this many row-features (about a millisecond of one thread's work) a call
 # runs on the calling thread alone: handing work to the pool costs ~0.1 ms.
 _PARALLEL_MIN = 1 << 21
@@ -134,8 +135,11 @@ def _load():
     lib.residuals_grid_gh.argtypes = [P, P, I, D, D, P, P, I, I]
     lib.residuals_grid_gh.restype = None
     for name in ("residuals_level_hist_rows32", "residuals_level_hist_rows64"):
-        getattr(lib, name).argtypes = [P, I, P, I, P, I, I, I, I, P, I, I, I, I, I]
+        getattr(lib, name).argtypes = [P, I, P, I, P, I, I, I, I, P, P, P, I, I, I, I, I]
         getattr(lib, name).restype = I
+    for name in ("residuals_take32", "residuals_take64"):
+        getattr(lib, name).argtypes = [P, P, P, I, I]
+        getattr(lib, name).restype = None
     lib.residuals_sum_parts.argtypes = [P, I, I, I]
     lib.residuals_sum_parts.restype = None
     for name in ("residuals_route32", "residuals_route64"):
@@ -317,8 +321,13 @@ def level_hist(
     lo: int,
     hi: int,
     scratch=None,
+    routing: tuple | None = None,
 ) -> None:
     """The histograms of the nodes ``lo <= slot < hi`` of a level, in one pass, in place.
+
+    ``routing=(column, table)``: first send every row one level down, as :func:`route`
+    does (``slot`` updated in place), in the same pass where the threads' cuts allow
+    (each thread routes its rows, then histograms them while their slots are in cache).
 
     ``out[slot[i] - lo, f, XT[f, i]] += values[i]`` for the rows with ``lo <=
     slot[i] < hi``. XT : (F, n) uint8, C-contiguous; values : (n,) float64 or
@@ -351,7 +360,10 @@ def level_hist(
     v = torch.view_as_real(values) if k == 2 else values
     wide = slot.dtype == torch.int64
     n_rows, n_features = _level_split(n, F, (hi - lo) * F * nb * k * 8)
-    if n_rows == 1:  # threads over features, straight into out
+    if routing is not None and n_features > 1:  # features cut: a row's threads would race
+        route(XT, slot, *routing, nb)
+        routing = None
+    if n_rows == 1 and routing is None:  # threads over features, straight into out
         fn = _lib.residuals_level_hist64 if wide else _lib.residuals_level_hist32
         args = (_ptr(XT), n, _ptr(v), k, _ptr(slot), lo, hi, F, nb, _ptr(out))
         if any(_run(fn, args, _cuts(F, n_features))):
@@ -365,8 +377,13 @@ def level_hist(
     buffers = [out] + extra
     _check(all(b.is_contiguous() and b.dtype == torch.float64 for b in extra))
     outs = (ctypes.c_void_p * n_rows)(*(b.data_ptr() for b in buffers))
+    column, table = (None, None) if routing is None else routing
+    _check(
+        routing is None or all(t.dtype == slot.dtype and t.is_contiguous() for t in (column, table))
+    )
     fn = _lib.residuals_level_hist_rows64 if wide else _lib.residuals_level_hist_rows32
     args = (_ptr(XT), n, _ptr(v), k, _ptr(slot), lo, hi, F, nb, ctypes.addressof(outs))
+    args += (_ptr(column), _ptr(table))
     tasks = [
         (r, f0, f1, i0, i1)
         for r, (i0, i1) in enumerate(row_cuts)
@@ -374,7 +391,26 @@ def level_hist(
     ]
     if any(_run(fn, args, tasks)):
         raise MemoryError("hist mode's C loops could not allocate their scratch")
-    _run(_lib.residuals_sum_parts, (ctypes.addressof(outs), n_rows), _parts(size, size * n_rows))
+    if n_rows > 1:
+        outs_ptr = ctypes.addressof(outs)
+        _run(_lib.residuals_sum_parts, (outs_ptr, n_rows), _parts(size, size * n_rows))
+
+
+def take_leaves(table: torch.Tensor, slot: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[i] = table[slot[i]]`` (``torch.index_select(table, 0, slot, out=out)``) by
+    rows on the threads. table, out : int64; slot : int32 or int64; all contiguous
+    CPU vectors, ``slot`` indexing ``table``."""
+    n = slot.shape[0]
+    _check(
+        table.dtype == torch.int64
+        and out.dtype == torch.int64
+        and out.shape == (n,)
+        and slot.dtype in (torch.int32, torch.int64)
+        and all(t.is_contiguous() for t in (table, slot, out))
+    )
+    fn = _lib.residuals_take64 if slot.dtype == torch.int64 else _lib.residuals_take32
+    _run(fn, (_ptr(table), _ptr(slot), _ptr(out)), _parts(n, 4 * n))
+    return out
 
 
 # Rows per block of the C loop residuals_level_hist (LEVEL_BLOCK): row cuts fall on them.
@@ -405,9 +441,11 @@ def _level_split(n: int, F: int, hist_bytes: int) -> tuple[int, int]:
 def _cuts(total: int, count: int, align: int = 1) -> list[tuple[int, int]]:
     """``count`` (at most) consecutive ranges covering ``[0, total)``, their edges
     multiples of ``align``."""
+    if total <= 0:
+        return [(0, 0)]
     step = -(-total // max(count, 1))
     step = -(-step // align) * align
-    return [(a, min(total, a + step)) for a in range(0, total, step)] or [(0, 0)]
+    return [(a, min(total, a + step)) for a in range(0, total, step)]
 
 
 def _fresh(count: int, size: int) -> list[torch.Tensor]:
