@@ -184,6 +184,29 @@ def test_level_histograms_route_first_in_the_same_pass(monkeypatch, dtype, threa
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize("c_loops", [True, False], ids=["C", "torch"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_negated_gradient_grows_the_same_tree(c_loops, weighted):
+    """``negated_gradient=True`` with ``-g`` is the tree of ``g``, bit for bit."""
+    from residuals.boosting._binning import BinMapper
+    from residuals.boosting._hist import HistTree
+
+    if c_loops and not _kernels.available():
+        pytest.skip("the C loops of hist mode are not built")
+    rng = np.random.RandomState(2)
+    X = rng.randn(3000, 4)
+    g = torch.as_tensor(np.sin(3 * X[:, 0]) + X[:, 1] + 0.1 * rng.randn(3000))
+    h = torch.ones((), dtype=torch.float64).expand(3000)
+    w = torch.as_tensor(rng.uniform(0, 2, 3000)) if weighted else None
+    Xb = BinMapper().fit_transform(X)
+    with contextlib.nullcontext() if c_loops else _kernels.disabled():
+        a = HistTree(max_depth=4).fit(Xb, g, h, sample_weight=w)
+        b = HistTree(max_depth=4).fit(Xb, -g, h, sample_weight=w, negated_gradient=True)
+    for name in ("feature", "threshold_bin", "node_sum_gradient", "node_sum_hessian"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert torch.equal(a.leaf_values, b.leaf_values)
+
+
 @requires_c
 def test_take_leaves_equals_index_select(monkeypatch):
     monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1)
@@ -235,6 +258,8 @@ def test_grid_passes_equal_torch():
             expected = to_grid(g, step)
             assert expected.numpy().tobytes() == out.numpy().tobytes()
             assert torch.equal(gh, torch.complex(expected, h))
+            _kernels.grid_gh(-g, h, step, out, gh, negate=True)  # -round(-g): the same bits
+            assert expected.numpy().tobytes() == out.numpy().tobytes()
             assert _kernels.abs_max(g) == float(g.abs().max())
             assert _kernels.grid_sum(out) == float(np.sum(out.numpy()))
     for bad in (float("nan"), float("inf"), -float("inf")):

@@ -431,6 +431,7 @@ class HistTree(_Histograms, _SplitSearch):
         features=None,
         bin_values=None,
         collective=None,
+        negated_gradient: bool = False,
     ) -> "HistTree":
         """Grow the tree on the gradients of one boosting stage.
 
@@ -451,12 +452,24 @@ class HistTree(_Histograms, _SplitSearch):
             fit, this rank's rows are one shard: the tree is grown from every
             rank's rows, its histograms all-reduced level by level, and is the
             same on every rank (see :mod:`._collective` for why the sums are exact).
+        negated_gradient : bool, default False. ``gradient`` holds ``-g``, as a
+            booster's pseudo-residuals ``r = -dL/dF`` do: the tree is the one
+            grown from ``g``, without a negated copy of the rows (the negation is
+            folded into the pass that puts them on the grid).
         """
         self._validate_params()
         _train_leaves.clear()
         quantized = Xb.device.type != "cpu" if self.quantized is None else bool(self.quantized)
         data, columns, total_weight = prepare(
-            Xb, gradient, hessian, sample_weight, features, self.n_bins, quantized, collective
+            Xb,
+            gradient,
+            hessian,
+            sample_weight,
+            features,
+            self.n_bins,
+            quantized,
+            collective,
+            negated_gradient,
         )
         if bin_values is not None:
             if isinstance(bin_values, torch.Tensor):

@@ -250,8 +250,11 @@ def prepare(
     n_bins: int,
     quantized: bool = False,
     collective=None,
+    negated: bool = False,
 ) -> tuple[_Data, np.ndarray, float]:
     """Validate the inputs; keep the rows with positive weight and the allowed columns.
+
+    ``negated``: ``gradient`` holds ``-g`` (see :meth:`._hist.HistTree.fit`).
 
     ``quantized``: also the rows as integers (:func:`._quantized.quantize`).
     ``collective``: this rank's view of a distributed fit (:mod:`._collective`):
@@ -312,6 +315,8 @@ def prepare(
             "n_bins=BinMapper.missing_bin + 1."
         )
     gw, hw = (g, h) if w is None else (g * w, h * w)
+    if negated and (collective is not None or quantized):  # else negated on the grid below
+        gw = -gw
     n_rows = XT.shape[1]
     work = _checkout_workspace(Xb, n_rows, _slot_dtype(XT))
     steps = None
@@ -319,7 +324,7 @@ def prepare(
     if collective is not None:  # fixed point: sums over the rows are exact, in any order
         (gw, hw, w), steps = collective.on_grid(gw, hw, w)
     elif not quantized:  # the same in one process: any thread count, C or torch, same bits
-        gw, hw, w, gh_done = _on_local_grid(gw, hw, w, n, work)
+        gw, hw, w, gh_done = _on_local_grid(gw, hw, w, n, work, negated)
     # One sync: are w*h, h and w constant over the kept rows?
     s = [0.0] * 7
     if n_rows:
@@ -366,11 +371,11 @@ def prepare(
     return data, columns, total_weight
 
 
-def _on_local_grid(gw, hw, w, n: int, work: _Workspace):
+def _on_local_grid(gw, hw, w, n: int, work: _Workspace, negated: bool = False):
     """``w*g``, ``w*h`` and ``w`` on their grids for sums of up to ``n`` values (the
     rows before those of weight 0 are left out, as a distributed fit's grid is sized:
     the two fits then agree bit for bit) (:mod:`._grid`), and whether ``work.gh``
-    already holds ``w*g + 1j*w*h``.
+    already holds ``w*g + 1j*w*h``. ``negated``: ``gw`` holds ``-w*g``, negated here.
 
     An expanded scalar (a unit hessian) stays one: the scalar is rounded. The
     booster's common case, unit weights and one hessian on the CPU with the C
@@ -398,11 +403,12 @@ def _on_local_grid(gw, hw, w, n: int, work: _Workspace):
         and gw.is_contiguous()
     )
     if not fast:
-        return rounded(gw, _finite_top), rounded(hw), rounded(w), False
+        g = rounded(gw, _finite_top)
+        return (-g if negated else g), rounded(hw), rounded(w), False
     g_top = _finite_top(gw, _kernels.abs_max(gw))
     h = rounded(hw)
     g = work.g_buffer()
-    _kernels.grid_gh(gw, h, grid_step(g_top, bits), g, work.gh)
+    _kernels.grid_gh(gw, h, grid_step(g_top, bits), g, work.gh, negated)
     return g, h, None, True
 
 

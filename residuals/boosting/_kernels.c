@@ -36,7 +36,7 @@
 
 /* Bumped whenever a signature or a semantic here changes: the Python side
  * refuses a library built from another version (a stale build after an update). */
-#define RESIDUALS_KERNELS_VERSION 9
+#define RESIDUALS_KERNELS_VERSION 10
 RESIDUALS_EXPORT int64_t residuals_kernels_version(void) { return RESIDUALS_KERNELS_VERSION; }
 
 /*
@@ -233,16 +233,17 @@ static inline double grid_rint(double x)
 /*
  * Rows [i0, i1) of w*g and w*h on their fixed-point grids (_grid.py): for i in the range,
  *
- *     q = rint(g[i] / gstep) * gstep;  g_out[i] = q;  gh_out[2 * i] = q;
+ *     q = sign * rint(g[i] / gstep) * gstep;  g_out[i] = q;  gh_out[2 * i] = q;
  *     gh_out[2 * i + 1] = hstep > 0 ? rint(h[i * hs] / hstep) * hstep : h[i * hs]
  *
  * (rint, as grid_rint, rounds half to even, as torch.round; dividing and multiplying by a power of
  * two is exact, so q is torch's `torch.round(g / gstep) * gstep` bit for bit). hs is
- * h's stride in values: 0 for one constant hessian.
+ * h's stride in values: 0 for one constant hessian. sign: 1, or -1 when g holds the
+ * negative gradient (rint is symmetric: -rint(x) is rint(-x), signed zeros included).
  */
-RESIDUALS_EXPORT void residuals_grid_gh(const double *g, const double *h, int64_t hs, double gstep,
-                                        double hstep, double *g_out, double *gh_out, int64_t i0,
-                                        int64_t i1)
+RESIDUALS_EXPORT void residuals_grid_gh(const double *g, double sign, const double *h, int64_t hs,
+                                        double gstep, double hstep, double *g_out, double *gh_out,
+                                        int64_t i0, int64_t i1)
 {
     /* g * (1 / gstep) is the same real number as g / gstep, so the same double when
      * 1 / gstep is one (a power of two up to 2**1023); a multiply is cheaper than a
@@ -250,7 +251,7 @@ RESIDUALS_EXPORT void residuals_grid_gh(const double *g, const double *h, int64_
     const double inv = 1.0 / gstep;
     if (isfinite(inv) && inv * gstep == 1.0) {
         for (int64_t i = i0; i < i1; ++i) {
-            const double q = grid_rint(g[i] * inv) * gstep, hv = h[i * hs];
+            const double q = sign * (grid_rint(g[i] * inv) * gstep), hv = h[i * hs];
             g_out[i] = q;
             gh_out[2 * i] = q;
             gh_out[2 * i + 1] = hstep > 0 ? grid_rint(hv / hstep) * hstep : hv;
@@ -258,7 +259,7 @@ RESIDUALS_EXPORT void residuals_grid_gh(const double *g, const double *h, int64_
         return;
     }
     for (int64_t i = i0; i < i1; ++i) {
-        const double q = grid_rint(g[i] / gstep) * gstep, hv = h[i * hs];
+        const double q = sign * (grid_rint(g[i] / gstep) * gstep), hv = h[i * hs];
         g_out[i] = q;
         gh_out[2 * i] = q;
         gh_out[2 * i + 1] = hstep > 0 ? grid_rint(hv / hstep) * hstep : hv;

@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
-KERNELS_VERSION = 9
+KERNELS_VERSION = 10
 # Below this many row-features (about a millisecond of one thread's work) a call
 # runs on the calling thread alone: handing work to the pool costs ~0.1 ms.
 _PARALLEL_MIN = 1 << 21
@@ -132,7 +132,7 @@ def _load():
     lib.residuals_best_splits.restype = None
     lib.residuals_abs_max.argtypes = [P, I, I]
     lib.residuals_abs_max.restype = D
-    lib.residuals_grid_gh.argtypes = [P, P, I, D, D, P, P, I, I]
+    lib.residuals_grid_gh.argtypes = [P, D, P, I, D, D, P, P, I, I]
     lib.residuals_grid_gh.restype = None
     for name in ("residuals_level_hist_rows32", "residuals_level_hist_rows64"):
         getattr(lib, name).argtypes = [P, I, P, I, P, I, I, I, I, P, P, P, I, I, I, I, I]
@@ -477,10 +477,18 @@ def _nan_first(top: float) -> float:
     return math.inf if top != top else top
 
 
-def grid_gh(g: torch.Tensor, h: torch.Tensor, step: float, g_out: torch.Tensor, gh: torch.Tensor):
-    """``g_out = round(g / step) * step`` and ``gh = g_out + 1j * h`` in one pass on
-    the threads (:mod:`._grid`; ``h`` already on its grid, contiguous or an expanded
-    scalar). All (n,) on the CPU: g, h, g_out float64, gh complex128."""
+def grid_gh(
+    g: torch.Tensor,
+    h: torch.Tensor,
+    step: float,
+    g_out: torch.Tensor,
+    gh: torch.Tensor,
+    negate: bool = False,
+):
+    """``g_out = round(g / step) * step`` (of ``-g`` with ``negate``) and ``gh = g_out +
+    1j * h`` in one pass on the threads (:mod:`._grid`; ``h`` already on its grid,
+    contiguous or an expanded scalar). All (n,) on the CPU: g, h, g_out float64, gh
+    complex128."""
     n = g.shape[0]
     _check(
         all(t.dtype == torch.float64 and t.shape == (n,) for t in (g, h, g_out))
@@ -491,7 +499,8 @@ def grid_gh(g: torch.Tensor, h: torch.Tensor, step: float, g_out: torch.Tensor, 
         and gh.shape == (n,)
         and gh.is_contiguous()
     )
-    args = (_ptr(g), _ptr(h), h.stride(0), step, 0.0, _ptr(g_out), _ptr(torch.view_as_real(gh)))
+    gh_ptr = _ptr(torch.view_as_real(gh))
+    args = (_ptr(g), -1.0 if negate else 1.0, _ptr(h), h.stride(0), step, 0.0, _ptr(g_out), gh_ptr)
     _run(_lib.residuals_grid_gh, args, _parts(n, 8 * n))
 
 

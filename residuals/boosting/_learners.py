@@ -146,15 +146,13 @@ class HistLearner:
         self.max_bins = max_bins
         self.device = device
         self.bin_mapper = bin_mapper
-        self._gradient = None  # device tensors reused across stages (not pickled)
-        self._weight = None
+        self._weight = None  # device tensors reused across stages (not pickled)
         self._bin_values = None  # BinMapper.bin_value_table(), host, per fit
         self.collective = None  # a distributed fit's Collective, set by the booster for a fit
 
     def __getstate__(self):
         return {
             **self.__dict__,
-            "_gradient": None,
             "_weight": None,
             "_bin_values": None,
             "collective": None,
@@ -162,7 +160,7 @@ class HistLearner:
 
     def end_fit(self) -> None:
         """Drop the per-fit buffers."""
-        self._gradient = self._weight = self._bin_values = self.collective = None
+        self._weight = self._bin_values = self.collective = None
 
     def fit_binning(self, X: np.ndarray, rng: np.random.RandomState) -> None:
         """Quantile bins of every feature; in a distributed fit, of every rank's rows."""
@@ -234,13 +232,9 @@ class HistLearner:
             chosen = np.sort(rng.choice(self.n_features, size=k, replace=False))
             features = torch.as_tensor(chosen, dtype=torch.int64, device=self.device)
         dev = self.device
-        # least squares on the pseudo-residuals: gradient = -r, hessian = 1, in
-        # buffers kept for the fit (a fresh vector per stage fragments the heap)
-        if self._gradient is None or self._gradient.shape[0] != n:
-            self._gradient = torch.empty(n, dtype=torch.float64, device=dev)
-        gradient = torch.neg(
-            torch.as_tensor(target, dtype=torch.float64, device=dev), out=self._gradient
-        )
+        # least squares on the pseudo-residuals: gradient = -r, hessian = 1; the tree
+        # negates r in the pass that puts it on its grid (no negated copy here)
+        residual = torch.as_tensor(np.ascontiguousarray(target, dtype=np.float64), device=dev)
         hessian = torch.ones((), dtype=torch.float64, device=dev).expand(n)  # no memory
         if self._bin_values is None:
             self._bin_values = self.bin_mapper.bin_value_table().numpy()
@@ -248,12 +242,13 @@ class HistLearner:
         tree.random_state = int(rng.randint(np.iinfo(np.int32).max))
         return tree.fit(
             Xp,
-            gradient,
+            residual,
             hessian,
             sample_weight=self._weight[1],
             features=features,
             bin_values=self._bin_values,
             collective=comm,
+            negated_gradient=True,
         )
 
     @staticmethod
