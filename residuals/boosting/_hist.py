@@ -486,21 +486,19 @@ class HistTree(_Histograms, _SplitSearch):
             data.order = torch.randperm(len(columns), generator=generator).to(device=Xb.device)
         device = Xb.device
         n_rows = data.XT.shape[1]
-        if not n_rows:
-            s = 0j
-        elif device.type == "cpu" and data.quant is None:  # on the grid: exact, in any order
-            s = complex(_kernels.grid_sum(data.g), _kernels.grid_sum(data.h))
-        elif device.type == "cpu":
-            s = complex(np.sum(data.g.numpy()), np.sum(data.h.numpy()))
-        else:
-            s = complex(data.gh.sum())
-        if collective is not None:  # grid values: an exact sum, the same on every rank
-            s = complex(
-                *collective.all_reduce(
-                    torch.tensor([s.real, s.imag], dtype=torch.float64), "sum", "root sums"
-                )
-            )
+        if collective is not None and data.quant is None and data.n_all and self.max_depth != 0:
+            # the root's histograms, all-reduced (kept for the growth below), hold every
+            # row of every rank in each feature's bins: their sum is s, exact on the grid,
+            # without a collective of its own
+            data.root = self._root_histograms(data)
+            s = complex(data.root[0][0, 0].sum())
             n_rows = data.n_all
+        else:
+            s = self._local_sums(data)
+            if collective is not None:  # grid values: an exact sum, the same on every rank
+                sums = torch.tensor([s.real, s.imag], dtype=torch.float64)
+                s = complex(*collective.all_reduce(sums, "sum", "root sums"))
+                n_rows = data.n_all
         if not (math.isfinite(s.real) and math.isfinite(s.imag)):
             raise ValueError(
                 "gradient has NaN or infinite values; check the loss and the raw predictions."
@@ -531,6 +529,17 @@ class HistTree(_Histograms, _SplitSearch):
             _train_leaves.put(Xb, leaves, owner=self)
         _workspaces.put(Xb, data.work)
         return self
+
+    @staticmethod
+    def _local_sums(data: _Data) -> complex:
+        """``sum w*g + 1j * sum w*h`` over this process's rows."""
+        if not data.XT.shape[1]:
+            return 0j
+        if data.XT.device.type != "cpu":
+            return complex(data.gh.sum())
+        if data.quant is None:  # on the grid: exact, in any order
+            return complex(_kernels.grid_sum(data.g), _kernels.grid_sum(data.h))
+        return complex(np.sum(data.g.numpy()), np.sum(data.h.numpy()))
 
     def _finalize(self, device, total_weight: float) -> None:
         nodes = np.array(self._nodes, dtype=np.float64).reshape(-1, 11)

@@ -47,6 +47,7 @@ class _Data:
     quant: Quantized | None = None  # the rows as integers, when histograms are quantized
     hist_q: torch.Tensor | None = None  # (K, F, n_bins, C) int64 sums of the level's open nodes
     n_all: int = 0  # rows with positive weight, over every rank of a distributed fit
+    root: tuple | None = None  # the root's (gh, cw) histograms when made before the growth
     collective: Any = None  # a distributed fit's Collective (._collective), None in one process
 
 

@@ -320,6 +320,9 @@ class _Histograms:
         times the row counts (computed once per matrix, then cached), and only
         the gradients are scattered (a real scatter, ~20% cheaper than a complex one).
         """
+        if data.root is not None:  # made already (a distributed fit's root sums)
+            made, data.root = data.root, None
+            return made
         if data.quant is not None:
             data.hist_q = self._level_sums(data, None, 0, 1)
             # channel 1 counts rows (or sums w*h > 0); with 4 channels, channel 2 counts them

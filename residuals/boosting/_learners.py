@@ -206,7 +206,9 @@ class HistLearner:
             # once. Unit weights are passed as None, which spares the tree its
             # per-stage weight checks (a host sync each); their sum, once too.
             sw = np.asarray(sample_weight, dtype=np.float64)
-            unit = comm is None and bool(np.all(sw == 1.0))  # distributed: the tree agrees
+            unit = bool(np.all(sw == 1.0))
+            if comm is not None:  # unit on every rank, agreed once (not once per tree)
+                unit = not comm.any(not unit, "unit weights")
             weight_sum = (
                 np.sum(sample_weight)
                 if comm is None or not p.min_weight_fraction_leaf
