@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from residuals.boosting import BoostingClassifier, BoostingRegressor, _kernels
+from residuals.boosting import BoostingClassifier, BoostingRegressor, _grid_passes, _kernels
 from residuals.boosting._grid import grid_bits, grid_step, to_grid
 from residuals.boosting._histograms import _route, _scatter_hist
 
@@ -254,20 +254,20 @@ def test_grid_passes_equal_torch():
             out = torch.empty(n, dtype=torch.float64)
             gh = torch.empty(n, dtype=torch.complex128)
             h = torch.full((), 0.75, dtype=torch.float64).expand(n)
-            _kernels.grid_gh(g, h, step, out, gh)
+            _grid_passes.grid_gh(g, h, step, out, gh)
             expected = to_grid(g, step)
             assert expected.numpy().tobytes() == out.numpy().tobytes()
             assert torch.equal(gh, torch.complex(expected, h))
-            _kernels.grid_gh(-g, h, step, out, gh, negate=True)  # -round(-g): the same bits
+            _grid_passes.grid_gh(-g, h, step, out, gh, negate=True)  # -round(-g): the same bits
             assert expected.numpy().tobytes() == out.numpy().tobytes()
-            assert _kernels.abs_max(g) == float(g.abs().max())
-            assert _kernels.grid_sum(out) == float(np.sum(out.numpy()))
+            assert _grid_passes.abs_max(g) == float(g.abs().max())
+            assert _grid_passes.grid_sum(out) == float(np.sum(out.numpy()))
     for bad in (float("nan"), float("inf"), -float("inf")):
         g = torch.as_tensor(rng.randn(33))
         g[20] = bad
-        assert math.isnan(_kernels.abs_max(g))
-    assert _kernels.abs_max(torch.zeros(0, dtype=torch.float64)) == 0.0
-    assert _kernels.grid_sum(torch.full((), 0.5, dtype=torch.float64).expand(9)) == 4.5
+        assert math.isnan(_grid_passes.abs_max(g))
+    assert _grid_passes.abs_max(torch.zeros(0, dtype=torch.float64)) == 0.0
+    assert _grid_passes.grid_sum(torch.full((), 0.5, dtype=torch.float64).expand(9)) == 4.5
 
 
 @requires_c

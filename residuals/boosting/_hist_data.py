@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _kernels
+from . import _grid_passes, _kernels
 from ._grid import grid_bits, grid_step, to_grid
 from ._quantized import Quantized, quantize
 
@@ -406,10 +406,10 @@ def _on_local_grid(gw, hw, w, n: int, work: _Workspace, negated: bool = False):
     if not fast:
         g = rounded(gw, _finite_top)
         return (-g if negated else g), rounded(hw), rounded(w), False
-    g_top = _finite_top(gw, _kernels.abs_max(gw))
+    g_top = _finite_top(gw, _grid_passes.abs_max(gw))
     h = rounded(hw)
     g = work.g_buffer()
-    _kernels.grid_gh(gw, h, grid_step(g_top, bits), g, work.gh, negated)
+    _grid_passes.grid_gh(gw, h, grid_step(g_top, bits), g, work.gh, negated)
     return g, h, None, True
 
 

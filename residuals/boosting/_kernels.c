@@ -36,7 +36,7 @@
 
 /* Bumped whenever a signature or a semantic here changes: the Python side
  * refuses a library built from another version (a stale build after an update). */
-#define RESIDUALS_KERNELS_VERSION 10
+#define RESIDUALS_KERNELS_VERSION 11
 RESIDUALS_EXPORT int64_t residuals_kernels_version(void) { return RESIDUALS_KERNELS_VERSION; }
 
 /*
@@ -231,38 +231,33 @@ static inline double grid_rint(double x)
 }
 
 /*
- * Rows [i0, i1) of w*g and w*h on their fixed-point grids (_grid.py): for i in the range,
+ * Rows [i0, i1) of w*g on its fixed-point grid (_grid.py), with w*h (already on its
+ * grid) beside it: for i in the range,
  *
  *     q = sign * rint(g[i] / gstep) * gstep;  g_out[i] = q;  gh_out[2 * i] = q;
- *     gh_out[2 * i + 1] = hstep > 0 ? rint(h[i * hs] / hstep) * hstep : h[i * hs]
+ *     gh_out[2 * i + 1] = h[i * hs]
  *
- * (rint, as grid_rint, rounds half to even, as torch.round; dividing and multiplying by a power of
- * two is exact, so q is torch's `torch.round(g / gstep) * gstep` bit for bit). hs is
- * h's stride in values: 0 for one constant hessian. sign: 1, or -1 when g holds the
- * negative gradient (rint is symmetric: -rint(x) is rint(-x), signed zeros included).
+ * (rint, as grid_rint, rounds half to even, as torch.round; dividing and multiplying
+ * by a power of two is exact, so q is torch's `torch.round(g / gstep) * gstep` bit
+ * for bit). hs is h's stride in values: 0 for one constant hessian. sign: 1, or -1
+ * when g holds the negative gradient (rint is symmetric: -rint(x) is rint(-x),
+ * signed zeros included).
  */
 RESIDUALS_EXPORT void residuals_grid_gh(const double *g, double sign, const double *h, int64_t hs,
-                                        double gstep, double hstep, double *g_out, double *gh_out,
-                                        int64_t i0, int64_t i1)
+                                        double gstep, double *g_out, double *gh_out, int64_t i0,
+                                        int64_t i1)
 {
     /* g * (1 / gstep) is the same real number as g / gstep, so the same double when
      * 1 / gstep is one (a power of two up to 2**1023); a multiply is cheaper than a
-     * divide (the divide bounded this loop, measured) */
+     * divide */
     const double inv = 1.0 / gstep;
-    if (isfinite(inv) && inv * gstep == 1.0) {
-        for (int64_t i = i0; i < i1; ++i) {
-            const double q = sign * (grid_rint(g[i] * inv) * gstep), hv = h[i * hs];
-            g_out[i] = q;
-            gh_out[2 * i] = q;
-            gh_out[2 * i + 1] = hstep > 0 ? grid_rint(hv / hstep) * hstep : hv;
-        }
-        return;
-    }
+    const int exact_inverse = isfinite(inv) && inv * gstep == 1.0;
     for (int64_t i = i0; i < i1; ++i) {
-        const double q = sign * (grid_rint(g[i] / gstep) * gstep), hv = h[i * hs];
+        const double x = exact_inverse ? g[i] * inv : g[i] / gstep;
+        const double q = sign * (grid_rint(x) * gstep);
         g_out[i] = q;
         gh_out[2 * i] = q;
-        gh_out[2 * i + 1] = hstep > 0 ? grid_rint(hv / hstep) * hstep : hv;
+        gh_out[2 * i + 1] = h[i * hs];
     }
 }
 

@@ -44,7 +44,6 @@ import contextlib
 import ctypes
 import functools
 import importlib.util
-import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -53,13 +52,10 @@ import numpy as np
 import torch
 
 __all__ = [
-    "abs_max",
     "available",
     "best_splits",
     "bin_rows",
     "disabled",
-    "grid_gh",
-    "grid_sum",
     "hist",
     "level_hist",
     "parallel_map",
@@ -70,7 +66,7 @@ __all__ = [
 ]
 
 # The C file's RESIDUALS_KERNELS_VERSION this module was written for.
-KERNELS_VERSION = 10
+KERNELS_VERSION = 11
 # Below this many row-features (about a millisecond of one thread's work) a call
 # runs on the calling thread alone: handing work to the pool costs ~0.1 ms.
 _PARALLEL_MIN = 1 << 21
@@ -132,7 +128,7 @@ def _load():
     lib.residuals_best_splits.restype = None
     lib.residuals_abs_max.argtypes = [P, I, I]
     lib.residuals_abs_max.restype = D
-    lib.residuals_grid_gh.argtypes = [P, D, P, I, D, D, P, P, I, I]
+    lib.residuals_grid_gh.argtypes = [P, D, P, I, D, P, P, I, I]
     lib.residuals_grid_gh.restype = None
     for name in ("residuals_level_hist_rows32", "residuals_level_hist_rows64"):
         getattr(lib, name).argtypes = [P, I, P, I, P, I, I, I, I, P, P, P, I, I, I, I, I]
@@ -450,58 +446,6 @@ def _cuts(total: int, count: int, align: int = 1) -> list[tuple[int, int]]:
 
 def _fresh(count: int, size: int) -> list[torch.Tensor]:
     return [torch.empty(size, dtype=torch.float64) for _ in range(count)]
-
-
-def abs_max(x: torch.Tensor) -> float:
-    """``float(x.abs().max())`` of a contiguous float64 CPU vector (0 when empty, NaN
-    when any value is NaN), on the threads: a maximum is the same in any order."""
-    _check(x.dtype == torch.float64 and x.is_contiguous() and x.dim() == 1)
-    n = x.shape[0]
-    return max(_run(_lib.residuals_abs_max, (_ptr(x),), _parts(n, 4 * n)), key=_nan_first)
-
-
-def grid_sum(v: torch.Tensor) -> float:
-    """The sum of a float64 CPU vector whose values lie on one grid (:mod:`._grid`),
-    in row blocks on the threads: exact, so the same bits in any order. An expanded
-    scalar (stride 0) sums as ``n * v[0]``, exact on the grid too."""
-    n = v.shape[0]
-    if not n:
-        return 0.0
-    if v.stride(0) == 0:
-        return n * float(v[0])
-    x = v.contiguous().numpy()
-    return math.fsum(_run(lambda a, b: float(np.sum(x[a:b])), (), _parts(n, 4 * n)))
-
-
-def _nan_first(top: float) -> float:
-    return math.inf if top != top else top
-
-
-def grid_gh(
-    g: torch.Tensor,
-    h: torch.Tensor,
-    step: float,
-    g_out: torch.Tensor,
-    gh: torch.Tensor,
-    negate: bool = False,
-):
-    """``g_out = round(g / step) * step`` (of ``-g`` with ``negate``) and ``gh = g_out +
-    1j * h`` in one pass on the threads (:mod:`._grid`; ``h`` already on its grid,
-    contiguous or an expanded scalar). All (n,) on the CPU: g, h, g_out float64, gh
-    complex128."""
-    n = g.shape[0]
-    _check(
-        all(t.dtype == torch.float64 and t.shape == (n,) for t in (g, h, g_out))
-        and g.is_contiguous()
-        and g_out.is_contiguous()
-        and h.stride(0) in (0, 1)
-        and gh.dtype == torch.complex128
-        and gh.shape == (n,)
-        and gh.is_contiguous()
-    )
-    gh_ptr = _ptr(torch.view_as_real(gh))
-    args = (_ptr(g), -1.0 if negate else 1.0, _ptr(h), h.stride(0), step, 0.0, _ptr(g_out), gh_ptr)
-    _run(_lib.residuals_grid_gh, args, _parts(n, 8 * n))
 
 
 def bin_rows(X: np.ndarray, table: np.ndarray, round32: bool, missing: int) -> torch.Tensor:
