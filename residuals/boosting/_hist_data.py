@@ -385,10 +385,7 @@ def _on_local_grid(gw, hw, w, n: int, work: _Workspace, negated: bool = False):
     """
     bits = grid_bits(max(n, 1))
 
-    def top(v) -> float:
-        return float(v.abs().max()) if v.numel() else 0.0
-
-    def rounded(v, top_of=top):
+    def rounded(v, top_of=_top):
         if v is None:
             return None
         if v.numel() and v.stride(0) == 0:  # an expanded scalar: round it once
@@ -413,11 +410,15 @@ def _on_local_grid(gw, hw, w, n: int, work: _Workspace, negated: bool = False):
     return g, h, None, True
 
 
+def _top(v: torch.Tensor) -> float:
+    """The largest ``|v|`` (0 when empty), which sizes ``v``'s grid."""
+    return float(v.abs().max()) if v.numel() else 0.0
+
+
 def _finite_top(g: torch.Tensor, top: float | None = None) -> float:
     """The largest ``|g|`` (``top`` when already known); a gradient that is not
     finite has no grid, and no tree can be grown from it."""
-    if top is None:
-        top = float(g.abs().max()) if g.numel() else 0.0
+    top = _top(g) if top is None else top
     if not math.isfinite(top):
         raise ValueError(
             "gradient has NaN or infinite values; check the loss and the raw predictions."

@@ -147,6 +147,7 @@ class HistLearner:
         self.device = device
         self.bin_mapper = bin_mapper
         self._weight = None  # device tensors reused across stages (not pickled)
+        self._residual = None  # a class's column of the residuals, copied (multiclass)
         self._bin_values = None  # BinMapper.bin_value_table(), host, per fit
         self.collective = None  # a distributed fit's Collective, set by the booster for a fit
 
@@ -154,13 +155,14 @@ class HistLearner:
         return {
             **self.__dict__,
             "_weight": None,
+            "_residual": None,
             "_bin_values": None,
             "collective": None,
         }
 
     def end_fit(self) -> None:
         """Drop the per-fit buffers."""
-        self._weight = self._bin_values = self.collective = None
+        self._weight = self._residual = self._bin_values = self.collective = None
 
     def fit_binning(self, X: np.ndarray, rng: np.random.RandomState) -> None:
         """Quantile bins of every feature; in a distributed fit, of every rank's rows."""
@@ -236,7 +238,7 @@ class HistLearner:
         dev = self.device
         # least squares on the pseudo-residuals: gradient = -r, hessian = 1; the tree
         # negates r in the pass that puts it on its grid (no negated copy here)
-        residual = torch.as_tensor(np.ascontiguousarray(target, dtype=np.float64), device=dev)
+        residual = torch.as_tensor(self._contiguous(target), device=dev)
         hessian = torch.ones((), dtype=torch.float64, device=dev).expand(n)  # no memory
         if self._bin_values is None:
             self._bin_values = self.bin_mapper.bin_value_table().numpy()
@@ -252,6 +254,17 @@ class HistLearner:
             collective=comm,
             negated_gradient=True,
         )
+
+    def _contiguous(self, target: np.ndarray) -> np.ndarray:
+        """``target`` as contiguous float64: itself for one tree per stage; a class's
+        column of a multiclass fit copied into a buffer kept for the fit (a fresh
+        row-sized vector per tree fragments the heap, measured in ``_hist_data``)."""
+        if target.dtype == np.float64 and target.flags.c_contiguous:
+            return target
+        if self._residual is None or self._residual.shape != target.shape:
+            self._residual = np.empty(target.shape, dtype=np.float64)
+        np.copyto(self._residual, target)
+        return self._residual
 
     @staticmethod
     def leaf_ids(tree, Xp) -> np.ndarray:
