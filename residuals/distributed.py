@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import inspect
 import os
 import pickle
@@ -43,6 +44,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from residuals.replicas import MIN_SHARD
 
@@ -181,6 +183,10 @@ def process_group(device: str = "cpu", backend: str | None = None) -> Iterator[L
     try:
         yield launch() if dist.is_initialized() else None
         if created and dist.is_initialized() and dist.get_world_size() > 1:
+            # what still holds the group (a DDP wrapper in a reference cycle, a finished
+            # collective's work) goes now, on the main thread of a live interpreter, not at
+            # some later collection or during the interpreter's exit
+            gc.collect()
             # every rank done before any tears the group down: a gloo rank destroyed while
             # its peer still talks to it can abort the peer ("terminate called without an
             # active exception"). Not after an error: the others may never get here.
@@ -378,8 +384,6 @@ class DataParallel:
         self.sync_bn = sync_bn and has_batchnorm(model)
         if self.sync_bn:
             _convert_sync_batchnorm(model)
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         self.model = model
         dev = torch.device(device)
         if self.cuda and dev.index is None:
@@ -392,7 +396,7 @@ class DataParallel:
             if "forward_sync_buffers" in params  # torch >= 2.13
             else "broadcast_buffers": False
         }
-        self.ddp = DDP(model, device_ids=[dev] if self.cuda else None, **off)
+        self.ddp: DDP | None = DDP(model, device_ids=[dev] if self.cuda else None, **off)
         self._params = list(model.parameters())
         self._float_buffers = [b for b in model.buffers() if b.is_floating_point()]
         self._other_buffers = [b for b in model.buffers() if not b.is_floating_point()]
@@ -404,7 +408,14 @@ class DataParallel:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the DDP wrapper now, while the group is healthy: it holds the process
+        group and its hooks, and the trainer's closures keep this object in a reference
+        cycle, which would leave the wrapper to a later garbage collection (during another
+        run's collectives, after the group is destroyed, or at interpreter exit)."""
+        self.ddp = None
 
     def threads(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
@@ -420,19 +431,22 @@ class DataParallel:
         ``(mean loss, wrong count)``. Returns ``[((mean loss, wrong count), n_k), ...]`` for
         every rank's shard, in rank order, with the global batch's mean-loss gradient in the
         model's ``.grad``."""
+        if self.ddp is None:
+            raise DistributedError("DataParallel.forward_backward after close()")
+        ddp = self.ddp
         n = len(y)
         parts = self.world if self.sync_bn else max(1, min(self.world, n // MIN_SHARD))
         lo, hi = shard_bounds(n, parts, self.rank)
         self._parts, self._weight = parts, (hi - lo) / n
-        if self.ddp.training != self.model.training:
-            self.ddp.train(self.model.training)
+        if ddp.training != self.model.training:
+            ddp.train(self.model.training)
         dev = x.device
         if parts == self.world:
-            loss, wrong = fn(self.ddp, x[lo:hi], y[lo:hi], parts * self._weight)
+            loss, wrong = fn(ddp, x[lo:hi], y[lo:hi], parts * self._weight)
         else:  # some ranks idle: no DDP hooks (they would wait for the idle ranks)
             if hi > lo:
-                with self.ddp.no_sync():
-                    loss, wrong = fn(self.ddp, x[lo:hi], y[lo:hi], self._weight)
+                with ddp.no_sync():
+                    loss, wrong = fn(ddp, x[lo:hi], y[lo:hi], self._weight)
             else:
                 loss = torch.zeros((), device=dev)
                 wrong = torch.zeros((), dtype=torch.int64, device=dev)

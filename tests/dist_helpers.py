@@ -43,7 +43,11 @@ def launch_env(rank: int, world: int, port: int) -> dict[str, str]:
 
 
 def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
+    import faulthandler
+
     import torch
+
+    faulthandler.enable()  # a rank killed by a signal prints where it was (every thread)
 
     os.environ.update(launch_env(rank, world, port))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -63,9 +67,11 @@ def spawn(fn: Callable[..., Any], nprocs: int, *args: Any) -> None:
 
 def _rank_main(rank, world, port, group_timeout_s, fn, args, results) -> None:
     import datetime
+    import faulthandler
 
     import torch.distributed as dist
 
+    faulthandler.enable()  # a rank killed by a signal prints where it was (every thread)
     os.environ["OMP_NUM_THREADS"] = "1"
     dist.init_process_group(
         "gloo",

@@ -46,7 +46,22 @@ def tiny_digits():
     )
 
 
+def _live_ddp() -> list:
+    """The DistributedDataParallel wrappers still alive, without collecting garbage: a run
+    lets go of its wrapper when it ends, or ends with an error, instead of leaving it in a
+    reference cycle for a later collection to destroy at a moment nobody chose."""
+    import gc
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    return [o for o in gc.get_objects() if isinstance(o, DistributedDataParallel)]
+
+
 def _ranks(rank: int, out: str) -> None:
+    import gc
+
+    gc.disable()  # what the run leaves behind stays for _live_ddp to see
+
     out_dir = Path(out)
     data = tiny_digits()
     # rank 0 checkpoints; rank 1 is handed a path it must never write (nor read: rank 0 does)
@@ -57,11 +72,13 @@ def _ranks(rank: int, out: str) -> None:
         train(
             small_cnn(), data, CFG, checkpoint_path=mine, on_epoch=stop_after(1), distributed=True
         )
+    assert not _live_ddp(), "an interrupted run kept its DDP wrapper (and the group) alive"
     if rank == 0:
         shutil.copy(mine, out_dir / "epoch1.pt")
     resumed = train(
         small_cnn(seed=1), data, CFG, checkpoint_path=mine, resume=True, distributed=True
     )
+    assert not _live_ddp(), "a finished run left its DDP wrapper to the garbage collector"
     torch.save(
         {
             "weights": resumed.model.state_dict(),
