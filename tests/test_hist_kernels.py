@@ -446,10 +446,12 @@ def test_default_thread_count_follows_threadpoolctl_and_omp_num_threads():
     """As HistGradientBoosting: the cores, or a threadpoolctl limit, or OMP_NUM_THREADS."""
     from threadpoolctl import threadpool_limits
 
-    assert _kernels.threads() >= 1
+    from residuals.boosting import cpu_threads
+
+    assert cpu_threads() == _kernels.threads() >= 1
     with threadpool_limits(limits=1):
-        assert _kernels.threads() == 1
-    code = "from residuals.boosting import _kernels; print(_kernels.threads())"
+        assert cpu_threads() == 1
+    code = "from residuals.boosting import cpu_threads; print(cpu_threads())"
     env = {**os.environ, "OMP_NUM_THREADS": "3"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

@@ -24,6 +24,16 @@ from residuals.boosting._validation import InvalidParameterError
 from residuals.runs.environment import register_machine_fact
 
 
+def cpu_threads() -> int:
+    """Threads a hist-mode fit on the CPU uses, if started now: scikit-learn's rule for
+    HistGradientBoosting -- the physical cores this process may run on, fewer under
+    ``OMP_NUM_THREADS`` or a ``threadpoolctl.threadpool_limits`` block (``docs/boosting.md``,
+    "Threads"). A fit's trees are the same bits at any count."""
+    from residuals.boosting import _kernels
+
+    return _kernels.threads()
+
+
 def _hist_cpu_loops() -> str | None:
     """Which loops hist mode runs on the CPU (docs/boosting.md), once hist mode has loaded them."""
     import sys
@@ -48,5 +58,6 @@ __all__ = [
     "MultinomialLogLoss",
     "QuantileLoss",
     "SquaredError",
+    "cpu_threads",
     "make_loss",
 ]
