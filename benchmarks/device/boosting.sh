@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The booster on a GPU machine: GPU fit times and memory, and the CPU thread-scaling table.
 #
-#   bash benchmarks/device/boosting.sh RESULTS_DIR            # BUDGET_S seconds (default 145)
+#   bash benchmarks/device/boosting.sh RESULTS_DIR            # BUDGET_S seconds (default 175)
 #   SMOKE=1 bash benchmarks/device/boosting.sh /tmp/boosting  # tiny sizes on the CPU: the logic only
 #
 # Run from the repository root with the C extension built (python setup.py build_ext
@@ -14,7 +14,7 @@ out=${1:?usage: boosting.sh RESULTS_DIR}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
 log="$out/boosting.log"
-deadline=$(( $(date +%s) + ${BUDGET_S:-145} - 4 ))  # a step may overrun its timeout by 3 s
+deadline=$(( $(date +%s) + ${BUDGET_S:-175} - 4 ))  # a step may overrun its timeout by 3 s
 say() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$log"; }
 
 # step NAME SECONDS ARGS...: boosting_speed.py ARGS --out RESULTS_DIR/NAME, for at most
@@ -31,16 +31,17 @@ step() {
   say "$name: rc=$? (124: stopped at its deadline; the fits done are in $out/$name)"
 }
 
-# profile SECONDS ARGS...: benchmarks/hist_profile.py ARGS --out RESULTS_DIR/profile
-profile() {
-  local budget=$1 left
-  shift
+# script NAME FILE SECONDS ARGS...: benchmarks/FILE ARGS --out RESULTS_DIR/NAME, for at most
+# SECONDS (less if the overall deadline comes first)
+script() {
+  local name=$1 file=$2 budget=$3 left
+  shift 3
   left=$(( deadline - $(date +%s) ))
   (( budget > left )) && budget=$left
-  if (( budget < 10 )); then say "profile: skipped (${left}s left)"; return; fi
-  say "profile: start (${budget}s): $*"
-  timeout -k 3 "$budget" python3 benchmarks/hist_profile.py "$@" --out "$out/profile" >"$out/profile.log" 2>&1
-  say "profile: rc=$?"
+  if (( budget < 10 )); then say "$name: skipped (${left}s left)"; return; fi
+  say "$name: start (${budget}s): $file $*"
+  timeout -k 3 "$budget" python3 "benchmarks/$file" "$@" --out "$out/$name" >"$out/$name.log" 2>&1
+  say "$name: rc=$?"
 }
 
 say "commit ${RESIDUALS_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}, $(nproc) cores"
@@ -55,12 +56,13 @@ if [ "${SMOKE:-0}" = 1 ]; then  # the same steps, tiny, on the CPU
     --threads 1,2 --repeats 1
   step lightgbm-16 60 --sizes 2000 --depths 3 --n-estimators 5 --methods "hist,hgb$lgbm" --device cpu \
     --threads 2 --repeats 1
-  profile 60 --rows 5k --features 10 --depth 4 --trees 5 --device cpu
+  script profile hist_profile.py 60 --rows 5k --features 10 --depth 4 --trees 5 --device cpu
+  script parts hist_threads.py 60 --rows 20k --features 10 --depth 4 --trees 5 --threads 1,2 --repeats 1
 else
   # the GPU goals: 1M x 50, depth 6, 100 trees in 0.5 s; 10M x 50 in 3 s; memory
   step gpu-1m 30 --sizes 1mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 2 --timeout 20
   # where the GPU fit's time goes: per op (torch.profiler) and per Python function (cProfile)
-  profile 25 --rows 1m --features 50 --depth 6 --trees 20 --device cuda
+  script profile hist_profile.py 25 --rows 1m --features 50 --depth 6 --trees 20 --device cuda
   step gpu-10m 35 --sizes 10mx50 --depths 6 --methods hist --device cuda --threads 16 --repeats 1 --timeout 30
   # thread scaling at 1M x 50, depth 6 (10 trees: what the budget allows), every method
   step scaling 45 --sizes 1mx50 --depths 6 --n-estimators 10 --methods "hist,hgb$lgbm" --device cpu \
@@ -68,5 +70,8 @@ else
   # 16 threads against LightGBM at 100k x 20 (100 trees), with the time left
   step lightgbm-16 20 --sizes 100k --depths 6,3 --methods "hist$lgbm" --device cpu --threads 16 \
     --repeats 1 --timeout 8
+  # where a CPU fit's time goes at 1 and 16 threads: each C loop, and the serial rest
+  script parts hist_threads.py 30 --rows 1m --features 50 --depth 6 --trees 10 --threads 1,16 \
+    --repeats 1
 fi
 say "done"
