@@ -1,9 +1,11 @@
 """Worker processes shared by the benches: a spawned pool whose workers ignore Ctrl-C (the
 parent handles it and stops them), die with their parent however it dies, and run a fixed
-number of torch threads each."""
+number of torch threads each; :func:`run_pool` submits calls to it and hands their results
+back, and stops the workers on Ctrl-C, SIGTERM or an error without ever hanging."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing as mp
 import os
@@ -11,11 +13,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
+from typing import Any, TypeVar
 
-__all__ = ["die_with_parent", "spawn_pool", "stop_workers"]
+__all__ = ["die_with_parent", "run_pool", "spawn_pool", "stop_workers"]
+
+K = TypeVar("K")
+POLL_S = 0.25  # how often run_pool looks for a noted Ctrl-C (and calls its poll)
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_POLL_S = 1.0  # the fallback's check of the parent, seconds
@@ -87,3 +92,74 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
             proc.terminate()
     for proc in list((getattr(pool, "_processes", None) or {}).values()):
         proc.join(timeout=10)
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C (and SIGTERM, where a handler already turns it into an exception, as the CLI's
+    does) only *noted* while the block runs; yields a function that says whether one came.
+
+    Raised where it lands, a KeyboardInterrupt can split ``concurrent.futures``' own lock
+    handling: ``wait`` acquires every future's lock in turn, and an interrupt between two
+    acquires leaves the first held for ever; the pool's manager thread then blocks on it
+    while the main thread, stopping the pool, waits for that thread (a hang seen in a test
+    of Ctrl-C). The caller raises KeyboardInterrupt itself, at a point of its choosing.
+    Off the main thread (where signals cannot be handled) the block runs as it is.
+    """
+    came: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        came.append(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            current = signal.getsignal(sig)
+            if callable(current):  # Python's Ctrl-C handler, or the CLI's SIGTERM one
+                previous[sig] = signal.signal(sig, note)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield lambda: bool(came)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run_pool(
+    pool: Executor,
+    calls: Mapping[K, tuple[Callable[..., Any], tuple]],
+    on_result: Callable[[K, Any], None],
+    *,
+    poll: Callable[[], None] | None = None,
+    wait_at_end: bool = True,
+) -> None:
+    """Run ``fn(*args)`` for each ``key: (fn, args)`` of ``calls`` in ``pool`` and call
+    ``on_result(key, result)`` in this process as each finishes (a worker's exception is
+    raised here); ``poll()`` runs every :data:`POLL_S` seconds and at the end (progress
+    that workers send on a queue of their own).
+
+    Ctrl-C or SIGTERM while it runs: the results already finished are handed over, the
+    workers are stopped (what each wrote atomically stays), and KeyboardInterrupt is
+    raised; the same stop on any error. At the end the pool is shut down, waiting for its
+    workers' exit only with ``wait_at_end``.
+    """
+    with deferred_interrupts() as interrupted:
+        try:
+            pending = {pool.submit(fn, *args): key for key, (fn, args) in calls.items()}
+            while pending:
+                finished, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                if poll is not None:
+                    poll()
+                for future in finished:
+                    on_result(pending.pop(future), future.result())
+                if interrupted():
+                    raise KeyboardInterrupt
+            if poll is not None:
+                poll()
+        except BaseException:
+            if isinstance(pool, ProcessPoolExecutor):
+                stop_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    pool.shutdown(wait=wait_at_end)

@@ -405,31 +405,23 @@ def _measure_here(todo, n_cases, cfg, tables, run, progress) -> None:
 
 def _measure_parallel(todo, n_cases, cfg, tables, run, progress, jobs) -> None:
     """Cases in worker processes; the tables keep the cases' order whatever finishes first."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    from residuals.bench._workers import spawn_pool, stop_workers
+    from residuals.bench._workers import run_pool, spawn_pool
 
     base = {name: list(getattr(tables, name)) for name in tables.frames()}
     measured: dict[int, BenchTables] = {}
+    labels = {i: case.label for i, case in todo}
+
+    def finished(i: int, result: tuple) -> None:
+        measured[i], lines = result
+        progress("case", f"[{i}/{n_cases}] {labels[i]}")
+        for kind, msg in lines:
+            progress(kind, msg)
+        for name, rows in base.items():
+            getattr(tables, name)[:] = rows + [
+                r for k in sorted(measured) for r in getattr(measured[k], name)
+            ]
+        if run is not None:
+            tables.save(run)
+
     pool = spawn_pool(min(jobs, len(todo)), cfg.threads)
-    try:
-        pending = {pool.submit(_measure_case, case, cfg): (i, case) for i, case in todo}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                i, case = pending.pop(future)
-                measured[i], lines = future.result()
-                progress("case", f"[{i}/{n_cases}] {case.label}")
-                for kind, msg in lines:
-                    progress(kind, msg)
-                for name, rows in base.items():
-                    getattr(tables, name)[:] = rows + [
-                        r for k in sorted(measured) for r in getattr(measured[k], name)
-                    ]
-                if run is not None:
-                    tables.save(run)
-    except BaseException:
-        stop_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    run_pool(pool, {i: (_measure_case, (case, cfg)) for i, case in todo}, finished)

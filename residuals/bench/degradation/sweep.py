@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict
 from pathlib import Path
 from queue import Empty
@@ -14,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from residuals.bench._workers import spawn_pool, stop_workers
+from residuals.bench._workers import run_pool, spawn_pool
 from residuals.bench.degradation import ranks
 from residuals.bench.degradation.config import DegradationConfig, RunSpec, plan_runs
 from residuals.bench.degradation.fusion import FusedJob, plan_jobs
@@ -206,23 +205,21 @@ def _run_parallel(units, cfg, run, *, device, jobs, data_dir, tables, progress) 
     pool = spawn_pool(
         jobs, worker_threads(jobs), _init_worker, (queue, spread_devices(device), ctx.Value("i", 0))
     )
-    try:
-        pending = {pool.submit(_worker_job, u, cfg, device, str(run.path), data_dir) for u in units}
-        while pending:
-            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            _drain(queue, progress)
-            for future in finished:
-                for outcome in future.result():  # re-raises the worker's exception
-                    tables.add(outcome)
-                    progress.finished(outcome)
-        _drain(queue, progress)
-    except BaseException:
-        stop_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    # Every result is in. A worker's interpreter teardown (torch loaded) takes 1-3 s: let the
-    # workers exit while the caller writes the report; the interpreter joins them at exit.
-    pool.shutdown(wait=False)
+
+    def finished(_: int, outcomes: list[RunOutcome]) -> None:
+        for outcome in outcomes:
+            tables.add(outcome)
+            progress.finished(outcome)
+
+    run_pool(
+        pool,
+        {i: (_worker_job, (u, cfg, device, str(run.path), data_dir)) for i, u in enumerate(units)},
+        finished,
+        poll=lambda: _drain(queue, progress),
+        # every result in, a worker's interpreter teardown (torch loaded) takes 1-3 s: the
+        # workers exit while the caller writes the report; the interpreter joins them at exit
+        wait_at_end=False,
+    )
 
 
 def _drain(queue, progress: Progress) -> None:

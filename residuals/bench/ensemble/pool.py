@@ -12,7 +12,6 @@ checkpoints stay.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, wait
 
 __all__ = ["run_tasks"]
 
@@ -53,7 +52,7 @@ def run_tasks(
 ) -> None:
     """Fit and measure every task; call ``on_result(task, frames)`` as each one finishes.
     Progress lines go to ``echo`` in this process, to the shared terminal from workers."""
-    from residuals.bench._workers import spawn_pool, stop_workers
+    from residuals.bench._workers import run_pool, spawn_pool
     from residuals.bench.degradation import worker_threads
 
     jobs = max(1, min(int(jobs), len(todo)))
@@ -62,15 +61,8 @@ def run_tasks(
             on_result(*_work(task, cfg, device, run_path, data_dir, fits[task[0]], echo))
         return
     pool = spawn_pool(jobs, worker_threads(jobs))
-    try:
-        pending = {pool.submit(_work, t, cfg, device, run_path, data_dir, fits[t[0]]) for t in todo}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                on_result(*future.result())  # re-raises a worker's exception
-    except BaseException:
-        stop_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    # every result is in; the workers' interpreters exit while the caller writes the report
-    pool.shutdown(wait=False)
+    calls = {
+        i: (_work, (t, cfg, device, run_path, data_dir, fits[t[0]])) for i, t in enumerate(todo)
+    }
+    # every result in, the workers' interpreters exit while the caller writes the report
+    run_pool(pool, calls, lambda _, result: on_result(*result), wait_at_end=False)
